@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# setup.sh — everything a fresh machine needs to build, test and demo Agnes. Idempotent.
+#
+#   1. the wasm32-wasip2 guest toolchain          (scripts/wasm-toolchain.sh)
+#   2. the official prebuilt libduckdb.so 1.5.6   (npm: @duckdb/node-bindings-linux-x64, sha256 pinned)
+#      into /opt/agnes-deps/duckdb-1.5.6, which .cargo/config.toml links against (with an rpath)
+#   3. just (PyPI: rust-just) and cargo-nextest, if missing
+#
+# Run as root (sudo) on Debian bookworm x86_64. A re-run takes a few seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DUCKDB_NPM="@duckdb/node-bindings-linux-x64@1.5.6-r.1"
+DUCKDB_SHA256="1b9f82478539bb9a1d1df44bd103121a12ae52142c07158dc52b97d2ec1d69ff"
+DUCKDB_DIR=/opt/agnes-deps/duckdb-1.5.6
+JUST_VERSION=1.59.0
+
+log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null || die "run as root (no sudo on this machine)"
+  exec sudo -E bash "$0" "$@"
+fi
+
+bash scripts/wasm-toolchain.sh
+
+if [ ! -f "$DUCKDB_DIR/libduckdb.so" ]; then
+  command -v npm >/dev/null || { apt-get update -qq; apt-get install -y -qq npm >/dev/null; }
+  tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+  log "fetching $DUCKDB_NPM (official prebuilt libduckdb.so)"
+  ( cd "$tmp" && npm pack --silent "$DUCKDB_NPM" >/dev/null )
+  tgz="$(ls "$tmp"/*.tgz)"
+  echo "$DUCKDB_SHA256  $tgz" | sha256sum -c --quiet - || die "checksum mismatch for $DUCKDB_NPM"
+  tar -xzf "$tgz" -C "$tmp" package/libduckdb.so package/LICENSE
+  mkdir -p "$DUCKDB_DIR"
+  mv "$tmp/package/libduckdb.so" "$tmp/package/LICENSE" "$DUCKDB_DIR/"
+  log "libduckdb.so installed in $DUCKDB_DIR"
+fi
+
+if [ ! -x /usr/local/bin/just ]; then
+  if ! just --version 2>/dev/null | grep -q "^just "; then
+    log "installing just $JUST_VERSION (PyPI: rust-just)"
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "rust-just==$JUST_VERSION" \
+      || die "pip install rust-just failed"
+  fi
+  # pip puts it in Python's scripts dir, which is not on every PATH: link it
+  ln -sf "$(python3 -c 'import sysconfig;print(sysconfig.get_path("scripts"))')/just" /usr/local/bin/just
+fi
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  log "installing cargo-nextest"
+  cargo install --quiet --locked cargo-nextest || die "cargo install cargo-nextest failed"
+fi
+log "ready: just $(just --version | cut -d' ' -f2), libduckdb $DUCKDB_DIR, $(grep WASM_RUSTC /etc/agnes/wasm-toolchain.env)"
