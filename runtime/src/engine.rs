@@ -1,0 +1,118 @@
+//! The shared wasmtime engine: one per process, with epoch interruption driven by a
+//! ticker thread, and an on-disk cache of compiled components.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine};
+
+use crate::Error;
+use crate::error::describe;
+use crate::host::RunState;
+
+/// How often the epoch advances; the granularity of deadlines and of async yields.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// A loaded, compiled component and its digest.
+#[derive(Clone)]
+pub struct LoadedComponent {
+    pub(crate) component: Component,
+    /// `sha256:<hex>` of the component bytes.
+    pub digest: String,
+}
+
+pub(crate) struct EngineInner {
+    pub engine: Engine,
+    pub linker: Linker<RunState>,
+    cache_dir: Option<PathBuf>,
+}
+
+/// Compiles and caches components; cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    pub(crate) inner: Arc<EngineInner>,
+}
+
+impl Runtime {
+    /// A runtime caching compiled components in `cache_dir` (created if missing), or not at
+    /// all with `None`. The cache directory must be writable only by the operator: its
+    /// files are loaded as native code.
+    pub fn new(cache_dir: Option<&Path>) -> Result<Runtime, Error> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.max_wasm_stack(2 << 20);
+        let engine = Engine::new(&config).map_err(|e| Error::Compile { digest: "-".into(), reason: describe(&e) })?;
+        let mut linker = Linker::new(&engine);
+        let link = |e: wasmtime::Error| Error::Compile { digest: "-".into(), reason: describe(&e) };
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link)?;
+        crate::bindings::Connector::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
+            .map_err(link)?;
+        if let Some(dir) = cache_dir {
+            std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
+        }
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("agnes-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(Error::io("spawning", "epoch thread"))?;
+        Ok(Runtime { inner: Arc::new(EngineInner { engine, linker, cache_dir: cache_dir.map(Path::to_path_buf) }) })
+    }
+
+    /// Reads and compiles a component file (see [`Runtime::load`]).
+    pub fn load_file(&self, path: &Path) -> Result<LoadedComponent, Error> {
+        let bytes = std::fs::read(path).map_err(|source| Error::ReadComponent { path: path.to_path_buf(), source })?;
+        self.load(&bytes)
+    }
+
+    /// Compiles a component, or loads its compiled form from the cache, keyed by the
+    /// sha256 of its bytes and the engine's compatibility hash.
+    pub fn load(&self, bytes: &[u8]) -> Result<LoadedComponent, Error> {
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+        let engine = &self.inner.engine;
+        let cached = self.inner.cache_dir.as_ref().map(|dir| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut h);
+            dir.join(format!("{}-{:016x}.cwasm", &digest[7..], h.finish()))
+        });
+        if let Some(path) = &cached
+            && path.exists()
+        {
+            // SAFETY: the cache directory is operator-owned and its files were written by
+            // `Component::serialize` of this same engine configuration (the file name
+            // carries the compatibility hash).
+            #[allow(unsafe_code)]
+            match unsafe { Component::deserialize_file(engine, path) } {
+                Ok(component) => return Ok(LoadedComponent { component, digest }),
+                Err(e) => tracing::warn!(path = %path.display(), error = %describe(&e), "ignoring unusable compile cache entry"),
+            }
+        }
+        if !bytes.starts_with(b"\0asm") {
+            return Err(Error::Compile { digest, reason: "not a WebAssembly binary (missing \\0asm header)".into() });
+        }
+        let component = Component::new(engine, bytes).map_err(|e| Error::Compile { digest: digest.clone(), reason: describe(&e) })?;
+        if let Some(path) = cached {
+            match component.serialize() {
+                Ok(compiled) => {
+                    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+                    if std::fs::write(&tmp, compiled).and_then(|_| std::fs::rename(&tmp, &path)).is_err() {
+                        let _ = std::fs::remove_file(&tmp);
+                        tracing::warn!(path = %path.display(), "could not write the compile cache");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %describe(&e), "could not serialize compiled component"),
+            }
+        }
+        Ok(LoadedComponent { component, digest })
+    }
+}

@@ -1,0 +1,115 @@
+//! The runtime's one error type.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything that can make a connector run fail. Each variant names the offending input
+/// and says what to do. A failed run never touches the extract that was serving.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The component could not be read.
+    #[error("reading component {path}: {source}")]
+    ReadComponent { path: PathBuf, source: std::io::Error },
+
+    /// The bytes are not a valid component, or it could not be compiled.
+    #[error("compiling component {digest}: {reason}")]
+    Compile { digest: String, reason: String },
+
+    /// The component imports something the host does not provide, or its exports do not
+    /// match the `agnes:connector@0.1.0` world.
+    #[error("instantiating component {digest}: {reason} (is it built against agnes:connector@0.1.0?)")]
+    Instantiate { digest: String, reason: String },
+
+    /// The guest trapped (panicked, hit `unreachable`, ran out of memory, ...).
+    #[error("connector trapped during {phase}: {reason}")]
+    Trap { phase: Phase, reason: String },
+
+    /// The guest returned an error.
+    #[error("connector failed during {phase}: {kind}: {message}")]
+    Connector { phase: Phase, kind: &'static str, message: String },
+
+    /// A batch the guest emitted is malformed or does not match its table's schema.
+    #[error("invalid batch for table `{table}`: {reason}")]
+    InvalidBatch { table: String, reason: String },
+
+    /// A table, column or source name is not acceptable.
+    #[error("{kind} name `{name}` is not allowed: {reason}")]
+    UnsafeName { kind: &'static str, name: String, reason: String },
+
+    /// The guest emitted to a stream that was not selected for this run.
+    #[error("connector emitted to table `{table}`, which was not selected for this run (selected: {selected})")]
+    UnknownStream { table: String, selected: String },
+
+    /// A run limit was reached.
+    #[error("limit exceeded: {limit} ({detail}); raise it in [limits] if this is expected")]
+    LimitExceeded { limit: &'static str, detail: String },
+
+    /// The run took longer than its wall-clock limit.
+    #[error("connector run exceeded its time limit of {limit:?} and was stopped; raise limits.timeout_secs if this is expected")]
+    Timeout { limit: Duration },
+
+    /// A run config file is invalid.
+    #[error("run config {path}: {reason}")]
+    Config { path: PathBuf, reason: String },
+
+    /// A directory grant cannot be honoured.
+    #[error("grant of directory {host} as `{guest}`: {reason}")]
+    InvalidGrant { host: PathBuf, guest: String, reason: String },
+
+    /// The selected streams do not exist.
+    #[error("table `{table}` was selected but the connector does not offer it (offered: {offered})")]
+    NoSuchTable { table: String, offered: String },
+
+    /// The output location is not an extract this runtime manages.
+    #[error("output {path} exists and is not an Agnes extract ({reason}); move it away or choose another --out")]
+    NotAnExtract { path: PathBuf, reason: String },
+
+    /// Another run of the same source holds its lock.
+    #[error("another run of source `{source_name}` is in progress (lock {lock})")]
+    Busy { source_name: String, lock: PathBuf },
+
+    /// A filesystem operation failed.
+    #[error("{action} {path}: {source}")]
+    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+
+    /// Writing a parquet file failed.
+    #[error("writing parquet for table `{table}`: {reason}")]
+    Parquet { table: String, reason: String },
+
+    /// Writing extract.duckdb failed.
+    #[error("writing {path}: {reason}")]
+    DuckDb { path: PathBuf, reason: String },
+}
+
+/// Which export of the connector was running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Spec,
+    Check,
+    Discover,
+    Read,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Spec => "spec",
+            Phase::Check => "check",
+            Phase::Discover => "discover",
+            Phase::Read => "read",
+        })
+    }
+}
+
+impl Error {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { action, path, source }
+    }
+}
+
+/// Renders a wasmtime error with its causes on one line.
+pub(crate) fn describe(e: &wasmtime::Error) -> String {
+    format!("{e:#}")
+}

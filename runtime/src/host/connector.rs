@@ -1,0 +1,325 @@
+//! `agnes:connector/host`: what the guest may ask of the host. Every call is checked
+//! against the run's state first: `emit` only during `read`, only to selected tables,
+//! only valid Arrow IPC with the table's declared schema, only within the run's limits.
+
+use arrow_buffer::Buffer;
+use tracing::instrument;
+
+use super::RunState;
+use crate::bindings::agnes::connector::host::{Host, HostError};
+use crate::bindings::agnes::connector::types::{self, LogLevel};
+use crate::names::validate_column;
+use crate::sink::parquet::TableWriter;
+use crate::{Error, Progress};
+
+const MAX_LOG_MESSAGE: usize = 4096;
+const MAX_STATE_BYTES: usize = 1 << 20;
+
+impl types::Host for RunState {}
+
+impl Host for RunState {
+    #[instrument(skip_all, fields(table = %stream, bytes = arrow_ipc.len()))]
+    fn emit(&mut self, stream: String, arrow_ipc: Vec<u8>) -> wasmtime::Result<Result<(), HostError>> {
+        if self.failure.is_some() {
+            wasmtime::bail!("emit after the run already failed");
+        }
+        if self.data_dir.is_none() {
+            let msg = "emit is only allowed during read".to_string();
+            tracing::warn!("error.type" = "access_denied", "{msg}");
+            return Ok(Err(HostError::AccessDenied(msg)));
+        }
+        if !self.selected.contains_key(&stream) {
+            let mut selected: Vec<_> = self.selected.keys().cloned().collect();
+            selected.sort();
+            let err = Error::UnknownStream { table: stream.clone(), selected: selected.join(", ") };
+            let msg = err.to_string();
+            self.fail(err);
+            return Ok(Err(HostError::UnknownStream(msg)));
+        }
+        if arrow_ipc.len() > self.limits.max_batch_bytes() {
+            self.fail(Error::LimitExceeded {
+                limit: "max_batch_mb",
+                detail: format!("one batch of `{stream}` is {} bytes, the limit is {} MiB", arrow_ipc.len(), self.limits.max_batch_mb),
+            });
+            wasmtime::bail!("batch size limit exceeded");
+        }
+        let new_bytes = self.bytes + arrow_ipc.len() as u64;
+        if new_bytes > self.limits.max_output_bytes() {
+            self.fail(Error::LimitExceeded {
+                limit: "max_output_mb",
+                detail: format!("the run emitted {new_bytes} bytes, the limit is {} MiB", self.limits.max_output_mb),
+            });
+            wasmtime::bail!("output size limit exceeded");
+        }
+        self.bytes = new_bytes;
+        match self.accept(&stream, arrow_ipc) {
+            Ok(()) => Ok(Ok(())),
+            Err(err @ Error::LimitExceeded { .. }) => {
+                self.fail(err);
+                wasmtime::bail!("row limit exceeded");
+            }
+            Err(err) => {
+                let msg = err.to_string();
+                self.fail(err);
+                Ok(Err(HostError::InvalidBatch(msg)))
+            }
+        }
+    }
+
+    fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
+        if self.log_lines >= self.limits.max_log_lines {
+            self.logs_dropped += 1;
+            return Ok(());
+        }
+        self.log_lines += 1;
+        let message = truncate(&message, MAX_LOG_MESSAGE);
+        match level {
+            LogLevel::Trace => tracing::trace!(target: "connector", "{message}"),
+            LogLevel::Debug => tracing::debug!(target: "connector", "{message}"),
+            LogLevel::Info => tracing::info!(target: "connector", "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "connector", "{message}"),
+            LogLevel::Error => tracing::error!(target: "connector", "{message}"),
+        }
+        Ok(())
+    }
+
+    fn progress(&mut self, _rows: u64, _bytes: u64) -> wasmtime::Result<()> {
+        // The host counts what it accepted itself (see `accept`); the guest's own numbers
+        // are not trusted for anything.
+        Ok(())
+    }
+
+    fn state_checkpoint(&mut self, state: String) -> wasmtime::Result<Result<(), HostError>> {
+        if self.data_dir.is_none() {
+            return Ok(Err(HostError::AccessDenied("state-checkpoint is only allowed during read".into())));
+        }
+        if state.len() > MAX_STATE_BYTES {
+            return Ok(Err(HostError::LimitExceeded(format!("state is {} bytes; the limit is {MAX_STATE_BYTES}", state.len()))));
+        }
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(&state) {
+            return Ok(Err(HostError::InvalidBatch(format!("state is not valid JSON: {e}"))));
+        }
+        self.checkpoint = Some(state);
+        Ok(Ok(()))
+    }
+}
+
+impl RunState {
+    /// Decodes one emit's IPC messages, checks every batch against the table's declared
+    /// schema and the row limit, and writes it to the table's parquet file.
+    fn accept(&mut self, stream: &str, bytes: Vec<u8>) -> Result<(), Error> {
+        let invalid = |reason: String| Error::InvalidBatch { table: stream.to_string(), reason };
+        let data_dir = self.data_dir.clone().expect("checked by emit");
+        let table = self.selected.get_mut(stream).expect("checked by emit");
+        let mut buffer = Buffer::from(bytes);
+        let mut accepted = 0u64;
+        while !buffer.is_empty() {
+            let batch = match table.decoder.decode(&mut buffer) {
+                Ok(Some(batch)) => batch,
+                Ok(None) => break,
+                Err(e) => return Err(invalid(format!("not valid Arrow IPC: {e}"))),
+            };
+            if let Some(schema) = table.decoder.schema()
+                && !same_fields(&schema, &table.schema)
+            {
+                return Err(invalid(format!(
+                    "schema changed: the table was discovered as {} but the stream carries {}",
+                    describe_schema(&table.schema),
+                    describe_schema(&schema)
+                )));
+            }
+            let rows = batch.num_rows() as u64;
+            if self.rows + accepted + rows > self.limits.max_rows {
+                return Err(Error::LimitExceeded {
+                    limit: "max_rows",
+                    detail: format!("the run emitted more than {} rows", self.limits.max_rows),
+                });
+            }
+            let writer = match &mut table.writer {
+                Some(w) => w,
+                None => table.writer.insert(TableWriter::create(&data_dir, stream, table.schema.clone())?),
+            };
+            // Write with the declared schema (same fields; metadata of the guest dropped).
+            let batch = batch.with_schema(table.schema.clone()).map_err(|e| invalid(e.to_string()))?;
+            writer.write(&batch)?;
+            accepted += rows;
+        }
+        if table.decoder.finish().is_err() {
+            return Err(invalid("the emitted bytes end inside a message; emit whole IPC messages".into()));
+        }
+        if let Some(schema) = table.decoder.schema()
+            && !same_fields(&schema, &table.schema)
+        {
+            return Err(invalid(format!(
+                "schema changed: the table was discovered as {} but the stream carries {}",
+                describe_schema(&table.schema),
+                describe_schema(&schema)
+            )));
+        }
+        self.rows += accepted;
+        let table_rows = table.writer.as_ref().map(|w| w.rows()).unwrap_or(0);
+        if let Some(cb) = &mut self.on_progress {
+            cb(&Progress { table: stream.to_string(), table_rows, rows: self.rows, bytes: self.bytes });
+        }
+        Ok(())
+    }
+}
+
+/// Field names, types and nullability equal (metadata ignored).
+pub(crate) fn same_fields(a: &arrow_schema::Schema, b: &arrow_schema::Schema) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields().iter().zip(b.fields()).all(|(x, y)| {
+            x.name() == y.name() && x.data_type() == y.data_type() && x.is_nullable() == y.is_nullable()
+        })
+}
+
+pub(crate) fn describe_schema(s: &arrow_schema::Schema) -> String {
+    let fields: Vec<String> = s.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect();
+    format!("({})", fields.join(", "))
+}
+
+/// Checks the schema a connector declared for a table: at least one column, safe and
+/// unique (case-insensitively, as DuckDB sees them) column names.
+pub(crate) fn validate_schema(table: &str, schema: &arrow_schema::Schema) -> Result<(), Error> {
+    if schema.fields().is_empty() {
+        return Err(Error::UnsafeName { kind: "table", name: table.into(), reason: "it has no columns".into() });
+    }
+    let mut seen = std::collections::HashSet::new();
+    for f in schema.fields() {
+        validate_column(table, f.name())?;
+        if !seen.insert(f.name().to_lowercase()) {
+            return Err(Error::UnsafeName {
+                kind: "column",
+                name: format!("{table}.{}", f.name()),
+                reason: "it appears twice (column names are case-insensitive)".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{Int64Array, RecordBatch};
+    use arrow_ipc::reader::StreamDecoder;
+    use arrow_ipc::writer::StreamWriter;
+    use arrow_schema::{DataType, Field, Schema};
+
+    use super::*;
+    use crate::Limits;
+    use crate::host::SelectedTable;
+
+    fn state(dir: &std::path::Path, limits: Limits) -> RunState {
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new().build();
+        let mut s = RunState::new(wasi, wasmtime::StoreLimitsBuilder::new().build(), limits);
+        s.data_dir = Some(dir.to_path_buf());
+        s.selected.insert(
+            "t".into(),
+            SelectedTable { schema: schema("n"), decoder: StreamDecoder::new(), writer: None },
+        );
+        s
+    }
+
+    fn schema(col: &str) -> Arc<Schema> {
+        Arc::new(Schema::new(vec![Field::new(col, DataType::Int64, false)]))
+    }
+
+    fn ipc(col: &str, values: &[i64]) -> Vec<u8> {
+        let s = schema(col);
+        let batch = RecordBatch::try_new(s.clone(), vec![Arc::new(Int64Array::from(values.to_vec()))]).unwrap();
+        let mut w = StreamWriter::try_new(Vec::new(), &s).unwrap();
+        w.write(&batch).unwrap();
+        w.into_inner().unwrap()
+    }
+
+    #[test]
+    fn emit_outside_read_is_denied() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = state(dir.path(), Limits::default());
+        s.data_dir = None;
+        let r = s.emit("t".into(), ipc("n", &[1])).unwrap();
+        assert!(matches!(r, Err(HostError::AccessDenied(_))));
+        assert!(s.failure.is_none(), "a denial the guest can handle does not fail the run by itself");
+    }
+
+    #[test]
+    fn emit_to_an_unselected_stream_fails_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = state(dir.path(), Limits::default());
+        let r = s.emit("other".into(), ipc("n", &[1])).unwrap();
+        assert!(matches!(r, Err(HostError::UnknownStream(_))));
+        assert!(matches!(s.failure, Some(Error::UnknownStream { .. })));
+    }
+
+    #[test]
+    fn garbage_bytes_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = state(dir.path(), Limits::default());
+        let r = s.emit("t".into(), b"definitely not arrow".to_vec()).unwrap();
+        assert!(matches!(r, Err(HostError::InvalidBatch(_))), "{r:?}");
+        assert!(matches!(s.failure, Some(Error::InvalidBatch { .. })));
+        assert!(s.emit("t".into(), ipc("n", &[1])).is_err(), "emits after a failure trap");
+    }
+
+    #[test]
+    fn a_schema_other_than_the_declared_one_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = state(dir.path(), Limits::default());
+        let r = s.emit("t".into(), ipc("m", &[1])).unwrap();
+        let Err(HostError::InvalidBatch(msg)) = r else { panic!("{r:?}") };
+        assert!(msg.contains("schema changed"), "{msg}");
+    }
+
+    #[test]
+    fn valid_batches_are_counted_and_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = state(dir.path(), Limits::default());
+        let first = ipc("n", &[1, 2, 3]);
+        s.emit("t".into(), first).unwrap().unwrap();
+        assert_eq!(s.rows, 3);
+        assert!(dir.path().join("t.parquet").exists());
+    }
+
+    #[test]
+    fn limits_trap() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = state(dir.path(), Limits { max_rows: 2, ..Limits::default() });
+        assert!(s.emit("t".into(), ipc("n", &[1, 2, 3])).is_err());
+        assert!(matches!(s.failure, Some(Error::LimitExceeded { limit: "max_rows", .. })));
+
+        let mut s = state(dir.path(), Limits { max_batch_mb: 0, ..Limits::default() });
+        assert!(s.emit("t".into(), ipc("n", &[1])).is_err());
+        assert!(matches!(s.failure, Some(Error::LimitExceeded { limit: "max_batch_mb", .. })));
+    }
+
+    #[test]
+    fn state_must_be_bounded_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = state(dir.path(), Limits::default());
+        assert!(s.state_checkpoint("{\"cursor\": 1}".into()).unwrap().is_ok());
+        assert!(s.state_checkpoint("not json".into()).unwrap().is_err());
+        assert!(s.state_checkpoint("\"".repeat(2 << 20)).unwrap().is_err());
+    }
+
+    #[test]
+    fn schemas_need_safe_unique_columns() {
+        let ok = Schema::new(vec![Field::new("a", DataType::Int64, true)]);
+        validate_schema("t", &ok).unwrap();
+        let dup = Schema::new(vec![Field::new("a", DataType::Int64, true), Field::new("A", DataType::Utf8, true)]);
+        assert!(validate_schema("t", &dup).unwrap_err().to_string().contains("twice"));
+        assert!(validate_schema("t", &Schema::empty()).is_err());
+    }
+}

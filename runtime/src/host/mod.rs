@@ -1,0 +1,79 @@
+//! Host-side state of one run and the implementations of the interfaces the guest imports:
+//! `agnes:connector/host` in [`connector`], WASI through `wasmtime-wasi` built from the
+//! grant only, guest stdout/stderr in [`output`].
+
+pub(crate) mod connector;
+pub(crate) mod output;
+
+use std::collections::HashMap;
+
+use arrow_ipc::reader::StreamDecoder;
+use arrow_schema::SchemaRef;
+use wasmtime::StoreLimits;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::sink::parquet::TableWriter;
+use crate::{Error, Limits, Progress};
+
+/// One table selected for the read.
+pub(crate) struct SelectedTable {
+    pub schema: SchemaRef,
+    pub decoder: StreamDecoder,
+    pub writer: Option<TableWriter>,
+}
+
+/// Everything the host keeps for one run; the store's data.
+pub(crate) struct RunState {
+    pub wasi: WasiCtx,
+    pub resources: ResourceTable,
+    pub store_limits: StoreLimits,
+    pub limits: Limits,
+    /// Tables the read may emit to (empty outside `read`: emit is denied).
+    pub selected: HashMap<String, SelectedTable>,
+    /// Where parquet files go during the read.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// The first fatal error a host call raised; the run fails with it, whatever the
+    /// guest does afterwards.
+    pub failure: Option<Error>,
+    pub rows: u64,
+    pub bytes: u64,
+    pub log_lines: u64,
+    pub logs_dropped: u64,
+    pub checkpoint: Option<String>,
+    pub on_progress: Option<Box<dyn FnMut(&Progress) + Send>>,
+}
+
+impl RunState {
+    pub(crate) fn new(wasi: WasiCtx, store_limits: StoreLimits, limits: Limits) -> Self {
+        RunState {
+            wasi,
+            resources: ResourceTable::new(),
+            store_limits,
+            limits,
+            selected: HashMap::new(),
+            data_dir: None,
+            failure: None,
+            rows: 0,
+            bytes: 0,
+            log_lines: 0,
+            logs_dropped: 0,
+            checkpoint: None,
+            on_progress: None,
+        }
+    }
+
+    /// Records the first fatal error of the run.
+    pub(crate) fn fail(&mut self, error: Error) {
+        if self.failure.is_none() {
+            tracing::warn!("error.type" = "run_failed", error = %error, "connector run failed");
+            self.failure = Some(error);
+        }
+    }
+}
+
+impl WasiView for RunState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.resources }
+    }
+}

@@ -1,0 +1,58 @@
+//! # agnes-runtime
+//!
+//! Runs untrusted Agnes connectors — WebAssembly components of the
+//! `agnes:connector@0.1.0` world — and turns what they emit into an *extract*: parquet
+//! files plus `extract.duckdb`, published atomically.
+//!
+//! - [`Runtime`] owns the wasmtime engine and a cache of compiled components
+//!   ([`Runtime::load_file`]).
+//! - [`Runtime::run`] instantiates a component with a deny-by-default WASI context built
+//!   from a [`Grant`] only, under [`Limits`], calls `discover` then `read`, validates
+//!   every emitted Arrow IPC batch and writes `data/<table>.parquet` (zstd) and
+//!   `extract.duckdb` (`_meta`, `_files`, one view per table) into a staging directory
+//!   that [`extract::Staging`] publishes with one atomic rename.
+//! - [`Error`] is the one error type; every variant names the input at fault.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), agnes_runtime::Error> {
+//! use agnes_runtime::{DirGrant, Grant, Limits, RunRequest, Runtime};
+//!
+//! let runtime = Runtime::new(Some("/var/cache/agnes".as_ref()))?;
+//! let component = runtime.load_file("csv.wasm".as_ref())?;
+//! let report = runtime
+//!     .run(
+//!         &component,
+//!         RunRequest {
+//!             source: "demo".into(),
+//!             extracts_dir: "./agnes-data/extracts".into(),
+//!             config: r#"{"dir": "/data"}"#.into(),
+//!             grant: Grant { dirs: vec![DirGrant { host: "./csv".into(), guest: "/data".into() }] },
+//!             limits: Limits::default(),
+//!             streams: None,
+//!             state: None,
+//!         },
+//!         None,
+//!     )
+//!     .await?;
+//! println!("{} tables, {} rows", report.tables.len(), report.rows);
+//! # Ok(()) }
+//! ```
+
+mod bindings;
+mod config;
+mod engine;
+mod error;
+pub mod extract;
+mod host;
+mod limits;
+pub mod names;
+mod policy;
+mod run;
+pub mod sink;
+
+pub use config::RunConfig;
+pub use engine::{LoadedComponent, Runtime};
+pub use error::{Error, Phase};
+pub use limits::Limits;
+pub use policy::{DirGrant, Grant};
+pub use run::{Progress, RunReport, RunRequest, TableReport, TableSpec};

@@ -1,0 +1,56 @@
+//! Hard limits of one connector run.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Bounds on what one run may use and produce. Every field has a default; a config may
+/// lower or raise them (`[limits]` in a run config).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Linear memory of the guest, in MiB.
+    pub memory_mb: u64,
+    /// Wall-clock time of the whole run (discover + read), in seconds.
+    pub timeout_secs: u64,
+    /// Rows emitted over all tables.
+    pub max_rows: u64,
+    /// Arrow IPC bytes emitted over all tables, in MiB.
+    pub max_output_mb: u64,
+    /// Size of one `emit` call (one batch), in MiB.
+    pub max_batch_mb: u64,
+    /// Tables a connector may offer.
+    pub max_tables: usize,
+    /// Log lines kept per run (guest `log` calls plus stdout/stderr lines); later ones are
+    /// counted and dropped.
+    pub max_log_lines: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mb: 1024,
+            timeout_secs: 3600,
+            max_rows: 10_000_000_000,
+            max_output_mb: 256 * 1024,
+            max_batch_mb: 256,
+            max_tables: 1000,
+            max_log_lines: 10_000,
+        }
+    }
+}
+
+impl Limits {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+    pub(crate) fn memory_bytes(&self) -> usize {
+        usize::try_from(self.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+    }
+    pub(crate) fn max_output_bytes(&self) -> u64 {
+        self.max_output_mb.saturating_mul(1 << 20)
+    }
+    pub(crate) fn max_batch_bytes(&self) -> usize {
+        usize::try_from(self.max_batch_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+    }
+}

@@ -1,0 +1,359 @@
+//! One connector run: instantiate with the grant, discover, read, validate every batch,
+//! write parquet + `extract.duckdb`, publish atomically.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use arrow_buffer::Buffer;
+use arrow_ipc::reader::StreamDecoder;
+use arrow_schema::SchemaRef;
+use wasmtime::{Store, StoreLimitsBuilder};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use crate::bindings::Connector;
+use crate::bindings::agnes::connector::types::{ConnectorError, TableInfo};
+use crate::engine::{LoadedComponent, Runtime};
+use crate::error::{Phase, describe};
+use crate::extract::Staging;
+use crate::host::connector::validate_schema;
+use crate::host::output::GuestOutput;
+use crate::host::{RunState, SelectedTable};
+use crate::names::validate_name;
+use crate::sink::duckdb::{ExtractTable, write_extract};
+use crate::sink::parquet::{TableWriter, WrittenFile};
+use crate::{Error, Grant, Limits};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// The source name: the extract's directory name under `extracts_dir`.
+    pub source: String,
+    /// `<data_dir>/extracts`.
+    pub extracts_dir: PathBuf,
+    /// The connector's config, as JSON text.
+    pub config: String,
+    /// Capabilities granted to this run (deny by default).
+    pub grant: Grant,
+    pub limits: Limits,
+    /// Tables to read; `None` reads every table `discover` returns.
+    pub streams: Option<Vec<String>>,
+    /// The last committed cursor state.
+    pub state: Option<String>,
+}
+
+/// A table as `discover` described it, after validation.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    pub name: String,
+    pub description: Option<String>,
+    pub schema: SchemaRef,
+    pub primary_key: Vec<String>,
+    pub cursor_field: Option<String>,
+}
+
+/// Progress of a read, reported after every accepted emit.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub table: String,
+    pub table_rows: u64,
+    /// Rows accepted over all tables.
+    pub rows: u64,
+    /// Arrow IPC bytes accepted over all tables.
+    pub bytes: u64,
+}
+
+/// One table of a published extract.
+#[derive(Debug, Clone)]
+pub struct TableReport {
+    pub name: String,
+    pub description: Option<String>,
+    pub rows: u64,
+    pub size_bytes: u64,
+    pub md5: String,
+    /// The parquet file (versioned path).
+    pub path: PathBuf,
+}
+
+/// The outcome of a successful run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub source: String,
+    pub version: String,
+    /// The published (versioned) extract directory.
+    pub dir: PathBuf,
+    /// `sha256:` digest of the component that ran.
+    pub component_digest: String,
+    pub tables: Vec<TableReport>,
+    pub rows: u64,
+    /// Arrow IPC bytes the guest emitted.
+    pub bytes_emitted: u64,
+    pub elapsed: Duration,
+    /// The committed cursor state.
+    pub state: Option<String>,
+}
+
+impl RunReport {
+    /// Total size of the parquet files.
+    pub fn size_bytes(&self) -> u64 {
+        self.tables.iter().map(|t| t.size_bytes).sum()
+    }
+}
+
+type ProgressFn = Box<dyn FnMut(&Progress) + Send>;
+
+impl Runtime {
+    fn store(&self, grant: &Grant, limits: &Limits) -> Result<Store<RunState>, Error> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(GuestOutput::new("stdout", limits.max_log_lines))
+            .stderr(GuestOutput::new("stderr", limits.max_log_lines))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        for d in &grant.dirs {
+            wasi.preopened_dir(&d.host, &d.guest, FsPerms::ReadOnly).map_err(|e| Error::InvalidGrant {
+                host: d.host.clone(),
+                guest: d.guest.clone(),
+                reason: describe(&e),
+            })?;
+        }
+        let store_limits = StoreLimitsBuilder::new()
+            .memory_size(limits.memory_bytes())
+            .instances(32)
+            .tables(64)
+            .table_elements(1 << 20)
+            .memories(8)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(&self.inner.engine, RunState::new(wasi.build(), store_limits, limits.clone()));
+        store.limiter(|s| &mut s.store_limits);
+        // Yield to the executor every epoch tick, so the wall-clock timeout can fire even
+        // while the guest spins.
+        store.epoch_deadline_async_yield_and_update(1);
+        Ok(store)
+    }
+
+    async fn instantiate(&self, component: &LoadedComponent, store: &mut Store<RunState>) -> Result<Connector, Error> {
+        let fail = |e: wasmtime::Error| Error::Instantiate { digest: component.digest.clone(), reason: describe(&e) };
+        let pre = self.inner.linker.instantiate_pre(&component.component).map_err(fail)?;
+        let pre = crate::bindings::ConnectorPre::new(pre).map_err(fail)?;
+        pre.instantiate_async(store).await.map_err(fail)
+    }
+
+    /// Calls `discover` and validates what it returns.
+    pub async fn discover(
+        &self,
+        component: &LoadedComponent,
+        config: &str,
+        grant: &Grant,
+        limits: &Limits,
+    ) -> Result<Vec<TableSpec>, Error> {
+        let timeout = limits.timeout();
+        let work = async {
+            let mut store = self.store(grant, limits)?;
+            let instance = self.instantiate(component, &mut store).await?;
+            discover_in(&instance, &mut store, config).await
+        };
+        tokio::time::timeout(timeout, work).await.map_err(|_| Error::Timeout { limit: timeout })?
+    }
+
+    /// Runs the connector end to end and publishes its extract at
+    /// `<extracts_dir>/<source>`. On any error nothing is published and the previous
+    /// extract keeps serving.
+    pub async fn run(
+        &self,
+        component: &LoadedComponent,
+        request: RunRequest,
+        on_progress: Option<ProgressFn>,
+    ) -> Result<RunReport, Error> {
+        let timeout = request.limits.timeout();
+        tokio::time::timeout(timeout, self.run_inner(component, request, on_progress))
+            .await
+            .map_err(|_| Error::Timeout { limit: timeout })?
+    }
+
+    async fn run_inner(
+        &self,
+        component: &LoadedComponent,
+        request: RunRequest,
+        on_progress: Option<ProgressFn>,
+    ) -> Result<RunReport, Error> {
+        let started = Instant::now();
+        let extracted_at = chrono::Utc::now().naive_utc();
+        let staging = Staging::begin(&request.extracts_dir, &request.source)?;
+        let mut store = self.store(&request.grant, &request.limits)?;
+        store.data_mut().on_progress = on_progress;
+        let instance = self.instantiate(component, &mut store).await?;
+
+        let tables = discover_in(&instance, &mut store, &request.config).await?;
+        if tables.len() > request.limits.max_tables {
+            return Err(Error::LimitExceeded {
+                limit: "max_tables",
+                detail: format!("the connector offers {} tables, the limit is {}", tables.len(), request.limits.max_tables),
+            });
+        }
+        let selected: Vec<TableSpec> = match &request.streams {
+            None => tables,
+            Some(names) => {
+                let mut out = Vec::new();
+                for name in names {
+                    let t = tables.iter().find(|t| &t.name == name).ok_or_else(|| Error::NoSuchTable {
+                        table: name.clone(),
+                        offered: tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "),
+                    })?;
+                    out.push(t.clone());
+                }
+                out
+            }
+        };
+
+        let data_dir = staging.data_dir();
+        {
+            let state = store.data_mut();
+            state.data_dir = Some(data_dir.clone());
+            state.selected = selected
+                .iter()
+                .map(|t| {
+                    let s = SelectedTable { schema: t.schema.clone(), decoder: StreamDecoder::new(), writer: None };
+                    (t.name.clone(), s)
+                })
+                .collect();
+        }
+        let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();
+        let result = instance.call_read(&mut store, &request.config, &names, request.state.as_deref()).await;
+        let new_state = settle(&mut store, Phase::Read, result)?;
+        let new_state = match new_state {
+            Some(s) => Some(check_state(s)?),
+            None => store.data_mut().checkpoint.take(),
+        };
+
+        // Finish every selected table; one that received no batch gets an empty file with
+        // its declared schema, so its view exists and says 0 rows.
+        let mut written: HashMap<String, WrittenFile> = HashMap::new();
+        let (rows, bytes) = (store.data().rows, store.data().bytes);
+        let mut writers = std::mem::take(&mut store.data_mut().selected);
+        drop(store);
+        for t in &selected {
+            let writer = match writers.get_mut(&t.name).and_then(|s| s.writer.take()) {
+                Some(w) => w,
+                None => TableWriter::create(&data_dir, &t.name, t.schema.clone())?,
+            };
+            written.insert(t.name.clone(), writer.finish()?);
+        }
+        if let Some(state) = &new_state {
+            let path = staging.dir().join("state.json");
+            std::fs::write(&path, state).map_err(Error::io("writing", &path))?;
+        }
+        let sealed = staging.seal()?;
+        let mut reports = Vec::new();
+        for t in &selected {
+            let mut file = written.remove(&t.name).expect("written above");
+            file.path = sealed.join("data").join(format!("{}.parquet", t.name));
+            reports.push(TableReport {
+                name: t.name.clone(),
+                description: t.description.clone(),
+                rows: file.rows,
+                size_bytes: file.size_bytes,
+                md5: file.md5.clone(),
+                path: file.path.clone(),
+            });
+            written.insert(t.name.clone(), file);
+        }
+        let extract_tables: Vec<ExtractTable<'_>> = selected
+            .iter()
+            .map(|t| ExtractTable { name: &t.name, description: t.description.as_deref(), file: &written[&t.name] })
+            .collect();
+        write_extract(&sealed, &extract_tables, extracted_at)?;
+        let version = staging.version().to_string();
+        let dir = staging.publish()?;
+        Ok(RunReport {
+            source: request.source,
+            version,
+            dir,
+            component_digest: component.digest.clone(),
+            tables: reports,
+            rows,
+            bytes_emitted: bytes,
+            elapsed: started.elapsed(),
+            state: new_state,
+        })
+    }
+}
+
+async fn discover_in(instance: &Connector, store: &mut Store<RunState>, config: &str) -> Result<Vec<TableSpec>, Error> {
+    let result = instance.call_discover(&mut *store, config).await;
+    let infos = settle(store, Phase::Discover, result)?;
+    let mut tables: Vec<TableSpec> = Vec::with_capacity(infos.len());
+    for info in infos {
+        let spec = table_spec(info)?;
+        if tables.iter().any(|t| t.name == spec.name) {
+            return Err(Error::UnsafeName { kind: "table", name: spec.name, reason: "the connector offers it twice".into() });
+        }
+        tables.push(spec);
+    }
+    Ok(tables)
+}
+
+fn table_spec(info: TableInfo) -> Result<TableSpec, Error> {
+    validate_name("table", &info.name)?;
+    let invalid = |reason: String| Error::InvalidBatch { table: info.name.clone(), reason };
+    let mut decoder = StreamDecoder::new();
+    let mut buffer = Buffer::from(info.arrow_schema.clone());
+    if let Some(_batch) = decoder.decode(&mut buffer).map_err(|e| invalid(format!("declared schema is not Arrow IPC: {e}")))? {
+        return Err(invalid("declared schema carries a record batch".into()));
+    }
+    let schema = decoder.schema().ok_or_else(|| invalid("declared schema is empty".into()))?;
+    if !buffer.is_empty() {
+        return Err(invalid("declared schema has trailing bytes".into()));
+    }
+    validate_schema(&info.name, &schema)?;
+    for key in info.primary_key.iter().chain(info.cursor_field.iter()) {
+        if schema.field_with_name(key).is_err() {
+            return Err(invalid(format!("primary key or cursor field `{key}` is not a column")));
+        }
+    }
+    Ok(TableSpec {
+        name: info.name,
+        description: info.description,
+        schema,
+        primary_key: info.primary_key,
+        cursor_field: info.cursor_field,
+    })
+}
+
+/// Turns the outcome of a guest call into the run's result. A failure a host call
+/// recorded wins over whatever the guest made of it.
+fn settle<T>(
+    store: &mut Store<RunState>,
+    phase: Phase,
+    result: wasmtime::Result<Result<T, ConnectorError>>,
+) -> Result<T, Error> {
+    if let Some(failure) = store.data_mut().failure.take() {
+        return Err(failure);
+    }
+    match result {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => {
+            let (kind, message) = match e {
+                ConnectorError::Config(m) => ("config", m),
+                ConnectorError::Source(m) => ("source", m),
+                ConnectorError::Io(m) => ("io", m),
+                ConnectorError::AccessDenied(m) => ("access denied", m),
+                ConnectorError::LimitExceeded(m) => ("limit exceeded", m),
+                ConnectorError::Internal(m) => ("internal", m),
+            };
+            Err(Error::Connector { phase, kind, message })
+        }
+        Err(trap) => Err(Error::Trap { phase, reason: describe(&trap) }),
+    }
+}
+
+fn check_state(state: String) -> Result<String, Error> {
+    const MAX: usize = 1 << 20;
+    let fail = |reason: String| Error::Connector { phase: Phase::Read, kind: "internal", message: reason };
+    if state.len() > MAX {
+        return Err(fail(format!("returned state is {} bytes; the limit is {MAX}", state.len())));
+    }
+    serde_json::from_str::<serde_json::Value>(&state).map_err(|e| fail(format!("returned state is not JSON: {e}")))?;
+    Ok(state)
+}

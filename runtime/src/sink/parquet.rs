@@ -1,0 +1,124 @@
+//! Parquet output of one table, hashed (md5) while it is written.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use md5::{Digest, Md5};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::Error;
+
+/// A file writer that computes the md5 of every byte it writes, so the served file never
+/// has to be read back to be hashed.
+struct HashingFile {
+    inner: BufWriter<File>,
+    md5: Md5,
+    len: u64,
+}
+
+impl Write for HashingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.md5.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A finished parquet file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenFile {
+    pub path: PathBuf,
+    pub rows: u64,
+    pub size_bytes: u64,
+    pub md5: String,
+}
+
+/// Writes the batches of one table to `<dir>/<table>.parquet` (zstd).
+pub(crate) struct TableWriter {
+    table: String,
+    path: PathBuf,
+    writer: ArrowWriter<HashingFile>,
+    rows: u64,
+}
+
+impl TableWriter {
+    pub(crate) fn create(dir: &Path, table: &str, schema: SchemaRef) -> Result<Self, Error> {
+        let path = dir.join(format!("{table}.parquet"));
+        let file = File::create(&path).map_err(Error::io("creating", &path))?;
+        let sink = HashingFile { inner: BufWriter::with_capacity(1 << 20, file), md5: Md5::new(), len: 0 };
+        let level = ZstdLevel::try_new(3).expect("3 is a valid zstd level");
+        let props = WriterProperties::builder().set_compression(Compression::ZSTD(level)).build();
+        let writer = ArrowWriter::try_new(sink, schema, Some(props))
+            .map_err(|e| Error::Parquet { table: table.into(), reason: e.to_string() })?;
+        Ok(TableWriter { table: table.to_string(), path, writer, rows: 0 })
+    }
+
+    pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<(), Error> {
+        self.writer
+            .write(batch)
+            .map_err(|e| Error::Parquet { table: self.table.clone(), reason: e.to_string() })?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    pub(crate) fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Closes the file (footer, flush, fsync) and returns its size and md5.
+    pub(crate) fn finish(self) -> Result<WrittenFile, Error> {
+        let table = self.table;
+        let fail = |e: &dyn std::fmt::Display| Error::Parquet { table: table.clone(), reason: e.to_string() };
+        let mut sink = self.writer.into_inner().map_err(|e| fail(&e))?;
+        sink.flush().map_err(|e| fail(&e))?;
+        let file = sink.inner.into_inner().map_err(|e| fail(&e))?;
+        file.sync_all().map_err(|e| fail(&e))?;
+        Ok(WrittenFile { path: self.path, rows: self.rows, size_bytes: sink.len, md5: hex::encode(sink.md5.finalize()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{Int64Array, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn md5_and_size_match_the_file_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let mut w = TableWriter::create(dir.path(), "t", schema.clone()).unwrap();
+        for i in 0..3 {
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(vec![i, i + 10])),
+                    Arc::new(StringArray::from(vec![Some("a"), None])),
+                ],
+            )
+            .unwrap();
+            w.write(&batch).unwrap();
+        }
+        let out = w.finish().unwrap();
+        let bytes = std::fs::read(dir.path().join("t.parquet")).unwrap();
+        assert_eq!(out.rows, 6);
+        assert_eq!(out.size_bytes, bytes.len() as u64);
+        assert_eq!(out.md5, hex::encode(Md5::digest(&bytes)));
+        assert_eq!(&bytes[..4], b"PAR1");
+    }
+}
