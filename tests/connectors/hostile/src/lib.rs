@@ -1,0 +1,151 @@
+//! A connector that misbehaves on purpose, chosen by `{"mode": ...}`:
+//!
+//! - `good`: one table `numbers (n BIGINT NOT NULL, label VARCHAR)` with `rows` rows.
+//! - `garbage`: emits bytes that are not Arrow IPC.
+//! - `schema_change`: emits one good batch, then a batch with another schema.
+//! - `partial`: emits a message cut in half.
+//! - `trap`: panics in the middle of `read`, after emitting a batch.
+//! - `unsafe_name`: offers a table named `bad;name`.
+//! - `unknown_stream`: emits to a table it did not offer.
+//! - `emit_in_discover`: calls `emit` from `discover`.
+//! - `probe`: tries to read paths outside its preopen and reports each outcome as a row of
+//!   table `probe (path VARCHAR, outcome VARCHAR)`.
+//! - `spin`: loops forever in `read`.
+//! - `memory_bomb`: allocates until it cannot.
+//! - `error`: returns a source error from `read`.
+
+use std::sync::Arc;
+
+use agnes_connector_sdk::arrow_array::{Int64Array, RecordBatch, StringArray};
+use agnes_connector_sdk::arrow_schema::{DataType, Field, Schema, SchemaRef};
+use agnes_connector_sdk::bindings::agnes::connector::host;
+use agnes_connector_sdk::{Connector, Error, ReadContext, Spec, Table, export_connector};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+pub struct Config {
+    mode: String,
+    #[serde(default = "default_rows")]
+    rows: i64,
+    #[serde(default)]
+    paths: Vec<String>,
+}
+
+fn default_rows() -> i64 {
+    10
+}
+
+fn numbers_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false), Field::new("label", DataType::Utf8, true)]))
+}
+
+fn probe_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("path", DataType::Utf8, false), Field::new("outcome", DataType::Utf8, false)]))
+}
+
+fn numbers(from: i64, to: i64) -> RecordBatch {
+    let n = Int64Array::from_iter_values(from..to);
+    let label = StringArray::from_iter_values((from..to).map(|i| format!("row {i}")));
+    RecordBatch::try_new(numbers_schema(), vec![Arc::new(n), Arc::new(label)]).unwrap()
+}
+
+fn ipc_stream(batch: &RecordBatch) -> Vec<u8> {
+    let mut w = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), batch.schema_ref()).unwrap();
+    w.write(batch).unwrap();
+    w.into_inner().unwrap()
+}
+
+pub struct Hostile;
+
+impl Connector for Hostile {
+    type Config = Config;
+
+    fn spec() -> Spec {
+        Spec::new("hostile", "0.0.0")
+    }
+
+    fn discover(config: &Config) -> Result<Vec<Table>, Error> {
+        match config.mode.as_str() {
+            "unsafe_name" => Ok(vec![Table::new("bad;name", numbers_schema())]),
+            "probe" => Ok(vec![Table::new("probe", probe_schema())]),
+            "emit_in_discover" => {
+                let r = host::emit("numbers", &ipc_stream(&numbers(0, 1)));
+                Err(Error::AccessDenied(format!("emit in discover returned {r:?}")))
+            }
+            _ => Ok(vec![Table::new("numbers", numbers_schema()).description("numbers 0..rows")]),
+        }
+    }
+
+    fn read(config: &Config, ctx: &mut ReadContext) -> Result<(), Error> {
+        match config.mode.as_str() {
+            "good" | "unsafe_name" => {
+                let mut from = 0;
+                while from < config.rows {
+                    let to = (from + 1000).min(config.rows);
+                    ctx.emit("numbers", &numbers(from, to))?;
+                    from = to;
+                }
+                Ok(())
+            }
+            "garbage" => {
+                host::emit("numbers", b"\xff\xff\xff\xff\x10\x00\x00\x00this is not arrow ipc at all")?;
+                Ok(())
+            }
+            "schema_change" => {
+                ctx.emit("numbers", &numbers(0, 5))?;
+                let other = Arc::new(Schema::new(vec![Field::new("n", DataType::Utf8, false)]));
+                let batch = RecordBatch::try_new(other, vec![Arc::new(StringArray::from(vec!["x"]))]).unwrap();
+                host::emit("numbers", &ipc_stream(&batch))?;
+                Ok(())
+            }
+            "partial" => {
+                let bytes = ipc_stream(&numbers(0, 100));
+                host::emit("numbers", &bytes[..bytes.len() / 2])?;
+                Ok(())
+            }
+            "trap" => {
+                ctx.emit("numbers", &numbers(0, 5))?;
+                panic!("connector bug: index out of range");
+            }
+            "unknown_stream" => {
+                host::emit("secret_table", &ipc_stream(&numbers(0, 1)))?;
+                Ok(())
+            }
+            "probe" => {
+                let mut paths = Vec::new();
+                let mut outcomes = Vec::new();
+                for p in &config.paths {
+                    let outcome = match std::fs::read(p) {
+                        Ok(bytes) => format!("read {} bytes", bytes.len()),
+                        Err(e) => format!("denied: {e}"),
+                    };
+                    paths.push(p.clone());
+                    outcomes.push(outcome);
+                }
+                let batch = RecordBatch::try_new(
+                    probe_schema(),
+                    vec![Arc::new(StringArray::from(paths)), Arc::new(StringArray::from(outcomes))],
+                )
+                .unwrap();
+                ctx.emit("probe", &batch)
+            }
+            "spin" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "memory_bomb" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 16 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "error" => Err(Error::Source("the source said 503".into())),
+            other => Err(Error::Config(format!("unknown mode {other}"))),
+        }
+    }
+}
+
+export_connector!(Hostile);
