@@ -49,9 +49,15 @@ impl RunConfig {
     /// Reads and validates a run config file.
     pub fn from_file(path: &Path) -> Result<RunConfig, Error> {
         let text = std::fs::read_to_string(path).map_err(Error::io("reading", path))?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
         let is_json = path.extension().is_some_and(|e| e == "json");
-        Self::parse(&text, is_json, &base).map_err(|reason| Error::Config { path: path.to_path_buf(), reason })
+        Self::parse(&text, is_json, &base).map_err(|reason| Error::Config {
+            path: path.to_path_buf(),
+            reason,
+        })
     }
 
     /// Parses config text; host paths are resolved against `base`.
@@ -72,7 +78,12 @@ impl RunConfig {
         if raw.limits.memory_mb == 0 || raw.limits.timeout_secs == 0 {
             return Err("limits.memory_mb and limits.timeout_secs must be at least 1".into());
         }
-        Ok(RunConfig { source: raw.source, config: config.to_string(), grant, limits: raw.limits })
+        Ok(RunConfig {
+            source: raw.source,
+            config: config.to_string(),
+            grant,
+            limits: raw.limits,
+        })
     }
 }
 
@@ -93,7 +104,8 @@ mod tests {
             }
             cases += 1;
             let text = std::fs::read_to_string(&path).unwrap();
-            let err = RunConfig::parse(&text, false, &dir).expect_err(&format!("{} should fail", path.display()));
+            let err = RunConfig::parse(&text, false, &dir)
+                .expect_err(&format!("{} should fail", path.display()));
             // machine-independent: the checkout's location is not part of the message
             let err = err.replace(&dir.display().to_string(), "$DIR");
             let expected_path = path.with_extension("err");
@@ -123,7 +135,10 @@ mod tests {
         "#;
         let c = RunConfig::parse(text, false, tmp.path()).unwrap();
         assert_eq!(c.source.as_deref(), Some("demo"));
-        assert_eq!(serde_json::from_str::<serde_json::Value>(&c.config).unwrap()["infer_rows"], 5);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&c.config).unwrap()["infer_rows"],
+            5
+        );
         assert_eq!(c.grant.dirs[0].guest, "/data");
         assert_eq!(c.limits.timeout_secs, 5);
         assert_eq!(c.limits.memory_mb, Limits::default().memory_mb);

@@ -45,12 +45,21 @@ impl Runtime {
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.max_wasm_stack(2 << 20);
-        let engine = Engine::new(&config).map_err(|e| Error::Compile { digest: "-".into(), reason: describe(&e) })?;
+        let engine = Engine::new(&config).map_err(|e| Error::Compile {
+            digest: "-".into(),
+            reason: describe(&e),
+        })?;
         let mut linker = Linker::new(&engine);
-        let link = |e: wasmtime::Error| Error::Compile { digest: "-".into(), reason: describe(&e) };
+        let link = |e: wasmtime::Error| Error::Compile {
+            digest: "-".into(),
+            reason: describe(&e),
+        };
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link)?;
-        crate::bindings::Connector::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
-            .map_err(link)?;
+        crate::bindings::Connector::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(link)?;
         if let Some(dir) = cache_dir {
             std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
         }
@@ -65,12 +74,21 @@ impl Runtime {
                 }
             })
             .map_err(Error::io("spawning", "epoch thread"))?;
-        Ok(Runtime { inner: Arc::new(EngineInner { engine, linker, cache_dir: cache_dir.map(Path::to_path_buf) }) })
+        Ok(Runtime {
+            inner: Arc::new(EngineInner {
+                engine,
+                linker,
+                cache_dir: cache_dir.map(Path::to_path_buf),
+            }),
+        })
     }
 
     /// Reads and compiles a component file (see [`Runtime::load`]).
     pub fn load_file(&self, path: &Path) -> Result<LoadedComponent, Error> {
-        let bytes = std::fs::read(path).map_err(|source| Error::ReadComponent { path: path.to_path_buf(), source })?;
+        let bytes = std::fs::read(path).map_err(|error| Error::ReadComponent {
+            path: path.to_path_buf(),
+            error,
+        })?;
         self.load(&bytes)
     }
 
@@ -94,23 +112,36 @@ impl Runtime {
             #[allow(unsafe_code)]
             match unsafe { Component::deserialize_file(engine, path) } {
                 Ok(component) => return Ok(LoadedComponent { component, digest }),
-                Err(e) => tracing::warn!(path = %path.display(), error = %describe(&e), "ignoring unusable compile cache entry"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %describe(&e), "ignoring unusable compile cache entry")
+                }
             }
         }
         if !bytes.starts_with(b"\0asm") {
-            return Err(Error::Compile { digest, reason: "not a WebAssembly binary (missing \\0asm header)".into() });
+            return Err(Error::Compile {
+                digest,
+                reason: "not a WebAssembly binary (missing \\0asm header)".into(),
+            });
         }
-        let component = Component::new(engine, bytes).map_err(|e| Error::Compile { digest: digest.clone(), reason: describe(&e) })?;
+        let component = Component::new(engine, bytes).map_err(|e| Error::Compile {
+            digest: digest.clone(),
+            reason: describe(&e),
+        })?;
         if let Some(path) = cached {
             match component.serialize() {
                 Ok(compiled) => {
                     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-                    if std::fs::write(&tmp, compiled).and_then(|_| std::fs::rename(&tmp, &path)).is_err() {
+                    if std::fs::write(&tmp, compiled)
+                        .and_then(|_| std::fs::rename(&tmp, &path))
+                        .is_err()
+                    {
                         let _ = std::fs::remove_file(&tmp);
                         tracing::warn!(path = %path.display(), "could not write the compile cache");
                     }
                 }
-                Err(e) => tracing::warn!(error = %describe(&e), "could not serialize compiled component"),
+                Err(e) => {
+                    tracing::warn!(error = %describe(&e), "could not serialize compiled component")
+                }
             }
         }
         Ok(LoadedComponent { component, digest })

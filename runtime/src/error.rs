@@ -9,8 +9,11 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum Error {
     /// The component could not be read.
-    #[error("reading component {path}: {source}")]
-    ReadComponent { path: PathBuf, source: std::io::Error },
+    #[error("reading component {path}: {error}")]
+    ReadComponent {
+        path: PathBuf,
+        error: std::io::Error,
+    },
 
     /// The bytes are not a valid component, or it could not be compiled.
     #[error("compiling component {digest}: {reason}")]
@@ -18,7 +21,9 @@ pub enum Error {
 
     /// The component imports something the host does not provide, or its exports do not
     /// match the `agnes:connector@0.1.0` world.
-    #[error("instantiating component {digest}: {reason} (is it built against agnes:connector@0.1.0?)")]
+    #[error(
+        "instantiating component {digest}: {reason} (is it built against agnes:connector@0.1.0?)"
+    )]
     Instantiate { digest: String, reason: String },
 
     /// The guest trapped (panicked, hit `unreachable`, ran out of memory, ...).
@@ -27,7 +32,11 @@ pub enum Error {
 
     /// The guest returned an error.
     #[error("connector failed during {phase}: {kind}: {message}")]
-    Connector { phase: Phase, kind: &'static str, message: String },
+    Connector {
+        phase: Phase,
+        kind: &'static str,
+        message: String,
+    },
 
     /// A batch the guest emitted is malformed or does not match its table's schema.
     #[error("invalid batch for table `{table}`: {reason}")]
@@ -35,10 +44,16 @@ pub enum Error {
 
     /// A table, column or source name is not acceptable.
     #[error("{kind} name `{name}` is not allowed: {reason}")]
-    UnsafeName { kind: &'static str, name: String, reason: String },
+    UnsafeName {
+        kind: &'static str,
+        name: String,
+        reason: String,
+    },
 
     /// The guest emitted to a stream that was not selected for this run.
-    #[error("connector emitted to table `{table}`, which was not selected for this run (selected: {selected})")]
+    #[error(
+        "connector emitted to table `{table}`, which was not selected for this run (selected: {selected})"
+    )]
     UnknownStream { table: String, selected: String },
 
     /// A run limit was reached.
@@ -46,7 +61,9 @@ pub enum Error {
     LimitExceeded { limit: &'static str, detail: String },
 
     /// The run took longer than its wall-clock limit.
-    #[error("connector run exceeded its time limit of {limit:?} and was stopped; raise limits.timeout_secs if this is expected")]
+    #[error(
+        "connector run exceeded its time limit of {limit:?} and was stopped; raise limits.timeout_secs if this is expected"
+    )]
     Timeout { limit: Duration },
 
     /// A run config file is invalid.
@@ -55,14 +72,22 @@ pub enum Error {
 
     /// A directory grant cannot be honoured.
     #[error("grant of directory {host} as `{guest}`: {reason}")]
-    InvalidGrant { host: PathBuf, guest: String, reason: String },
+    InvalidGrant {
+        host: PathBuf,
+        guest: String,
+        reason: String,
+    },
 
     /// The selected streams do not exist.
-    #[error("table `{table}` was selected but the connector does not offer it (offered: {offered})")]
+    #[error(
+        "table `{table}` was selected but the connector does not offer it (offered: {offered})"
+    )]
     NoSuchTable { table: String, offered: String },
 
     /// The output location is not an extract this runtime manages.
-    #[error("output {path} exists and is not an Agnes extract ({reason}); move it away or choose another --out")]
+    #[error(
+        "output {path} exists and is not an Agnes extract ({reason}); move it away or choose another --out"
+    )]
     NotAnExtract { path: PathBuf, reason: String },
 
     /// Another run of the same source holds its lock.
@@ -70,8 +95,12 @@ pub enum Error {
     Busy { source_name: String, lock: PathBuf },
 
     /// A filesystem operation failed.
-    #[error("{action} {path}: {source}")]
-    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{action} {path}: {error}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        error: std::io::Error,
+    },
 
     /// Writing a parquet file failed.
     #[error("writing parquet for table `{table}`: {reason}")]
@@ -103,9 +132,16 @@ impl std::fmt::Display for Phase {
 }
 
 impl Error {
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
-        move |source| Error::Io { action, path, source }
+        move |error| Error::Io {
+            action,
+            path,
+            error,
+        }
     }
 }
 

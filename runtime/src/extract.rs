@@ -41,7 +41,10 @@ impl Staging {
         if let Ok(meta) = fs::symlink_metadata(&link)
             && !meta.file_type().is_symlink()
         {
-            return Err(Error::NotAnExtract { path: link, reason: "it is not a symlink to a published version".into() });
+            return Err(Error::NotAnExtract {
+                path: link,
+                reason: "it is not a symlink to a published version".into(),
+            });
         }
         let versions_dir = extracts.join(VERSIONS).join(source);
         fs::create_dir_all(&versions_dir).map_err(Error::io("creating", &versions_dir))?;
@@ -50,7 +53,10 @@ impl Staging {
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                return Err(Error::Busy { source_name: source.to_string(), lock: lock_path });
+                return Err(Error::Busy {
+                    source_name: source.to_string(),
+                    lock: lock_path,
+                });
             }
             Err(fs::TryLockError::Error(e)) => return Err(Error::io("locking", &lock_path)(e)),
         }
@@ -100,9 +106,12 @@ impl Staging {
         let link = self.extracts.join(&self.source);
         let previous = fs::read_link(&link).ok();
         let target = Path::new(VERSIONS).join(&self.source).join(&self.version);
-        let tmp_link = self.extracts.join(format!(".{}.{}.link", self.source, self.version));
+        let tmp_link = self
+            .extracts
+            .join(format!(".{}.{}.link", self.source, self.version));
         let _ = fs::remove_file(&tmp_link);
-        std::os::unix::fs::symlink(&target, &tmp_link).map_err(Error::io("creating symlink", &tmp_link))?;
+        std::os::unix::fs::symlink(&target, &tmp_link)
+            .map_err(Error::io("creating symlink", &tmp_link))?;
         fs::rename(&tmp_link, &link).map_err(Error::io("publishing", &link))?;
         if let Ok(dir) = File::open(&self.extracts) {
             let _ = dir.sync_all();
@@ -117,7 +126,10 @@ impl Staging {
     /// published. Runs under the lock.
     fn remove_stale(&self) -> Result<(), Error> {
         let current = fs::read_link(self.extracts.join(&self.source)).ok();
-        for entry in fs::read_dir(&self.versions_dir).map_err(Error::io("listing", &self.versions_dir))?.flatten() {
+        for entry in fs::read_dir(&self.versions_dir)
+            .map_err(Error::io("listing", &self.versions_dir))?
+            .flatten()
+        {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') {
                 continue;
@@ -135,12 +147,17 @@ impl Staging {
     /// are sorted by time); newer ones that are not current were never published.
     fn is_published_before(&self, name: &str) -> bool {
         let current = fs::read_link(self.extracts.join(&self.source)).ok();
-        let current = current.as_ref().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned());
+        let current = current
+            .as_ref()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned());
         current.is_some_and(|c| name < c.as_str())
     }
 
     fn prune(&self, keep: &[PathBuf]) {
-        let Ok(entries) = fs::read_dir(&self.versions_dir) else { return };
+        let Ok(entries) = fs::read_dir(&self.versions_dir) else {
+            return;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') {
@@ -166,13 +183,19 @@ impl Drop for Staging {
 /// A sortable, unique version id: UTC time to the microsecond plus the process id.
 fn new_version() -> String {
     let now = chrono::Utc::now();
-    format!("{}-{}", now.format("%Y%m%dT%H%M%S%.6fZ"), std::process::id())
+    format!(
+        "{}-{}",
+        now.format("%Y%m%dT%H%M%S%.6fZ"),
+        std::process::id()
+    )
 }
 
 /// The published directory of `<extracts>/<source>`, if any.
 pub fn published(extracts: &Path, source: &str) -> Option<PathBuf> {
     let link = extracts.join(source);
-    fs::symlink_metadata(&link).ok().filter(|m| m.file_type().is_symlink())?;
+    fs::symlink_metadata(&link)
+        .ok()
+        .filter(|m| m.file_type().is_symlink())?;
     link.canonicalize().ok()
 }
 
@@ -198,11 +221,19 @@ pub struct MetaRow {
 
 fn open_read_only(extract_dir: &Path) -> Result<duckdb::Connection, Error> {
     let path = extract_dir.join("extract.duckdb");
-    let fail = |e: duckdb::Error| Error::DuckDb { path: path.clone(), reason: e.to_string() };
+    let fail = |e: duckdb::Error| Error::DuckDb {
+        path: path.clone(),
+        reason: e.to_string(),
+    };
     if !path.exists() {
-        return Err(Error::NotAnExtract { path: extract_dir.to_path_buf(), reason: "it has no extract.duckdb".into() });
+        return Err(Error::NotAnExtract {
+            path: extract_dir.to_path_buf(),
+            reason: "it has no extract.duckdb".into(),
+        });
     }
-    let config = duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly).map_err(fail)?;
+    let config = duckdb::Config::default()
+        .access_mode(duckdb::AccessMode::ReadOnly)
+        .map_err(fail)?;
     duckdb::Connection::open_with_flags(&path, config).map_err(fail)
 }
 
@@ -210,7 +241,10 @@ fn open_read_only(extract_dir: &Path) -> Result<duckdb::Connection, Error> {
 pub fn read_meta(extract_dir: &Path) -> Result<Vec<MetaRow>, Error> {
     let conn = open_read_only(extract_dir)?;
     let path = extract_dir.join("extract.duckdb");
-    let fail = |e: duckdb::Error| Error::DuckDb { path: path.clone(), reason: e.to_string() };
+    let fail = |e: duckdb::Error| Error::DuckDb {
+        path: path.clone(),
+        reason: e.to_string(),
+    };
     let mut stmt = conn
         .prepare(
             "SELECT m.table_name, m.description, m.rows, m.size_bytes, CAST(m.extracted_at AS VARCHAR), \
@@ -225,7 +259,9 @@ pub fn read_meta(extract_dir: &Path) -> Result<Vec<MetaRow>, Error> {
                 rows: r.get::<_, Option<i64>>(2)?.unwrap_or(0),
                 size_bytes: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
                 extracted_at: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
-                query_mode: r.get::<_, Option<String>>(5)?.unwrap_or_else(|| "local".into()),
+                query_mode: r
+                    .get::<_, Option<String>>(5)?
+                    .unwrap_or_else(|| "local".into()),
                 md5: r.get(6)?,
                 path: r.get(7)?,
             })
@@ -236,28 +272,50 @@ pub fn read_meta(extract_dir: &Path) -> Result<Vec<MetaRow>, Error> {
 
 /// Up to `n` rows of `table` from the extract, every value rendered as text.
 /// Returns the column names and the rows.
-pub fn sample(extract_dir: &Path, table: &str, n: usize) -> Result<(Vec<String>, Vec<Vec<String>>), Error> {
+pub fn sample(
+    extract_dir: &Path,
+    table: &str,
+    n: usize,
+) -> Result<(Vec<String>, Vec<Vec<String>>), Error> {
     validate_name("table", table)?;
     let conn = open_read_only(extract_dir)?;
     let path = extract_dir.join("extract.duckdb");
-    let fail = |e: duckdb::Error| Error::DuckDb { path: path.clone(), reason: e.to_string() };
+    let fail = |e: duckdb::Error| Error::DuckDb {
+        path: path.clone(),
+        reason: e.to_string(),
+    };
     let mut columns = Vec::new();
     {
-        let mut stmt = conn.prepare(&format!("DESCRIBE \"{table}\"")).map_err(fail)?;
-        let names = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(fail)?;
+        let mut stmt = conn
+            .prepare(&format!("DESCRIBE \"{table}\""))
+            .map_err(fail)?;
+        let names = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(fail)?;
         for name in names {
             columns.push(name.map_err(fail)?);
         }
     }
-    let select: Vec<String> =
-        columns.iter().map(|c| format!("CAST(\"{}\" AS VARCHAR)", c.replace('"', "\"\""))).collect();
+    let select: Vec<String> = columns
+        .iter()
+        .map(|c| format!("CAST(\"{}\" AS VARCHAR)", c.replace('"', "\"\"")))
+        .collect();
     let sql = format!("SELECT {} FROM \"{table}\" LIMIT {n}", select.join(", "));
     let mut stmt = conn.prepare(&sql).map_err(fail)?;
     let width = columns.len();
     let rows = stmt
-        .query_map([], |r| (0..width).map(|i| Ok(r.get::<_, Option<String>>(i)?.unwrap_or_else(|| "NULL".into()))).collect())
+        .query_map([], |r| {
+            (0..width)
+                .map(|i| {
+                    Ok(r.get::<_, Option<String>>(i)?
+                        .unwrap_or_else(|| "NULL".into()))
+                })
+                .collect()
+        })
         .map_err(fail)?;
-    let rows = rows.collect::<Result<Vec<Vec<String>>, _>>().map_err(fail)?;
+    let rows = rows
+        .collect::<Result<Vec<Vec<String>>, _>>()
+        .map_err(fail)?;
     Ok((columns, rows))
 }
 
@@ -276,13 +334,25 @@ mod tests {
     fn publish_swaps_the_symlink_and_keeps_one_previous_version() {
         let tmp = tempfile::tempdir().unwrap();
         let v1 = publish_one(tmp.path(), "one");
-        assert_eq!(fs::read_to_string(tmp.path().join("src/data/t.parquet")).unwrap(), "one");
+        assert_eq!(
+            fs::read_to_string(tmp.path().join("src/data/t.parquet")).unwrap(),
+            "one"
+        );
         let v2 = publish_one(tmp.path(), "two");
-        assert_eq!(fs::read_to_string(tmp.path().join("src/data/t.parquet")).unwrap(), "two");
-        assert!(v1.exists(), "previous version is kept for in-flight readers");
+        assert_eq!(
+            fs::read_to_string(tmp.path().join("src/data/t.parquet")).unwrap(),
+            "two"
+        );
+        assert!(
+            v1.exists(),
+            "previous version is kept for in-flight readers"
+        );
         let v3 = publish_one(tmp.path(), "three");
         assert!(!v1.exists() && v2.exists() && v3.exists());
-        assert_eq!(published(tmp.path(), "src").unwrap(), v3.canonicalize().unwrap());
+        assert_eq!(
+            published(tmp.path(), "src").unwrap(),
+            v3.canonicalize().unwrap()
+        );
     }
 
     #[test]
@@ -294,7 +364,10 @@ mod tests {
             fs::write(s.data_dir().join("t.parquet"), "half").unwrap();
             // dropped: the run failed
         }
-        assert_eq!(fs::read_to_string(tmp.path().join("src/data/t.parquet")).unwrap(), "good");
+        assert_eq!(
+            fs::read_to_string(tmp.path().join("src/data/t.parquet")).unwrap(),
+            "good"
+        );
         let leftovers: Vec<_> = fs::read_dir(tmp.path().join(".versions/src"))
             .unwrap()
             .flatten()
@@ -307,7 +380,9 @@ mod tests {
     fn stale_tmp_dirs_of_killed_runs_are_removed() {
         let tmp = tempfile::tempdir().unwrap();
         publish_one(tmp.path(), "good");
-        let stale = tmp.path().join(".versions/src/19700101T000000.000000Z-1.tmp");
+        let stale = tmp
+            .path()
+            .join(".versions/src/19700101T000000.000000Z-1.tmp");
         fs::create_dir_all(&stale).unwrap();
         let _s = Staging::begin(tmp.path(), "src").unwrap();
         assert!(!stale.exists());

@@ -55,4 +55,4 @@ pub use engine::{LoadedComponent, Runtime};
 pub use error::{Error, Phase};
 pub use limits::Limits;
 pub use policy::{DirGrant, Grant};
-pub use run::{Progress, RunReport, RunRequest, TableReport, TableSpec};
+pub use run::{Progress, ProgressFn, RunReport, RunRequest, TableReport, TableSpec};

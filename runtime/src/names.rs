@@ -11,12 +11,18 @@ const MAX_COLUMN: usize = 255;
 
 /// Checks a table or source name. `kind` is "table" or "source" (used in the error).
 pub fn validate_name(kind: &'static str, name: &str) -> Result<(), Error> {
-    let fail = |reason: &str| Error::UnsafeName { kind, name: name.to_string(), reason: reason.to_string() };
+    let fail = |reason: &str| Error::UnsafeName {
+        kind,
+        name: name.to_string(),
+        reason: reason.to_string(),
+    };
     let mut chars = name.chars();
     match chars.next() {
         None => return Err(fail("it is empty")),
         Some(c) if !c.is_ascii_lowercase() => {
-            return Err(fail("it must start with a lower-case ASCII letter ([a-z][a-z0-9_]*)"));
+            return Err(fail(
+                "it must start with a lower-case ASCII letter ([a-z][a-z0-9_]*)",
+            ));
         }
         Some(_) => {}
     }
@@ -24,7 +30,9 @@ pub fn validate_name(kind: &'static str, name: &str) -> Result<(), Error> {
         return Err(fail(&format!("it is longer than {MAX_NAME} characters")));
     }
     if let Some(c) = chars.find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')) {
-        return Err(fail(&format!("it contains {c:?}; only [a-z0-9_] are allowed")));
+        return Err(fail(&format!(
+            "it contains {c:?}; only [a-z0-9_] are allowed"
+        )));
     }
     Ok(())
 }
@@ -76,7 +84,12 @@ mod tests {
             assert!(err.contains(why), "{bad:?}: {err}");
         }
         let long = "a".repeat(64);
-        assert!(validate_name("table", &long).unwrap_err().to_string().contains("longer"));
+        assert!(
+            validate_name("table", &long)
+                .unwrap_err()
+                .to_string()
+                .contains("longer")
+        );
     }
 
     #[test]

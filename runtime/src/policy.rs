@@ -67,24 +67,43 @@ mod tests {
     use super::*;
 
     fn grant(host: &Path, guest: &str) -> Grant {
-        Grant { dirs: vec![DirGrant { host: host.to_path_buf(), guest: guest.into() }] }
+        Grant {
+            dirs: vec![DirGrant {
+                host: host.to_path_buf(),
+                guest: guest.into(),
+            }],
+        }
     }
 
     #[test]
     fn resolves_relative_paths_and_checks_guest_paths() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::create_dir(tmp.path().join("data")).unwrap();
-        let g = grant(Path::new("data"), "/data").resolve(tmp.path()).unwrap();
-        assert_eq!(g.dirs[0].host, tmp.path().join("data").canonicalize().unwrap());
+        let g = grant(Path::new("data"), "/data")
+            .resolve(tmp.path())
+            .unwrap();
+        assert_eq!(
+            g.dirs[0].host,
+            tmp.path().join("data").canonicalize().unwrap()
+        );
 
         for (guest, why) in [("data", "absolute"), ("/data/../etc", "`..`")] {
-            let err = grant(Path::new("data"), guest).resolve(tmp.path()).unwrap_err().to_string();
+            let err = grant(Path::new("data"), guest)
+                .resolve(tmp.path())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(why), "{guest}: {err}");
         }
-        let err = grant(Path::new("missing"), "/data").resolve(tmp.path()).unwrap_err().to_string();
+        let err = grant(Path::new("missing"), "/data")
+            .resolve(tmp.path())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing"), "{err}");
         std::fs::write(tmp.path().join("file"), "x").unwrap();
-        let err = grant(Path::new("file"), "/data").resolve(tmp.path()).unwrap_err().to_string();
+        let err = grant(Path::new("file"), "/data")
+            .resolve(tmp.path())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a directory"), "{err}");
     }
 

@@ -100,22 +100,25 @@ impl RunReport {
     }
 }
 
-type ProgressFn = Box<dyn FnMut(&Progress) + Send>;
+/// A callback told about every accepted batch.
+pub type ProgressFn = Box<dyn FnMut(&Progress) + Send>;
 
 impl Runtime {
     fn store(&self, grant: &Grant, limits: &Limits) -> Result<Store<RunState>, Error> {
+        let stderr = GuestOutput::new("stderr", limits.max_log_lines);
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(GuestOutput::new("stdout", limits.max_log_lines))
-            .stderr(GuestOutput::new("stderr", limits.max_log_lines))
+            .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
         for d in &grant.dirs {
-            wasi.preopened_dir(&d.host, &d.guest, FsPerms::ReadOnly).map_err(|e| Error::InvalidGrant {
-                host: d.host.clone(),
-                guest: d.guest.clone(),
-                reason: describe(&e),
-            })?;
+            wasi.preopened_dir(&d.host, &d.guest, FsPerms::ReadOnly)
+                .map_err(|e| Error::InvalidGrant {
+                    host: d.host.clone(),
+                    guest: d.guest.clone(),
+                    reason: describe(&e),
+                })?;
         }
         let store_limits = StoreLimitsBuilder::new()
             .memory_size(limits.memory_bytes())
@@ -125,7 +128,10 @@ impl Runtime {
             .memories(8)
             .trap_on_grow_failure(true)
             .build();
-        let mut store = Store::new(&self.inner.engine, RunState::new(wasi.build(), store_limits, limits.clone()));
+        let mut store = Store::new(
+            &self.inner.engine,
+            RunState::new(wasi.build(), stderr, store_limits, limits.clone()),
+        );
         store.limiter(|s| &mut s.store_limits);
         // Yield to the executor every epoch tick, so the wall-clock timeout can fire even
         // while the guest spins.
@@ -133,9 +139,20 @@ impl Runtime {
         Ok(store)
     }
 
-    async fn instantiate(&self, component: &LoadedComponent, store: &mut Store<RunState>) -> Result<Connector, Error> {
-        let fail = |e: wasmtime::Error| Error::Instantiate { digest: component.digest.clone(), reason: describe(&e) };
-        let pre = self.inner.linker.instantiate_pre(&component.component).map_err(fail)?;
+    async fn instantiate(
+        &self,
+        component: &LoadedComponent,
+        store: &mut Store<RunState>,
+    ) -> Result<Connector, Error> {
+        let fail = |e: wasmtime::Error| Error::Instantiate {
+            digest: component.digest.clone(),
+            reason: describe(&e),
+        };
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component.component)
+            .map_err(fail)?;
         let pre = crate::bindings::ConnectorPre::new(pre).map_err(fail)?;
         pre.instantiate_async(store).await.map_err(fail)
     }
@@ -154,7 +171,9 @@ impl Runtime {
             let instance = self.instantiate(component, &mut store).await?;
             discover_in(&instance, &mut store, config).await
         };
-        tokio::time::timeout(timeout, work).await.map_err(|_| Error::Timeout { limit: timeout })?
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| Error::Timeout { limit: timeout })?
     }
 
     /// Runs the connector end to end and publishes its extract at
@@ -189,7 +208,11 @@ impl Runtime {
         if tables.len() > request.limits.max_tables {
             return Err(Error::LimitExceeded {
                 limit: "max_tables",
-                detail: format!("the connector offers {} tables, the limit is {}", tables.len(), request.limits.max_tables),
+                detail: format!(
+                    "the connector offers {} tables, the limit is {}",
+                    tables.len(),
+                    request.limits.max_tables
+                ),
             });
         }
         let selected: Vec<TableSpec> = match &request.streams {
@@ -197,9 +220,15 @@ impl Runtime {
             Some(names) => {
                 let mut out = Vec::new();
                 for name in names {
-                    let t = tables.iter().find(|t| &t.name == name).ok_or_else(|| Error::NoSuchTable {
-                        table: name.clone(),
-                        offered: tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "),
+                    let t = tables.iter().find(|t| &t.name == name).ok_or_else(|| {
+                        Error::NoSuchTable {
+                            table: name.clone(),
+                            offered: tables
+                                .iter()
+                                .map(|t| t.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        }
                     })?;
                     out.push(t.clone());
                 }
@@ -214,13 +243,25 @@ impl Runtime {
             state.selected = selected
                 .iter()
                 .map(|t| {
-                    let s = SelectedTable { schema: t.schema.clone(), decoder: StreamDecoder::new(), writer: None };
+                    let s = SelectedTable {
+                        schema: t.schema.clone(),
+                        decoder: StreamDecoder::new(),
+                        writer: None,
+                    };
                     (t.name.clone(), s)
                 })
                 .collect();
         }
         let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();
-        let result = instance.call_read(&mut store, &request.config, &names, request.state.as_deref()).await;
+        let result = instance
+            .agnes_connector_source()
+            .call_read(
+                &mut store,
+                &request.config,
+                &names,
+                request.state.as_deref(),
+            )
+            .await;
         let new_state = settle(&mut store, Phase::Read, result)?;
         let new_state = match new_state {
             Some(s) => Some(check_state(s)?),
@@ -261,7 +302,11 @@ impl Runtime {
         }
         let extract_tables: Vec<ExtractTable<'_>> = selected
             .iter()
-            .map(|t| ExtractTable { name: &t.name, description: t.description.as_deref(), file: &written[&t.name] })
+            .map(|t| ExtractTable {
+                name: &t.name,
+                description: t.description.as_deref(),
+                file: &written[&t.name],
+            })
             .collect();
         write_extract(&sealed, &extract_tables, extracted_at)?;
         let version = staging.version().to_string();
@@ -280,14 +325,25 @@ impl Runtime {
     }
 }
 
-async fn discover_in(instance: &Connector, store: &mut Store<RunState>, config: &str) -> Result<Vec<TableSpec>, Error> {
-    let result = instance.call_discover(&mut *store, config).await;
+async fn discover_in(
+    instance: &Connector,
+    store: &mut Store<RunState>,
+    config: &str,
+) -> Result<Vec<TableSpec>, Error> {
+    let result = instance
+        .agnes_connector_source()
+        .call_discover(&mut *store, config)
+        .await;
     let infos = settle(store, Phase::Discover, result)?;
     let mut tables: Vec<TableSpec> = Vec::with_capacity(infos.len());
     for info in infos {
         let spec = table_spec(info)?;
         if tables.iter().any(|t| t.name == spec.name) {
-            return Err(Error::UnsafeName { kind: "table", name: spec.name, reason: "the connector offers it twice".into() });
+            return Err(Error::UnsafeName {
+                kind: "table",
+                name: spec.name,
+                reason: "the connector offers it twice".into(),
+            });
         }
         tables.push(spec);
     }
@@ -296,20 +352,30 @@ async fn discover_in(instance: &Connector, store: &mut Store<RunState>, config: 
 
 fn table_spec(info: TableInfo) -> Result<TableSpec, Error> {
     validate_name("table", &info.name)?;
-    let invalid = |reason: String| Error::InvalidBatch { table: info.name.clone(), reason };
+    let invalid = |reason: String| Error::InvalidBatch {
+        table: info.name.clone(),
+        reason,
+    };
     let mut decoder = StreamDecoder::new();
     let mut buffer = Buffer::from(info.arrow_schema.clone());
-    if let Some(_batch) = decoder.decode(&mut buffer).map_err(|e| invalid(format!("declared schema is not Arrow IPC: {e}")))? {
+    if let Some(_batch) = decoder
+        .decode(&mut buffer)
+        .map_err(|e| invalid(format!("declared schema is not Arrow IPC: {e}")))?
+    {
         return Err(invalid("declared schema carries a record batch".into()));
     }
-    let schema = decoder.schema().ok_or_else(|| invalid("declared schema is empty".into()))?;
+    let schema = decoder
+        .schema()
+        .ok_or_else(|| invalid("declared schema is empty".into()))?;
     if !buffer.is_empty() {
         return Err(invalid("declared schema has trailing bytes".into()));
     }
     validate_schema(&info.name, &schema)?;
     for key in info.primary_key.iter().chain(info.cursor_field.iter()) {
         if schema.field_with_name(key).is_err() {
-            return Err(invalid(format!("primary key or cursor field `{key}` is not a column")));
+            return Err(invalid(format!(
+                "primary key or cursor field `{key}` is not a column"
+            )));
         }
     }
     Ok(TableSpec {
@@ -342,18 +408,39 @@ fn settle<T>(
                 ConnectorError::LimitExceeded(m) => ("limit exceeded", m),
                 ConnectorError::Internal(m) => ("internal", m),
             };
-            Err(Error::Connector { phase, kind, message })
+            Err(Error::Connector {
+                phase,
+                kind,
+                message,
+            })
         }
-        Err(trap) => Err(Error::Trap { phase, reason: describe(&trap) }),
+        Err(trap) => {
+            tracing::debug!(error = %describe(&trap), "guest trap with backtrace");
+            let mut reason = trap.root_cause().to_string();
+            let tail = store.data().stderr.tail();
+            if !tail.is_empty() {
+                reason.push_str("; guest stderr: ");
+                reason.push_str(&tail.join(" / "));
+            }
+            Err(Error::Trap { phase, reason })
+        }
     }
 }
 
 fn check_state(state: String) -> Result<String, Error> {
     const MAX: usize = 1 << 20;
-    let fail = |reason: String| Error::Connector { phase: Phase::Read, kind: "internal", message: reason };
+    let fail = |reason: String| Error::Connector {
+        phase: Phase::Read,
+        kind: "internal",
+        message: reason,
+    };
     if state.len() > MAX {
-        return Err(fail(format!("returned state is {} bytes; the limit is {MAX}", state.len())));
+        return Err(fail(format!(
+            "returned state is {} bytes; the limit is {MAX}",
+            state.len()
+        )));
     }
-    serde_json::from_str::<serde_json::Value>(&state).map_err(|e| fail(format!("returned state is not JSON: {e}")))?;
+    serde_json::from_str::<serde_json::Value>(&state)
+        .map_err(|e| fail(format!("returned state is not JSON: {e}")))?;
     Ok(state)
 }

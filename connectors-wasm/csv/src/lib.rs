@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use agnes_connector_sdk::arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use agnes_connector_sdk::{Connector, Error, Level, ReadContext, Spec, Table, export_connector, log};
+use agnes_connector_sdk::{
+    Connector, Error, Level, ReadContext, Spec, Table, export_connector, log,
+};
 use arrow_csv::reader::{Format, ReaderBuilder};
 use serde::Deserialize;
 
@@ -90,10 +92,16 @@ fn parse_type(table: &str, column: &str, ty: &str) -> Result<DataType, Error> {
 impl Config {
     fn validate(&self) -> Result<(), Error> {
         if !self.delimiter.is_ascii() {
-            return Err(Error::Config(format!("delimiter `{}` must be one ASCII character", self.delimiter)));
+            return Err(Error::Config(format!(
+                "delimiter `{}` must be one ASCII character",
+                self.delimiter
+            )));
         }
         if self.batch_rows == 0 || self.batch_rows > 1_000_000 {
-            return Err(Error::Config(format!("batch_rows must be within 1..=1000000, got {}", self.batch_rows)));
+            return Err(Error::Config(format!(
+                "batch_rows must be within 1..=1000000, got {}",
+                self.batch_rows
+            )));
         }
         if self.infer_rows == 0 {
             return Err(Error::Config("infer_rows must be at least 1".into()));
@@ -102,21 +110,28 @@ impl Config {
     }
 
     fn format(&self) -> Format {
-        Format::default().with_header(self.has_header).with_delimiter(self.delimiter as u8)
+        Format::default()
+            .with_header(self.has_header)
+            .with_delimiter(self.delimiter as u8)
     }
 
     /// (table name, file path), sorted by name.
     fn files(&self) -> Result<Vec<(String, PathBuf)>, Error> {
         let dir = Path::new(&self.dir);
         if let Some(tables) = &self.tables {
-            return Ok(tables.iter().map(|(t, f)| (t.clone(), dir.join(f))).collect());
+            return Ok(tables
+                .iter()
+                .map(|(t, f)| (t.clone(), dir.join(f)))
+                .collect());
         }
         let entries = std::fs::read_dir(dir).map_err(|e| io_error(dir, e))?;
         let mut files = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| io_error(dir, e))?;
             let path = entry.path();
-            let is_csv = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+            let is_csv = path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
             if !is_csv {
                 continue;
             }
@@ -140,13 +155,20 @@ impl Config {
     }
 
     fn schema(&self, table: &str, path: &Path) -> Result<SchemaRef, Error> {
+        let meta = std::fs::metadata(path).map_err(|e| io_error(path, e))?;
+        if !meta.is_file() {
+            return Err(Error::Io(format!("{}: not a regular file", path.display())));
+        }
         let mut file = File::open(path).map_err(|e| io_error(path, e))?;
         let (inferred, _) = self
             .format()
             .infer_schema(BufReader::new(&mut file), Some(self.infer_rows))
             .map_err(|e| Error::Source(format!("{}: {e}", path.display())))?;
         if inferred.fields().is_empty() {
-            return Err(Error::Source(format!("{}: file is empty (no header, no columns)", path.display())));
+            return Err(Error::Source(format!(
+                "{}: file is empty (no header, no columns)",
+                path.display()
+            )));
         }
         let declared = self.columns.get(table);
         let mut fields = Vec::with_capacity(inferred.fields().len());
@@ -155,6 +177,10 @@ impl Config {
                 Some(ty) => parse_type(table, f.name(), ty)?,
                 // a column with no value in the sample is inferred as Null: read it as text
                 None if f.data_type() == &DataType::Null => DataType::Utf8,
+                // DuckDB's TIMESTAMP is microseconds; inference picks the finest unit it saw
+                None if matches!(f.data_type(), DataType::Timestamp(..)) => {
+                    DataType::Timestamp(TimeUnit::Microsecond, None)
+                }
                 None => f.data_type().clone(),
             };
             fields.push(Field::new(f.name(), ty, true));
@@ -175,7 +201,11 @@ impl Config {
 
 fn io_error(path: &Path, e: std::io::Error) -> Error {
     let msg = format!("{}: {e}", path.display());
-    if e.kind() == std::io::ErrorKind::PermissionDenied { Error::AccessDenied(msg) } else { Error::Io(msg) }
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        Error::AccessDenied(msg)
+    } else {
+        Error::Io(msg)
+    }
 }
 
 /// The connector type.
@@ -207,7 +237,10 @@ impl Connector for Csv {
         let mut tables = Vec::new();
         for (name, path) in config.files()? {
             let schema = config.schema(&name, &path)?;
-            let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+            let file = path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
             tables.push(Table::new(name, schema).description(format!("CSV file {file}")));
         }
         Ok(tables)
@@ -224,7 +257,8 @@ impl Connector for Csv {
                 .ok_or_else(|| Error::Config(format!("no file for table `{stream}`")))?;
             let schema = config.schema(stream, path)?;
             let mut file = File::open(path).map_err(|e| io_error(path, e))?;
-            file.seek(SeekFrom::Start(0)).map_err(|e| io_error(path, e))?;
+            file.seek(SeekFrom::Start(0))
+                .map_err(|e| io_error(path, e))?;
             let reader = ReaderBuilder::new(schema)
                 .with_format(config.format())
                 .with_batch_size(config.batch_rows)
@@ -236,7 +270,10 @@ impl Connector for Csv {
                 rows += batch.num_rows() as u64;
                 ctx.emit(stream, &batch)?;
             }
-            log(Level::Info, &format!("{stream}: {rows} rows from {}", path.display()));
+            log(
+                Level::Info,
+                &format!("{stream}: {rows} rows from {}", path.display()),
+            );
         }
         Ok(())
     }
@@ -252,5 +289,34 @@ mod tests {
     fn table_names_are_normalised_but_unsafe_chars_kept() {
         assert_eq!(table_name("Sales-Report 2024"), "sales_report_2024");
         assert_eq!(table_name("bad;name"), "bad;name");
+    }
+
+    #[test]
+    fn config_defaults_and_validation() {
+        let c: Config = agnes_connector_sdk::parse_config("{}").unwrap();
+        assert_eq!(
+            (c.dir.as_str(), c.delimiter, c.has_header, c.batch_rows),
+            ("/data", ',', true, 65_536)
+        );
+        c.validate().unwrap();
+        let bad: Config = agnes_connector_sdk::parse_config(r#"{"batch_rows": 0}"#).unwrap();
+        assert!(matches!(bad.validate(), Err(Error::Config(m)) if m.contains("batch_rows")));
+        let bad: Config = agnes_connector_sdk::parse_config(r#"{"delimiter": "é"}"#).unwrap();
+        assert!(bad.validate().is_err());
+        assert!(
+            matches!(agnes_connector_sdk::parse_config::<Config>(r#"{"dri": "/x"}"#), Err(Error::Config(m)) if m.contains("dri"))
+        );
+    }
+
+    #[test]
+    fn declared_types() {
+        assert_eq!(parse_type("t", "c", "BIGINT").unwrap(), DataType::Int64);
+        assert_eq!(
+            parse_type("t", "c", "timestamp").unwrap(),
+            DataType::Timestamp(TimeUnit::Microsecond, None)
+        );
+        assert!(
+            matches!(parse_type("t", "c", "money"), Err(Error::Config(m)) if m.contains("columns.t.c"))
+        );
     }
 }

@@ -143,7 +143,9 @@ impl From<host::HostError> for Error {
         match e {
             host::HostError::AccessDenied(m) => Error::AccessDenied(m),
             host::HostError::LimitExceeded(m) => Error::LimitExceeded(m),
-            host::HostError::InvalidBatch(m) => Error::Internal(format!("host rejected batch: {m}")),
+            host::HostError::InvalidBatch(m) => {
+                Error::Internal(format!("host rejected batch: {m}"))
+            }
             host::HostError::UnknownStream(m) => Error::Internal(format!("unknown stream: {m}")),
         }
     }
@@ -205,7 +207,13 @@ pub struct Table {
 
 impl Table {
     pub fn new(name: impl Into<String>, schema: SchemaRef) -> Self {
-        Table { name: name.into(), description: None, schema, primary_key: Vec::new(), cursor_field: None }
+        Table {
+            name: name.into(),
+            description: None,
+            schema,
+            primary_key: Vec::new(),
+            cursor_field: None,
+        }
     }
 
     pub fn description(mut self, description: impl Into<String>) -> Self {
@@ -350,7 +358,9 @@ pub mod __export {
         Ok(C::check(&config)?)
     }
 
-    pub fn discover<C: Connector>(config: String) -> Result<Vec<wit::TableInfo>, wit::ConnectorError> {
+    pub fn discover<C: Connector>(
+        config: String,
+    ) -> Result<Vec<wit::TableInfo>, wit::ConnectorError> {
         let config: C::Config = parse_config(&config)?;
         let tables = C::discover(&config)?;
         let mut out = Vec::with_capacity(tables.len());
@@ -372,19 +382,29 @@ pub mod __export {
         state: Option<String>,
     ) -> Result<Option<String>, wit::ConnectorError> {
         let config: C::Config = parse_config(&config)?;
-        let mut ctx = ReadContext { streams, state, new_state: None, writers: HashMap::new(), rows: 0, bytes: 0 };
+        let mut ctx = ReadContext {
+            streams,
+            state,
+            new_state: None,
+            writers: HashMap::new(),
+            rows: 0,
+            bytes: 0,
+        };
         C::read(&config, &mut ctx)?;
         Ok(ctx.new_state)
     }
 }
 
 /// Exports a [`Connector`] implementation as the component's `agnes:connector` world.
+/// Expands to nothing outside wasm, so the same crate also builds natively (unit tests,
+/// native benchmarks).
 #[macro_export]
 macro_rules! export_connector {
     ($connector:ident) => {
+        #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct __AgnesComponent;
-            impl $crate::bindings::Guest for __AgnesComponent {
+            impl $crate::bindings::exports::agnes::connector::source::Guest for __AgnesComponent {
                 fn spec() -> $crate::bindings::agnes::connector::types::ConnectorSpec {
                     $crate::__export::spec::<$connector>()
                 }

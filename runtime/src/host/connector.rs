@@ -19,7 +19,11 @@ impl types::Host for RunState {}
 
 impl Host for RunState {
     #[instrument(skip_all, fields(table = %stream, bytes = arrow_ipc.len()))]
-    fn emit(&mut self, stream: String, arrow_ipc: Vec<u8>) -> wasmtime::Result<Result<(), HostError>> {
+    fn emit(
+        &mut self,
+        stream: String,
+        arrow_ipc: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), HostError>> {
         if self.failure.is_some() {
             wasmtime::bail!("emit after the run already failed");
         }
@@ -31,7 +35,10 @@ impl Host for RunState {
         if !self.selected.contains_key(&stream) {
             let mut selected: Vec<_> = self.selected.keys().cloned().collect();
             selected.sort();
-            let err = Error::UnknownStream { table: stream.clone(), selected: selected.join(", ") };
+            let err = Error::UnknownStream {
+                table: stream.clone(),
+                selected: selected.join(", "),
+            };
             let msg = err.to_string();
             self.fail(err);
             return Ok(Err(HostError::UnknownStream(msg)));
@@ -39,7 +46,11 @@ impl Host for RunState {
         if arrow_ipc.len() > self.limits.max_batch_bytes() {
             self.fail(Error::LimitExceeded {
                 limit: "max_batch_mb",
-                detail: format!("one batch of `{stream}` is {} bytes, the limit is {} MiB", arrow_ipc.len(), self.limits.max_batch_mb),
+                detail: format!(
+                    "one batch of `{stream}` is {} bytes, the limit is {} MiB",
+                    arrow_ipc.len(),
+                    self.limits.max_batch_mb
+                ),
             });
             wasmtime::bail!("batch size limit exceeded");
         }
@@ -47,7 +58,10 @@ impl Host for RunState {
         if new_bytes > self.limits.max_output_bytes() {
             self.fail(Error::LimitExceeded {
                 limit: "max_output_mb",
-                detail: format!("the run emitted {new_bytes} bytes, the limit is {} MiB", self.limits.max_output_mb),
+                detail: format!(
+                    "the run emitted {new_bytes} bytes, the limit is {} MiB",
+                    self.limits.max_output_mb
+                ),
             });
             wasmtime::bail!("output size limit exceeded");
         }
@@ -91,13 +105,20 @@ impl Host for RunState {
 
     fn state_checkpoint(&mut self, state: String) -> wasmtime::Result<Result<(), HostError>> {
         if self.data_dir.is_none() {
-            return Ok(Err(HostError::AccessDenied("state-checkpoint is only allowed during read".into())));
+            return Ok(Err(HostError::AccessDenied(
+                "state-checkpoint is only allowed during read".into(),
+            )));
         }
         if state.len() > MAX_STATE_BYTES {
-            return Ok(Err(HostError::LimitExceeded(format!("state is {} bytes; the limit is {MAX_STATE_BYTES}", state.len()))));
+            return Ok(Err(HostError::LimitExceeded(format!(
+                "state is {} bytes; the limit is {MAX_STATE_BYTES}",
+                state.len()
+            ))));
         }
         if let Err(e) = serde_json::from_str::<serde_json::Value>(&state) {
-            return Ok(Err(HostError::InvalidBatch(format!("state is not valid JSON: {e}"))));
+            return Ok(Err(HostError::InvalidBatch(format!(
+                "state is not valid JSON: {e}"
+            ))));
         }
         self.checkpoint = Some(state);
         Ok(Ok(()))
@@ -108,7 +129,10 @@ impl RunState {
     /// Decodes one emit's IPC messages, checks every batch against the table's declared
     /// schema and the row limit, and writes it to the table's parquet file.
     fn accept(&mut self, stream: &str, bytes: Vec<u8>) -> Result<(), Error> {
-        let invalid = |reason: String| Error::InvalidBatch { table: stream.to_string(), reason };
+        let invalid = |reason: String| Error::InvalidBatch {
+            table: stream.to_string(),
+            reason,
+        };
         let data_dir = self.data_dir.clone().expect("checked by emit");
         let table = self.selected.get_mut(stream).expect("checked by emit");
         let mut buffer = Buffer::from(bytes);
@@ -137,15 +161,23 @@ impl RunState {
             }
             let writer = match &mut table.writer {
                 Some(w) => w,
-                None => table.writer.insert(TableWriter::create(&data_dir, stream, table.schema.clone())?),
+                None => table.writer.insert(TableWriter::create(
+                    &data_dir,
+                    stream,
+                    table.schema.clone(),
+                )?),
             };
             // Write with the declared schema (same fields; metadata of the guest dropped).
-            let batch = batch.with_schema(table.schema.clone()).map_err(|e| invalid(e.to_string()))?;
+            let batch = batch
+                .with_schema(table.schema.clone())
+                .map_err(|e| invalid(e.to_string()))?;
             writer.write(&batch)?;
             accepted += rows;
         }
         if table.decoder.finish().is_err() {
-            return Err(invalid("the emitted bytes end inside a message; emit whole IPC messages".into()));
+            return Err(invalid(
+                "the emitted bytes end inside a message; emit whole IPC messages".into(),
+            ));
         }
         if let Some(schema) = table.decoder.schema()
             && !same_fields(&schema, &table.schema)
@@ -159,7 +191,12 @@ impl RunState {
         self.rows += accepted;
         let table_rows = table.writer.as_ref().map(|w| w.rows()).unwrap_or(0);
         if let Some(cb) = &mut self.on_progress {
-            cb(&Progress { table: stream.to_string(), table_rows, rows: self.rows, bytes: self.bytes });
+            cb(&Progress {
+                table: stream.to_string(),
+                table_rows,
+                rows: self.rows,
+                bytes: self.bytes,
+            });
         }
         Ok(())
     }
@@ -169,12 +206,18 @@ impl RunState {
 pub(crate) fn same_fields(a: &arrow_schema::Schema, b: &arrow_schema::Schema) -> bool {
     a.fields().len() == b.fields().len()
         && a.fields().iter().zip(b.fields()).all(|(x, y)| {
-            x.name() == y.name() && x.data_type() == y.data_type() && x.is_nullable() == y.is_nullable()
+            x.name() == y.name()
+                && x.data_type() == y.data_type()
+                && x.is_nullable() == y.is_nullable()
         })
 }
 
 pub(crate) fn describe_schema(s: &arrow_schema::Schema) -> String {
-    let fields: Vec<String> = s.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect();
+    let fields: Vec<String> = s
+        .fields()
+        .iter()
+        .map(|f| format!("{}: {}", f.name(), f.data_type()))
+        .collect();
     format!("({})", fields.join(", "))
 }
 
@@ -182,7 +225,11 @@ pub(crate) fn describe_schema(s: &arrow_schema::Schema) -> String {
 /// unique (case-insensitively, as DuckDB sees them) column names.
 pub(crate) fn validate_schema(table: &str, schema: &arrow_schema::Schema) -> Result<(), Error> {
     if schema.fields().is_empty() {
-        return Err(Error::UnsafeName { kind: "table", name: table.into(), reason: "it has no columns".into() });
+        return Err(Error::UnsafeName {
+            kind: "table",
+            name: table.into(),
+            reason: "it has no columns".into(),
+        });
     }
     let mut seen = std::collections::HashSet::new();
     for f in schema.fields() {
@@ -224,11 +271,21 @@ mod tests {
 
     fn state(dir: &std::path::Path, limits: Limits) -> RunState {
         let wasi = wasmtime_wasi::WasiCtxBuilder::new().build();
-        let mut s = RunState::new(wasi, wasmtime::StoreLimitsBuilder::new().build(), limits);
+        let stderr = crate::host::output::GuestOutput::new("stderr", 10);
+        let mut s = RunState::new(
+            wasi,
+            stderr,
+            wasmtime::StoreLimitsBuilder::new().build(),
+            limits,
+        );
         s.data_dir = Some(dir.to_path_buf());
         s.selected.insert(
             "t".into(),
-            SelectedTable { schema: schema("n"), decoder: StreamDecoder::new(), writer: None },
+            SelectedTable {
+                schema: schema("n"),
+                decoder: StreamDecoder::new(),
+                writer: None,
+            },
         );
         s
     }
@@ -239,7 +296,9 @@ mod tests {
 
     fn ipc(col: &str, values: &[i64]) -> Vec<u8> {
         let s = schema(col);
-        let batch = RecordBatch::try_new(s.clone(), vec![Arc::new(Int64Array::from(values.to_vec()))]).unwrap();
+        let batch =
+            RecordBatch::try_new(s.clone(), vec![Arc::new(Int64Array::from(values.to_vec()))])
+                .unwrap();
         let mut w = StreamWriter::try_new(Vec::new(), &s).unwrap();
         w.write(&batch).unwrap();
         w.into_inner().unwrap()
@@ -252,7 +311,10 @@ mod tests {
         s.data_dir = None;
         let r = s.emit("t".into(), ipc("n", &[1])).unwrap();
         assert!(matches!(r, Err(HostError::AccessDenied(_))));
-        assert!(s.failure.is_none(), "a denial the guest can handle does not fail the run by itself");
+        assert!(
+            s.failure.is_none(),
+            "a denial the guest can handle does not fail the run by itself"
+        );
     }
 
     #[test]
@@ -268,10 +330,15 @@ mod tests {
     fn garbage_bytes_are_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = state(dir.path(), Limits::default());
-        let r = s.emit("t".into(), b"definitely not arrow".to_vec()).unwrap();
+        let r = s
+            .emit("t".into(), b"definitely not arrow".to_vec())
+            .unwrap();
         assert!(matches!(r, Err(HostError::InvalidBatch(_))), "{r:?}");
         assert!(matches!(s.failure, Some(Error::InvalidBatch { .. })));
-        assert!(s.emit("t".into(), ipc("n", &[1])).is_err(), "emits after a failure trap");
+        assert!(
+            s.emit("t".into(), ipc("n", &[1])).is_err(),
+            "emits after a failure trap"
+        );
     }
 
     #[test]
@@ -279,7 +346,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = state(dir.path(), Limits::default());
         let r = s.emit("t".into(), ipc("m", &[1])).unwrap();
-        let Err(HostError::InvalidBatch(msg)) = r else { panic!("{r:?}") };
+        let Err(HostError::InvalidBatch(msg)) = r else {
+            panic!("{r:?}")
+        };
         assert!(msg.contains("schema changed"), "{msg}");
     }
 
@@ -296,20 +365,48 @@ mod tests {
     #[test]
     fn limits_trap() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = state(dir.path(), Limits { max_rows: 2, ..Limits::default() });
+        let mut s = state(
+            dir.path(),
+            Limits {
+                max_rows: 2,
+                ..Limits::default()
+            },
+        );
         assert!(s.emit("t".into(), ipc("n", &[1, 2, 3])).is_err());
-        assert!(matches!(s.failure, Some(Error::LimitExceeded { limit: "max_rows", .. })));
+        assert!(matches!(
+            s.failure,
+            Some(Error::LimitExceeded {
+                limit: "max_rows",
+                ..
+            })
+        ));
 
-        let mut s = state(dir.path(), Limits { max_batch_mb: 0, ..Limits::default() });
+        let mut s = state(
+            dir.path(),
+            Limits {
+                max_batch_mb: 0,
+                ..Limits::default()
+            },
+        );
         assert!(s.emit("t".into(), ipc("n", &[1])).is_err());
-        assert!(matches!(s.failure, Some(Error::LimitExceeded { limit: "max_batch_mb", .. })));
+        assert!(matches!(
+            s.failure,
+            Some(Error::LimitExceeded {
+                limit: "max_batch_mb",
+                ..
+            })
+        ));
     }
 
     #[test]
     fn state_must_be_bounded_json() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = state(dir.path(), Limits::default());
-        assert!(s.state_checkpoint("{\"cursor\": 1}".into()).unwrap().is_ok());
+        assert!(
+            s.state_checkpoint("{\"cursor\": 1}".into())
+                .unwrap()
+                .is_ok()
+        );
         assert!(s.state_checkpoint("not json".into()).unwrap().is_err());
         assert!(s.state_checkpoint("\"".repeat(2 << 20)).unwrap().is_err());
     }
@@ -318,8 +415,16 @@ mod tests {
     fn schemas_need_safe_unique_columns() {
         let ok = Schema::new(vec![Field::new("a", DataType::Int64, true)]);
         validate_schema("t", &ok).unwrap();
-        let dup = Schema::new(vec![Field::new("a", DataType::Int64, true), Field::new("A", DataType::Utf8, true)]);
-        assert!(validate_schema("t", &dup).unwrap_err().to_string().contains("twice"));
+        let dup = Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("A", DataType::Utf8, true),
+        ]);
+        assert!(
+            validate_schema("t", &dup)
+                .unwrap_err()
+                .to_string()
+                .contains("twice")
+        );
         assert!(validate_schema("t", &Schema::empty()).is_err());
     }
 }

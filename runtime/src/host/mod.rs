@@ -14,7 +14,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::sink::parquet::TableWriter;
-use crate::{Error, Limits, Progress};
+use crate::{Error, Limits};
 
 /// One table selected for the read.
 pub(crate) struct SelectedTable {
@@ -41,11 +41,18 @@ pub(crate) struct RunState {
     pub log_lines: u64,
     pub logs_dropped: u64,
     pub checkpoint: Option<String>,
-    pub on_progress: Option<Box<dyn FnMut(&Progress) + Send>>,
+    pub on_progress: Option<crate::run::ProgressFn>,
+    /// The guest's stderr, for the panic message of a trap.
+    pub stderr: output::GuestOutput,
 }
 
 impl RunState {
-    pub(crate) fn new(wasi: WasiCtx, store_limits: StoreLimits, limits: Limits) -> Self {
+    pub(crate) fn new(
+        wasi: WasiCtx,
+        stderr: output::GuestOutput,
+        store_limits: StoreLimits,
+        limits: Limits,
+    ) -> Self {
         RunState {
             wasi,
             resources: ResourceTable::new(),
@@ -60,6 +67,7 @@ impl RunState {
             logs_dropped: 0,
             checkpoint: None,
             on_progress: None,
+            stderr,
         }
     }
 
@@ -74,6 +82,9 @@ impl RunState {
 
 impl WasiView for RunState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.resources }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.resources,
+        }
     }
 }

@@ -31,9 +31,16 @@ pub(crate) fn sql_string(s: &str) -> String {
 /// Writes `<dir>/extract.duckdb`. `dir` must already be the extract's final (versioned)
 /// directory: views point at the parquet files by absolute path, and DuckDB checks that
 /// they exist when a view is created.
-pub(crate) fn write_extract(dir: &Path, tables: &[ExtractTable<'_>], extracted_at: NaiveDateTime) -> Result<(), Error> {
+pub(crate) fn write_extract(
+    dir: &Path,
+    tables: &[ExtractTable<'_>],
+    extracted_at: NaiveDateTime,
+) -> Result<(), Error> {
     let path = dir.join("extract.duckdb");
-    let fail = |e: duckdb::Error| Error::DuckDb { path: path.clone(), reason: e.to_string() };
+    let fail = |e: duckdb::Error| Error::DuckDb {
+        path: path.clone(),
+        reason: e.to_string(),
+    };
     let conn = duckdb::Connection::open(&path).map_err(fail)?;
     let at = extracted_at.format("%Y-%m-%d %H:%M:%S%.6f").to_string();
     let mut sql = String::from("BEGIN;\n");
@@ -42,12 +49,20 @@ pub(crate) fn write_extract(dir: &Path, tables: &[ExtractTable<'_>], extracted_a
     sql.push_str(FILES_DDL);
     sql.push_str(";\n");
     for t in tables {
-        let file = t.file.path.canonicalize().map_err(Error::io("resolving", &t.file.path))?;
-        let rel = file.strip_prefix(dir.canonicalize().map_err(Error::io("resolving", dir))?).unwrap_or(&file);
+        let file = t
+            .file
+            .path
+            .canonicalize()
+            .map_err(Error::io("resolving", &t.file.path))?;
+        let rel = file
+            .strip_prefix(dir.canonicalize().map_err(Error::io("resolving", dir))?)
+            .unwrap_or(&file);
         sql.push_str(&format!(
             "INSERT INTO _meta VALUES ({}, {}, {}, {}, TIMESTAMP {}, 'local');\n",
             sql_string(t.name),
-            t.description.map(sql_string).unwrap_or_else(|| "NULL".into()),
+            t.description
+                .map(sql_string)
+                .unwrap_or_else(|| "NULL".into()),
             t.file.rows,
             t.file.size_bytes,
             sql_string(&at),

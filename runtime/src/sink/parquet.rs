@@ -4,8 +4,10 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use arrow_array::RecordBatch;
-use arrow_schema::SchemaRef;
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use md5::{Digest, Md5};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -47,25 +49,88 @@ pub(crate) struct TableWriter {
     table: String,
     path: PathBuf,
     writer: ArrowWriter<HashingFile>,
+    /// Set when some column must be converted before it is written (see [`storable`]).
+    storable: Option<SchemaRef>,
     rows: u64,
+}
+
+/// The schema as stored. Parquet has no second-precision timestamp: arrow-rs would write
+/// `Timestamp(Second)` as a bare INT64 that readers such as DuckDB see as a number, so such
+/// columns are stored as milliseconds. `None` when nothing needs converting.
+fn storable(schema: &SchemaRef) -> Option<SchemaRef> {
+    let needs = |f: &arrow_schema::FieldRef| {
+        matches!(f.data_type(), DataType::Timestamp(TimeUnit::Second, _))
+    };
+    if !schema.fields().iter().any(needs) {
+        return None;
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Timestamp(TimeUnit::Second, tz) => f
+                .as_ref()
+                .clone()
+                .with_data_type(DataType::Timestamp(TimeUnit::Millisecond, tz.clone())),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Some(Arc::new(Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    )))
 }
 
 impl TableWriter {
     pub(crate) fn create(dir: &Path, table: &str, schema: SchemaRef) -> Result<Self, Error> {
         let path = dir.join(format!("{table}.parquet"));
         let file = File::create(&path).map_err(Error::io("creating", &path))?;
-        let sink = HashingFile { inner: BufWriter::with_capacity(1 << 20, file), md5: Md5::new(), len: 0 };
+        let sink = HashingFile {
+            inner: BufWriter::with_capacity(1 << 20, file),
+            md5: Md5::new(),
+            len: 0,
+        };
         let level = ZstdLevel::try_new(3).expect("3 is a valid zstd level");
-        let props = WriterProperties::builder().set_compression(Compression::ZSTD(level)).build();
-        let writer = ArrowWriter::try_new(sink, schema, Some(props))
-            .map_err(|e| Error::Parquet { table: table.into(), reason: e.to_string() })?;
-        Ok(TableWriter { table: table.to_string(), path, writer, rows: 0 })
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(level))
+            .build();
+        let storable = storable(&schema);
+        let writer = ArrowWriter::try_new(sink, storable.clone().unwrap_or(schema), Some(props))
+            .map_err(|e| Error::Parquet {
+                table: table.into(),
+                reason: e.to_string(),
+            })?;
+        Ok(TableWriter {
+            table: table.to_string(),
+            path,
+            writer,
+            storable,
+            rows: 0,
+        })
     }
 
     pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<(), Error> {
-        self.writer
-            .write(batch)
-            .map_err(|e| Error::Parquet { table: self.table.clone(), reason: e.to_string() })?;
+        let fail = |e: &dyn std::fmt::Display| Error::Parquet {
+            table: self.table.clone(),
+            reason: e.to_string(),
+        };
+        let converted;
+        let batch = match &self.storable {
+            None => batch,
+            Some(schema) => {
+                let mut columns = Vec::with_capacity(batch.num_columns());
+                for (column, field) in batch.columns().iter().zip(schema.fields()) {
+                    columns
+                        .push(arrow_cast::cast(column, field.data_type()).map_err(|e| fail(&e))?);
+                }
+                converted = RecordBatch::try_new(schema.clone(), columns).map_err(|e| fail(&e))?;
+                &converted
+            }
+        };
+        self.writer.write(batch).map_err(|e| Error::Parquet {
+            table: self.table.clone(),
+            reason: e.to_string(),
+        })?;
         self.rows += batch.num_rows() as u64;
         Ok(())
     }
@@ -77,21 +142,26 @@ impl TableWriter {
     /// Closes the file (footer, flush, fsync) and returns its size and md5.
     pub(crate) fn finish(self) -> Result<WrittenFile, Error> {
         let table = self.table;
-        let fail = |e: &dyn std::fmt::Display| Error::Parquet { table: table.clone(), reason: e.to_string() };
+        let fail = |e: &dyn std::fmt::Display| Error::Parquet {
+            table: table.clone(),
+            reason: e.to_string(),
+        };
         let mut sink = self.writer.into_inner().map_err(|e| fail(&e))?;
         sink.flush().map_err(|e| fail(&e))?;
         let file = sink.inner.into_inner().map_err(|e| fail(&e))?;
         file.sync_all().map_err(|e| fail(&e))?;
-        Ok(WrittenFile { path: self.path, rows: self.rows, size_bytes: sink.len, md5: hex::encode(sink.md5.finalize()) })
+        Ok(WrittenFile {
+            path: self.path,
+            rows: self.rows,
+            size_bytes: sink.len,
+            md5: hex::encode(sink.md5.finalize()),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use arrow_array::{Int64Array, StringArray};
-    use arrow_schema::{DataType, Field, Schema};
+    use arrow_array::{Int64Array, StringArray, TimestampSecondArray};
 
     use super::*;
 
@@ -120,5 +190,37 @@ mod tests {
         assert_eq!(out.size_bytes, bytes.len() as u64);
         assert_eq!(out.md5, hex::encode(Md5::digest(&bytes)));
         assert_eq!(&bytes[..4], b"PAR1");
+    }
+
+    #[test]
+    fn second_timestamps_are_stored_as_milliseconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "at",
+            DataType::Timestamp(TimeUnit::Second, None),
+            true,
+        )]));
+        let mut w = TableWriter::create(dir.path(), "t", schema.clone()).unwrap();
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(TimestampSecondArray::from(vec![1_733_555_100]))],
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+        let file = File::open(dir.path().join("t.parquet")).unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        assert_eq!(
+            reader.schema().field(0).data_type(),
+            &DataType::Timestamp(TimeUnit::Millisecond, None)
+        );
+        let batch = reader.build().unwrap().next().unwrap().unwrap();
+        let at = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow_array::TimestampMillisecondArray>()
+            .unwrap();
+        assert_eq!(at.value(0), 1_733_555_100_000);
     }
 }

@@ -36,11 +36,17 @@ fn default_rows() -> i64 {
 }
 
 fn numbers_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false), Field::new("label", DataType::Utf8, true)]))
+    Arc::new(Schema::new(vec![
+        Field::new("n", DataType::Int64, false),
+        Field::new("label", DataType::Utf8, true),
+    ]))
 }
 
 fn probe_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![Field::new("path", DataType::Utf8, false), Field::new("outcome", DataType::Utf8, false)]))
+    Arc::new(Schema::new(vec![
+        Field::new("path", DataType::Utf8, false),
+        Field::new("outcome", DataType::Utf8, false),
+    ]))
 }
 
 fn numbers(from: i64, to: i64) -> RecordBatch {
@@ -70,9 +76,13 @@ impl Connector for Hostile {
             "probe" => Ok(vec![Table::new("probe", probe_schema())]),
             "emit_in_discover" => {
                 let r = host::emit("numbers", &ipc_stream(&numbers(0, 1)));
-                Err(Error::AccessDenied(format!("emit in discover returned {r:?}")))
+                Err(Error::AccessDenied(format!(
+                    "emit in discover returned {r:?}"
+                )))
             }
-            _ => Ok(vec![Table::new("numbers", numbers_schema()).description("numbers 0..rows")]),
+            _ => Ok(vec![
+                Table::new("numbers", numbers_schema()).description("numbers 0..rows"),
+            ]),
         }
     }
 
@@ -88,13 +98,18 @@ impl Connector for Hostile {
                 Ok(())
             }
             "garbage" => {
-                host::emit("numbers", b"\xff\xff\xff\xff\x10\x00\x00\x00this is not arrow ipc at all")?;
+                host::emit(
+                    "numbers",
+                    b"\xff\xff\xff\xff\x10\x00\x00\x00this is not arrow ipc at all",
+                )?;
                 Ok(())
             }
             "schema_change" => {
                 ctx.emit("numbers", &numbers(0, 5))?;
                 let other = Arc::new(Schema::new(vec![Field::new("n", DataType::Utf8, false)]));
-                let batch = RecordBatch::try_new(other, vec![Arc::new(StringArray::from(vec!["x"]))]).unwrap();
+                let batch =
+                    RecordBatch::try_new(other, vec![Arc::new(StringArray::from(vec!["x"]))])
+                        .unwrap();
                 host::emit("numbers", &ipc_stream(&batch))?;
                 Ok(())
             }
@@ -124,7 +139,10 @@ impl Connector for Hostile {
                 }
                 let batch = RecordBatch::try_new(
                     probe_schema(),
-                    vec![Arc::new(StringArray::from(paths)), Arc::new(StringArray::from(outcomes))],
+                    vec![
+                        Arc::new(StringArray::from(paths)),
+                        Arc::new(StringArray::from(outcomes)),
+                    ],
                 )
                 .unwrap();
                 ctx.emit("probe", &batch)

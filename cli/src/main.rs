@@ -1,0 +1,68 @@
+//! `agnes`: one binary for operators, connector authors and analysts.
+//!
+//! This file only parses arguments and dispatches; each command lives in `cmd/`.
+
+mod cmd;
+mod output;
+mod telemetry;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Agnes: data distribution for AI analysts, with sandboxed WebAssembly connectors.
+#[derive(Debug, Parser)]
+#[command(name = "agnes", version, about, propagate_version = true)]
+struct Cli {
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print nothing on success.
+    #[arg(long, short, global = true, conflicts_with = "json")]
+    quiet: bool,
+    /// More logs on stderr (-v: info, -vv: debug). RUST_LOG overrides.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run, inspect and develop connectors.
+    #[command(subcommand)]
+    Connector(cmd::connector::ConnectorCmd),
+    /// Look at extracts on disk.
+    #[command(subcommand)]
+    Extract(cmd::extract::ExtractCmd),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.verbose);
+    let out = output::Output {
+        json: cli.json,
+        quiet: cli.quiet,
+    };
+    let result = match cli.command {
+        Command::Connector(c) => cmd::connector::run(c, &out),
+        Command::Extract(c) => cmd::extract::run(c, &out),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// Exit codes: 1 = the run or command failed, 2 = bad usage or input (clap uses 2 too),
+/// 3 = busy (another run holds the lock).
+fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<agnes_runtime::Error>() {
+        Some(agnes_runtime::Error::Busy { .. }) => 3,
+        Some(agnes_runtime::Error::Config { .. } | agnes_runtime::Error::ReadComponent { .. }) => 2,
+        _ => 1,
+    }
+}

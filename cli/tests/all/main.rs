@@ -1,0 +1,215 @@
+//! Tests of the real `agnes` binary: arguments, output formats, exit codes.
+//! The runtime's behaviour itself is tested in `tests/all`; here only what the CLI adds.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use agnes_tests::{CSV_COMPONENT, HOSTILE_COMPONENT, repo_root};
+
+fn agnes(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_agnes"))
+        .args(args)
+        .env("AGNES_CACHE_DIR", cache)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("running agnes")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn run_the_demo_then_show_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("extracts/demo");
+    let config = repo_root().join("examples/demo/source.toml");
+    let o = agnes(
+        &[
+            "connector",
+            "run",
+            CSV_COMPONENT,
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["source"], "demo");
+    assert_eq!(report["rows"], 200 + 2500 + 40);
+    assert_eq!(report["tables"].as_array().unwrap().len(), 3);
+    assert!(
+        report["component_digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+
+    let o = agnes(
+        &[
+            "extract",
+            "show",
+            out.to_str().unwrap(),
+            "--json",
+            "-n",
+            "2",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let tables: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let orders = tables
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table_name"] == "orders")
+        .unwrap();
+    assert_eq!(orders["rows"], 2500);
+    assert_eq!(orders["sample"].as_array().unwrap().len(), 2);
+    assert_eq!(orders["columns"][0], "order_id");
+
+    // human output: one summary line
+    let o = agnes(
+        &[
+            "connector",
+            "run",
+            CSV_COMPONENT,
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let stdout = text(&o.stdout);
+    assert!(
+        stdout.starts_with("demo: 3 tables, 2,740 rows,"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.lines().count(), 1);
+
+    let o = agnes(
+        &[
+            "connector",
+            "run",
+            CSV_COMPONENT,
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success());
+    assert!(
+        o.stdout.is_empty() && o.stderr.is_empty(),
+        "--quiet prints nothing"
+    );
+}
+
+#[test]
+fn discover_lists_tables_and_columns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = repo_root().join("examples/demo/source.toml");
+    let o = agnes(
+        &[
+            "connector",
+            "discover",
+            CSV_COMPONENT,
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let stdout = text(&o.stdout);
+    assert!(
+        stdout.contains("orders  -- CSV file orders.csv"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  amount Float64"), "{stdout}");
+}
+
+#[test]
+fn a_bad_run_config_exits_2_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("bad.toml");
+    std::fs::write(&config, "[grant]\nnetwork = true\n").unwrap();
+    let out = tmp.path().join("extracts/x");
+    let o = agnes(
+        &[
+            "connector",
+            "run",
+            CSV_COMPONENT,
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let stderr = text(&o.stderr);
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("unknown field `network`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_failed_run_exits_1_and_says_nothing_was_published() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("src.toml");
+    std::fs::write(&config, "[config]\nmode = \"garbage\"\n").unwrap();
+    let out = tmp.path().join("extracts/src");
+    let o = agnes(
+        &[
+            "connector",
+            "run",
+            HOSTILE_COMPONENT,
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = text(&o.stderr);
+    assert!(
+        stderr.contains("nothing was published") && stderr.contains("not valid Arrow IPC"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn source_name_must_agree_with_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = repo_root().join("examples/demo/source.toml");
+    let out = tmp.path().join("extracts/other");
+    let o = agnes(
+        &[
+            "connector",
+            "run",
+            CSV_COMPONENT,
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("declares source `demo` but --out names `other`"),
+        "{}",
+        text(&o.stderr)
+    );
+}

@@ -1,0 +1,46 @@
+# Every routine command of the project. `just --list` shows them.
+# Host crates build into a target dir outside the clone, so a later clone (CI on the same
+# machine) reuses the build; override with CARGO_TARGET_DIR.
+
+export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", "/var/tmp/agnes-target/host")
+wasm_target := CARGO_TARGET_DIR / "wasm"
+agnes := CARGO_TARGET_DIR / "debug/agnes"
+csv_wasm := wasm_target / "wasm32-wasip2/release/agnes_connector_csv.wasm"
+
+default:
+    @just --list
+
+# Build the connector components (wasm32-wasip2) with the toolchain setup.sh installed.
+connectors:
+    . /etc/agnes/wasm-toolchain.env && cd connectors-wasm && \
+      env -u RUSTUP_TOOLCHAIN RUSTC="$WASM_RUSTC" CARGO_TARGET_DIR={{wasm_target}} \
+      "$WASM_CARGO" build --release --locked
+    @ls -l {{wasm_target}}/wasm32-wasip2/release/*.wasm
+
+# Build the agnes binary.
+build:
+    cargo build -p agnes
+
+# The demo: the csv component syncs the bundled dataset into an extract, then shows it.
+demo: connectors build
+    {{agnes}} connector run {{csv_wasm}} --config examples/demo/source.toml --out ./agnes-data/extracts/demo
+    {{agnes}} extract show ./agnes-data/extracts/demo -n 3
+
+# The whole test suite (host crates, end-to-end with real components, guest unit tests).
+test:
+    cargo test --workspace --no-fail-fast
+    . /etc/agnes/wasm-toolchain.env && cd connectors-wasm && \
+      env -u RUSTUP_TOOLCHAIN RUSTC="$WASM_RUSTC" CARGO_TARGET_DIR={{wasm_target}}-native \
+      "$WASM_CARGO" test --locked --target x86_64-unknown-linux-gnu -p agnes-connector-csv
+
+# Formatting and lints.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Re-vendor the WASI WIT packages into wit/deps from the pinned wasmtime-wasi crate.
+wit-vendor:
+    scripts/wit-vendor.sh
+
+# Everything CI checks, before pushing.
+ready: lint test

@@ -1,0 +1,10 @@
+//! End-to-end tests across crates: real components built by `build.rs`, real wasmtime,
+//! real parquet, real DuckDB. One module per topic:
+//!
+//! - `csv_extract`: the csv connector produces a contract-exact extract.
+//! - `bad_input`: bad data and misbehaving guests fail cleanly and publish nothing.
+//! - `sandbox`: a guest cannot escape its grant or its limits.
+
+mod bad_input;
+mod csv_extract;
+mod sandbox;

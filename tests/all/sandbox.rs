@@ -1,0 +1,162 @@
+//! A guest cannot escape its grant or its limits.
+
+use std::time::{Duration, Instant};
+
+use agnes_runtime::{Error, Limits};
+use agnes_tests::{hostile, open_extract, request, runtime, snapshot};
+use serde_json::json;
+
+#[tokio::test]
+async fn reads_outside_the_preopen_are_denied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("inside.txt"), "hello").unwrap();
+    std::fs::write(tmp.path().join("secret.txt"), "outside").unwrap();
+    let paths = [
+        "/data/inside.txt",
+        "/etc/passwd",
+        "/data/../secret.txt",
+        "/data/../../../../etc/passwd",
+        "../secret.txt",
+        "secret.txt",
+        "/proc/self/environ",
+    ];
+    let extracts = tmp.path().join("extracts");
+    let req = request(
+        &extracts,
+        "probe",
+        json!({"mode": "probe", "paths": paths}),
+        &[(&data, "/data")],
+    );
+    runtime().run(hostile(), req, None).await.unwrap();
+    let conn = open_extract(&extracts.join("probe"));
+    let mut stmt = conn.prepare("SELECT path, outcome FROM probe").unwrap();
+    let outcomes: Vec<(String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(outcomes.len(), paths.len());
+    for (path, outcome) in outcomes {
+        if path == "/data/inside.txt" {
+            assert_eq!(outcome, "read 5 bytes", "the granted directory is readable");
+        } else {
+            assert!(
+                outcome.starts_with("denied"),
+                "{path} must be denied, got {outcome}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn no_grant_means_no_files_at_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let req = request(
+        tmp.path(),
+        "probe",
+        json!({"mode": "probe", "paths": ["/", "/data/x", "/etc/passwd"]}),
+        &[],
+    );
+    runtime().run(hostile(), req, None).await.unwrap();
+    let conn = open_extract(&tmp.path().join("probe"));
+    let denied: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM probe WHERE outcome LIKE 'denied%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(denied, 3);
+}
+
+#[tokio::test]
+async fn a_spinning_guest_is_stopped_at_its_deadline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut req = request(tmp.path(), "src", json!({"mode": "spin"}), &[]);
+    req.limits = Limits {
+        timeout_secs: 1,
+        ..Limits::default()
+    };
+    let before = snapshot(tmp.path());
+    let started = Instant::now();
+    let err = runtime().run(hostile(), req, None).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout { limit } if limit == Duration::from_secs(1)),
+        "{err}"
+    );
+    // Not a timing assertion on speed: only that the guest did not run unbounded.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "stopped {:?} after start",
+        started.elapsed()
+    );
+    let after = snapshot(tmp.path());
+    assert!(
+        after.keys().all(|p| p.ends_with(".lock")),
+        "nothing but the lock file remains: {after:?}"
+    );
+    assert!(before.is_empty());
+}
+
+#[tokio::test]
+async fn a_memory_bomb_hits_the_memory_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut req = request(tmp.path(), "src", json!({"mode": "memory_bomb"}), &[]);
+    req.limits = Limits {
+        memory_mb: 64,
+        ..Limits::default()
+    };
+    let err = runtime().run(hostile(), req, None).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Trap { .. }), "{msg}");
+    assert!(
+        msg.contains("memory"),
+        "the error says memory ran out: {msg}"
+    );
+}
+
+#[tokio::test]
+async fn row_and_output_limits_stop_a_flood() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut req = request(
+        tmp.path(),
+        "src",
+        json!({"mode": "good", "rows": 50_000}),
+        &[],
+    );
+    req.limits = Limits {
+        max_rows: 10_000,
+        ..Limits::default()
+    };
+    let err = runtime().run(hostile(), req, None).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::LimitExceeded {
+                limit: "max_rows",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(agnes_runtime::extract::published(tmp.path(), "src").is_none());
+}
+
+#[tokio::test]
+async fn two_runs_of_one_source_do_not_interleave() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut slow = request(tmp.path(), "src", json!({"mode": "spin"}), &[]);
+    slow.limits = Limits {
+        timeout_secs: 2,
+        ..Limits::default()
+    };
+    let fast = request(tmp.path(), "src", json!({"mode": "good"}), &[]);
+    let (a, b) = tokio::join!(runtime().run(hostile(), slow, None), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        runtime().run(hostile(), fast, None).await
+    });
+    assert!(matches!(a, Err(Error::Timeout { .. })));
+    assert!(matches!(b, Err(Error::Busy { .. })), "{b:?}");
+}

@@ -1,0 +1,123 @@
+//! Shared helpers of the end-to-end tests: the paths of the guest components that
+//! `build.rs` compiled, and small readers for extracts.
+
+include!(concat!(env!("OUT_DIR"), "/components.rs"));
+
+use std::path::{Path, PathBuf};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Opens `<extract>/extract.duckdb` read-only.
+pub fn open_extract(extract_dir: &Path) -> duckdb::Connection {
+    let config = duckdb::Config::default()
+        .access_mode(duckdb::AccessMode::ReadOnly)
+        .unwrap();
+    duckdb::Connection::open_with_flags(extract_dir.join("extract.duckdb"), config).unwrap()
+}
+
+/// md5 of a file, hex.
+pub fn md5_file(path: &Path) -> String {
+    use md5::{Digest, Md5};
+    hex::encode(Md5::digest(std::fs::read(path).unwrap()))
+}
+
+use std::sync::OnceLock;
+
+use agnes_runtime::{Grant, Limits, LoadedComponent, RunReport, RunRequest, Runtime};
+
+/// One runtime per test process (the engine and its epoch thread are shared), with a
+/// compile cache under the system temp dir.
+pub fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        let cache = std::env::temp_dir().join("agnes-test-component-cache");
+        Runtime::new(Some(&cache)).expect("runtime")
+    })
+}
+
+/// The compiled csv component.
+pub fn csv() -> &'static LoadedComponent {
+    static C: OnceLock<LoadedComponent> = OnceLock::new();
+    C.get_or_init(|| {
+        runtime()
+            .load_file(Path::new(CSV_COMPONENT))
+            .expect("csv component")
+    })
+}
+
+/// The compiled hostile fixture.
+pub fn hostile() -> &'static LoadedComponent {
+    static C: OnceLock<LoadedComponent> = OnceLock::new();
+    C.get_or_init(|| {
+        runtime()
+            .load_file(Path::new(HOSTILE_COMPONENT))
+            .expect("hostile component")
+    })
+}
+
+/// A run request for `source` under `extracts` with `config` (JSON) and read-only dirs.
+pub fn request(
+    extracts: &Path,
+    source: &str,
+    config: serde_json::Value,
+    dirs: &[(&Path, &str)],
+) -> RunRequest {
+    RunRequest {
+        source: source.into(),
+        extracts_dir: extracts.to_path_buf(),
+        config: config.to_string(),
+        grant: Grant {
+            dirs: dirs
+                .iter()
+                .map(|(h, g)| agnes_runtime::DirGrant {
+                    host: h.to_path_buf(),
+                    guest: g.to_string(),
+                })
+                .collect(),
+        },
+        limits: Limits::default(),
+        streams: None,
+        state: None,
+    }
+}
+
+/// Runs the hostile fixture in `mode` (plus extra config keys).
+pub async fn run_hostile(
+    extracts: &Path,
+    mode: &str,
+    extra: serde_json::Value,
+) -> Result<RunReport, agnes_runtime::Error> {
+    let mut config = serde_json::json!({ "mode": mode });
+    if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+        c.extend(e.clone());
+    }
+    runtime()
+        .run(hostile(), request(extracts, "src", config, &[]), None)
+        .await
+}
+
+/// A snapshot of every file under a directory (path → md5), to prove nothing changed.
+pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = entry.path();
+            let ft = entry.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(p);
+            } else if ft.is_file() {
+                out.insert(p.clone(), md5_file(&p));
+            } else if ft.is_symlink() {
+                out.insert(
+                    p.clone(),
+                    std::fs::read_link(&p).unwrap().display().to_string(),
+                );
+            }
+        }
+    }
+    out
+}
