@@ -16,7 +16,7 @@ python3 - "$ROWS" "$work/data/orders.csv" <<'PY'
 import sys, random
 n, path = int(sys.argv[1]), sys.argv[2]
 random.seed(1)
-notes = ["", "gift wrap", "expedite, please", "call first"]
+notes = ["", "gift wrap", "\"expedite, please\"", "call first"]
 with open(path, "w") as f:
     f.write("order_id,customer_id,product_id,quantity,amount,ordered_at,note\n")
     for i in range(1, n + 1):
