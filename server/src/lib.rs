@@ -1,7 +1,68 @@
 //! # agnes-server
 //!
-//! The Agnes server: it will merge every published extract into one catalog and serve it
-//! over REST with authentication and group-based access (see `docs/` and the server
-//! issue). Today it only re-exports what it builds on, so the workspace layout is final.
+//! The Agnes server: it merges every published extract into one catalog and serves it over
+//! REST to analysts, through personal access tokens and group-based grants.
+//!
+//! - [`ServerConfig`]: data dir, listen address, query limits (defaults → TOML → `AGNES_*`).
+//! - [`AppState::open`] opens `state/system.duckdb` ([`db`]) and builds the [`catalog`].
+//! - [`app`] is the axum router: [`routes`] has one module per resource; the one access
+//!   check is `Principal::can_read`.
+//! - [`sync`] runs registered connectors through `agnes-runtime`; [`query`] is the DuckDB
+//!   sandbox for analyst SQL.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), String> {
+//! let config = agnes_server::ServerConfig::load(None, |k| std::env::var(k).ok())?;
+//! agnes_server::serve(config).await
+//! # }
+//! ```
 
-pub use agnes_runtime as runtime;
+pub mod app;
+pub mod auth;
+pub mod catalog;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod openapi;
+pub mod query;
+pub mod routes;
+pub mod state;
+pub mod sync;
+
+pub use app::app;
+pub use config::ServerConfig;
+pub use state::AppState;
+
+/// Creates the first admin (user `name`, member of `Admin`) and returns its token, if the
+/// server has no user yet. Returns `None` when users exist (bootstrap happens once).
+pub fn bootstrap(state: &AppState, name: &str) -> Result<Option<String>, String> {
+    state
+        .db
+        .blocking(|c| {
+            if db::access::count_users(c)? > 0 {
+                return Ok(None);
+            }
+            let id = db::access::create_user(c, name)?;
+            db::access::add_member(c, "Admin", name)?;
+            let (_, token) = db::access::create_token(c, &id, "bootstrap", None)?;
+            db::audit::record(c, Some(name), "admin.bootstrap", Some(name), None)?;
+            Ok(Some(token))
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// Serves until Ctrl-C: binds, starts the scheduler, runs the router.
+pub async fn serve(config: ServerConfig) -> Result<(), String> {
+    let listen = config.listen;
+    let tick = std::time::Duration::from_secs(config.scheduler_tick_secs);
+    let state = tokio::task::spawn_blocking(move || AppState::open(config)).await.map_err(|e| e.to_string())??;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("binding {listen}: {e}"))?;
+    tracing::info!(%listen, "agnes server listening");
+    tokio::spawn(sync::scheduler(state.clone(), tick));
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| format!("serving: {e}"))
+}

@@ -1,0 +1,32 @@
+//! `app(state)`: every router merged, plus the request-tracing layer.
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+
+use crate::routes;
+use crate::state::AppState;
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(routes::health::router())
+        .merge(routes::tokens::router())
+        .merge(routes::admin::router())
+        .merge(routes::sync::router())
+        .merge(routes::data::router())
+        .merge(routes::catalog::router())
+        .merge(routes::query::router())
+        .layer(middleware::from_fn(trace))
+        .with_state(state)
+}
+
+/// One event per request: method, route template (not the raw URI), status, latency.
+async fn trace(request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let method = request.method().clone();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    tracing::info!(target: "agnes_server::http", %method, route, status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+    response
+}

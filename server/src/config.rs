@@ -1,0 +1,124 @@
+//! Server configuration: defaults, then a TOML file, then `AGNES_*` environment variables;
+//! validated once at start-up. Loading has no side effects.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The validated configuration the rest of the server uses.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Root of everything the server stores: `state/system.duckdb`,
+    /// `analytics/server.duckdb`, `extracts/`, `cache/`.
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    pub query: QueryLimits,
+    /// Seconds between scheduler checks for due tables.
+    pub scheduler_tick_secs: u64,
+}
+
+/// Limits of one `/api/query` (and sample) session.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryLimits {
+    pub memory_mb: u64,
+    pub threads: u64,
+    pub timeout_secs: u64,
+    /// Upper bound on `limit` in a query request.
+    pub max_rows: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits { memory_mb: 512, threads: 2, timeout_secs: 30, max_rows: 100_000 }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            data_dir: PathBuf::from("./agnes-data"),
+            listen: "127.0.0.1:8420".parse().expect("valid address"),
+            query: QueryLimits::default(),
+            scheduler_tick_secs: 30,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Defaults, then `file` (if given), then the environment (`AGNES_DATA_DIR`,
+    /// `AGNES_LISTEN`).
+    pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<ServerConfig, String> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+                toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            None => ServerConfig::default(),
+        };
+        if let Some(dir) = env("AGNES_DATA_DIR") {
+            config.data_dir = PathBuf::from(dir);
+        }
+        if let Some(listen) = env("AGNES_LISTEN") {
+            config.listen = listen.parse().map_err(|e| format!("AGNES_LISTEN={listen}: {e}"))?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let q = &self.query;
+        if q.memory_mb == 0 || q.threads == 0 || q.timeout_secs == 0 || q.max_rows == 0 {
+            return Err("[query] memory_mb, threads, timeout_secs and max_rows must be at least 1".into());
+        }
+        if self.scheduler_tick_secs == 0 {
+            return Err("scheduler_tick_secs must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn extracts_dir(&self) -> PathBuf {
+        self.data_dir.join("extracts")
+    }
+    pub fn system_db(&self) -> PathBuf {
+        self.data_dir.join("state/system.duckdb")
+    }
+    pub fn analytics_db(&self) -> PathBuf {
+        self.data_dir.join("analytics/server.duckdb")
+    }
+    pub fn cache_dir(&self) -> PathBuf {
+        self.data_dir.join("cache/components")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_defaults_file_env() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("agnes.toml");
+        std::fs::write(&file, "data_dir = \"/srv/agnes\"\n[query]\ntimeout_secs = 5\n").unwrap();
+        let c = ServerConfig::load(Some(&file), |k| (k == "AGNES_LISTEN").then(|| "0.0.0.0:9000".into())).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/srv/agnes"));
+        assert_eq!(c.query.timeout_secs, 5);
+        assert_eq!(c.query.threads, 2);
+        assert_eq!(c.listen.port(), 9000);
+    }
+
+    #[test]
+    fn bad_configs_say_what_is_wrong() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("agnes.toml");
+        std::fs::write(&file, "dta_dir = \"x\"\n").unwrap();
+        assert!(ServerConfig::load(Some(&file), |_| None).unwrap_err().contains("unknown field `dta_dir`"));
+        std::fs::write(&file, "[query]\nthreads = 0\n").unwrap();
+        assert!(ServerConfig::load(Some(&file), |_| None).unwrap_err().contains("threads"));
+        let err = ServerConfig::load(None, |k| (k == "AGNES_LISTEN").then(|| "nope".into())).unwrap_err();
+        assert!(err.contains("AGNES_LISTEN=nope"), "{err}");
+    }
+}

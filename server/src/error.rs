@@ -1,0 +1,85 @@
+//! `ApiError`: every handler's error. Renders `{code, message}` with a stable `code`;
+//! 5xx responses hide internals (the cause is logged, never sent).
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// A failed request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    /// The SQL was refused by the query sandbox (not allowed, or invalid).
+    #[error("{0}")]
+    QueryRejected(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    RangeNotSatisfiable(String),
+    #[error("query exceeded its time limit of {0} s")]
+    QueryTimeout(u64),
+    /// Anything else: logged with its cause, reported as `internal`.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::QueryRejected(_) => "query_rejected",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::RangeNotSatisfiable(_) => "range_not_satisfiable",
+            ApiError::QueryTimeout(_) => "query_timeout",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) | ApiError::QueryRejected(_) => StatusCode::BAD_REQUEST,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::QueryTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// An internal error with its cause (logged, not sent).
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        ApiError::Internal(cause.to_string())
+    }
+}
+
+impl From<duckdb::Error> for ApiError {
+    fn from(e: duckdb::Error) -> Self {
+        ApiError::internal(format!("system database: {e}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!("error.type" = "internal", cause = %cause, "request failed");
+        }
+        let body = Json(json!({"code": self.code(), "message": self.to_string()}));
+        (self.status(), body).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,43 @@
+//! `POST /api/query {sql, limit}` → `{columns, rows, row_count, truncated}`, in the query
+//! sandbox over exactly the tables the caller may read.
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::auth::AuthUser;
+use crate::error::{ApiError, ApiResult};
+use crate::query::Sandbox;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/query", post(query))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryReq {
+    sql: String,
+    limit: Option<usize>,
+}
+
+async fn query(State(state): State<AppState>, user: AuthUser, Json(req): Json<QueryReq>) -> ApiResult<Json<Value>> {
+    let limits = state.config.query.clone();
+    let limit = req.limit.unwrap_or(1000).min(limits.max_rows);
+    let catalog = state.catalog();
+    let tables: Vec<_> = catalog
+        .tables
+        .values()
+        .filter(|t| t.query_mode != "remote" && user.0.can_read(&t.name, &t.source))
+        .map(|t| (t.name.clone(), t.path.clone()))
+        .collect();
+    let sql = req.sql.clone();
+    let result = tokio::task::spawn_blocking(move || Sandbox::open(&tables, &limits)?.query(&sql, limit))
+        .await
+        .map_err(ApiError::internal)?;
+    let detail: String = req.sql.chars().take(500).collect();
+    super::audit(&state, &user, if result.is_ok() { "query.run" } else { "query.rejected" }, None, Some(detail)).await;
+    Ok(Json(serde_json::to_value(result?).map_err(ApiError::internal)?))
+}
