@@ -121,3 +121,110 @@ pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, String> {
     }
     out
 }
+
+/// A real server on a loopback port, with its own data dir, running on its own runtime
+/// until dropped. `admin` is the bootstrap admin's token.
+pub struct TestServer {
+    pub base: String,
+    pub admin: String,
+    pub data_dir: tempfile::TempDir,
+    pub state: agnes_server::AppState,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        let data_dir = tempfile::tempdir().unwrap();
+        let config = agnes_server::ServerConfig {
+            data_dir: data_dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            query: agnes_server::config::QueryLimits {
+                timeout_secs: 10,
+                ..Default::default()
+            },
+            scheduler_tick_secs: 3600,
+        };
+        let state = agnes_server::AppState::open(config).unwrap();
+        let admin = agnes_server::bootstrap(&state, "admin").unwrap().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        // Bind before serving: the port is known and accepting before the first request.
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let app = agnes_server::app(state.clone());
+        runtime.spawn(async move { axum_serve(listener, app).await });
+        TestServer {
+            base,
+            admin,
+            data_dir,
+            state,
+            runtime: Some(runtime),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Waits (bounded) until no sync is running.
+    pub fn wait_for_sync(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let status = http()
+                .get(&self.url("/api/sync/status"))
+                .header("Authorization", &bearer(&self.admin))
+                .call()
+                .unwrap();
+            let v: serde_json::Value = read_json(status);
+            if v["running"].is_null() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sync did not finish: {v}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+async fn axum_serve(listener: tokio::net::TcpListener, app: axum::Router) {
+    axum::serve(listener, app).await.unwrap();
+}
+
+/// An HTTP agent that returns every status as a response (not an error).
+pub fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+pub fn read_json(mut r: ureq::http::Response<ureq::Body>) -> serde_json::Value {
+    r.body_mut().read_json().unwrap()
+}
+
+pub fn read_bytes(mut r: ureq::http::Response<ureq::Body>) -> Vec<u8> {
+    r.body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .read_to_vec()
+        .unwrap()
+}

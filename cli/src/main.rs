@@ -35,6 +35,11 @@ enum Command {
     /// Look at extracts on disk.
     #[command(subcommand)]
     Extract(cmd::extract::ExtractCmd),
+    /// Run the server (REST API, sync scheduler).
+    Serve(cmd::serve::ServeArgs),
+    /// Server administration.
+    #[command(subcommand)]
+    Admin(cmd::serve::AdminCmd),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +52,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Connector(c) => cmd::connector::run(c, &out),
         Command::Extract(c) => cmd::extract::run(c, &out),
+        Command::Serve(args) => cmd::serve::serve(args),
+        Command::Admin(c) => cmd::serve::admin(c, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

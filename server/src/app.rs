@@ -23,7 +23,11 @@ pub fn app(state: AppState) -> Router {
 
 /// One event per request: method, route template (not the raw URI), status, latency.
 async fn trace(request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
     let method = request.method().clone();
     let started = std::time::Instant::now();
     let response = next.run(request).await;

@@ -62,11 +62,15 @@ pub fn build(extracts_dir: &Path, previous: &Catalog) -> Catalog {
     let mut candidates: BTreeMap<String, Vec<TableEntry>> = BTreeMap::new();
     let mut catalog = Catalog::default();
     for source in sources {
-        let Some(dir) = agnes_runtime::extract::published(extracts_dir, &source) else { continue };
+        let Some(dir) = agnes_runtime::extract::published(extracts_dir, &source) else {
+            continue;
+        };
         match agnes_runtime::extract::read_meta(&dir) {
             Ok(rows) => {
                 for m in rows {
-                    let (Some(md5), Some(rel)) = (m.md5, m.path) else { continue };
+                    let (Some(md5), Some(rel)) = (m.md5, m.path) else {
+                        continue;
+                    };
                     let entry = TableEntry {
                         name: m.table_name.clone(),
                         source: source.clone(),
@@ -89,11 +93,17 @@ pub fn build(extracts_dir: &Path, previous: &Catalog) -> Catalog {
     }
     for (name, mut entries) in candidates {
         let owner = previous.tables.get(&name).map(|t| t.source.clone());
-        let pick = owner.and_then(|o| entries.iter().position(|e| e.source == o)).unwrap_or(0);
+        let pick = owner
+            .and_then(|o| entries.iter().position(|e| e.source == o))
+            .unwrap_or(0);
         let chosen = entries.remove(pick);
         for loser in entries {
             tracing::warn!("error.type" = "name_collision", table = %name, served_from = %chosen.source, ignored = %loser.source, "table name published by two sources");
-            catalog.conflicts.push(Conflict { table: name.clone(), served_from: chosen.source.clone(), ignored_source: loser.source });
+            catalog.conflicts.push(Conflict {
+                table: name.clone(),
+                served_from: chosen.source.clone(),
+                ignored_source: loser.source,
+            });
         }
         catalog.tables.insert(name, chosen);
     }

@@ -33,7 +33,12 @@ pub struct QueryLimits {
 
 impl Default for QueryLimits {
     fn default() -> Self {
-        QueryLimits { memory_mb: 512, threads: 2, timeout_secs: 30, max_rows: 100_000 }
+        QueryLimits {
+            memory_mb: 512,
+            threads: 2,
+            timeout_secs: 30,
+            max_rows: 100_000,
+        }
     }
 }
 
@@ -51,10 +56,14 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// Defaults, then `file` (if given), then the environment (`AGNES_DATA_DIR`,
     /// `AGNES_LISTEN`).
-    pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<ServerConfig, String> {
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<ServerConfig, String> {
         let mut config = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("reading {}: {e}", path.display()))?;
                 toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
             }
             None => ServerConfig::default(),
@@ -63,7 +72,9 @@ impl ServerConfig {
             config.data_dir = PathBuf::from(dir);
         }
         if let Some(listen) = env("AGNES_LISTEN") {
-            config.listen = listen.parse().map_err(|e| format!("AGNES_LISTEN={listen}: {e}"))?;
+            config.listen = listen
+                .parse()
+                .map_err(|e| format!("AGNES_LISTEN={listen}: {e}"))?;
         }
         config.validate()?;
         Ok(config)
@@ -72,7 +83,9 @@ impl ServerConfig {
     fn validate(&self) -> Result<(), String> {
         let q = &self.query;
         if q.memory_mb == 0 || q.threads == 0 || q.timeout_secs == 0 || q.max_rows == 0 {
-            return Err("[query] memory_mb, threads, timeout_secs and max_rows must be at least 1".into());
+            return Err(
+                "[query] memory_mb, threads, timeout_secs and max_rows must be at least 1".into(),
+            );
         }
         if self.scheduler_tick_secs == 0 {
             return Err("scheduler_tick_secs must be at least 1".into());
@@ -102,8 +115,15 @@ mod tests {
     fn layers_defaults_file_env() {
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("agnes.toml");
-        std::fs::write(&file, "data_dir = \"/srv/agnes\"\n[query]\ntimeout_secs = 5\n").unwrap();
-        let c = ServerConfig::load(Some(&file), |k| (k == "AGNES_LISTEN").then(|| "0.0.0.0:9000".into())).unwrap();
+        std::fs::write(
+            &file,
+            "data_dir = \"/srv/agnes\"\n[query]\ntimeout_secs = 5\n",
+        )
+        .unwrap();
+        let c = ServerConfig::load(Some(&file), |k| {
+            (k == "AGNES_LISTEN").then(|| "0.0.0.0:9000".into())
+        })
+        .unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/srv/agnes"));
         assert_eq!(c.query.timeout_secs, 5);
         assert_eq!(c.query.threads, 2);
@@ -115,10 +135,19 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("agnes.toml");
         std::fs::write(&file, "dta_dir = \"x\"\n").unwrap();
-        assert!(ServerConfig::load(Some(&file), |_| None).unwrap_err().contains("unknown field `dta_dir`"));
+        assert!(
+            ServerConfig::load(Some(&file), |_| None)
+                .unwrap_err()
+                .contains("unknown field `dta_dir`")
+        );
         std::fs::write(&file, "[query]\nthreads = 0\n").unwrap();
-        assert!(ServerConfig::load(Some(&file), |_| None).unwrap_err().contains("threads"));
-        let err = ServerConfig::load(None, |k| (k == "AGNES_LISTEN").then(|| "nope".into())).unwrap_err();
+        assert!(
+            ServerConfig::load(Some(&file), |_| None)
+                .unwrap_err()
+                .contains("threads")
+        );
+        let err =
+            ServerConfig::load(None, |k| (k == "AGNES_LISTEN").then(|| "nope".into())).unwrap_err();
         assert!(err.contains("AGNES_LISTEN=nope"), "{err}");
     }
 }

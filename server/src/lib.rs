@@ -55,8 +55,12 @@ pub fn bootstrap(state: &AppState, name: &str) -> Result<Option<String>, String>
 pub async fn serve(config: ServerConfig) -> Result<(), String> {
     let listen = config.listen;
     let tick = std::time::Duration::from_secs(config.scheduler_tick_secs);
-    let state = tokio::task::spawn_blocking(move || AppState::open(config)).await.map_err(|e| e.to_string())??;
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("binding {listen}: {e}"))?;
+    let state = tokio::task::spawn_blocking(move || AppState::open(config))
+        .await
+        .map_err(|e| e.to_string())??;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("binding {listen}: {e}"))?;
     tracing::info!(%listen, "agnes server listening");
     tokio::spawn(sync::scheduler(state.clone(), tick));
     axum::serve(listener, app(state))

@@ -51,7 +51,9 @@ fn rejected(e: duckdb::Error) -> ApiError {
     let msg = e.to_string();
     let first = msg.lines().next().unwrap_or(&msg).to_string();
     if first.contains("Catalog Error") && first.contains("does not exist") {
-        return ApiError::QueryRejected(format!("{first} (or you may not read it; see /api/catalog/tables)"));
+        return ApiError::QueryRejected(format!(
+            "{first} (or you may not read it; see /api/catalog/tables)"
+        ));
     }
     ApiError::QueryRejected(first)
 }
@@ -64,23 +66,32 @@ impl Sandbox {
             .and_then(|c| c.enable_autoload_extension(false))
             .and_then(|c| c.with("autoinstall_known_extensions", "false"))
             .map_err(ApiError::internal)?;
-        let conn = duckdb::Connection::open_in_memory_with_flags(config).map_err(ApiError::internal)?;
+        let conn =
+            duckdb::Connection::open_in_memory_with_flags(config).map_err(ApiError::internal)?;
         let mut sql = String::new();
         let mut paths = Vec::new();
         for (name, path) in tables {
             agnes_runtime::names::validate_name("table", name).map_err(ApiError::internal)?;
             let p = sql_string(&path.to_string_lossy());
-            sql.push_str(&format!("CREATE VIEW \"{name}\" AS SELECT * FROM read_parquet({p});\n"));
+            sql.push_str(&format!(
+                "CREATE VIEW \"{name}\" AS SELECT * FROM read_parquet({p});\n"
+            ));
             paths.push(p);
         }
         sql.push_str(&format!("SET allowed_paths = [{}];\n", paths.join(", ")));
         sql.push_str("SET enable_external_access = false;\nSET lock_configuration = true;\n");
         conn.execute_batch(&sql).map_err(ApiError::internal)?;
-        Ok(Sandbox { conn, limits: limits.clone() })
+        Ok(Sandbox {
+            conn,
+            limits: limits.clone(),
+        })
     }
 
     /// Runs `f` with a watchdog that interrupts the connection at the deadline.
-    fn with_deadline<T>(&self, f: impl FnOnce(&duckdb::Connection) -> ApiResult<T>) -> ApiResult<T> {
+    fn with_deadline<T>(
+        &self,
+        f: impl FnOnce(&duckdb::Connection) -> ApiResult<T>,
+    ) -> ApiResult<T> {
         let handle = self.conn.interrupt_handle();
         let (done, wait) = mpsc::channel::<()>();
         let timeout = Duration::from_secs(self.limits.timeout_secs);
@@ -107,34 +118,61 @@ impl Sandbox {
         self.with_deadline(|conn| {
             let columns = describe_query(conn, &format!("SELECT * FROM {inner}"))?;
             let mut stmt = conn
-                .prepare(&format!("SELECT to_json(agnes_q)::VARCHAR FROM {inner} LIMIT {}", limit + 1))
+                .prepare(&format!(
+                    "SELECT to_json(agnes_q)::VARCHAR FROM {inner} LIMIT {}",
+                    limit + 1
+                ))
                 .map_err(rejected)?;
-            let objects = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(rejected)?;
+            let objects = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(rejected)?;
             let mut rows = Vec::new();
             for object in objects {
                 let object = object.map_err(rejected)?;
                 let value: serde_json::Map<String, serde_json::Value> =
                     serde_json::from_str(&object).map_err(ApiError::internal)?;
-                rows.push(columns.iter().map(|c| value.get(&c.name).cloned().unwrap_or(serde_json::Value::Null)).collect());
+                rows.push(
+                    columns
+                        .iter()
+                        .map(|c| {
+                            value
+                                .get(&c.name)
+                                .cloned()
+                                .unwrap_or(serde_json::Value::Null)
+                        })
+                        .collect(),
+                );
             }
             let truncated = rows.len() > limit;
             rows.truncate(limit);
-            Ok(QueryResult { columns: columns.into_iter().map(|c| c.name).collect(), row_count: rows.len(), rows, truncated })
+            Ok(QueryResult {
+                columns: columns.into_iter().map(|c| c.name).collect(),
+                row_count: rows.len(),
+                rows,
+                truncated,
+            })
         })
     }
 
     /// The columns of `table`.
     pub fn schema(&self, table: &str) -> ApiResult<Vec<Column>> {
-        agnes_runtime::names::validate_name("table", table).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        agnes_runtime::names::validate_name("table", table)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         self.with_deadline(|conn| describe_query(conn, &format!("SELECT * FROM \"{table}\"")))
     }
 }
 
 fn describe_query(conn: &duckdb::Connection, select: &str) -> ApiResult<Vec<Column>> {
-    let mut stmt = conn.prepare(&format!("DESCRIBE {select}")).map_err(rejected)?;
+    let mut stmt = conn
+        .prepare(&format!("DESCRIBE {select}"))
+        .map_err(rejected)?;
     let cols = stmt
         .query_map([], |r| {
-            Ok(Column { name: r.get(0)?, data_type: r.get(1)?, nullable: r.get::<_, String>(2)? == "YES" })
+            Ok(Column {
+                name: r.get(0)?,
+                data_type: r.get(1)?,
+                nullable: r.get::<_, String>(2)? == "YES",
+            })
         })
         .map_err(rejected)?;
     cols.collect::<Result<Vec<_>, _>>().map_err(rejected)
@@ -147,7 +185,9 @@ fn check_sql(sql: &str) -> ApiResult<&str> {
         return Err(ApiError::BadRequest("sql is empty".into()));
     }
     if trimmed.len() > MAX_SQL {
-        return Err(ApiError::BadRequest(format!("sql is longer than {MAX_SQL} bytes")));
+        return Err(ApiError::BadRequest(format!(
+            "sql is longer than {MAX_SQL} bytes"
+        )));
     }
     let mut body = trimmed;
     loop {
@@ -160,8 +200,14 @@ fn check_sql(sql: &str) -> ApiResult<&str> {
             break;
         }
     }
-    let first = body.split(|c: char| !c.is_ascii_alphabetic()).next().unwrap_or("").to_ascii_uppercase();
-    if !["SELECT", "WITH", "FROM", "VALUES", "TABLE", ""].contains(&first.as_str()) || body.starts_with(';') {
+    let first = body
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    if !["SELECT", "WITH", "FROM", "VALUES", "TABLE", ""].contains(&first.as_str())
+        || body.starts_with(';')
+    {
         return Err(ApiError::QueryRejected(format!(
             "only a single read-only query (SELECT, WITH, FROM, VALUES) is allowed; `{first}` is not"
         )));
@@ -176,26 +222,61 @@ mod tests {
     fn parquet(dir: &std::path::Path, name: &str, sql: &str) -> PathBuf {
         let path = dir.join(format!("{name}.parquet"));
         let conn = duckdb::Connection::open_in_memory().unwrap();
-        conn.execute_batch(&format!("COPY ({sql}) TO '{}' (FORMAT parquet)", path.display())).unwrap();
+        conn.execute_batch(&format!(
+            "COPY ({sql}) TO '{}' (FORMAT parquet)",
+            path.display()
+        ))
+        .unwrap();
         path
     }
 
     fn sandbox(dir: &std::path::Path) -> Sandbox {
-        let orders = parquet(dir, "orders", "SELECT range AS id, 'o' || range AS label FROM range(5)");
-        Sandbox::open(&[("orders".into(), orders)], &QueryLimits { timeout_secs: 2, ..QueryLimits::default() }).unwrap()
+        let orders = parquet(
+            dir,
+            "orders",
+            "SELECT range AS id, 'o' || range AS label FROM range(5)",
+        );
+        Sandbox::open(
+            &[("orders".into(), orders)],
+            &QueryLimits {
+                timeout_secs: 2,
+                ..QueryLimits::default()
+            },
+        )
+        .unwrap()
     }
 
     #[test]
     fn granted_tables_answer() {
         let tmp = tempfile::tempdir().unwrap();
         let sb = sandbox(tmp.path());
-        let r = sb.query("SELECT id, label FROM orders WHERE id < 3 ORDER BY id;", 2).unwrap();
+        let r = sb
+            .query("SELECT id, label FROM orders WHERE id < 3 ORDER BY id;", 2)
+            .unwrap();
         assert_eq!(r.columns, ["id", "label"]);
-        assert_eq!(r.rows, vec![vec![serde_json::json!(0), serde_json::json!("o0")], vec![serde_json::json!(1), serde_json::json!("o1")]]);
+        assert_eq!(
+            r.rows,
+            vec![
+                vec![serde_json::json!(0), serde_json::json!("o0")],
+                vec![serde_json::json!(1), serde_json::json!("o1")]
+            ]
+        );
         assert!(r.truncated);
-        let r = sb.query("-- comment\nWITH x AS (SELECT count(*) AS n FROM orders) SELECT n FROM x", 10).unwrap();
+        let r = sb
+            .query(
+                "-- comment\nWITH x AS (SELECT count(*) AS n FROM orders) SELECT n FROM x",
+                10,
+            )
+            .unwrap();
         assert_eq!(r.rows, vec![vec![serde_json::json!(5)]]);
-        assert_eq!(sb.schema("orders").unwrap()[0], Column { name: "id".into(), data_type: "BIGINT".into(), nullable: true });
+        assert_eq!(
+            sb.schema("orders").unwrap()[0],
+            Column {
+                name: "id".into(),
+                data_type: "BIGINT".into(),
+                nullable: true
+            }
+        );
     }
 
     #[test]
@@ -206,7 +287,10 @@ mod tests {
         let sb = sandbox(tmp.path());
         let cases = [
             "SELECT * FROM read_csv('/etc/passwd')".to_string(),
-            format!("SELECT * FROM read_csv('{}')", tmp.path().join("x.csv").display()),
+            format!(
+                "SELECT * FROM read_csv('{}')",
+                tmp.path().join("x.csv").display()
+            ),
             format!("SELECT * FROM read_parquet('{}')", secret.display()),
             format!("COPY orders TO '{}/out.csv'", tmp.path().display()),
             "ATTACH '/tmp/x.duckdb' AS x".into(),
@@ -222,10 +306,16 @@ mod tests {
         ];
         for sql in &cases {
             let err = sb.query(sql, 10).expect_err(sql);
-            assert!(matches!(err, ApiError::QueryRejected(_) | ApiError::BadRequest(_)), "{sql}: {err:?}");
+            assert!(
+                matches!(err, ApiError::QueryRejected(_) | ApiError::BadRequest(_)),
+                "{sql}: {err:?}"
+            );
         }
         assert!(!tmp.path().join("out.csv").exists());
-        let err = sb.query("SELECT * FROM secret", 10).unwrap_err().to_string();
+        let err = sb
+            .query("SELECT * FROM secret", 10)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("may not read it"), "{err}");
     }
 
@@ -233,7 +323,12 @@ mod tests {
     fn a_runaway_query_is_interrupted() {
         let tmp = tempfile::tempdir().unwrap();
         let sb = sandbox(tmp.path());
-        let err = sb.query("SELECT count(*) FROM range(1000000000000) a, range(1000) b", 1).unwrap_err();
+        let err = sb
+            .query(
+                "SELECT count(*) FROM range(1000000000000) a, range(1000) b",
+                1,
+            )
+            .unwrap_err();
         assert!(matches!(err, ApiError::QueryTimeout(2)), "{err:?}");
     }
 }

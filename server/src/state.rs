@@ -21,10 +21,13 @@ impl AppState {
     /// Opens the system database, creates the data directories and builds the catalog
     /// from what is already published.
     pub fn open(config: ServerConfig) -> Result<AppState, String> {
-        std::fs::create_dir_all(config.extracts_dir()).map_err(|e| format!("creating {}: {e}", config.extracts_dir().display()))?;
+        std::fs::create_dir_all(config.extracts_dir())
+            .map_err(|e| format!("creating {}: {e}", config.extracts_dir().display()))?;
         let db = Db::open(&config.system_db())?;
-        db.blocking(crate::db::history::abandon_running).map_err(|e| e.to_string())?;
-        let runtime = agnes_runtime::Runtime::new(Some(&config.cache_dir())).map_err(|e| e.to_string())?;
+        db.blocking(crate::db::history::abandon_running)
+            .map_err(|e| e.to_string())?;
+        let runtime =
+            agnes_runtime::Runtime::new(Some(&config.cache_dir())).map_err(|e| e.to_string())?;
         let state = AppState {
             config: Arc::new(config),
             db,
@@ -38,7 +41,10 @@ impl AppState {
 
     /// The current catalog (a consistent snapshot).
     pub fn catalog(&self) -> Arc<Catalog> {
-        self.catalog.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.catalog
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Re-reads every extract, rewrites `analytics/server.duckdb`, swaps the catalog.

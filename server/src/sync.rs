@@ -24,7 +24,11 @@ pub struct Running {
 
 /// Starts a sync of `sources` (all registered ones when `None`) in the background and
 /// returns its id. 409 while another sync runs.
-pub async fn trigger(state: &AppState, trigger: String, sources: Option<Vec<String>>) -> ApiResult<i64> {
+pub async fn trigger(
+    state: &AppState,
+    trigger: String,
+    sources: Option<Vec<String>>,
+) -> ApiResult<i64> {
     let entries = state.db.call(registry::list).await?;
     let mut plan: BTreeMap<String, Vec<RegistryEntry>> = BTreeMap::new();
     for e in entries {
@@ -33,22 +37,34 @@ pub async fn trigger(state: &AppState, trigger: String, sources: Option<Vec<Stri
     if let Some(only) = &sources {
         for s in only {
             if !plan.contains_key(s) {
-                return Err(ApiError::NotFound(format!("no registered table has source `{s}`")));
+                return Err(ApiError::NotFound(format!(
+                    "no registered table has source `{s}`"
+                )));
             }
         }
         plan.retain(|s, _| only.contains(s));
     }
     if plan.is_empty() {
-        return Err(ApiError::BadRequest("nothing to sync: register a table first (POST /api/admin/register-table)".into()));
+        return Err(ApiError::BadRequest(
+            "nothing to sync: register a table first (POST /api/admin/register-table)".into(),
+        ));
     }
     let id = {
         let mut running = state.running.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(r) = running.as_ref() {
-            return Err(ApiError::Conflict(format!("sync {} is running (started {}); wait for it", r.id, r.started_at)));
+            return Err(ApiError::Conflict(format!(
+                "sync {} is running (started {}); wait for it",
+                r.id, r.started_at
+            )));
         }
         let t = trigger.clone();
         let id = state.db.blocking(move |c| history::start(c, &t))?;
-        *running = Some(Running { id, trigger, started_at: crate::db::now(), sources: plan.keys().cloned().collect() });
+        *running = Some(Running {
+            id,
+            trigger,
+            started_at: crate::db::now(),
+            sources: plan.keys().cloned().collect(),
+        });
         id
     };
     let state = state.clone();
@@ -60,18 +76,29 @@ pub async fn trigger(state: &AppState, trigger: String, sources: Option<Vec<Stri
     Ok(id)
 }
 
-async fn run(state: &AppState, id: i64, plan: BTreeMap<String, Vec<RegistryEntry>>) -> &'static str {
+async fn run(
+    state: &AppState,
+    id: i64,
+    plan: BTreeMap<String, Vec<RegistryEntry>>,
+) -> &'static str {
     let (mut ok, mut failed) = (0, 0);
     for (source, entries) in plan {
         let outcomes = run_source(state, &source, &entries).await;
         for o in outcomes {
-            if o.status == "ok" { ok += 1 } else { failed += 1 }
+            if o.status == "ok" {
+                ok += 1
+            } else {
+                failed += 1
+            }
             let _ = state.db.call(move |c| history::record(c, id, &o)).await;
         }
     }
     let rebuilt = {
         let state = state.clone();
-        tokio::task::spawn_blocking(move || state.rebuild_catalog()).await.map_err(|e| e.to_string()).and_then(|r| r)
+        tokio::task::spawn_blocking(move || state.rebuild_catalog())
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
     };
     if let Err(e) = rebuilt {
         tracing::error!("error.type" = "catalog", error = %e, "rebuilding the catalog failed");
@@ -85,7 +112,11 @@ async fn run(state: &AppState, id: i64, plan: BTreeMap<String, Vec<RegistryEntry
 }
 
 /// Runs one source's connector on a blocking thread; one outcome per registered table.
-async fn run_source(state: &AppState, source: &str, entries: &[RegistryEntry]) -> Vec<TableOutcome> {
+async fn run_source(
+    state: &AppState,
+    source: &str,
+    entries: &[RegistryEntry],
+) -> Vec<TableOutcome> {
     let first = &entries[0].table;
     let names: Vec<String> = entries.iter().map(|e| e.table.name.clone()).collect();
     let extracts = state.config.extracts_dir();
@@ -102,9 +133,14 @@ async fn run_source(state: &AppState, source: &str, entries: &[RegistryEntry]) -
     let connector = first.connector.clone();
     let result = tokio::task::spawn_blocking(move || {
         let component = runtime.load_file(&connector)?;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(|e| {
-            agnes_runtime::Error::Io { action: "starting", path: "sync runtime".into(), error: e }
-        })?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| agnes_runtime::Error::Io {
+                action: "starting",
+                path: "sync runtime".into(),
+                error: e,
+            })?;
         rt.block_on(runtime.run(&component, request, None))
     })
     .await;
@@ -122,15 +158,41 @@ async fn run_source(state: &AppState, source: &str, entries: &[RegistryEntry]) -
         Ok(Ok(report)) => names
             .iter()
             .map(|n| match report.tables.iter().find(|t| &t.name == n) {
-                Some(t) => outcome(n, "ok", Some(t.rows as i64), Some(t.size_bytes as i64), None),
-                None => outcome(n, "failed", None, None, Some("the connector did not produce this table".into())),
+                Some(t) => outcome(
+                    n,
+                    "ok",
+                    Some(t.rows as i64),
+                    Some(t.size_bytes as i64),
+                    None,
+                ),
+                None => outcome(
+                    n,
+                    "failed",
+                    None,
+                    None,
+                    Some("the connector did not produce this table".into()),
+                ),
             })
             .collect(),
         Ok(Err(e)) => {
             tracing::warn!("error.type" = "sync_failed", source = %source, error = %e, "source sync failed");
-            names.iter().map(|n| outcome(n, "failed", None, None, Some(e.to_string()))).collect()
+            names
+                .iter()
+                .map(|n| outcome(n, "failed", None, None, Some(e.to_string())))
+                .collect()
         }
-        Err(e) => names.iter().map(|n| outcome(n, "failed", None, None, Some(format!("sync task failed: {e}")))).collect(),
+        Err(e) => names
+            .iter()
+            .map(|n| {
+                outcome(
+                    n,
+                    "failed",
+                    None,
+                    None,
+                    Some(format!("sync task failed: {e}")),
+                )
+            })
+            .collect(),
     }
 }
 
@@ -147,17 +209,34 @@ pub async fn scheduler(state: AppState, tick: Duration) {
 }
 
 async fn schedule_once(state: &AppState) -> ApiResult<()> {
-    if state.running.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+    if state
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .is_some()
+    {
         return Ok(());
     }
-    let (entries, last) = state.db.call(|c| Ok((registry::list(c)?, history::last_success(c)?))).await?;
+    let (entries, last) = state
+        .db
+        .call(|c| Ok((registry::list(c)?, history::last_success(c)?)))
+        .await?;
     let now = chrono::Utc::now().timestamp();
     let mut due: Vec<String> = Vec::new();
     for e in entries {
-        let Some(schedule) = &e.table.schedule else { continue };
-        let Ok(every) = parse_schedule(schedule) else { continue };
-        let last_ok = last.iter().find(|(t, _)| t == &e.table.name).map(|(_, at)| *at);
-        if last_ok.is_none_or(|at| now - at >= every.as_secs() as i64) && !due.contains(&e.table.source) {
+        let Some(schedule) = &e.table.schedule else {
+            continue;
+        };
+        let Ok(every) = parse_schedule(schedule) else {
+            continue;
+        };
+        let last_ok = last
+            .iter()
+            .find(|(t, _)| t == &e.table.name)
+            .map(|(_, at)| *at);
+        if last_ok.is_none_or(|at| now - at >= every.as_secs() as i64)
+            && !due.contains(&e.table.source)
+        {
             due.push(e.table.source.clone());
         }
     }

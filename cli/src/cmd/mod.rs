@@ -2,3 +2,4 @@
 
 pub mod connector;
 pub mod extract;
+pub mod serve;

@@ -36,7 +36,13 @@ impl Principal {
     }
 
     pub fn require_admin(&self) -> ApiResult<()> {
-        if self.is_admin() { Ok(()) } else { Err(ApiError::Forbidden("this needs membership of the Admin group".into())) }
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(
+                "this needs membership of the Admin group".into(),
+            ))
+        }
     }
 }
 
@@ -65,15 +71,25 @@ fn hash(token: &str) -> String {
 /// Creates a user (member of `Everyone`) and returns its id.
 pub fn create_user(conn: &duckdb::Connection, name: &str) -> ApiResult<String> {
     if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
-        return Err(ApiError::BadRequest("user name must be 1-100 characters without control characters".into()));
+        return Err(ApiError::BadRequest(
+            "user name must be 1-100 characters without control characters".into(),
+        ));
     }
-    let exists: i64 = conn.query_row("SELECT count(*) FROM users WHERE name = ?", [name], |r| r.get(0))?;
+    let exists: i64 = conn.query_row("SELECT count(*) FROM users WHERE name = ?", [name], |r| {
+        r.get(0)
+    })?;
     if exists > 0 {
         return Err(ApiError::Conflict(format!("user `{name}` exists")));
     }
     let id = format!("u_{}", random_hex(8)?);
-    conn.execute("INSERT INTO users VALUES (?, ?, CAST(? AS TIMESTAMP))", duckdb::params![id, name, now()])?;
-    conn.execute("INSERT OR IGNORE INTO members VALUES ('Everyone', ?)", [&id])?;
+    conn.execute(
+        "INSERT INTO users VALUES (?, ?, CAST(? AS TIMESTAMP))",
+        duckdb::params![id, name, now()],
+    )?;
+    conn.execute(
+        "INSERT OR IGNORE INTO members VALUES ('Everyone', ?)",
+        [&id],
+    )?;
     Ok(id)
 }
 
@@ -98,20 +114,34 @@ pub fn create_token(
     let id = format!("t_{}", random_hex(8)?);
     let created = now();
     let expires = expires_in_days.map(|d| {
-        (chrono::Utc::now() + chrono::Duration::days(d.into())).naive_utc().format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+        (chrono::Utc::now() + chrono::Duration::days(d.into()))
+            .naive_utc()
+            .format("%Y-%m-%d %H:%M:%S%.6f")
+            .to_string()
     });
     conn.execute(
         "INSERT INTO tokens VALUES (?, ?, ?, ?, ?, CAST(? AS TIMESTAMP), CAST(? AS TIMESTAMP), NULL, NULL)",
         duckdb::params![id, user_id, name, prefix, hash(&token), created, expires],
     )?;
-    let info = TokenInfo { id, name: name.into(), prefix, created_at: created, expires_at: expires, revoked_at: None, last_used_at: None };
+    let info = TokenInfo {
+        id,
+        name: name.into(),
+        prefix,
+        created_at: created,
+        expires_at: expires,
+        revoked_at: None,
+        last_used_at: None,
+    };
     Ok((info, token))
 }
 
 /// Resolves a bearer token to its user, or `None` when it is unknown, revoked or
 /// expired. Records `last_used_at`.
 pub fn authenticate(conn: &duckdb::Connection, token: &str) -> ApiResult<Option<Principal>> {
-    let Some(prefix) = token.strip_prefix("agnes_").and_then(|t| t.split('_').next()) else {
+    let Some(prefix) = token
+        .strip_prefix("agnes_")
+        .and_then(|t| t.split('_').next())
+    else {
         return Ok(None);
     };
     let found = conn.query_row(
@@ -128,19 +158,32 @@ pub fn authenticate(conn: &duckdb::Connection, token: &str) -> ApiResult<Option<
     if stored != hash(token) {
         return Ok(None);
     }
-    conn.execute("UPDATE tokens SET last_used_at = CAST(? AS TIMESTAMP) WHERE id = ?", duckdb::params![now(), token_id])?;
+    conn.execute(
+        "UPDATE tokens SET last_used_at = CAST(? AS TIMESTAMP) WHERE id = ?",
+        duckdb::params![now(), token_id],
+    )?;
     principal(conn, &user_id, &user_name).map(Some)
 }
 
 fn principal(conn: &duckdb::Connection, id: &str, name: &str) -> ApiResult<Principal> {
-    let mut stmt = conn.prepare("SELECT group_name FROM members WHERE user_id = ? ORDER BY group_name")?;
-    let groups = stmt.query_map([id], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+    let mut stmt =
+        conn.prepare("SELECT group_name FROM members WHERE user_id = ? ORDER BY group_name")?;
+    let groups = stmt
+        .query_map([id], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
     let mut stmt = conn.prepare(
         "SELECT DISTINCT g.resource_type, g.resource_id FROM grants g JOIN members m ON m.group_name = g.group_name \
          WHERE m.user_id = ? ORDER BY 1, 2",
     )?;
-    let grants = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<(String, String)>, _>>()?;
-    Ok(Principal { id: id.into(), name: name.into(), groups, grants })
+    let grants = stmt
+        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<(String, String)>, _>>()?;
+    Ok(Principal {
+        id: id.into(),
+        name: name.into(),
+        groups,
+        grants,
+    })
 }
 
 pub fn list_tokens(conn: &duckdb::Connection, user_id: &str) -> ApiResult<Vec<TokenInfo>> {
@@ -165,17 +208,32 @@ pub fn list_tokens(conn: &duckdb::Connection, user_id: &str) -> ApiResult<Vec<To
 /// Revokes a token. Only its owner or an admin may (checked by the caller).
 pub fn revoke_token(conn: &duckdb::Connection, token_id: &str) -> ApiResult<String> {
     let owner: String = conn
-        .query_row("SELECT user_id FROM tokens WHERE id = ?", [token_id], |r| r.get(0))
+        .query_row("SELECT user_id FROM tokens WHERE id = ?", [token_id], |r| {
+            r.get(0)
+        })
         .map_err(|_| ApiError::NotFound(format!("no token `{token_id}`")))?;
-    conn.execute("UPDATE tokens SET revoked_at = CAST(? AS TIMESTAMP) WHERE id = ? AND revoked_at IS NULL", duckdb::params![now(), token_id])?;
+    conn.execute(
+        "UPDATE tokens SET revoked_at = CAST(? AS TIMESTAMP) WHERE id = ? AND revoked_at IS NULL",
+        duckdb::params![now(), token_id],
+    )?;
     Ok(owner)
 }
 
 pub fn create_group(conn: &duckdb::Connection, name: &str) -> ApiResult<()> {
-    if name.is_empty() || name.len() > 100 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_ ".contains(c)) {
-        return Err(ApiError::BadRequest("group name must be 1-100 characters of [A-Za-z0-9 _-]".into()));
+    if name.is_empty()
+        || name.len() > 100
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_ ".contains(c))
+    {
+        return Err(ApiError::BadRequest(
+            "group name must be 1-100 characters of [A-Za-z0-9 _-]".into(),
+        ));
     }
-    let n = conn.execute("INSERT OR IGNORE INTO groups VALUES (?, CAST(? AS TIMESTAMP))", duckdb::params![name, now()])?;
+    let n = conn.execute(
+        "INSERT OR IGNORE INTO groups VALUES (?, CAST(? AS TIMESTAMP))",
+        duckdb::params![name, now()],
+    )?;
     if n == 0 {
         return Err(ApiError::Conflict(format!("group `{name}` exists")));
     }
@@ -183,32 +241,58 @@ pub fn create_group(conn: &duckdb::Connection, name: &str) -> ApiResult<()> {
 }
 
 fn require_group(conn: &duckdb::Connection, name: &str) -> ApiResult<()> {
-    let n: i64 = conn.query_row("SELECT count(*) FROM groups WHERE name = ?", [name], |r| r.get(0))?;
-    if n == 0 { Err(ApiError::NotFound(format!("no group `{name}`"))) } else { Ok(()) }
+    let n: i64 = conn.query_row("SELECT count(*) FROM groups WHERE name = ?", [name], |r| {
+        r.get(0)
+    })?;
+    if n == 0 {
+        Err(ApiError::NotFound(format!("no group `{name}`")))
+    } else {
+        Ok(())
+    }
 }
 
 pub fn add_member(conn: &duckdb::Connection, group: &str, user_name: &str) -> ApiResult<()> {
     require_group(conn, group)?;
     let id = user_id(conn, user_name)?;
-    conn.execute("INSERT OR IGNORE INTO members VALUES (?, ?)", duckdb::params![group, id])?;
+    conn.execute(
+        "INSERT OR IGNORE INTO members VALUES (?, ?)",
+        duckdb::params![group, id],
+    )?;
     Ok(())
 }
 
 pub fn remove_member(conn: &duckdb::Connection, group: &str, user_name: &str) -> ApiResult<()> {
     require_group(conn, group)?;
     let id = user_id(conn, user_name)?;
-    conn.execute("DELETE FROM members WHERE group_name = ? AND user_id = ?", duckdb::params![group, id])?;
+    conn.execute(
+        "DELETE FROM members WHERE group_name = ? AND user_id = ?",
+        duckdb::params![group, id],
+    )?;
     Ok(())
 }
 
-pub fn grant(conn: &duckdb::Connection, group: &str, resource_type: &str, resource_id: &str) -> ApiResult<()> {
+pub fn grant(
+    conn: &duckdb::Connection,
+    group: &str,
+    resource_type: &str,
+    resource_id: &str,
+) -> ApiResult<()> {
     require_group(conn, group)?;
     if !RESOURCE_TYPES.contains(&resource_type) {
-        return Err(ApiError::BadRequest(format!("resource_type must be one of {RESOURCE_TYPES:?}, got `{resource_type}`")));
+        return Err(ApiError::BadRequest(format!(
+            "resource_type must be one of {RESOURCE_TYPES:?}, got `{resource_type}`"
+        )));
     }
     if resource_id != "*" {
-        agnes_runtime::names::validate_name(if resource_type == "table" { "table" } else { "source" }, resource_id)
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        agnes_runtime::names::validate_name(
+            if resource_type == "table" {
+                "table"
+            } else {
+                "source"
+            },
+            resource_id,
+        )
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     }
     conn.execute(
         "INSERT OR IGNORE INTO grants VALUES (?, ?, ?, CAST(? AS TIMESTAMP))",
@@ -217,13 +301,20 @@ pub fn grant(conn: &duckdb::Connection, group: &str, resource_type: &str, resour
     Ok(())
 }
 
-pub fn revoke_grant(conn: &duckdb::Connection, group: &str, resource_type: &str, resource_id: &str) -> ApiResult<()> {
+pub fn revoke_grant(
+    conn: &duckdb::Connection,
+    group: &str,
+    resource_type: &str,
+    resource_id: &str,
+) -> ApiResult<()> {
     let n = conn.execute(
         "DELETE FROM grants WHERE group_name = ? AND resource_type = ? AND resource_id = ?",
         duckdb::params![group, resource_type, resource_id],
     )?;
     if n == 0 {
-        return Err(ApiError::NotFound(format!("no grant of {resource_type} `{resource_id}` to `{group}`")));
+        return Err(ApiError::NotFound(format!(
+            "no grant of {resource_type} `{resource_id}` to `{group}`"
+        )));
     }
     Ok(())
 }
@@ -238,14 +329,26 @@ pub struct GroupInfo {
 
 pub fn list_groups(conn: &duckdb::Connection) -> ApiResult<Vec<GroupInfo>> {
     let mut stmt = conn.prepare("SELECT name FROM groups ORDER BY name")?;
-    let names = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+    let names = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
     let mut out = Vec::new();
     for name in names {
         let mut s = conn.prepare("SELECT u.name FROM members m JOIN users u ON u.id = m.user_id WHERE m.group_name = ? ORDER BY 1")?;
-        let members = s.query_map([&name], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
-        let mut s = conn.prepare("SELECT resource_type, resource_id FROM grants WHERE group_name = ? ORDER BY 1, 2")?;
-        let grants = s.query_map([&name], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<(String, String)>, _>>()?;
-        out.push(GroupInfo { name, members, grants });
+        let members = s
+            .query_map([&name], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        let mut s = conn.prepare(
+            "SELECT resource_type, resource_id FROM grants WHERE group_name = ? ORDER BY 1, 2",
+        )?;
+        let grants = s
+            .query_map([&name], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<(String, String)>, _>>()?;
+        out.push(GroupInfo {
+            name,
+            members,
+            grants,
+        });
     }
     Ok(out)
 }
@@ -270,9 +373,16 @@ mod tests {
             let p = authenticate(c, &token)?.expect("valid token");
             assert_eq!(p.name, "ada");
             assert_eq!(p.groups, ["Everyone"]);
-            let stored: i64 = c.query_row("SELECT count(*) FROM tokens WHERE hash = ? OR prefix = ?", [&token, &token], |r| r.get(0))?;
+            let stored: i64 = c.query_row(
+                "SELECT count(*) FROM tokens WHERE hash = ? OR prefix = ?",
+                [&token, &token],
+                |r| r.get(0),
+            )?;
             assert_eq!(stored, 0, "the token itself is never stored");
-            assert!(authenticate(c, &format!("{token}x"))?.is_none(), "a wrong secret with a right prefix");
+            assert!(
+                authenticate(c, &format!("{token}x"))?.is_none(),
+                "a wrong secret with a right prefix"
+            );
             assert!(authenticate(c, "nonsense")?.is_none());
             revoke_token(c, &info.id)?;
             assert!(authenticate(c, &token)?.is_none(), "revoked");
@@ -298,9 +408,18 @@ mod tests {
             assert!(pa.can_read("orders", "demo") && pa.can_read("contacts", "crm"));
             assert!(!pa.can_read("customers", "demo"));
             assert!(!pb.can_read("orders", "demo"));
-            assert!(matches!(grant(c, "finance", "table", "../x"), Err(ApiError::BadRequest(_))));
-            assert!(matches!(grant(c, "finance", "bucket", "x"), Err(ApiError::BadRequest(_))));
-            assert!(matches!(grant(c, "nobody", "table", "x"), Err(ApiError::NotFound(_))));
+            assert!(matches!(
+                grant(c, "finance", "table", "../x"),
+                Err(ApiError::BadRequest(_))
+            ));
+            assert!(matches!(
+                grant(c, "finance", "bucket", "x"),
+                Err(ApiError::BadRequest(_))
+            ));
+            assert!(matches!(
+                grant(c, "nobody", "table", "x"),
+                Err(ApiError::NotFound(_))
+            ));
             Ok(())
         })
         .unwrap();

@@ -3,7 +3,13 @@
 use crate::error::ApiResult;
 
 /// Appends one entry.
-pub fn record(conn: &duckdb::Connection, user: Option<&str>, action: &str, resource: Option<&str>, detail: Option<&str>) -> ApiResult<()> {
+pub fn record(
+    conn: &duckdb::Connection,
+    user: Option<&str>,
+    action: &str,
+    resource: Option<&str>,
+    detail: Option<&str>,
+) -> ApiResult<()> {
     conn.execute(
         "INSERT INTO audit_log VALUES (CAST(? AS TIMESTAMP), ?, ?, ?, ?)",
         duckdb::params![super::now(), user, action, resource, detail],
@@ -27,7 +33,13 @@ pub fn list(conn: &duckdb::Connection, limit: usize) -> ApiResult<Vec<Entry>> {
         "SELECT CAST(logged_at AS VARCHAR), user_name, action, resource, detail FROM audit_log ORDER BY logged_at DESC LIMIT ?",
     )?;
     let rows = stmt.query_map([limit as i64], |r| {
-        Ok(Entry { at: r.get(0)?, user: r.get(1)?, action: r.get(2)?, resource: r.get(3)?, detail: r.get(4)? })
+        Ok(Entry {
+            at: r.get(0)?,
+            user: r.get(1)?,
+            action: r.get(2)?,
+            resource: r.get(3)?,
+            detail: r.get(4)?,
+        })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }

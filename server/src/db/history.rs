@@ -33,14 +33,26 @@ pub struct RunInfo {
 
 pub fn start(conn: &duckdb::Connection, trigger: &str) -> ApiResult<i64> {
     let id: i64 = conn.query_row("SELECT nextval('sync_run_ids')", [], |r| r.get(0))?;
-    conn.execute("INSERT INTO sync_runs VALUES (?, ?, CAST(? AS TIMESTAMP), NULL, 'running')", duckdb::params![id, trigger, now()])?;
+    conn.execute(
+        "INSERT INTO sync_runs VALUES (?, ?, CAST(? AS TIMESTAMP), NULL, 'running')",
+        duckdb::params![id, trigger, now()],
+    )?;
     Ok(id)
 }
 
 pub fn record(conn: &duckdb::Connection, run: i64, o: &TableOutcome) -> ApiResult<()> {
     conn.execute(
         "INSERT INTO sync_tables VALUES (?, ?, ?, ?, ?, ?, ?, CAST(? AS TIMESTAMP))",
-        duckdb::params![run, o.source, o.table, o.status, o.rows, o.size_bytes, o.error, o.finished_at],
+        duckdb::params![
+            run,
+            o.source,
+            o.table,
+            o.status,
+            o.rows,
+            o.size_bytes,
+            o.error,
+            o.finished_at
+        ],
     )?;
     Ok(())
 }
@@ -55,7 +67,10 @@ pub fn finish(conn: &duckdb::Connection, run: i64, status: &str) -> ApiResult<()
 
 /// Marks runs left `running` by a previous process as failed (start-up).
 pub fn abandon_running(conn: &duckdb::Connection) -> ApiResult<()> {
-    conn.execute("UPDATE sync_runs SET status = 'failed', finished_at = now() WHERE status = 'running'", [])?;
+    conn.execute(
+        "UPDATE sync_runs SET status = 'failed', finished_at = now() WHERE status = 'running'",
+        [],
+    )?;
     Ok(())
 }
 
@@ -67,7 +82,14 @@ pub fn list(conn: &duckdb::Connection, limit: usize) -> ApiResult<Vec<RunInfo>> 
     )?;
     let runs = stmt
         .query_map([limit as i64], |r| {
-            Ok(RunInfo { id: r.get(0)?, trigger: r.get(1)?, started_at: r.get(2)?, finished_at: r.get(3)?, status: r.get(4)?, tables: vec![] })
+            Ok(RunInfo {
+                id: r.get(0)?,
+                trigger: r.get(1)?,
+                started_at: r.get(2)?,
+                finished_at: r.get(3)?,
+                status: r.get(4)?,
+                tables: vec![],
+            })
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let mut out = Vec::with_capacity(runs.len());
@@ -99,5 +121,7 @@ pub fn last_success(conn: &duckdb::Connection) -> ApiResult<Vec<(String, i64)>> 
     let mut stmt = conn.prepare(
         "SELECT table_name, CAST(epoch(max(finished_at)) AS BIGINT) FROM sync_tables WHERE status = 'ok' GROUP BY table_name",
     )?;
-    Ok(stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?)
+    Ok(stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?)
 }

@@ -55,9 +55,13 @@ impl Db {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         }
-        let conn = duckdb::Connection::open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
-        conn.execute_batch(SCHEMA).map_err(|e| format!("migrating {}: {e}", path.display()))?;
-        Ok(Db { conn: Arc::new(Mutex::new(conn)) })
+        let conn = duckdb::Connection::open(path)
+            .map_err(|e| format!("opening {}: {e}", path.display()))?;
+        conn.execute_batch(SCHEMA)
+            .map_err(|e| format!("migrating {}: {e}", path.display()))?;
+        Ok(Db {
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     /// Runs `f` with the connection on a blocking thread.
@@ -84,5 +88,8 @@ impl Db {
 
 /// Seconds-precision "now" as DuckDB TIMESTAMP text.
 pub(crate) fn now() -> String {
-    chrono::Utc::now().naive_utc().format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+    chrono::Utc::now()
+        .naive_utc()
+        .format("%Y-%m-%d %H:%M:%S%.6f")
+        .to_string()
 }

@@ -65,7 +65,9 @@ pub fn parse_schedule(s: &str) -> Result<Duration, String> {
         _ => return Err(err()),
     };
     if secs < 10 {
-        return Err(format!("schedule `{s}`: the shortest interval is 10 seconds"));
+        return Err(format!(
+            "schedule `{s}`: the shortest interval is 10 seconds"
+        ));
     }
     Ok(Duration::from_secs(secs))
 }
@@ -74,8 +76,10 @@ impl TableRegistration {
     /// Checks every field; returns a clear 400 on the first problem.
     pub fn validate(&self) -> ApiResult<()> {
         let bad = |m: String| Err(ApiError::BadRequest(m));
-        agnes_runtime::names::validate_name("table", &self.name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        agnes_runtime::names::validate_name("source", &self.source).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        agnes_runtime::names::validate_name("table", &self.name)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        agnes_runtime::names::validate_name("source", &self.source)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         if self.query_mode != "local" {
             return bad(format!(
                 "query_mode `{}` is not supported yet; only `local` (materialized and remote come later)",
@@ -86,14 +90,23 @@ impl TableRegistration {
             return bad("config must be a JSON object".into());
         }
         if !self.connector.is_absolute() || !self.connector.is_file() {
-            return bad(format!("connector {} must be the absolute path of a component file on the server", self.connector.display()));
+            return bad(format!(
+                "connector {} must be the absolute path of a component file on the server",
+                self.connector.display()
+            ));
         }
         for d in &self.grant.dirs {
             if !d.host.is_absolute() {
-                return bad(format!("grant.dirs host {} must be absolute", d.host.display()));
+                return bad(format!(
+                    "grant.dirs host {} must be absolute",
+                    d.host.display()
+                ));
             }
         }
-        self.grant.clone().resolve(std::path::Path::new("/")).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        self.grant
+            .clone()
+            .resolve(std::path::Path::new("/"))
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         if let Some(s) = &self.schedule {
             parse_schedule(s).map_err(ApiError::BadRequest)?;
         }
@@ -120,12 +133,25 @@ pub fn upsert(conn: &duckdb::Connection, t: &TableRegistration, replace: bool) -
     t.validate()?;
     let existing = get(conn, &t.name)?;
     match (&existing, replace) {
-        (Some(_), false) => return Err(ApiError::Conflict(format!("table `{}` is registered; update it with PUT", t.name))),
-        (None, true) => return Err(ApiError::NotFound(format!("table `{}` is not registered", t.name))),
+        (Some(_), false) => {
+            return Err(ApiError::Conflict(format!(
+                "table `{}` is registered; update it with PUT",
+                t.name
+            )));
+        }
+        (None, true) => {
+            return Err(ApiError::NotFound(format!(
+                "table `{}` is not registered",
+                t.name
+            )));
+        }
         _ => {}
     }
     for other in list(conn)? {
-        if other.table.source == t.source && other.table.name != t.name && other.table.run_identity() != t.run_identity() {
+        if other.table.source == t.source
+            && other.table.name != t.name
+            && other.table.run_identity() != t.run_identity()
+        {
             return Err(ApiError::Conflict(format!(
                 "source `{}` is registered (table `{}`) with another connector, config, grant or limits; \
                  all tables of a source share one connector run, so register them identically",
@@ -134,7 +160,9 @@ pub fn upsert(conn: &duckdb::Connection, t: &TableRegistration, replace: bool) -
         }
     }
     let stamp = now();
-    let registered = existing.map(|e| e.registered_at).unwrap_or_else(|| stamp.clone());
+    let registered = existing
+        .map(|e| e.registered_at)
+        .unwrap_or_else(|| stamp.clone());
     conn.execute("DELETE FROM registry WHERE name = ?", [&t.name])?;
     conn.execute(
         "INSERT INTO registry VALUES (?, ?, ?, ?, ?, ?, ?, CAST(? AS TIMESTAMP), CAST(? AS TIMESTAMP))",
@@ -156,7 +184,9 @@ pub fn upsert(conn: &duckdb::Connection, t: &TableRegistration, replace: bool) -
 pub fn delete(conn: &duckdb::Connection, name: &str) -> ApiResult<()> {
     let n = conn.execute("DELETE FROM registry WHERE name = ?", [name])?;
     if n == 0 {
-        return Err(ApiError::NotFound(format!("table `{name}` is not registered")));
+        return Err(ApiError::NotFound(format!(
+            "table `{name}` is not registered"
+        )));
     }
     Ok(())
 }
@@ -188,7 +218,8 @@ fn decode((mut entry, stored): (RegistryEntry, String)) -> ApiResult<RegistryEnt
         grant: Grant,
         limits: Limits,
     }
-    let s: Stored = serde_json::from_str(&stored).map_err(|e| ApiError::internal(format!("registry row {}: {e}", entry.table.name)))?;
+    let s: Stored = serde_json::from_str(&stored)
+        .map_err(|e| ApiError::internal(format!("registry row {}: {e}", entry.table.name)))?;
     entry.table.config = s.config;
     entry.table.grant = s.grant;
     entry.table.limits = s.limits;
@@ -220,9 +251,22 @@ mod tests {
 
     #[test]
     fn schedules() {
-        assert_eq!(parse_schedule("every 15m").unwrap(), Duration::from_secs(900));
-        assert_eq!(parse_schedule("every 1d").unwrap(), Duration::from_secs(86_400));
-        for bad in ["daily", "every", "every 5", "every 1w", "every 1s", "every -1h"] {
+        assert_eq!(
+            parse_schedule("every 15m").unwrap(),
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            parse_schedule("every 1d").unwrap(),
+            Duration::from_secs(86_400)
+        );
+        for bad in [
+            "daily",
+            "every",
+            "every 5",
+            "every 1w",
+            "every 1s",
+            "every -1h",
+        ] {
             assert!(parse_schedule(bad).is_err(), "{bad}");
         }
     }
@@ -238,8 +282,16 @@ mod tests {
             source: "demo".into(),
             connector: wasm.clone(),
             config: serde_json::json!({"dir": "/data"}),
-            grant: Grant { dirs: vec![agnes_runtime::DirGrant { host: tmp.path().to_path_buf(), guest: "/data".into() }] },
-            limits: Limits { timeout_secs: 60, ..Limits::default() },
+            grant: Grant {
+                dirs: vec![agnes_runtime::DirGrant {
+                    host: tmp.path().to_path_buf(),
+                    guest: "/data".into(),
+                }],
+            },
+            limits: Limits {
+                timeout_secs: 60,
+                ..Limits::default()
+            },
             query_mode: "local".into(),
             schedule: Some("every 1h".into()),
             description: Some("orders".into()),
@@ -252,14 +304,23 @@ mod tests {
             let mut other = t.clone();
             other.name = "customers".into();
             other.config = serde_json::json!({"dir": "/elsewhere"});
-            assert!(matches!(upsert(c, &other, false), Err(ApiError::Conflict(_))), "same source, other config");
+            assert!(
+                matches!(upsert(c, &other, false), Err(ApiError::Conflict(_))),
+                "same source, other config"
+            );
             let mut bad = t.clone();
             bad.name = "Bad Name".into();
-            assert!(matches!(upsert(c, &bad, false), Err(ApiError::BadRequest(_))));
+            assert!(matches!(
+                upsert(c, &bad, false),
+                Err(ApiError::BadRequest(_))
+            ));
             let mut bad = t.clone();
             bad.name = "x".into();
             bad.query_mode = "remote".into();
-            assert!(matches!(upsert(c, &bad, false), Err(ApiError::BadRequest(_))));
+            assert!(matches!(
+                upsert(c, &bad, false),
+                Err(ApiError::BadRequest(_))
+            ));
             delete(c, "orders")?;
             assert!(get(c, "orders")?.is_none());
             Ok(())

@@ -1,6 +1,6 @@
 //! `/api/admin/...`: registry, users, groups, members, grants, audit log. Admins only.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::auth::AuthUser;
 use crate::db::registry::{self, TableRegistration};
 use crate::db::{access, audit};
-use crate::error::ApiResult;
+use crate::error::{ApiJson, ApiQuery, ApiResult};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -20,30 +20,55 @@ pub fn router() -> Router<AppState> {
         .route("/api/admin/users", post(create_user))
         .route("/api/admin/groups", get(list_groups).post(create_group))
         .route("/api/admin/groups/{group}/members", post(add_member))
-        .route("/api/admin/groups/{group}/members/{user}", delete(remove_member))
+        .route(
+            "/api/admin/groups/{group}/members/{user}",
+            delete(remove_member),
+        )
         .route("/api/admin/grants", post(grant).delete(revoke))
         .route("/api/admin/audit", get(audit_log))
 }
 
-async fn register(State(state): State<AppState>, user: AuthUser, Json(t): Json<TableRegistration>) -> ApiResult<Json<Value>> {
+async fn register(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(t): ApiJson<TableRegistration>,
+) -> ApiResult<Json<Value>> {
     user.0.require_admin()?;
     let name = t.name.clone();
-    state.db.call(move |c| registry::upsert(c, &t, false)).await?;
+    state
+        .db
+        .call(move |c| registry::upsert(c, &t, false))
+        .await?;
     super::audit(&state, &user, "registry.register", Some(name.clone()), None).await;
     Ok(Json(json!({"registered": name})))
 }
 
-async fn update(State(state): State<AppState>, user: AuthUser, Path(name): Path<String>, Json(t): Json<TableRegistration>) -> ApiResult<Json<Value>> {
+async fn update(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(name): Path<String>,
+    ApiJson(t): ApiJson<TableRegistration>,
+) -> ApiResult<Json<Value>> {
     user.0.require_admin()?;
     if t.name != name {
-        return Err(crate::error::ApiError::BadRequest(format!("body names `{}` but the path names `{name}`", t.name)));
+        return Err(crate::error::ApiError::BadRequest(format!(
+            "body names `{}` but the path names `{name}`",
+            t.name
+        )));
     }
-    state.db.call(move |c| registry::upsert(c, &t, true)).await?;
+    state
+        .db
+        .call(move |c| registry::upsert(c, &t, true))
+        .await?;
     super::audit(&state, &user, "registry.update", Some(name.clone()), None).await;
     Ok(Json(json!({"updated": name})))
 }
 
-async fn unregister(State(state): State<AppState>, user: AuthUser, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+async fn unregister(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
     user.0.require_admin()?;
     let n = name.clone();
     state.db.call(move |c| registry::delete(c, &n)).await?;
@@ -67,7 +92,11 @@ struct NewUser {
 }
 
 /// Creates a user with a first token (returned once).
-async fn create_user(State(state): State<AppState>, user: AuthUser, Json(req): Json<NewUser>) -> ApiResult<Json<Value>> {
+async fn create_user(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(req): ApiJson<NewUser>,
+) -> ApiResult<Json<Value>> {
     user.0.require_admin()?;
     let name = req.name.clone();
     let (id, info, token) = state
@@ -82,7 +111,9 @@ async fn create_user(State(state): State<AppState>, user: AuthUser, Json(req): J
         })
         .await?;
     super::audit(&state, &user, "user.create", Some(name.clone()), None).await;
-    Ok(Json(json!({"id": id, "name": name, "token": token, "token_info": info})))
+    Ok(Json(
+        json!({"id": id, "name": name, "token": token, "token_info": info}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -91,10 +122,17 @@ struct NewGroup {
     name: String,
 }
 
-async fn create_group(State(state): State<AppState>, user: AuthUser, Json(req): Json<NewGroup>) -> ApiResult<Json<Value>> {
+async fn create_group(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(req): ApiJson<NewGroup>,
+) -> ApiResult<Json<Value>> {
     user.0.require_admin()?;
     let name = req.name.clone();
-    state.db.call(move |c| access::create_group(c, &req.name)).await?;
+    state
+        .db
+        .call(move |c| access::create_group(c, &req.name))
+        .await?;
     super::audit(&state, &user, "group.create", Some(name.clone()), None).await;
     Ok(Json(json!({"created": name})))
 }
@@ -111,19 +149,41 @@ struct Member {
     user: String,
 }
 
-async fn add_member(State(state): State<AppState>, user: AuthUser, Path(group): Path<String>, Json(m): Json<Member>) -> ApiResult<Json<Value>> {
+async fn add_member(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(group): Path<String>,
+    ApiJson(m): ApiJson<Member>,
+) -> ApiResult<Json<Value>> {
     user.0.require_admin()?;
     let (g, u) = (group.clone(), m.user.clone());
-    state.db.call(move |c| access::add_member(c, &g, &u)).await?;
+    state
+        .db
+        .call(move |c| access::add_member(c, &g, &u))
+        .await?;
     super::audit(&state, &user, "group.add_member", Some(group), Some(m.user)).await;
     Ok(Json(json!({"ok": true})))
 }
 
-async fn remove_member(State(state): State<AppState>, user: AuthUser, Path((group, member)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+async fn remove_member(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path((group, member)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
     user.0.require_admin()?;
     let (g, u) = (group.clone(), member.clone());
-    state.db.call(move |c| access::remove_member(c, &g, &u)).await?;
-    super::audit(&state, &user, "group.remove_member", Some(group), Some(member)).await;
+    state
+        .db
+        .call(move |c| access::remove_member(c, &g, &u))
+        .await?;
+    super::audit(
+        &state,
+        &user,
+        "group.remove_member",
+        Some(group),
+        Some(member),
+    )
+    .await;
     Ok(Json(json!({"ok": true})))
 }
 
@@ -135,19 +195,47 @@ struct GrantReq {
     resource_id: String,
 }
 
-async fn grant(State(state): State<AppState>, user: AuthUser, Json(g): Json<GrantReq>) -> ApiResult<Json<Value>> {
+async fn grant(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(g): ApiJson<GrantReq>,
+) -> ApiResult<Json<Value>> {
     user.0.require_admin()?;
     let r = g.clone();
-    state.db.call(move |c| access::grant(c, &r.group, &r.resource_type, &r.resource_id)).await?;
-    super::audit(&state, &user, "grant.create", Some(format!("{}:{}", g.resource_type, g.resource_id)), Some(g.group)).await;
+    state
+        .db
+        .call(move |c| access::grant(c, &r.group, &r.resource_type, &r.resource_id))
+        .await?;
+    super::audit(
+        &state,
+        &user,
+        "grant.create",
+        Some(format!("{}:{}", g.resource_type, g.resource_id)),
+        Some(g.group),
+    )
+    .await;
     Ok(Json(json!({"granted": true})))
 }
 
-async fn revoke(State(state): State<AppState>, user: AuthUser, Json(g): Json<GrantReq>) -> ApiResult<Json<Value>> {
+async fn revoke(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(g): ApiJson<GrantReq>,
+) -> ApiResult<Json<Value>> {
     user.0.require_admin()?;
     let r = g.clone();
-    state.db.call(move |c| access::revoke_grant(c, &r.group, &r.resource_type, &r.resource_id)).await?;
-    super::audit(&state, &user, "grant.revoke", Some(format!("{}:{}", g.resource_type, g.resource_id)), Some(g.group)).await;
+    state
+        .db
+        .call(move |c| access::revoke_grant(c, &r.group, &r.resource_type, &r.resource_id))
+        .await?;
+    super::audit(
+        &state,
+        &user,
+        "grant.revoke",
+        Some(format!("{}:{}", g.resource_type, g.resource_id)),
+        Some(g.group),
+    )
+    .await;
     Ok(Json(json!({"revoked": true})))
 }
 
@@ -156,7 +244,11 @@ struct AuditQuery {
     limit: Option<usize>,
 }
 
-async fn audit_log(State(state): State<AppState>, user: AuthUser, Query(q): Query<AuditQuery>) -> ApiResult<Json<Value>> {
+async fn audit_log(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> ApiResult<Json<Value>> {
     user.0.require_admin()?;
     let limit = q.limit.unwrap_or(100).min(10_000);
     let entries = state.db.call(move |c| audit::list(c, limit)).await?;

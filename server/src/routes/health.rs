@@ -7,12 +7,16 @@ use serde_json::{Value, json};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/health", get(health)).route("/api/openapi.json", get(openapi))
+    Router::new()
+        .route("/api/health", get(health))
+        .route("/api/openapi.json", get(openapi))
 }
 
 async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> Json<Value> {
     let catalog = state.catalog();
-    Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION"), "tables": catalog.tables.len()}))
+    Json(
+        json!({"status": "ok", "version": env!("CARGO_PKG_VERSION"), "tables": catalog.tables.len()}),
+    )
 }
 
 async fn openapi() -> Json<Value> {

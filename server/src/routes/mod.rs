@@ -15,22 +15,46 @@ use crate::state::AppState;
 
 /// Resolves `{name}` to a table the caller may read: 400 for an unsafe name (no path
 /// tricks reach the filesystem), 404 when it is not served, 403 when not granted.
-pub(crate) fn readable_table(state: &AppState, user: &AuthUser, name: &str) -> ApiResult<TableEntry> {
-    agnes_runtime::names::validate_name("table", name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+pub(crate) fn readable_table(
+    state: &AppState,
+    user: &AuthUser,
+    name: &str,
+) -> ApiResult<TableEntry> {
+    agnes_runtime::names::validate_name("table", name)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let catalog = state.catalog();
-    let table = catalog.tables.get(name).ok_or_else(|| ApiError::NotFound(format!("no table `{name}`")))?;
+    let table = catalog
+        .tables
+        .get(name)
+        .ok_or_else(|| ApiError::NotFound(format!("no table `{name}`")))?;
     if !user.0.can_read(&table.name, &table.source) {
-        return Err(ApiError::Forbidden(format!("you may not read `{name}`; ask an admin to grant it to one of your groups")));
+        return Err(ApiError::Forbidden(format!(
+            "you may not read `{name}`; ask an admin to grant it to one of your groups"
+        )));
     }
     Ok(table.clone())
 }
 
 /// Records an audit entry without failing the request if the log write fails.
-pub(crate) async fn audit(state: &AppState, user: &AuthUser, action: &'static str, resource: Option<String>, detail: Option<String>) {
+pub(crate) async fn audit(
+    state: &AppState,
+    user: &AuthUser,
+    action: &'static str,
+    resource: Option<String>,
+    detail: Option<String>,
+) {
     let name = user.0.name.clone();
     let r = state
         .db
-        .call(move |c| crate::db::audit::record(c, Some(&name), action, resource.as_deref(), detail.as_deref()))
+        .call(move |c| {
+            crate::db::audit::record(
+                c,
+                Some(&name),
+                action,
+                resource.as_deref(),
+                detail.as_deref(),
+            )
+        })
         .await;
     if let Err(e) = r {
         tracing::warn!("error.type" = "audit", error = %e, "audit log write failed");

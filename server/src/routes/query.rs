@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::auth::AuthUser;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::query::Sandbox;
 use crate::state::AppState;
 
@@ -23,7 +23,11 @@ struct QueryReq {
     limit: Option<usize>,
 }
 
-async fn query(State(state): State<AppState>, user: AuthUser, Json(req): Json<QueryReq>) -> ApiResult<Json<Value>> {
+async fn query(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(req): ApiJson<QueryReq>,
+) -> ApiResult<Json<Value>> {
     let limits = state.config.query.clone();
     let limit = req.limit.unwrap_or(1000).min(limits.max_rows);
     let catalog = state.catalog();
@@ -34,10 +38,24 @@ async fn query(State(state): State<AppState>, user: AuthUser, Json(req): Json<Qu
         .map(|t| (t.name.clone(), t.path.clone()))
         .collect();
     let sql = req.sql.clone();
-    let result = tokio::task::spawn_blocking(move || Sandbox::open(&tables, &limits)?.query(&sql, limit))
-        .await
-        .map_err(ApiError::internal)?;
+    let result =
+        tokio::task::spawn_blocking(move || Sandbox::open(&tables, &limits)?.query(&sql, limit))
+            .await
+            .map_err(ApiError::internal)?;
     let detail: String = req.sql.chars().take(500).collect();
-    super::audit(&state, &user, if result.is_ok() { "query.run" } else { "query.rejected" }, None, Some(detail)).await;
-    Ok(Json(serde_json::to_value(result?).map_err(ApiError::internal)?))
+    super::audit(
+        &state,
+        &user,
+        if result.is_ok() {
+            "query.run"
+        } else {
+            "query.rejected"
+        },
+        None,
+        Some(detail),
+    )
+    .await;
+    Ok(Json(
+        serde_json::to_value(result?).map_err(ApiError::internal)?,
+    ))
 }

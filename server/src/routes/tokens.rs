@@ -8,11 +8,13 @@ use serde_json::{Value, json};
 
 use crate::auth::AuthUser;
 use crate::db::access;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/tokens", get(list).post(create)).route("/api/tokens/{id}", delete(revoke))
+    Router::new()
+        .route("/api/tokens", get(list).post(create))
+        .route("/api/tokens/{id}", delete(revoke))
 }
 
 #[derive(Deserialize)]
@@ -22,9 +24,16 @@ struct NewToken {
     expires_in_days: Option<u32>,
 }
 
-async fn create(State(state): State<AppState>, user: AuthUser, Json(req): Json<NewToken>) -> ApiResult<Json<Value>> {
+async fn create(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(req): ApiJson<NewToken>,
+) -> ApiResult<Json<Value>> {
     let id = user.0.id.clone();
-    let (info, token) = state.db.call(move |c| access::create_token(c, &id, &req.name, req.expires_in_days)).await?;
+    let (info, token) = state
+        .db
+        .call(move |c| access::create_token(c, &id, &req.name, req.expires_in_days))
+        .await?;
     super::audit(&state, &user, "token.create", Some(info.id.clone()), None).await;
     Ok(Json(json!({"token": token, "info": info})))
 }
@@ -35,16 +44,26 @@ async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<V
     Ok(Json(json!({"tokens": tokens})))
 }
 
-async fn revoke(State(state): State<AppState>, user: AuthUser, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn revoke(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let (is_admin, me) = (user.0.is_admin(), user.0.id.clone());
     let token = id.clone();
     state
         .db
         .call(move |c| {
-            let owner: Option<String> = c.query_row("SELECT user_id FROM tokens WHERE id = ?", [&token], |r| r.get(0)).ok();
+            let owner: Option<String> = c
+                .query_row("SELECT user_id FROM tokens WHERE id = ?", [&token], |r| {
+                    r.get(0)
+                })
+                .ok();
             match owner {
                 None => Err(ApiError::NotFound(format!("no token `{token}`"))),
-                Some(o) if o != me && !is_admin => Err(ApiError::Forbidden("you may only revoke your own tokens".into())),
+                Some(o) if o != me && !is_admin => Err(ApiError::Forbidden(
+                    "you may only revoke your own tokens".into(),
+                )),
                 Some(_) => access::revoke_token(c, &token).map(|_| ()),
             }
         })

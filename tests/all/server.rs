@@ -1,0 +1,525 @@
+//! The server over real HTTP on loopback: an admin registers the csv source, syncs it and
+//! grants a table; members and non-members see exactly what they may; bad input is refused
+//! with `{code, message}`; downloads during a sync are never torn.
+
+use std::path::Path;
+
+use agnes_tests::{
+    CSV_COMPONENT, HOSTILE_COMPONENT, TestServer, bearer, http, read_bytes, read_json, repo_root,
+};
+use md5::{Digest, Md5};
+use serde_json::{Value, json};
+
+fn post(s: &TestServer, token: &str, path: &str, body: Value) -> (u16, Value) {
+    let r = http()
+        .post(&s.url(path))
+        .header("Authorization", &bearer(token))
+        .send_json(&body)
+        .unwrap();
+    (r.status().as_u16(), read_json(r))
+}
+
+fn get(s: &TestServer, token: Option<&str>, path: &str) -> (u16, Value) {
+    let mut req = http().get(&s.url(path));
+    if let Some(t) = token {
+        req = req.header("Authorization", &bearer(t));
+    }
+    let r = req.call().unwrap();
+    (r.status().as_u16(), read_json(r))
+}
+
+fn register_csv(s: &TestServer, name: &str, data: &Path) {
+    let (status, body) = post(
+        s,
+        &s.admin,
+        "/api/admin/register-table",
+        json!({"name": name, "source": "demo", "connector": CSV_COMPONENT, "config": {"dir": "/data"},
+               "grant": {"dirs": [{"host": data, "guest": "/data"}]}, "description": format!("demo {name}")}),
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+fn sync(s: &TestServer) {
+    let (status, body) = post(s, &s.admin, "/api/sync/trigger", json!({}));
+    assert_eq!(status, 202, "{body}");
+    s.wait_for_sync();
+}
+
+/// Creates a user and returns its token.
+fn user(s: &TestServer, name: &str, groups: &[&str]) -> String {
+    let (status, body) = post(
+        s,
+        &s.admin,
+        "/api/admin/users",
+        json!({"name": name, "groups": groups}),
+    );
+    assert_eq!(status, 200, "{body}");
+    body["token"].as_str().unwrap().to_string()
+}
+
+fn demo_server() -> (TestServer, String, String) {
+    let s = TestServer::start();
+    let data = repo_root()
+        .join("examples/demo/data")
+        .canonicalize()
+        .unwrap();
+    register_csv(&s, "orders", &data);
+    register_csv(&s, "customers", &data);
+    sync(&s);
+    assert_eq!(
+        post(
+            &s,
+            &s.admin,
+            "/api/admin/groups",
+            json!({"name": "finance"})
+        )
+        .0,
+        200
+    );
+    let (st, b) = post(
+        &s,
+        &s.admin,
+        "/api/admin/grants",
+        json!({"group": "finance", "resource_type": "table", "resource_id": "orders"}),
+    );
+    assert_eq!(st, 200, "{b}");
+    let ana = user(&s, "ana", &["finance"]);
+    let bob = user(&s, "bob", &[]);
+    (s, ana, bob)
+}
+
+#[test]
+fn a_member_gets_the_granted_table_and_a_non_member_gets_nothing() {
+    let (s, ana, bob) = demo_server();
+
+    // history: one ok run with both tables
+    let (_, hist) = get(&s, Some(&s.admin), "/api/sync/history");
+    let run = &hist["runs"][0];
+    assert_eq!(run["status"], "ok", "{hist}");
+    assert_eq!(run["tables"].as_array().unwrap().len(), 2);
+    assert_eq!(run["tables"][1]["table"], "orders");
+    assert_eq!(run["tables"][1]["rows"], 2500);
+
+    // ana: manifest has orders only, download matches its hash, query answers
+    let (st, manifest) = get(&s, Some(&ana), "/api/sync/manifest");
+    assert_eq!(st, 200);
+    let tables = manifest["tables"].as_object().unwrap();
+    assert_eq!(tables.keys().collect::<Vec<_>>(), ["orders"]);
+    let orders = &tables["orders"];
+    assert_eq!(orders["rows"], 2500);
+    assert_eq!(orders["query_mode"], "local");
+    assert!(manifest["server_time"].is_string());
+
+    let r = http()
+        .get(&s.url("/api/data/orders/download"))
+        .header("Authorization", &bearer(&ana))
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    let bytes = read_bytes(r);
+    let md5 = hex::encode(Md5::digest(&bytes));
+    assert_eq!(
+        md5,
+        orders["hash"].as_str().unwrap(),
+        "downloaded bytes hash to the manifest hash"
+    );
+    assert_eq!(etag, format!("\"{md5}\""));
+    assert_eq!(bytes.len() as i64, orders["size_bytes"].as_i64().unwrap());
+
+    let r = http()
+        .get(&s.url("/api/data/orders/download"))
+        .header("Authorization", &bearer(&ana))
+        .header("If-None-Match", &etag)
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    let r = http()
+        .get(&s.url("/api/data/orders/download"))
+        .header("Authorization", &bearer(&ana))
+        .header("Range", "bytes=4-99")
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        r.headers()["content-range"].to_str().unwrap(),
+        format!("bytes 4-99/{}", bytes.len())
+    );
+    assert_eq!(read_bytes(r), bytes[4..100]);
+    let r = http()
+        .get(&s.url("/api/data/orders/download"))
+        .header("Authorization", &bearer(&ana))
+        .header("Range", "bytes=999999999-")
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 416);
+
+    let (st, q) = post(
+        &s,
+        &ana,
+        "/api/query",
+        json!({"sql": "SELECT count(*) AS n, round(sum(amount), 2) AS total FROM orders", "limit": 10}),
+    );
+    assert_eq!(st, 200, "{q}");
+    assert_eq!(q["columns"], json!(["n", "total"]));
+    assert_eq!(q["rows"][0][0], 2500);
+    assert_eq!(q["truncated"], false);
+    let (st, schema) = get(&s, Some(&ana), "/api/v2/schema/orders");
+    assert_eq!(st, 200);
+    assert_eq!(schema["columns"][0]["name"], "order_id");
+    let (st, sample) = get(&s, Some(&ana), "/api/v2/sample/orders?n=3");
+    assert_eq!(st, 200);
+    assert_eq!(sample["row_count"], 3);
+    let (_, catalog) = get(&s, Some(&ana), "/api/catalog/tables");
+    assert_eq!(catalog["tables"].as_array().unwrap().len(), 1);
+
+    // bob: nothing
+    let (_, manifest) = get(&s, Some(&bob), "/api/sync/manifest");
+    assert!(
+        manifest["tables"].as_object().unwrap().is_empty(),
+        "{manifest}"
+    );
+    for path in [
+        "/api/data/orders/download",
+        "/api/v2/schema/orders",
+        "/api/v2/sample/orders",
+    ] {
+        let (st, body) = get(&s, Some(&bob), path);
+        assert_eq!(st, 403, "{path}: {body}");
+        assert_eq!(body["code"], "forbidden");
+    }
+    let (st, body) = post(
+        &s,
+        &bob,
+        "/api/query",
+        json!({"sql": "SELECT * FROM orders"}),
+    );
+    assert_eq!(st, 400, "{body}");
+    assert_eq!(body["code"], "query_rejected");
+    let (_, catalog) = get(&s, Some(&bob), "/api/v2/catalog");
+    assert!(catalog["tables"].as_array().unwrap().is_empty());
+    // non-admins cannot administer
+    let (st, _) = post(&s, &bob, "/api/sync/trigger", json!({}));
+    assert_eq!(st, 403);
+    let (st, _) = post(
+        &s,
+        &bob,
+        "/api/admin/grants",
+        json!({"group": "Everyone", "resource_type": "table", "resource_id": "*"}),
+    );
+    assert_eq!(st, 403);
+
+    // the audit log saw the admin actions and the data access
+    let (_, audit) = get(&s, Some(&s.admin), "/api/admin/audit?limit=1000");
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for a in [
+        "admin.bootstrap",
+        "registry.register",
+        "sync.trigger",
+        "grant.create",
+        "user.create",
+        "data.download",
+        "query.run",
+        "query.rejected",
+    ] {
+        assert!(actions.contains(&a), "audit has {a}: {actions:?}");
+    }
+}
+
+#[test]
+fn tokens_missing_revoked_or_expired_get_401() {
+    let s = TestServer::start();
+    let (st, body) = get(&s, None, "/api/sync/manifest");
+    assert_eq!(st, 401);
+    assert_eq!(body["code"], "unauthorized");
+    let (st, _) = get(&s, Some("agnes_deadbeef_0000"), "/api/sync/manifest");
+    assert_eq!(st, 401);
+    let r = http()
+        .get(&s.url("/api/sync/manifest"))
+        .header("Authorization", "Basic abc")
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    let token = user(&s, "carl", &[]);
+    assert_eq!(get(&s, Some(&token), "/api/sync/manifest").0, 200);
+    let (_, tokens) = get(&s, Some(&token), "/api/tokens");
+    let id = tokens["tokens"][0]["id"].as_str().unwrap().to_string();
+    assert!(
+        tokens["tokens"][0]["last_used_at"].is_string(),
+        "last use is recorded: {tokens}"
+    );
+    assert!(
+        !tokens.to_string().contains(&token),
+        "listings never contain the secret"
+    );
+    let r = http()
+        .delete(&s.url(&format!("/api/tokens/{id}")))
+        .header("Authorization", &bearer(&token))
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        get(&s, Some(&token), "/api/sync/manifest").0,
+        401,
+        "revoked"
+    );
+
+    let (st, body) = post(
+        &s,
+        &s.admin,
+        "/api/tokens",
+        json!({"name": "short", "expires_in_days": 0}),
+    );
+    assert_eq!(st, 200);
+    let expired = body["token"].as_str().unwrap();
+    assert_eq!(
+        get(&s, Some(expired), "/api/sync/manifest").0,
+        401,
+        "expired"
+    );
+    assert_eq!(get(&s, None, "/api/health").0, 200, "health needs no token");
+}
+
+#[test]
+fn bad_input_is_refused_with_a_clear_json_error() {
+    let (s, ana, _) = demo_server();
+    let data = repo_root()
+        .join("examples/demo/data")
+        .canonicalize()
+        .unwrap();
+    for (body, needle) in [
+        (
+            json!({"name": "Bad Name", "source": "demo", "connector": CSV_COMPONENT}),
+            "table name `Bad Name`",
+        ),
+        (
+            json!({"name": "x", "source": "../etc", "connector": CSV_COMPONENT}),
+            "source name `../etc`",
+        ),
+        (
+            json!({"name": "x", "source": "demo", "connector": "relative.wasm"}),
+            "absolute path",
+        ),
+        (
+            json!({"name": "x", "source": "other", "connector": CSV_COMPONENT, "grant": {"dirs": [{"host": "rel", "guest": "/data"}]}}),
+            "must be absolute",
+        ),
+        (
+            json!({"name": "x", "source": "other", "connector": CSV_COMPONENT, "schedule": "hourly"}),
+            "schedule `hourly`",
+        ),
+        (
+            json!({"name": "x", "source": "demo", "connector": CSV_COMPONENT, "unknown": 1}),
+            "unknown",
+        ),
+    ] {
+        let (status, err) = post(&s, &s.admin, "/api/admin/register-table", body.clone());
+        assert_eq!(
+            (status, err["code"].as_str()),
+            (400, Some("bad_request")),
+            "{body}: {err}"
+        );
+        assert!(
+            err["message"].as_str().unwrap().contains(needle),
+            "{body}: {err}"
+        );
+    }
+    // another config for the same source conflicts
+    let (st, body) = post(
+        &s,
+        &s.admin,
+        "/api/admin/register-table",
+        json!({"name": "products", "source": "demo", "connector": CSV_COMPONENT, "config": {"dir": "/other"},
+               "grant": {"dirs": [{"host": data, "guest": "/data"}]}}),
+    );
+    assert_eq!(
+        (st, body["code"].as_str()),
+        (409, Some("conflict")),
+        "{body}"
+    );
+
+    for path in [
+        "/api/data/..%2F..%2Fetc%2Fpasswd/download",
+        "/api/data/ORDERS/download",
+        "/api/v2/schema/a%20b",
+    ] {
+        let (st, body) = get(&s, Some(&ana), path);
+        assert_eq!(st, 400, "{path}: {body}");
+        assert_eq!(body["code"], "bad_request");
+        assert!(
+            body["message"].as_str().unwrap().contains("not allowed"),
+            "{body}"
+        );
+    }
+    let (st, _) = get(&s, Some(&ana), "/api/data/nope/download");
+    assert_eq!(st, 404);
+    let (st, body) = get(&s, Some(&ana), "/api/v2/sample/orders?n=many");
+    assert_eq!(
+        (st, body["code"].as_str()),
+        (400, Some("bad_request")),
+        "{body}"
+    );
+    let r = http()
+        .post(&s.url("/api/query"))
+        .header("Authorization", &bearer(&ana))
+        .header("Content-Type", "application/json")
+        .send("{not json")
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(read_json(r)["code"], "bad_request");
+
+    for sql in [
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "COPY orders TO '/tmp/stolen.csv'",
+        "ATTACH '/tmp/x.duckdb' AS x",
+        "INSTALL httpfs",
+        "SET enable_external_access = true",
+        "SELECT 1; SELECT 2",
+        "SELECT * FROM customers",
+        "",
+    ] {
+        let (st, body) = post(&s, &ana, "/api/query", json!({"sql": sql}));
+        assert_eq!(st, 400, "{sql}: {body}");
+        assert!(
+            ["query_rejected", "bad_request"].contains(&body["code"].as_str().unwrap()),
+            "{sql}: {body}"
+        );
+        assert!(!body["message"].as_str().unwrap().is_empty());
+    }
+    assert!(!Path::new("/tmp/stolen.csv").exists());
+}
+
+#[test]
+fn a_second_trigger_while_syncing_gets_409_and_failures_are_recorded() {
+    let s = TestServer::start();
+    let (st, body) = post(
+        &s,
+        &s.admin,
+        "/api/admin/register-table",
+        json!({"name": "numbers", "source": "slow", "connector": HOSTILE_COMPONENT, "config": {"mode": "spin"},
+               "limits": {"timeout_secs": 2}}),
+    );
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(post(&s, &s.admin, "/api/sync/trigger", json!({})).0, 202);
+    let (st, body) = post(&s, &s.admin, "/api/sync/trigger", json!({}));
+    assert_eq!(
+        (st, body["code"].as_str()),
+        (409, Some("conflict")),
+        "{body}"
+    );
+    s.wait_for_sync();
+    let (_, hist) = get(&s, Some(&s.admin), "/api/sync/history");
+    let run = &hist["runs"][0];
+    assert_eq!(run["status"], "failed");
+    assert!(
+        run["tables"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("time limit"),
+        "{hist}"
+    );
+    let (st, body) = post(
+        &s,
+        &s.admin,
+        "/api/sync/trigger",
+        json!({"sources": ["nope"]}),
+    );
+    assert_eq!(st, 404, "{body}");
+}
+
+#[test]
+fn downloads_during_syncs_are_never_torn() {
+    let s = TestServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let write = |n: usize| {
+        let mut csv = String::from("id,payload\n");
+        for i in 0..n {
+            csv.push_str(&format!("{i},{}\n", "x".repeat(40)));
+        }
+        std::fs::write(data.path().join("big.csv"), csv).unwrap();
+    };
+    write(20_000);
+    register_csv(&s, "big", &data.path().canonicalize().unwrap());
+    sync(&s);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (url, token, stop) = (
+            s.url("/api/data/big/download"),
+            s.admin.clone(),
+            stop.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut checked = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || checked < 5 {
+                let r = http()
+                    .get(&url)
+                    .header("Authorization", &bearer(&token))
+                    .call()
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                let etag = r.headers()["etag"]
+                    .to_str()
+                    .unwrap()
+                    .trim_matches('"')
+                    .to_string();
+                let bytes = read_bytes(r);
+                assert_eq!(
+                    hex::encode(Md5::digest(&bytes)),
+                    etag,
+                    "a download's bytes always match its ETag"
+                );
+                assert_eq!(&bytes[..4], b"PAR1");
+                checked += 1;
+            }
+            checked
+        })
+    };
+    for round in 0..4 {
+        write(20_000 + round * 1000 + 1);
+        sync(&s);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let checked = reader.join().unwrap();
+    assert!(checked >= 5);
+    let (_, manifest) = get(&s, Some(&s.admin), "/api/sync/manifest");
+    assert_eq!(manifest["tables"]["big"]["rows"], 23_001);
+}
+
+#[test]
+fn the_openapi_document_lists_every_route() {
+    let s = TestServer::start();
+    let (st, doc) = get(&s, None, "/api/openapi.json");
+    assert_eq!(st, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    for (path, method) in agnes_server::openapi::routes() {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+        // and the router serves it: an unauthenticated call is never a 404/405
+        let url = s.url(
+            &path
+                .replace("{name}", "orders")
+                .replace("{id}", "t_x")
+                .replace("{group}", "g")
+                .replace("{user}", "u"),
+        );
+        let agent = http();
+        let r = match method {
+            "get" => agent.get(&url).call(),
+            "delete" => agent.delete(&url).call(),
+            "post" => agent.post(&url).send_empty(),
+            "put" => agent.put(&url).send_empty(),
+            other => panic!("method {other}"),
+        }
+        .unwrap();
+        assert!(
+            ![404, 405].contains(&r.status().as_u16()),
+            "{method} {path} is routed: {}",
+            r.status()
+        );
+    }
+}
