@@ -167,6 +167,11 @@ impl TestServer {
         }
     }
 
+    /// Runs `f` on the server's own runtime (tasks it spawns keep running).
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.as_ref().expect("running").block_on(f)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -208,14 +208,15 @@ pub async fn scheduler(state: AppState, tick: Duration) {
     }
 }
 
-async fn schedule_once(state: &AppState) -> ApiResult<()> {
+/// One scheduler check: triggers the sources with a due table. Returns the sync id, if any.
+pub async fn schedule_once(state: &AppState) -> ApiResult<Option<i64>> {
     if state
         .running
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .is_some()
     {
-        return Ok(());
+        return Ok(None);
     }
     let (entries, last) = state
         .db
@@ -240,11 +241,12 @@ async fn schedule_once(state: &AppState) -> ApiResult<()> {
             due.push(e.table.source.clone());
         }
     }
-    if !due.is_empty() {
-        match trigger(state, "schedule".into(), Some(due)).await {
-            Ok(_) | Err(ApiError::Conflict(_)) => {}
-            Err(e) => return Err(e),
-        }
+    if due.is_empty() {
+        return Ok(None);
     }
-    Ok(())
+    match trigger(state, "schedule".into(), Some(due)).await {
+        Ok(id) => Ok(Some(id)),
+        Err(ApiError::Conflict(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
 }

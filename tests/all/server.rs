@@ -523,3 +523,83 @@ fn the_openapi_document_lists_every_route() {
         );
     }
 }
+
+#[test]
+fn the_scheduler_syncs_due_tables_only() {
+    let s = TestServer::start();
+    let data = repo_root()
+        .join("examples/demo/data")
+        .canonicalize()
+        .unwrap();
+    let (st, body) = post(
+        &s,
+        &s.admin,
+        "/api/admin/register-table",
+        json!({"name": "products", "source": "demo", "connector": CSV_COMPONENT, "config": {"dir": "/data"},
+               "grant": {"dirs": [{"host": data, "guest": "/data"}]}, "schedule": "every 1h"}),
+    );
+    assert_eq!(st, 200, "{body}");
+    let first = s
+        .block_on(agnes_server::sync::schedule_once(&s.state))
+        .unwrap();
+    assert!(first.is_some(), "never synced: due");
+    s.wait_for_sync();
+    let again = s
+        .block_on(agnes_server::sync::schedule_once(&s.state))
+        .unwrap();
+    assert_eq!(again, None, "synced just now: not due for an hour");
+    let (_, hist) = get(&s, Some(&s.admin), "/api/sync/history");
+    assert_eq!(hist["runs"][0]["trigger"], "schedule");
+    assert_eq!(hist["runs"][0]["status"], "ok");
+}
+
+#[test]
+fn a_table_name_published_by_two_sources_is_served_once_and_reported() {
+    let s = TestServer::start();
+    let extracts = s.data_dir.path().join("extracts");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (source, rows) in [("bb", 7), ("aa", 3)] {
+        let req = agnes_tests::request(
+            &extracts,
+            source,
+            json!({"mode": "good", "rows": rows}),
+            &[],
+        );
+        rt.block_on(agnes_tests::runtime().run(agnes_tests::hostile(), req, None))
+            .unwrap();
+    }
+    s.state.rebuild_catalog().unwrap();
+    let (_, manifest) = get(&s, Some(&s.admin), "/api/sync/manifest");
+    assert_eq!(
+        manifest["tables"]["numbers"]["source"], "aa",
+        "first in name order wins a new name"
+    );
+    assert_eq!(manifest["tables"]["numbers"]["rows"], 3);
+    let (_, status) = get(&s, Some(&s.admin), "/api/sync/status");
+    assert_eq!(
+        status["conflicts"],
+        json!([{"table": "numbers", "served_from": "aa", "ignored_source": "bb"}])
+    );
+    // ownership is sticky: a newer extract of `bb` does not take the name over
+    let req = agnes_tests::request(&extracts, "aa", json!({"mode": "good", "rows": 4}), &[]);
+    rt.block_on(agnes_tests::runtime().run(agnes_tests::hostile(), req, None))
+        .unwrap();
+    s.state.rebuild_catalog().unwrap();
+    let (_, manifest) = get(&s, Some(&s.admin), "/api/sync/manifest");
+    assert_eq!(
+        (
+            manifest["tables"]["numbers"]["source"].as_str(),
+            manifest["tables"]["numbers"]["rows"].as_i64()
+        ),
+        (Some("aa"), Some(4))
+    );
+    // the analytics database has one master view per served table
+    let conn = duckdb::Connection::open(s.data_dir.path().join("analytics/server.duckdb")).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM numbers", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 4);
+}
