@@ -21,10 +21,10 @@ connectors:
 build:
     cargo build -p agnes
 
-# The demo: the csv component syncs the bundled dataset into an extract, then shows it.
+# The demo: the csv component syncs the bundled dataset, the server serves it, an analyst
+# with a grant downloads and queries it over REST (scripts/demo.sh).
 demo: connectors build
-    {{agnes}} connector run {{csv_wasm}} --config examples/demo/source.toml --out ./agnes-data/extracts/demo
-    {{agnes}} extract show ./agnes-data/extracts/demo -n 3
+    scripts/demo.sh {{agnes}} {{csv_wasm}}
 
 # The whole test suite (host crates, end-to-end with real components, guest unit tests).
 test:
