@@ -1,5 +1,15 @@
 //! Authentication: `Authorization: Bearer <token>` resolved to a [`Principal`] by the
 //! `AuthUser` extractor. No token, an unknown, revoked or expired one → 401.
+//!
+//! Resolved tokens are cached in memory for [`AUTH_TTL`], keyed by the token's sha256, so
+//! a busy analyst does not serialise every request on the system database. The server is
+//! the only writer of tokens, members and grants, and every handler that changes them
+//! clears the cache, so a revocation or a removed grant takes effect on the next request;
+//! the TTL bounds the rest (an expiry passing, `last_used_at` precision).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -30,12 +40,53 @@ impl FromRequestParts<AppState> for AuthUser {
             })?
             .trim()
             .to_string();
+        let key = access::hash(&token);
+        if let Some(p) = state.auth_cache.get(&key) {
+            return Ok(AuthUser(p));
+        }
         let principal = state
             .db
             .call(move |c| access::authenticate(c, &token))
             .await?;
-        principal.map(AuthUser).ok_or_else(|| {
+        let principal = principal.ok_or_else(|| {
             ApiError::Unauthorized("the token is unknown, revoked or expired".into())
-        })
+        })?;
+        state.auth_cache.insert(key, principal.clone());
+        Ok(AuthUser(principal))
+    }
+}
+
+/// How long a resolved token is trusted without asking the database again.
+pub const AUTH_TTL: Duration = Duration::from_secs(5);
+
+/// Token hash → principal, for [`AUTH_TTL`].
+#[derive(Default)]
+pub struct AuthCache {
+    entries: Mutex<HashMap<String, (Principal, Instant)>>,
+}
+
+impl AuthCache {
+    fn get(&self, key: &str) -> Option<Principal> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(key)
+            .filter(|(_, at)| at.elapsed() < AUTH_TTL)
+            .map(|(p, _)| p.clone())
+    }
+
+    fn insert(&self, key: String, principal: Principal) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() > 10_000 {
+            entries.retain(|_, (_, at)| at.elapsed() < AUTH_TTL);
+        }
+        entries.insert(key, (principal, Instant::now()));
+    }
+
+    /// Forgets every cached token: call after any change to tokens, users, members or grants.
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }

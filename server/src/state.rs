@@ -15,6 +15,7 @@ pub struct AppState {
     pub runtime: agnes_runtime::Runtime,
     catalog: Arc<RwLock<Arc<Catalog>>>,
     pub(crate) running: Arc<Mutex<Option<Running>>>,
+    pub auth_cache: Arc<crate::auth::AuthCache>,
 }
 
 impl AppState {
@@ -34,6 +35,7 @@ impl AppState {
             runtime,
             catalog: Arc::new(RwLock::new(Arc::new(Catalog::default()))),
             running: Arc::new(Mutex::new(None)),
+            auth_cache: Arc::default(),
         };
         state.rebuild_catalog()?;
         Ok(state)

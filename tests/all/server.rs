@@ -603,3 +603,27 @@ fn a_table_name_published_by_two_sources_is_served_once_and_reported() {
         .unwrap();
     assert_eq!(n, 4);
 }
+
+#[test]
+fn a_removed_grant_or_membership_takes_effect_on_the_next_request() {
+    let (s, ana, _) = demo_server();
+    assert_eq!(
+        get(&s, Some(&ana), "/api/v2/schema/orders").0,
+        200,
+        "cached as allowed"
+    );
+    let r = http()
+        .delete(&s.url("/api/admin/grants"))
+        .header("Authorization", &bearer(&s.admin))
+        .force_send_body()
+        .send_json(json!({"group": "finance", "resource_type": "table", "resource_id": "orders"}))
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        get(&s, Some(&ana), "/api/v2/schema/orders").0,
+        403,
+        "no stale grant from the auth cache"
+    );
+    let (_, manifest) = get(&s, Some(&ana), "/api/sync/manifest");
+    assert!(manifest["tables"].as_object().unwrap().is_empty());
+}

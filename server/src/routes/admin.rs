@@ -110,6 +110,7 @@ async fn create_user(
             Ok((id, info, token))
         })
         .await?;
+    state.auth_cache.clear();
     super::audit(&state, &user, "user.create", Some(name.clone()), None).await;
     Ok(Json(
         json!({"id": id, "name": name, "token": token, "token_info": info}),
@@ -161,6 +162,7 @@ async fn add_member(
         .db
         .call(move |c| access::add_member(c, &g, &u))
         .await?;
+    state.auth_cache.clear();
     super::audit(&state, &user, "group.add_member", Some(group), Some(m.user)).await;
     Ok(Json(json!({"ok": true})))
 }
@@ -176,6 +178,7 @@ async fn remove_member(
         .db
         .call(move |c| access::remove_member(c, &g, &u))
         .await?;
+    state.auth_cache.clear();
     super::audit(
         &state,
         &user,
@@ -206,6 +209,7 @@ async fn grant(
         .db
         .call(move |c| access::grant(c, &r.group, &r.resource_type, &r.resource_id))
         .await?;
+    state.auth_cache.clear();
     super::audit(
         &state,
         &user,
@@ -228,6 +232,7 @@ async fn revoke(
         .db
         .call(move |c| access::revoke_grant(c, &r.group, &r.resource_type, &r.resource_id))
         .await?;
+    state.auth_cache.clear();
     super::audit(
         &state,
         &user,

@@ -68,6 +68,7 @@ async fn revoke(
             }
         })
         .await?;
+    state.auth_cache.clear();
     super::audit(&state, &user, "token.revoke", Some(id), None).await;
     Ok(Json(json!({"revoked": true})))
 }

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Benchmark: manifest latency under 200 concurrent clients (wrk) and download throughput of
+# one large parquet file (curl), against `agnes serve` on loopback. Server and load
+# generator share the machine's 2 cores.
+#   bench/server.sh [ROWS_OF_BIG_TABLE] [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS="${1:-3000000}"; SECS="${2:-10}"
+: "${CARGO_TARGET_DIR:=/var/tmp/agnes-target/host}"
+AGNES="${AGNES:-$CARGO_TARGET_DIR/debug/agnes}"
+CSV="$CARGO_TARGET_DIR/wasm/wasm32-wasip2/release/agnes_connector_csv.wasm"
+command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
+work="$(mktemp -d /var/tmp/agnes-bench.XXXXXX)"
+mkdir -p "$work/big"
+python3 - "$ROWS" "$work/big/big.csv" <<'PY'
+import sys, os, binascii
+n, path = int(sys.argv[1]), sys.argv[2]
+with open(path, "w") as f:
+    f.write("id,payload\n")
+    for i in range(n):
+        f.write(f"{i},{binascii.hexlify(os.urandom(16)).decode()}\n")
+PY
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export AGNES_DATA_DIR="$work/server" AGNES_LISTEN="127.0.0.1:$port"
+ADMIN=$("$AGNES" admin bootstrap --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+"$AGNES" serve 2>"$work/server.log" & server=$!
+trap 'kill $server 2>/dev/null; rm -rf "$work"' EXIT
+base="http://127.0.0.1:$port"
+for _ in $(seq 100); do curl -sf "$base/api/health" >/dev/null && break; sleep 0.1; done
+api() { curl -sS -X "$1" -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' "$base$2" "${@:3}"; }
+demo="$(realpath examples/demo/data)"
+for t in customers orders products; do
+  api POST /api/admin/register-table -d "{\"name\": \"$t\", \"source\": \"demo\", \"connector\": \"$CSV\", \"grant\": {\"dirs\": [{\"host\": \"$demo\", \"guest\": \"/data\"}]}}" >/dev/null
+done
+api POST /api/admin/register-table -d "{\"name\": \"big\", \"source\": \"big\", \"connector\": \"$CSV\", \"grant\": {\"dirs\": [{\"host\": \"$work/big\", \"guest\": \"/data\"}]}}" >/dev/null
+api POST /api/sync/trigger >/dev/null
+while api GET /api/sync/status | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["running"] else 1)'; do sleep 0.2; done
+size=$(api GET /api/sync/manifest | python3 -c 'import json,sys; print(json.load(sys.stdin)["tables"]["big"]["size_bytes"])')
+
+echo "manifest: wrk -t2 -c200 -d${SECS}s (4 tables)"
+wrk -t2 -c200 -d"${SECS}s" --latency -H "Authorization: Bearer $ADMIN" "$base/api/sync/manifest" | grep -E "Requests/sec|50%|90%|99%|Non-2xx|Socket errors" || true
+
+echo "download: big.parquet, $size bytes, 5 runs"
+speeds=()
+for _ in 1 2 3 4 5; do
+  s=$(curl -s -o /dev/null -H "Authorization: Bearer $ADMIN" -w '%{speed_download}' "$base/api/data/big/download")
+  speeds+=("$s"); awk -v s="$s" 'BEGIN { printf "  %.0f MB/s\n", s/1e6 }'
+done
+printf '%s\n' "${speeds[@]}" | sort -n | awk '{a[NR]=$1} END { printf "median: %.0f MB/s\n", a[int((NR+1)/2)]/1e6 }'
