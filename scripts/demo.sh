@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo: a real WASM connector syncs the bundled dataset, the server serves it, an
-# analyst with a grant downloads and queries it over REST. Called by `just demo`.
+# analyst with a grant pulls it into a local workspace and queries it (over REST and with
+# the agnes CLI). Called by `just demo`.
 #   scripts/demo.sh <agnes binary> <csv component>
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,3 +54,14 @@ api "$ANALYST" POST /api/query -d '{"sql": "SELECT c.region, count(*) AS orders,
 echo "and what is not granted is refused:"
 api "$ANALYST" POST /api/query -d '{"sql": "SELECT * FROM products"}'; echo
 api "$ANALYST" POST /api/query -d "{\"sql\": \"SELECT * FROM read_csv('/etc/passwd')\"}"; echo
+
+step "6. the analyst's own rails: init a workspace, pull, discover, query locally"
+export AGNES_CONFIG_DIR="$PWD/$DATA_DIR/analyst-config"
+WS="$DATA_DIR/workspace"; rm -rf "$WS" "$AGNES_CONFIG_DIR"
+"$AGNES" init --server "$base" --token "$ANALYST" --dir "$WS"
+cd "$WS"
+"$AGNES" pull
+"$AGNES" pull            # nothing changed: nothing downloaded
+"$AGNES" catalog
+"$AGNES" describe orders -n 3
+"$AGNES" query "SELECT c.name, count(*) AS orders, round(sum(o.amount), 2) AS spent FROM orders o JOIN customers c USING (customer_id) GROUP BY 1 ORDER BY spent DESC LIMIT 5"

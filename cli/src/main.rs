@@ -2,9 +2,11 @@
 //!
 //! This file only parses arguments and dispatches; each command lives in `cmd/`.
 
+mod client;
 mod cmd;
 mod output;
 mod telemetry;
+mod workspace;
 
 use std::process::ExitCode;
 
@@ -40,6 +42,22 @@ enum Command {
     /// Server administration.
     #[command(subcommand)]
     Admin(cmd::serve::AdminCmd),
+    /// Verify a token, save it, and create an analyst workspace here (or --dir).
+    Init(cmd::analyst::InitArgs),
+    /// Download the tables you may read whose content changed; drop those no longer granted.
+    Pull(cmd::pull::PullArgs),
+    /// Run SQL on the local workspace (or, with --remote, on the server).
+    Query(cmd::analyst::QueryArgs),
+    /// The tables you may read, with size, freshness and local status.
+    Catalog(cmd::analyst::CatalogArgs),
+    /// The columns of a table.
+    Schema(cmd::analyst::SchemaArgs),
+    /// Columns, size and sample rows of a table.
+    Describe(cmd::analyst::DescribeArgs),
+    /// Space used by the workspace and free on its disk.
+    DiskInfo(cmd::analyst::DiskArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
 }
 
 fn main() -> ExitCode {
@@ -54,6 +72,18 @@ fn main() -> ExitCode {
         Command::Extract(c) => cmd::extract::run(c, &out),
         Command::Serve(args) => cmd::serve::serve(args),
         Command::Admin(c) => cmd::serve::admin(c, &out),
+        Command::Init(a) => cmd::analyst::init(a, &out),
+        Command::Pull(a) => cmd::pull::run(a, &out),
+        Command::Query(a) => cmd::analyst::query(a, &out),
+        Command::Catalog(a) => cmd::analyst::catalog(a, &out),
+        Command::Schema(a) => cmd::analyst::schema(a, &out),
+        Command::Describe(a) => cmd::analyst::describe(a, &out),
+        Command::DiskInfo(a) => cmd::analyst::disk_info(a, &out),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "agnes", &mut std::io::stdout());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

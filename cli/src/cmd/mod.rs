@@ -1,5 +1,7 @@
 //! One module per command group.
 
+pub mod analyst;
 pub mod connector;
 pub mod extract;
+pub mod pull;
 pub mod serve;

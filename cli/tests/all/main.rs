@@ -1,6 +1,8 @@
 //! Tests of the real `agnes` binary: arguments, output formats, exit codes.
 //! The runtime's behaviour itself is tested in `tests/all`; here only what the CLI adds.
 
+mod analyst;
+
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -1,0 +1,469 @@
+//! The analyst's commands besides `pull`: `init`, `query`, `catalog`, `schema`,
+//! `describe`, `disk-info`. Discovery first: catalog → schema → describe → query.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use serde_json::{Value, json};
+
+use crate::client::{ServerArgs, save_credentials};
+use crate::output::{Output, bytes, count};
+use crate::workspace::{Manifest, Workspace};
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Directory of the new workspace (default: the current directory).
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+}
+
+/// Verifies the token, saves the credentials, creates the workspace.
+pub fn init(args: InitArgs, out: &Output) -> Result<()> {
+    let client = args.server.client()?;
+    let manifest: Manifest = client
+        .get("/api/sync/manifest")
+        .context("verifying the token against the server")?;
+    let (server, token) = (
+        args.server
+            .server
+            .clone()
+            .or_else(|| std::env::var("AGNES_SERVER").ok()),
+        args.server
+            .token
+            .clone()
+            .or_else(|| std::env::var("AGNES_TOKEN").ok()),
+    );
+    let config_dir = match (server, token) {
+        (Some(s), Some(t)) => Some(save_credentials(&s, &t)?),
+        _ => None,
+    };
+    let ws = Workspace::create(&args.dir)?;
+    out.print(
+        || {
+            format!(
+                "workspace ready in {}; {} tables available{}\nnext: agnes pull, then agnes catalog → agnes schema <t> → agnes describe <t> → agnes query \"...\"",
+                ws.root.display(),
+                manifest.tables.len(),
+                config_dir.as_ref().map(|d| format!("; credentials saved in {}", d.display())).unwrap_or_default()
+            )
+        },
+        || json!({"workspace": ws.root, "tables": manifest.tables.len(), "config_dir": config_dir}),
+    );
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The SQL (DuckDB dialect).
+    sql: String,
+    /// Run it on the server over the tables you may read, instead of the local workspace.
+    #[arg(long)]
+    remote: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// At most this many rows (remote queries; the server caps it too).
+    #[arg(long, default_value_t = 1000)]
+    limit: usize,
+    #[command(flatten)]
+    server: ServerArgs,
+    #[arg(long)]
+    workspace: Option<PathBuf>,
+}
+
+pub fn query(args: QueryArgs, out: &Output) -> Result<()> {
+    let format = if out.json { Format::Json } else { args.format };
+    if args.remote {
+        let client = args.server.client()?;
+        let r: Value = client.post("/api/query", &json!({"sql": args.sql, "limit": args.limit}))?;
+        let columns: Vec<String> = r["columns"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.as_str().map(str::to_string))
+            .collect();
+        let rows: Vec<Vec<Value>> = r["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|row| row.as_array().cloned().unwrap_or_default())
+            .collect();
+        if !out.quiet {
+            print!("{}", render(&columns, &rows, format)?);
+            if r["truncated"] == true {
+                eprintln!("(truncated at {} rows; raise --limit)", rows.len());
+            }
+        }
+        return Ok(());
+    }
+    let ws = Workspace::find(args.workspace.as_deref())?;
+    let config = duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly)?;
+    let conn = duckdb::Connection::open_with_flags(ws.duckdb_path(), config)
+        .context("opening the local database; run `agnes pull` first")?;
+    let mut stmt = conn
+        .prepare(&args.sql)
+        .map_err(|e| anyhow::anyhow!("{e}; list tables with `agnes catalog`"))?;
+    let batches: Vec<duckdb::arrow::record_batch::RecordBatch> = stmt.query_arrow([])?.collect();
+    if out.quiet {
+        return Ok(());
+    }
+    match format {
+        Format::Table => println!(
+            "{}",
+            duckdb::arrow::util::pretty::pretty_format_batches(&batches)?
+        ),
+        Format::Csv => {
+            let mut w = arrow_csv::Writer::new(std::io::stdout());
+            for b in &batches {
+                w.write(b)?;
+            }
+        }
+        Format::Json => {
+            let mut w = arrow_json::ArrayWriter::new(std::io::stdout());
+            let refs: Vec<&_> = batches.iter().collect();
+            w.write_batches(&refs)?;
+            w.finish()?;
+            println!();
+        }
+    }
+    Ok(())
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "NULL".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Renders JSON rows as a table, CSV or JSON objects.
+fn render(columns: &[String], rows: &[Vec<Value>], format: Format) -> Result<String> {
+    Ok(match format {
+        Format::Json => {
+            let objects: Vec<Value> = rows
+                .iter()
+                .map(|r| Value::Object(columns.iter().cloned().zip(r.iter().cloned()).collect()))
+                .collect();
+            format!("{}\n", serde_json::to_string(&objects)?)
+        }
+        Format::Csv => {
+            let quote = |s: String| {
+                if s.contains([',', '"', '\n']) {
+                    format!("\"{}\"", s.replace('"', "\"\""))
+                } else {
+                    s
+                }
+            };
+            let mut s = columns
+                .iter()
+                .cloned()
+                .map(quote)
+                .collect::<Vec<_>>()
+                .join(",")
+                + "\n";
+            for r in rows {
+                s.push_str(
+                    &(r.iter()
+                        .map(|v| quote(if v.is_null() { String::new() } else { cell(v) }))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                        + "\n"),
+                );
+            }
+            s
+        }
+        Format::Table => {
+            let cells: Vec<Vec<String>> =
+                rows.iter().map(|r| r.iter().map(cell).collect()).collect();
+            let widths: Vec<usize> = columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    cells
+                        .iter()
+                        .map(|r| r.get(i).map_or(0, |s| s.chars().count()))
+                        .max()
+                        .unwrap_or(0)
+                        .max(c.chars().count())
+                })
+                .collect();
+            let line = |vals: Vec<&str>| {
+                vals.iter()
+                    .zip(&widths)
+                    .map(|(v, w)| format!("{v:<w$}"))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+                    .trim_end()
+                    .to_string()
+                    + "\n"
+            };
+            let mut s = line(columns.iter().map(String::as_str).collect());
+            s.push_str(
+                &(widths
+                    .iter()
+                    .map(|w| "-".repeat(*w))
+                    .collect::<Vec<_>>()
+                    .join("-+-")
+                    + "\n"),
+            );
+            for r in &cells {
+                s.push_str(&line(r.iter().map(String::as_str).collect()));
+            }
+            s
+        }
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct CatalogArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[arg(long)]
+    workspace: Option<PathBuf>,
+}
+
+/// Tables you may read, and whether the local copy is current.
+pub fn catalog(args: CatalogArgs, out: &Output) -> Result<()> {
+    let client = args.server.client()?;
+    let r: Value = client.get("/api/catalog/tables")?;
+    let local = Workspace::find(args.workspace.as_deref())
+        .and_then(|ws| ws.local_manifest())
+        .unwrap_or_default();
+    let tables = r["tables"].as_array().cloned().unwrap_or_default();
+    let status = |t: &Value| -> &'static str {
+        let name = t["name"].as_str().unwrap_or_default();
+        match local.tables.get(name) {
+            _ if t["query_mode"] == "remote" => "remote",
+            Some(l) if Some(l.hash.as_str()) == t["md5"].as_str() => "local",
+            Some(_) => "outdated",
+            None => "not pulled",
+        }
+    };
+    out.print(
+        || {
+            let columns = [
+                "table",
+                "rows",
+                "size",
+                "updated",
+                "source",
+                "local",
+                "description",
+            ]
+            .map(String::from);
+            let rows: Vec<Vec<Value>> = tables
+                .iter()
+                .map(|t| {
+                    vec![
+                        t["name"].clone(),
+                        json!(count(t["rows"].as_u64().unwrap_or(0))),
+                        json!(bytes(t["size_bytes"].as_u64().unwrap_or(0))),
+                        t["updated"].clone(),
+                        t["source"].clone(),
+                        json!(status(t)),
+                        t["description"].clone(),
+                    ]
+                })
+                .collect();
+            render(&columns, &rows, Format::Table)
+                .unwrap_or_default()
+                .trim_end()
+                .to_string()
+        },
+        || {
+            json!(
+                tables
+                    .iter()
+                    .map(|t| {
+                        let mut t = t.clone();
+                        t["local"] = json!(status(&t));
+                        t
+                    })
+                    .collect::<Vec<_>>()
+            )
+        },
+    );
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// The table.
+    table: String,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+pub fn schema(args: SchemaArgs, out: &Output) -> Result<()> {
+    let client = args.server.client()?;
+    let r: Value = client.get(&format!("/api/v2/schema/{}", encode(&args.table)))?;
+    let columns = r["columns"].as_array().cloned().unwrap_or_default();
+    out.print(
+        || {
+            let rows: Vec<Vec<Value>> = columns
+                .iter()
+                .map(|c| {
+                    vec![
+                        c["name"].clone(),
+                        c["type"].clone(),
+                        json!(if c["nullable"] == true { "yes" } else { "no" }),
+                    ]
+                })
+                .collect();
+            render(
+                &["column".into(), "type".into(), "nullable".into()],
+                &rows,
+                Format::Table,
+            )
+            .unwrap_or_default()
+            .trim_end()
+            .to_string()
+        },
+        || r.clone(),
+    );
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    /// The table.
+    table: String,
+    /// Sample rows to show.
+    #[arg(short = 'n', long, default_value_t = 5)]
+    n: usize,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// Schema, size and sample rows of one table.
+pub fn describe(args: DescribeArgs, out: &Output) -> Result<()> {
+    let client = args.server.client()?;
+    let name = encode(&args.table);
+    let schema: Value = client.get(&format!("/api/v2/schema/{name}"))?;
+    let sample: Value = client.get(&format!("/api/v2/sample/{name}?n={}", args.n))?;
+    let catalog: Value = client.get("/api/catalog/tables")?;
+    let entry = catalog["tables"]
+        .as_array()
+        .and_then(|ts| {
+            ts.iter()
+                .find(|t| t["name"] == args.table.as_str())
+                .cloned()
+        })
+        .unwrap_or_default();
+    out.print(
+        || {
+            let mut s = format!(
+                "{} — {} rows, {}, source {}, updated {}\n{}\n\n",
+                args.table,
+                count(entry["rows"].as_u64().unwrap_or(0)),
+                bytes(entry["size_bytes"].as_u64().unwrap_or(0)),
+                entry["source"].as_str().unwrap_or("-"),
+                entry["updated"].as_str().unwrap_or("-"),
+                entry["description"].as_str().unwrap_or("")
+            );
+            let cols: Vec<Vec<Value>> = schema["columns"].as_array().into_iter().flatten().map(|c| vec![c["name"].clone(), c["type"].clone()]).collect();
+            s.push_str(&render(&["column".into(), "type".into()], &cols, Format::Table).unwrap_or_default());
+            s.push('\n');
+            let columns: Vec<String> = sample["columns"].as_array().into_iter().flatten().filter_map(|c| c.as_str().map(str::to_string)).collect();
+            let rows: Vec<Vec<Value>> = sample["rows"].as_array().into_iter().flatten().map(|r| r.as_array().cloned().unwrap_or_default()).collect();
+            s.push_str(&render(&columns, &rows, Format::Table).unwrap_or_default());
+            s.trim_end().to_string()
+        },
+        || json!({"table": args.table, "catalog": entry, "columns": schema["columns"], "sample": sample}),
+    );
+    Ok(())
+}
+
+fn encode(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[derive(Debug, Args)]
+pub struct DiskArgs {
+    #[arg(long)]
+    workspace: Option<PathBuf>,
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(path) {
+        for e in rd.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => total += dir_size(&e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map(|m| m.len()).unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+/// Free bytes on the filesystem holding `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe_zeroed();
+    #[allow(unsafe_code)]
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then_some(st.f_bavail * st.f_frsize)
+}
+
+fn unsafe_zeroed() -> libc::statvfs {
+    #[allow(unsafe_code)]
+    // SAFETY: statvfs is a plain C struct of integers; all-zero is a valid value.
+    unsafe {
+        std::mem::zeroed()
+    }
+}
+
+/// Space used by the workspace and free on its disk.
+pub fn disk_info(args: DiskArgs, out: &Output) -> Result<()> {
+    let ws = Workspace::find(args.workspace.as_deref())?;
+    let parts = [
+        ("server/parquet", ws.parquet_dir()),
+        (
+            "user/duckdb",
+            ws.duckdb_path().parent().unwrap().to_path_buf(),
+        ),
+        ("user/snapshots", ws.snapshots_dir()),
+    ];
+    let sizes: Vec<(&str, u64)> = parts.iter().map(|(n, p)| (*n, dir_size(p))).collect();
+    let free = free_bytes(&ws.root);
+    let tables = ws.local_manifest()?.tables.len();
+    if sizes.is_empty() {
+        bail!("empty workspace");
+    }
+    out.print(
+        || {
+            let mut s = format!("{}\n", ws.root.display());
+            for (n, b) in &sizes {
+                s.push_str(&format!("  {n:<16} {}\n", bytes(*b)));
+            }
+            s.push_str(&format!("  {tables} tables pulled; free on disk: {}", free.map(bytes).unwrap_or_else(|| "unknown".into())));
+            s
+        },
+        || json!({"workspace": ws.root, "tables": tables, "free_bytes": free,
+                  "bytes": sizes.iter().map(|(n, b)| (n.to_string(), json!(b))).collect::<serde_json::Map<_, _>>()}),
+    );
+    Ok(())
+}

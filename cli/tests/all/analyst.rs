@@ -1,0 +1,330 @@
+//! The analyst rails against a real server on loopback: init → pull → query, incremental
+//! pulls, revoked grants, corrupted downloads, server down.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use agnes_tests::{CSV_COMPONENT, TestServer, bearer, http, read_json, repo_root};
+use serde_json::{Value, json};
+
+struct Env {
+    server: Option<TestServer>,
+    ana: String,
+    data: tempfile::TempDir,
+    config: tempfile::TempDir,
+    ws: tempfile::TempDir,
+}
+
+impl Env {
+    fn server(&self) -> &TestServer {
+        self.server.as_ref().unwrap()
+    }
+
+    fn agnes(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_agnes"))
+            .args(args)
+            .current_dir(self.ws.path())
+            .env("AGNES_CONFIG_DIR", self.config.path())
+            .env_remove("AGNES_SERVER")
+            .env_remove("AGNES_TOKEN")
+            .env_remove("AGNES_WORKSPACE")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let o = self.agnes(&a);
+        assert!(
+            o.status.success(),
+            "agnes {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+            panic!(
+                "agnes {args:?}: {e}: {}",
+                String::from_utf8_lossy(&o.stdout)
+            )
+        })
+    }
+
+    fn admin(&self, method: &str, path: &str, body: Value) -> Value {
+        let s = self.server();
+        let req = match method {
+            "POST" => http().post(&s.url(path)),
+            "DELETE" => http().delete(&s.url(path)).force_send_body(),
+            _ => unreachable!(),
+        };
+        let r = req
+            .header("Authorization", &bearer(&s.admin))
+            .send_json(&body)
+            .unwrap();
+        assert!(r.status().is_success(), "{method} {path}: {}", r.status());
+        read_json(r)
+    }
+
+    fn sync(&self) {
+        self.admin("POST", "/api/sync/trigger", json!({}));
+        self.server().wait_for_sync();
+    }
+}
+
+fn setup() -> Env {
+    let server = TestServer::start();
+    let data = tempfile::tempdir().unwrap();
+    for t in ["orders", "customers"] {
+        std::fs::copy(
+            repo_root().join(format!("examples/demo/data/{t}.csv")),
+            data.path().join(format!("{t}.csv")),
+        )
+        .unwrap();
+    }
+    let mut env = Env {
+        server: Some(server),
+        ana: String::new(),
+        data,
+        config: tempfile::tempdir().unwrap(),
+        ws: tempfile::tempdir().unwrap(),
+    };
+    let host = env.data.path().canonicalize().unwrap();
+    for t in ["orders", "customers"] {
+        env.admin(
+            "POST",
+            "/api/admin/register-table",
+            json!({"name": t, "source": "demo", "connector": CSV_COMPONENT, "grant": {"dirs": [{"host": host, "guest": "/data"}]}}),
+        );
+    }
+    env.sync();
+    env.admin("POST", "/api/admin/groups", json!({"name": "sales"}));
+    for t in ["orders", "customers"] {
+        env.admin(
+            "POST",
+            "/api/admin/grants",
+            json!({"group": "sales", "resource_type": "table", "resource_id": t}),
+        );
+    }
+    env.ana = env.admin(
+        "POST",
+        "/api/admin/users",
+        json!({"name": "ana", "groups": ["sales"]}),
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let base = env.server().base.clone();
+    let o = env.agnes(&["init", "--server", &base, "--token", &env.ana]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    env
+}
+
+fn md5(path: &Path) -> String {
+    agnes_tests::md5_file(path)
+}
+
+#[test]
+fn init_pull_query_and_incremental_pulls() {
+    let env = setup();
+    // init saved the token privately and installed the agent hook
+    let mode = std::fs::metadata(env.config.path().join("token"))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let hook = std::fs::read_to_string(env.ws.path().join(".claude/settings.json")).unwrap();
+    assert!(
+        hook.contains("agnes pull --quiet || true") && hook.contains("SessionStart"),
+        "{hook}"
+    );
+
+    let first = env.json(&["pull"]);
+    assert_eq!(
+        first["downloaded"],
+        json!(["customers", "orders"]),
+        "{first}"
+    );
+    let orders = env.ws.path().join("server/parquet/orders.parquet");
+    let manifest = env.json(&["catalog"]);
+    let entry = manifest
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "orders")
+        .unwrap();
+    assert_eq!(
+        md5(&orders),
+        entry["md5"].as_str().unwrap(),
+        "the local file is the served file"
+    );
+    assert_eq!(entry["local"], "local");
+
+    let rows = env.json(&["query", "SELECT count(*) AS n FROM orders"]);
+    assert_eq!(rows, json!([{"n": 2500}]));
+    let joined = env.json(&["query", "SELECT count(DISTINCT c.region) AS regions FROM orders o JOIN customers c USING (customer_id)"]);
+    assert_eq!(joined, json!([{"regions": 3}]));
+    let o = env.agnes(&[
+        "query",
+        "SELECT order_id, amount FROM orders ORDER BY order_id LIMIT 2",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "order_id,amount\n1,861.56\n2,2484.95\n"
+    );
+
+    let second = env.json(&["pull"]);
+    assert_eq!(
+        (
+            second["downloaded"].clone(),
+            second["unchanged"].clone(),
+            second["bytes"].clone()
+        ),
+        (json!([]), json!(2), json!(0)),
+        "a second pull downloads nothing"
+    );
+
+    // orders changes on the source: only orders is downloaded again
+    let customers_before = md5(&env.ws.path().join("server/parquet/customers.parquet"));
+    let mut csv = std::fs::read_to_string(env.data.path().join("orders.csv")).unwrap();
+    csv.push_str("2501,1,1,1,9.99,2025-01-01T00:00:00,new\n");
+    std::fs::write(env.data.path().join("orders.csv"), csv).unwrap();
+    env.sync();
+    let third = env.json(&["pull"]);
+    assert_eq!(third["downloaded"], json!(["orders"]), "{third}");
+    assert_eq!(
+        env.json(&["query", "SELECT count(*) AS n FROM orders"]),
+        json!([{"n": 2501}])
+    );
+    assert_eq!(
+        md5(&env.ws.path().join("server/parquet/customers.parquet")),
+        customers_before
+    );
+
+    // discovery rails
+    let schema = env.json(&["schema", "orders"]);
+    assert_eq!(
+        schema["columns"][0],
+        json!({"name": "order_id", "type": "BIGINT", "nullable": true})
+    );
+    let d = env.json(&["describe", "orders", "-n", "2"]);
+    assert_eq!(d["sample"]["row_count"], 2);
+    assert_eq!(d["catalog"]["rows"], 2501);
+    let remote = env.json(&["query", "--remote", "SELECT max(order_id) AS m FROM orders"]);
+    assert_eq!(remote, json!([{"m": 2501}]));
+    let disk = env.json(&["disk-info"]);
+    assert!(
+        disk["bytes"]["server/parquet"].as_u64().unwrap() > 40_000,
+        "{disk}"
+    );
+    assert_eq!(disk["tables"], 2);
+}
+
+#[test]
+fn a_revoked_grant_removes_the_local_table() {
+    let env = setup();
+    env.json(&["pull"]);
+    env.admin(
+        "DELETE",
+        "/api/admin/grants",
+        json!({"group": "sales", "resource_type": "table", "resource_id": "customers"}),
+    );
+    let r = env.json(&["pull"]);
+    assert_eq!(r["removed"], json!(["customers"]), "{r}");
+    assert!(
+        !env.ws
+            .path()
+            .join("server/parquet/customers.parquet")
+            .exists()
+    );
+    let o = env.agnes(&["query", "SELECT count(*) FROM customers"]);
+    assert!(!o.status.success(), "the view is gone too");
+    assert_eq!(
+        env.json(&["query", "SELECT count(*) AS n FROM orders"]),
+        json!([{"n": 2500}])
+    );
+}
+
+#[test]
+fn a_corrupted_download_is_rejected_and_the_old_file_kept() {
+    let env = setup();
+    env.json(&["pull"]);
+    let orders = env.ws.path().join("server/parquet/orders.parquet");
+    let good = md5(&orders);
+    // a new version on the server whose served bytes do not match its manifest hash
+    let mut csv = std::fs::read_to_string(env.data.path().join("orders.csv")).unwrap();
+    csv.push_str("2501,1,1,1,9.99,2025-01-01T00:00:00,new\n");
+    std::fs::write(env.data.path().join("orders.csv"), csv).unwrap();
+    env.sync();
+    let served = env.server().state.catalog().tables["orders"].path.clone();
+    let mut bytes = std::fs::read(&served).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&served, bytes).unwrap();
+
+    let o = env.agnes(&["pull"]);
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("orders") && stderr.contains("previous local copies are kept"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("md5 mismatch"), "{stdout}");
+    assert_eq!(md5(&orders), good, "the previous good copy is untouched");
+    assert_eq!(
+        env.json(&["query", "SELECT count(*) AS n FROM orders"]),
+        json!([{"n": 2500}])
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(env.ws.path().join("server/parquet"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        .collect();
+    assert!(leftovers.is_empty(), "no partial file is left behind");
+}
+
+#[test]
+fn server_down_is_a_clear_error_and_local_data_is_untouched() {
+    let mut env = setup();
+    env.json(&["pull"]);
+    let before = agnes_tests::snapshot(&env.ws.path().join("server"));
+    drop(env.server.take());
+    let o = env.agnes(&["pull"]);
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("cannot reach") && stderr.contains("local data is unchanged"),
+        "{stderr}"
+    );
+    assert_eq!(agnes_tests::snapshot(&env.ws.path().join("server")), before);
+    assert_eq!(
+        env.json(&["query", "SELECT count(*) AS n FROM orders"]),
+        json!([{"n": 2500}]),
+        "local queries still work"
+    );
+}
+
+#[test]
+fn errors_say_what_to_do_next() {
+    let env = setup();
+    let o = env.agnes(&["pull", "--token", "agnes_00000000_bad"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("agnes init --token"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_agnes"))
+        .args(["query", "SELECT 1"])
+        .current_dir(elsewhere.path())
+        .env_remove("AGNES_WORKSPACE")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("run `agnes init`"));
+    let o = env.agnes(&["completions", "bash"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("agnes"));
+}
