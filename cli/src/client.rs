@@ -198,6 +198,23 @@ impl Client {
             .with_context(|| format!("{what}: invalid JSON"))
     }
 
+    /// POSTs JSON and returns the raw response body (e.g. an Arrow IPC stream).
+    pub fn post_bytes(&self, path: &str, body: &serde_json::Value) -> Result<Vec<u8>> {
+        let what = format!("POST {path}");
+        let r = self
+            .agent
+            .post(&self.url(path))
+            .header("Authorization", &self.auth)
+            .send_json(body)
+            .map_err(|e| self.transport(e, &what))?;
+        let mut r = self.check(r, &what)?;
+        r.body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()
+            .with_context(|| format!("{what}: reading the body"))
+    }
+
     /// Streams a download into `out`, from byte `offset` (Range) on. Returns the bytes written
     /// and the response's ETag. A transport failure or a 5xx is reported as transient.
     pub fn download(

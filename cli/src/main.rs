@@ -54,6 +54,9 @@ enum Command {
     Schema(cmd::analyst::SchemaArgs),
     /// Columns, size and sample rows of a table.
     Describe(cmd::analyst::DescribeArgs),
+    /// Filtered slices of tables, cut on the server, saved locally.
+    #[command(subcommand)]
+    Snapshot(cmd::snapshot::SnapshotCmd),
     /// Space used by the workspace and free on its disk.
     DiskInfo(cmd::analyst::DiskArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Command::Schema(a) => cmd::analyst::schema(a, &out),
         Command::Describe(a) => cmd::analyst::describe(a, &out),
         Command::DiskInfo(a) => cmd::analyst::disk_info(a, &out),
+        Command::Snapshot(c) => cmd::snapshot::run(c, &out),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "agnes", &mut std::io::stdout());

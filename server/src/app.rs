@@ -17,6 +17,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::data::router())
         .merge(routes::catalog::router())
         .merge(routes::query::router())
+        .merge(routes::scan::router())
         .layer(middleware::from_fn(trace))
         .with_state(state)
 }

@@ -154,6 +154,22 @@ impl Sandbox {
         })
     }
 
+    /// Runs a query built by the server (not analyst text) and returns Arrow batches.
+    pub fn arrow(
+        &self,
+        sql: &str,
+    ) -> ApiResult<(
+        duckdb::arrow::datatypes::SchemaRef,
+        Vec<duckdb::arrow::record_batch::RecordBatch>,
+    )> {
+        self.with_deadline(|conn| {
+            let mut stmt = conn.prepare(sql).map_err(rejected)?;
+            let arrow = stmt.query_arrow([]).map_err(rejected)?;
+            let schema = arrow.get_schema();
+            Ok((schema, arrow.collect()))
+        })
+    }
+
     /// The columns of `table`.
     pub fn schema(&self, table: &str) -> ApiResult<Vec<Column>> {
         agnes_runtime::names::validate_name("table", table)

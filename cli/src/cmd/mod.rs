@@ -5,3 +5,4 @@ pub mod connector;
 pub mod extract;
 pub mod pull;
 pub mod serve;
+pub mod snapshot;

@@ -328,3 +328,130 @@ fn errors_say_what_to_do_next() {
     let o = env.agnes(&["completions", "bash"]);
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("agnes"));
 }
+
+#[test]
+fn snapshots_are_cut_on_the_server_and_queried_locally() {
+    let env = setup();
+    env.json(&["pull"]);
+    let expected = env.json(&[
+        "query",
+        "SELECT count(*) AS n FROM orders WHERE amount > 1000",
+    ])[0]["n"]
+        .as_u64()
+        .unwrap();
+    assert!(expected > 0);
+    let est = env.json(&[
+        "snapshot",
+        "create",
+        "orders",
+        "--where",
+        "amount > 1000",
+        "--select",
+        "order_id,amount",
+        "--estimate",
+    ]);
+    assert_eq!(est["rows"], expected);
+    assert_eq!(est["columns"], 2);
+    assert!(
+        !env.ws
+            .path()
+            .join("user/snapshots/orders_snapshot.parquet")
+            .exists(),
+        "--estimate writes nothing"
+    );
+
+    let made = env.json(&[
+        "snapshot",
+        "create",
+        "orders",
+        "--where",
+        "amount > 1000",
+        "--select",
+        "order_id,amount",
+        "--as",
+        "big_orders",
+    ]);
+    assert_eq!(made["rows"], expected);
+    let q = env.json(&[
+        "query",
+        "SELECT count(*) AS n, min(amount) > 1000 AS ok FROM big_orders",
+    ]);
+    assert_eq!(q, json!([{"n": expected, "ok": true}]));
+    let cols = env.json(&["query", "SELECT count(*) AS c FROM (DESCRIBE big_orders)"]);
+    assert_eq!(cols, json!([{"c": 2}]));
+    let limited = env.json(&["snapshot", "create", "customers", "--limit", "7"]);
+    assert_eq!(
+        (limited["name"].as_str(), limited["rows"].as_u64()),
+        (Some("customers_snapshot"), Some(7))
+    );
+
+    let list = env.json(&["snapshot", "list"]);
+    assert_eq!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["big_orders", "customers_snapshot"]
+    );
+    // a pull leaves snapshots alone
+    env.json(&["pull"]);
+    assert_eq!(
+        env.json(&["query", "SELECT count(*) AS n FROM big_orders"]),
+        json!([{"n": expected}])
+    );
+    env.json(&["snapshot", "drop", "big_orders"]);
+    assert!(
+        !env.ws
+            .path()
+            .join("user/snapshots/big_orders.parquet")
+            .exists()
+    );
+    assert!(
+        !env.agnes(&["query", "SELECT 1 FROM big_orders"])
+            .status
+            .success(),
+        "its view is gone"
+    );
+
+    for (args, needle) in [
+        (
+            vec!["snapshot", "create", "orders", "--select", "nope"],
+            "has no column `nope`",
+        ),
+        (
+            vec![
+                "snapshot",
+                "create",
+                "orders",
+                "--where",
+                "1=1; DROP TABLE orders",
+            ],
+            "one expression",
+        ),
+        (
+            vec![
+                "snapshot",
+                "create",
+                "orders",
+                "--where",
+                "order_id IN (SELECT 1 FROM read_csv('/etc/passwd'))",
+            ],
+            "Permission Error",
+        ),
+        (
+            vec!["snapshot", "create", "orders", "--as", "orders"],
+            "is a pulled table",
+        ),
+        (
+            vec!["snapshot", "create", "products"],
+            "no table `products`",
+        ),
+        (vec!["snapshot", "drop", "never_made"], "no snapshot"),
+    ] {
+        let o = env.agnes(&args);
+        assert!(!o.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}

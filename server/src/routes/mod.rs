@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod data;
 pub mod health;
 pub mod query;
+pub mod scan;
 pub mod sync;
 pub mod tokens;
 

@@ -1,0 +1,160 @@
+//! Server-side filtered extracts for `agnes snapshot`:
+//! `POST /api/v2/scan/estimate` → `{rows, bytes}` and `POST /api/v2/scan` → an Arrow IPC
+//! stream. Body: `{table, select?: [columns], where?: "predicate", limit?}`. Runs in the
+//! query sandbox with only that table: columns must exist (they are quoted), the predicate
+//! is one SQL expression inside a single query.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::AuthUser;
+use crate::catalog::TableEntry;
+use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::query::Sandbox;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v2/scan/estimate", post(estimate))
+        .route("/api/v2/scan", post(scan))
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ScanReq {
+    table: String,
+    #[serde(default)]
+    select: Vec<String>,
+    #[serde(default, rename = "where")]
+    predicate: Option<String>,
+    limit: Option<u64>,
+}
+
+/// Builds `(select list, FROM ... WHERE ...)` after checking the columns against the schema.
+fn plan(sb: &Sandbox, table: &TableEntry, req: &ScanReq) -> ApiResult<(String, String)> {
+    let columns = sb.schema(&table.name)?;
+    let select = if req.select.is_empty() {
+        "*".to_string()
+    } else {
+        let mut out = Vec::new();
+        for c in &req.select {
+            if !columns.iter().any(|col| &col.name == c) {
+                let known: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+                return Err(ApiError::BadRequest(format!(
+                    "`{}` has no column `{c}`; columns: {}",
+                    table.name,
+                    known.join(", ")
+                )));
+            }
+            out.push(format!("\"{}\"", c.replace('"', "\"\"")));
+        }
+        out.join(", ")
+    };
+    let mut from = format!("FROM \"{}\"", table.name);
+    if let Some(p) = req
+        .predicate
+        .as_deref()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        if p.contains(';') {
+            return Err(ApiError::BadRequest(
+                "the where predicate must be one expression (no `;`)".into(),
+            ));
+        }
+        from.push_str(&format!(" WHERE ({p}\n)"));
+    }
+    Ok((select, from))
+}
+
+fn open(state: &AppState, table: &TableEntry) -> ApiResult<Sandbox> {
+    Sandbox::open(
+        &[(table.name.clone(), table.path.clone())],
+        &state.config.query,
+    )
+}
+
+async fn estimate(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(req): ApiJson<ScanReq>,
+) -> ApiResult<Json<Value>> {
+    let table = super::readable_table(&state, &user, &req.table)?;
+    let entry = table.clone();
+    let st = state.clone();
+    let (rows, selected, total) =
+        tokio::task::spawn_blocking(move || -> ApiResult<(u64, usize, usize)> {
+            let sb = open(&st, &table)?;
+            let total = sb.schema(&table.name)?.len();
+            let (select, from) = plan(&sb, &table, &req)?;
+            let r = sb.query(&format!("SELECT count(*) AS n {from}"), 1)?;
+            let n = r
+                .rows
+                .first()
+                .and_then(|r| r.first())
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            let n = req.limit.map_or(n, |l| n.min(l));
+            let selected = if select == "*" {
+                total
+            } else {
+                req.select.len()
+            };
+            Ok((n, selected, total))
+        })
+        .await
+        .map_err(ApiError::internal)??;
+    let per_row = if entry.rows > 0 {
+        entry.size_bytes as f64 / entry.rows as f64
+    } else {
+        0.0
+    };
+    let bytes = (rows as f64 * per_row * selected as f64 / total.max(1) as f64) as u64;
+    Ok(Json(
+        json!({"rows": rows, "bytes": bytes, "columns": selected}),
+    ))
+}
+
+async fn scan(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(req): ApiJson<ScanReq>,
+) -> ApiResult<Response> {
+    let table = super::readable_table(&state, &user, &req.table)?;
+    let name = req.table.clone();
+    let st = state.clone();
+    let ipc = tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
+        let sb = open(&st, &table)?;
+        let (select, from) = plan(&sb, &table, &req)?;
+        let limit = req.limit.map(|l| format!(" LIMIT {l}")).unwrap_or_default();
+        let (schema, batches) =
+            sb.arrow(&format!("SELECT * FROM (SELECT {select} {from}{limit})"))?;
+        let mut w = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &schema)
+            .map_err(ApiError::internal)?;
+        for b in &batches {
+            w.write(b).map_err(ApiError::internal)?;
+        }
+        w.into_inner().map_err(ApiError::internal)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    super::audit(
+        &state,
+        &user,
+        "data.scan",
+        Some(name),
+        Some(format!("{} bytes", ipc.len())),
+    )
+    .await;
+    Ok((
+        [(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
+        Body::from(ipc),
+    )
+        .into_response())
+}
