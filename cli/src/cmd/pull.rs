@@ -170,19 +170,15 @@ pub fn run(args: PullArgs, out: &Output) -> Result<()> {
     Ok(())
 }
 
-/// Downloads one table into its `.part` file (resuming it), verifies it, renames it into
-/// place. Returns the bytes transferred.
-fn fetch(
-    client: &Client,
-    ws: &Workspace,
-    name: &str,
-    meta: &TableMeta,
-    bar: Option<&ProgressBar>,
-) -> Result<u64> {
+/// Downloads one table into its `.part` file (resuming it), verifies size and md5 (hashed
+/// while streaming; an existing partial file is hashed first), renames it into place.
+/// Returns the bytes transferred.
+fn fetch(client: &Client, ws: &Workspace, name: &str, meta: &TableMeta, bar: Option<&ProgressBar>) -> Result<u64> {
     let dir = ws.parquet_dir();
     remove_stale_parts(&dir, name, &meta.hash);
     let part = dir.join(format!(".{name}.{}.part", meta.hash));
     let path = format!("/api/data/{name}/download");
+    let mut md5 = hash_prefix(&part)?;
     let mut transferred = 0u64;
     let mut restarted = false;
     let mut attempt = 0;
@@ -192,28 +188,21 @@ fn fetch(
         if let Some(b) = bar {
             b.set_position(offset);
         }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&part)
-            .with_context(|| format!("opening {}", part.display()))?;
-        let mut sink = Counting {
-            inner: &mut file,
-            bar,
-        };
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&part).with_context(|| format!("opening {}", part.display()))?;
         let result = if offset as i64 >= meta.size_bytes && meta.size_bytes > 0 {
             Ok((0, None))
         } else {
+            let mut sink = Hashing { inner: &mut file, md5: &mut md5, bar };
             client.download(&path, offset, &mut sink)
         };
         match result {
             Ok((n, _etag)) => {
                 transferred += n;
                 file.sync_all()?;
-                match verify(&part, meta) {
+                match verify(&part, meta, std::mem::take(&mut md5)) {
                     Ok(()) => break,
                     Err(e) if !restarted => {
-                        // a corrupted or stale partial file: start over once
+                        // a corrupted transfer or a stale partial file: start over once
                         tracing::warn!(table = name, error = %e, "verification failed; downloading again");
                         let _ = std::fs::remove_file(&part);
                         restarted = true;
@@ -232,35 +221,32 @@ fn fetch(
         }
     }
     let target = ws.table_path(name);
-    std::fs::rename(&part, &target)
-        .with_context(|| format!("renaming into {}", target.display()))?;
+    std::fs::rename(&part, &target).with_context(|| format!("renaming into {}", target.display()))?;
     Ok(transferred)
 }
 
-fn verify(part: &Path, meta: &TableMeta) -> Result<()> {
-    let size = std::fs::metadata(part)?.len();
-    if size as i64 != meta.size_bytes {
-        return Err(anyhow!(
-            "size mismatch: expected {} bytes, got {size}",
-            meta.size_bytes
-        ));
-    }
-    let mut f = std::fs::File::open(part)?;
+/// The md5 state of an existing partial download (empty when there is none).
+fn hash_prefix(part: &Path) -> Result<Md5> {
     let mut md5 = Md5::new();
+    let Ok(mut f) = std::fs::File::open(part) else { return Ok(md5) };
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
-            break;
+            return Ok(md5);
         }
         md5.update(&buf[..n]);
     }
+}
+
+fn verify(part: &Path, meta: &TableMeta, md5: Md5) -> Result<()> {
+    let size = std::fs::metadata(part)?.len();
+    if size as i64 != meta.size_bytes {
+        return Err(anyhow!("size mismatch: expected {} bytes, got {size}", meta.size_bytes));
+    }
     let got = hex::encode(md5.finalize());
     if got != meta.hash {
-        return Err(anyhow!(
-            "md5 mismatch: the manifest says {}, the download hashes to {got}",
-            meta.hash
-        ));
+        return Err(anyhow!("md5 mismatch: the manifest says {}, the download hashes to {got}", meta.hash));
     }
     Ok(())
 }
@@ -278,14 +264,17 @@ fn remove_stale_parts(dir: &Path, name: &str, hash: &str) {
     }
 }
 
-struct Counting<'a, W> {
+/// Writes through to the file while hashing and advancing the progress bar.
+struct Hashing<'a, W> {
     inner: &'a mut W,
+    md5: &'a mut Md5,
     bar: Option<&'a ProgressBar>,
 }
 
-impl<W: Write> Write for Counting<'_, W> {
+impl<W: Write> Write for Hashing<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
+        self.md5.update(&buf[..n]);
         if let Some(b) = self.bar {
             b.inc(n as u64);
         }
