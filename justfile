@@ -30,8 +30,9 @@ demo: connectors build
 test:
     cargo test --workspace --no-fail-fast
     . /etc/agnes/wasm-toolchain.env && cd connectors-wasm && \
-      env -u RUSTUP_TOOLCHAIN RUSTC="$WASM_RUSTC" CARGO_TARGET_DIR={{wasm_target}}-native \
-      "$WASM_CARGO" test --locked --target x86_64-unknown-linux-gnu -p agnes-connector-csv
+      env -u RUSTUP_TOOLCHAIN RUSTC="$WASM_RUSTC" RUSTDOC="$(dirname "$WASM_RUSTC")/rustdoc" \
+      CARGO_TARGET_DIR={{wasm_target}}-native \
+      "$WASM_CARGO" test --locked --lib --target x86_64-unknown-linux-gnu -p agnes-connector-csv
 
 # Formatting and lints.
 lint:

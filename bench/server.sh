@@ -20,22 +20,17 @@ with open(path, "w") as f:
     for i in range(n):
         f.write(f"{i},{binascii.hexlify(os.urandom(16)).decode()}\n")
 PY
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-export AGNES_DATA_DIR="$work/server" AGNES_LISTEN="127.0.0.1:$port"
-ADMIN=$("$AGNES" admin bootstrap --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
-"$AGNES" serve 2>"$work/server.log" & server=$!
+. scripts/lib-server.sh
+start_server "$AGNES" "$work/server" "$work/server.log"
 trap 'kill $server 2>/dev/null; rm -rf "$work"' EXIT
-base="http://127.0.0.1:$port"
-for _ in $(seq 100); do curl -sf "$base/api/health" >/dev/null && break; sleep 0.1; done
-api() { curl -sS -X "$1" -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' "$base$2" "${@:3}"; }
 demo="$(realpath examples/demo/data)"
 for t in customers orders products; do
-  api POST /api/admin/register-table -d "{\"name\": \"$t\", \"source\": \"demo\", \"connector\": \"$CSV\", \"grant\": {\"dirs\": [{\"host\": \"$demo\", \"guest\": \"/data\"}]}}" >/dev/null
+  api "$ADMIN" POST /api/admin/register-table -d "{\"name\": \"$t\", \"source\": \"demo\", \"connector\": \"$CSV\", \"grant\": {\"dirs\": [{\"host\": \"$demo\", \"guest\": \"/data\"}]}}" >/dev/null
 done
-api POST /api/admin/register-table -d "{\"name\": \"big\", \"source\": \"big\", \"connector\": \"$CSV\", \"grant\": {\"dirs\": [{\"host\": \"$work/big\", \"guest\": \"/data\"}]}}" >/dev/null
-api POST /api/sync/trigger >/dev/null
-while api GET /api/sync/status | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["running"] else 1)'; do sleep 0.2; done
-size=$(api GET /api/sync/manifest | python3 -c 'import json,sys; print(json.load(sys.stdin)["tables"]["big"]["size_bytes"])')
+api "$ADMIN" POST /api/admin/register-table -d "{\"name\": \"big\", \"source\": \"big\", \"connector\": \"$CSV\", \"grant\": {\"dirs\": [{\"host\": \"$work/big\", \"guest\": \"/data\"}]}}" >/dev/null
+api "$ADMIN" POST /api/sync/trigger >/dev/null
+wait_for_sync "$ADMIN"
+size=$(api "$ADMIN" GET /api/sync/manifest | python3 -c 'import json,sys; print(json.load(sys.stdin)["tables"]["big"]["size_bytes"])')
 
 echo "manifest: wrk -t2 -c200 -d${SECS}s (4 tables)"
 wrk -t2 -c200 -d"${SECS}s" --latency -H "Authorization: Bearer $ADMIN" "$base/api/sync/manifest" | grep -E "Requests/sec|50%|90%|99%|Non-2xx|Socket errors" || true

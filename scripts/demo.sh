@@ -15,14 +15,9 @@ step "1. the csv component syncs examples/demo/data into an extract"
 
 step "2. the server: first admin, then serve on a free loopback port"
 SERVER_DIR="$DATA_DIR/server"; rm -rf "$SERVER_DIR"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-export AGNES_DATA_DIR="$SERVER_DIR" AGNES_LISTEN="127.0.0.1:$port"
-ADMIN=$("$AGNES" admin bootstrap --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
-"$AGNES" serve 2>"$DATA_DIR/server.log" & server=$!
+. scripts/lib-server.sh
+start_server "$AGNES" "$SERVER_DIR" "$DATA_DIR/server.log"
 trap 'kill $server 2>/dev/null || true' EXIT
-base="http://127.0.0.1:$port"
-for _ in $(seq 100); do curl -sf "$base/api/health" >/dev/null && break; sleep 0.1; done
-api() { local token="$1" method="$2" path="$3"; shift 3; curl -sS -X "$method" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' "$base$path" "$@"; }
 pretty() { python3 -m json.tool; }
 
 step "3. the admin registers the three tables (one source, one connector run) and syncs"
@@ -32,7 +27,7 @@ for t in customers orders products; do
        \"config\": {\"dir\": \"/data\"}, \"grant\": {\"dirs\": [{\"host\": \"$data\", \"guest\": \"/data\"}]}}" >/dev/null
 done
 api "$ADMIN" POST /api/sync/trigger | pretty
-while api "$ADMIN" GET /api/sync/status | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["running"] else 1)'; do sleep 0.1; done
+wait_for_sync "$ADMIN"
 api "$ADMIN" GET '/api/sync/history?limit=1' | python3 -c '
 import json, sys
 run = json.load(sys.stdin)["runs"][0]

@@ -12,7 +12,8 @@
 #
 # Prints nothing but progress on stderr. Writes /etc/agnes/wasm-toolchain.env with the
 # RUSTC/CARGO the project's build uses for guests. Idempotent: a re-run takes ~1 s.
-# Run as root. Knobs: FORCE=1 (rebuild), WASI_LIBC_SUITES="forky sid trixie".
+# Run as root. Knobs: FORCE=1 (rebuild), WASI_LIBC_SUITES="forky sid trixie",
+# AGNES_WASM_TOOLCHAIN=debian (skip rustup; what a machine without rustup's downloads gets).
 set -euo pipefail
 
 TARGET=wasm32-wasip2
@@ -35,8 +36,9 @@ write_env() {   # $1 = cargo, $2 = rustc
   log "guests build with $("$2" -V) ($ENV_FILE)"
 }
 
+VIA="${AGNES_WASM_TOOLCHAIN:-auto}"
 # 1 + 2: rustup
-if command -v rustup >/dev/null 2>&1; then
+if [ "$VIA" != debian ] && command -v rustup >/dev/null 2>&1; then
   if rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
     write_env "$(rustup which cargo)" "$(rustup which rustc)"; exit 0
   fi
@@ -47,7 +49,7 @@ if [ "$FORCE" != 1 ] && [ -f "$RUSTLIB/$TARGET/agnes.stamp" ] \
    && [ "$(cat "$RUSTLIB/$TARGET/agnes.stamp")" = "$STAMP" ]; then
   write_env "$SYS_CARGO" "$SYS_RUSTC"; exit 0
 fi
-if command -v rustup >/dev/null 2>&1; then
+if [ "$VIA" != debian ] && command -v rustup >/dev/null 2>&1; then
   log "trying: rustup target add $TARGET (60 s limit)"
   if timeout 60 rustup target add "$TARGET" >/dev/null 2>&1; then
     write_env "$(rustup which cargo)" "$(rustup which rustc)"; exit 0

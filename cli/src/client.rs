@@ -182,7 +182,12 @@ impl Client {
             .with_context(|| format!("{what}: invalid JSON"))
     }
 
-    pub fn post<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> Result<T> {
+    /// POSTs JSON; the checked response.
+    fn send(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<ureq::http::Response<ureq::Body>> {
         let what = format!("POST {path}");
         let r = self
             .agent
@@ -190,29 +195,26 @@ impl Client {
             .header("Authorization", &self.auth)
             .send_json(body)
             .map_err(|e| self.transport(e, &what))?;
-        let mut r = self.check(r, &what)?;
+        self.check(r, &what)
+    }
+
+    pub fn post<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> Result<T> {
+        let mut r = self.send(path, body)?;
         r.body_mut()
             .with_config()
             .limit(256 << 20)
             .read_json()
-            .with_context(|| format!("{what}: invalid JSON"))
+            .with_context(|| format!("POST {path}: invalid JSON"))
     }
 
     /// POSTs JSON and returns the raw response body (e.g. an Arrow IPC stream).
     pub fn post_bytes(&self, path: &str, body: &serde_json::Value) -> Result<Vec<u8>> {
-        let what = format!("POST {path}");
-        let r = self
-            .agent
-            .post(&self.url(path))
-            .header("Authorization", &self.auth)
-            .send_json(body)
-            .map_err(|e| self.transport(e, &what))?;
-        let mut r = self.check(r, &what)?;
+        let mut r = self.send(path, body)?;
         r.body_mut()
             .with_config()
             .limit(u64::MAX)
             .read_to_vec()
-            .with_context(|| format!("{what}: reading the body"))
+            .with_context(|| format!("POST {path}: reading the body"))
     }
 
     /// Streams a download into `out`, from byte `offset` (Range) on. Returns the bytes written

@@ -44,6 +44,12 @@ impl FromRequestParts<AppState> for AuthUser {
         if let Some(p) = state.auth_cache.get(&key) {
             return Ok(AuthUser(p));
         }
+        // single flight: concurrent first requests with one token resolve it once
+        let flight = state.auth_cache.flight(&key);
+        let _resolving = flight.lock().await;
+        if let Some(p) = state.auth_cache.get(&key) {
+            return Ok(AuthUser(p));
+        }
         let principal = state
             .db
             .call(move |c| access::authenticate(c, &token))
@@ -63,6 +69,7 @@ pub const AUTH_TTL: Duration = Duration::from_secs(5);
 #[derive(Default)]
 pub struct AuthCache {
     entries: Mutex<HashMap<String, (Principal, Instant)>>,
+    flights: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl AuthCache {
@@ -72,6 +79,14 @@ impl AuthCache {
             .get(key)
             .filter(|(_, at)| at.elapsed() < AUTH_TTL)
             .map(|(p, _)| p.clone())
+    }
+
+    fn flight(&self, key: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if flights.len() > 10_000 {
+            flights.retain(|_, f| std::sync::Arc::strong_count(f) > 1);
+        }
+        flights.entry(key.to_string()).or_default().clone()
     }
 
     fn insert(&self, key: String, principal: Principal) {

@@ -173,7 +173,13 @@ pub fn run(args: PullArgs, out: &Output) -> Result<()> {
 /// Downloads one table into its `.part` file (resuming it), verifies size and md5 (hashed
 /// while streaming; an existing partial file is hashed first), renames it into place.
 /// Returns the bytes transferred.
-fn fetch(client: &Client, ws: &Workspace, name: &str, meta: &TableMeta, bar: Option<&ProgressBar>) -> Result<u64> {
+fn fetch(
+    client: &Client,
+    ws: &Workspace,
+    name: &str,
+    meta: &TableMeta,
+    bar: Option<&ProgressBar>,
+) -> Result<u64> {
     let dir = ws.parquet_dir();
     remove_stale_parts(&dir, name, &meta.hash);
     let part = dir.join(format!(".{name}.{}.part", meta.hash));
@@ -188,11 +194,19 @@ fn fetch(client: &Client, ws: &Workspace, name: &str, meta: &TableMeta, bar: Opt
         if let Some(b) = bar {
             b.set_position(offset);
         }
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&part).with_context(|| format!("opening {}", part.display()))?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&part)
+            .with_context(|| format!("opening {}", part.display()))?;
         let result = if offset as i64 >= meta.size_bytes && meta.size_bytes > 0 {
             Ok((0, None))
         } else {
-            let mut sink = Hashing { inner: &mut file, md5: &mut md5, bar };
+            let mut sink = Hashing {
+                inner: &mut file,
+                md5: &mut md5,
+                bar,
+            };
             client.download(&path, offset, &mut sink)
         };
         match result {
@@ -221,14 +235,17 @@ fn fetch(client: &Client, ws: &Workspace, name: &str, meta: &TableMeta, bar: Opt
         }
     }
     let target = ws.table_path(name);
-    std::fs::rename(&part, &target).with_context(|| format!("renaming into {}", target.display()))?;
+    std::fs::rename(&part, &target)
+        .with_context(|| format!("renaming into {}", target.display()))?;
     Ok(transferred)
 }
 
 /// The md5 state of an existing partial download (empty when there is none).
 fn hash_prefix(part: &Path) -> Result<Md5> {
     let mut md5 = Md5::new();
-    let Ok(mut f) = std::fs::File::open(part) else { return Ok(md5) };
+    let Ok(mut f) = std::fs::File::open(part) else {
+        return Ok(md5);
+    };
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f.read(&mut buf)?;
@@ -242,11 +259,17 @@ fn hash_prefix(part: &Path) -> Result<Md5> {
 fn verify(part: &Path, meta: &TableMeta, md5: Md5) -> Result<()> {
     let size = std::fs::metadata(part)?.len();
     if size as i64 != meta.size_bytes {
-        return Err(anyhow!("size mismatch: expected {} bytes, got {size}", meta.size_bytes));
+        return Err(anyhow!(
+            "size mismatch: expected {} bytes, got {size}",
+            meta.size_bytes
+        ));
     }
     let got = hex::encode(md5.finalize());
     if got != meta.hash {
-        return Err(anyhow!("md5 mismatch: the manifest says {}, the download hashes to {got}", meta.hash));
+        return Err(anyhow!(
+            "md5 mismatch: the manifest says {}, the download hashes to {got}",
+            meta.hash
+        ));
     }
     Ok(())
 }

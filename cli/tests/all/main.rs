@@ -17,6 +17,27 @@ fn agnes(args: &[&str], cache: &Path) -> Output {
         .expect("running agnes")
 }
 
+/// `agnes connector run <component> --config <config> --out <out> <extra...>`
+fn run_connector(
+    component: &str,
+    config: &Path,
+    out: &Path,
+    extra: &[&str],
+    cache: &Path,
+) -> Output {
+    let mut args = vec![
+        "connector",
+        "run",
+        component,
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    agnes(&args, cache)
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -26,19 +47,7 @@ fn run_the_demo_then_show_it() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("extracts/demo");
     let config = repo_root().join("examples/demo/source.toml");
-    let o = agnes(
-        &[
-            "connector",
-            "run",
-            CSV_COMPONENT,
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--json",
-        ],
-        tmp.path(),
-    );
+    let o = run_connector(CSV_COMPONENT, &config, &out, &["--json"], tmp.path());
     assert!(o.status.success(), "{}", text(&o.stderr));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(report["source"], "demo");
@@ -75,18 +84,7 @@ fn run_the_demo_then_show_it() {
     assert_eq!(orders["columns"][0], "order_id");
 
     // human output: one summary line
-    let o = agnes(
-        &[
-            "connector",
-            "run",
-            CSV_COMPONENT,
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        tmp.path(),
-    );
+    let o = run_connector(CSV_COMPONENT, &config, &out, &[], tmp.path());
     assert!(o.status.success(), "{}", text(&o.stderr));
     let stdout = text(&o.stdout);
     assert!(
@@ -95,19 +93,7 @@ fn run_the_demo_then_show_it() {
     );
     assert_eq!(stdout.lines().count(), 1);
 
-    let o = agnes(
-        &[
-            "connector",
-            "run",
-            CSV_COMPONENT,
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "-q",
-        ],
-        tmp.path(),
-    );
+    let o = run_connector(CSV_COMPONENT, &config, &out, &["-q"], tmp.path());
     assert!(o.status.success());
     assert!(
         o.stdout.is_empty() && o.stderr.is_empty(),
@@ -144,18 +130,7 @@ fn a_bad_run_config_exits_2_with_the_reason() {
     let config = tmp.path().join("bad.toml");
     std::fs::write(&config, "[grant]\nnetwork = true\n").unwrap();
     let out = tmp.path().join("extracts/x");
-    let o = agnes(
-        &[
-            "connector",
-            "run",
-            CSV_COMPONENT,
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        tmp.path(),
-    );
+    let o = run_connector(CSV_COMPONENT, &config, &out, &[], tmp.path());
     assert_eq!(o.status.code(), Some(2));
     let stderr = text(&o.stderr);
     assert!(
@@ -170,18 +145,7 @@ fn a_failed_run_exits_1_and_says_nothing_was_published() {
     let config = tmp.path().join("src.toml");
     std::fs::write(&config, "[config]\nmode = \"garbage\"\n").unwrap();
     let out = tmp.path().join("extracts/src");
-    let o = agnes(
-        &[
-            "connector",
-            "run",
-            HOSTILE_COMPONENT,
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        tmp.path(),
-    );
+    let o = run_connector(HOSTILE_COMPONENT, &config, &out, &[], tmp.path());
     assert_eq!(o.status.code(), Some(1));
     let stderr = text(&o.stderr);
     assert!(
@@ -196,18 +160,7 @@ fn source_name_must_agree_with_out() {
     let tmp = tempfile::tempdir().unwrap();
     let config = repo_root().join("examples/demo/source.toml");
     let out = tmp.path().join("extracts/other");
-    let o = agnes(
-        &[
-            "connector",
-            "run",
-            CSV_COMPONENT,
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        tmp.path(),
-    );
+    let o = run_connector(CSV_COMPONENT, &config, &out, &[], tmp.path());
     assert!(!o.status.success());
     assert!(
         text(&o.stderr).contains("declares source `demo` but --out names `other`"),
