@@ -11,6 +11,7 @@
 //! - `probe`: tries to read paths outside its preopen and reports each outcome as a row of
 //!   table `probe (path VARCHAR, outcome VARCHAR)`.
 //! - `spin`: loops forever in `read`.
+//! - `sleep`: blocks in a host call (a WASI clock wait) for an hour.
 //! - `memory_bomb`: allocates until it cannot.
 //! - `error`: returns a source error from `read`.
 
@@ -152,6 +153,10 @@ impl Connector for Hostile {
                 loop {
                     x = std::hint::black_box(x.wrapping_add(1));
                 }
+            }
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Ok(())
             }
             "memory_bomb" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
