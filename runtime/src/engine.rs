@@ -92,6 +92,37 @@ impl Runtime {
         self.load(&bytes)
     }
 
+    /// Verifies the component's signature over its bytes and `connector.toml` against the
+    /// trusted keys, and only then compiles it. Returns the component, the parsed manifest
+    /// and who signed it.
+    pub fn load_verified(
+        &self,
+        component: &Path,
+        manifest: &Path,
+        signature: &Path,
+        trusted: &crate::signature::TrustedKeys,
+    ) -> Result<
+        (
+            LoadedComponent,
+            crate::manifest::ConnectorManifest,
+            crate::signature::Verified,
+        ),
+        Error,
+    > {
+        let bytes = std::fs::read(component).map_err(|error| Error::ReadComponent {
+            path: component.to_path_buf(),
+            error,
+        })?;
+        let manifest_bytes = std::fs::read(manifest).map_err(Error::io("reading", manifest))?;
+        let sig = crate::signature::read_signature(signature)?;
+        let verified = crate::signature::verify(&bytes, &manifest_bytes, &sig, trusted)?;
+        let text = String::from_utf8(manifest_bytes).map_err(|_| Error::Manifest {
+            reason: "not UTF-8".into(),
+        })?;
+        let parsed = crate::manifest::ConnectorManifest::parse(&text)?;
+        Ok((self.load(&bytes)?, parsed, verified))
+    }
+
     /// Compiles a component, or loads its compiled form from the cache, keyed by the
     /// sha256 of its bytes and the engine's compatibility hash.
     pub fn load(&self, bytes: &[u8]) -> Result<LoadedComponent, Error> {

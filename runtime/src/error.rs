@@ -8,6 +8,22 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// `connector.toml` is invalid.
+    #[error("connector.toml: {reason}")]
+    Manifest { reason: String },
+
+    /// The connector requests a capability the grant does not cover.
+    #[error("connector `{connector}` requests {capability}, which is not granted; {how}")]
+    NotGranted {
+        connector: String,
+        capability: String,
+        how: String,
+    },
+
+    /// The component's signature is missing, wrong, or by an untrusted key.
+    #[error("signature check failed: {reason}")]
+    Signature { reason: String },
+
     /// The component could not be read.
     #[error("reading component {path}: {error}")]
     ReadComponent {

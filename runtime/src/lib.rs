@@ -45,9 +45,11 @@ mod error;
 pub mod extract;
 mod host;
 mod limits;
+pub mod manifest;
 pub mod names;
 mod policy;
 mod run;
+pub mod signature;
 pub mod sink;
 
 pub use config::RunConfig;

@@ -104,11 +104,18 @@ async fn a_spinning_guest_is_stopped_at_its_deadline() {
 async fn a_guest_blocked_in_a_host_call_is_stopped_at_its_deadline() {
     let tmp = tempfile::tempdir().unwrap();
     let mut req = request(tmp.path(), "src", json!({"mode": "sleep"}), &[]);
-    req.limits = Limits { timeout_secs: 1, ..Limits::default() };
+    req.limits = Limits {
+        timeout_secs: 1,
+        ..Limits::default()
+    };
     let started = Instant::now();
     let err = runtime().run(hostile(), req, None).await.unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(30), "the hour-long sleep was cut: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the hour-long sleep was cut: {:?}",
+        started.elapsed()
+    );
     assert!(agnes_runtime::extract::published(tmp.path(), "src").is_none());
 }
 

@@ -9,16 +9,27 @@ use agnes_runtime::{Error, Limits};
 use agnes_tests::{hostile, request, runtime};
 
 fn main() {
-    let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(30);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runs: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(30);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     for mode in ["spin", "sleep"] {
         let mut late: Vec<Duration> = Vec::with_capacity(runs);
         for _ in 0..runs {
             let tmp = tempfile::tempdir().unwrap();
             let mut req = request(tmp.path(), "src", serde_json::json!({"mode": mode}), &[]);
-            req.limits = Limits { timeout_secs: 1, ..Limits::default() };
+            req.limits = Limits {
+                timeout_secs: 1,
+                ..Limits::default()
+            };
             let started = Instant::now();
-            let err = rt.block_on(runtime().run(hostile(), req, None)).unwrap_err();
+            let err = rt
+                .block_on(runtime().run(hostile(), req, None))
+                .unwrap_err();
             let elapsed = started.elapsed();
             assert!(matches!(err, Error::Timeout { .. }), "{err}");
             // the deadline covers the whole run, from before instantiation
