@@ -9,8 +9,15 @@ AGNES="$1"; CSV="$(realpath "$2")"
 DATA_DIR=./agnes-data
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "1. the csv component syncs examples/demo/data into an extract"
-"$AGNES" connector run "$CSV" --config examples/demo/source.toml --out "$DATA_DIR/extracts/demo"
+step "1. sign the csv component with its connector.toml, verify it, sync examples/demo/data"
+KEYS="$DATA_DIR/keys"; rm -rf "$KEYS"; mkdir -p "$KEYS/trusted"
+"$AGNES" connector keygen "$KEYS/trusted/demo"
+mv "$KEYS/trusted/demo.key" "$KEYS/demo.key"      # the secret stays with the signer
+MANIFEST=connectors-wasm/csv/connector.toml
+"$AGNES" connector sign "$CSV" --manifest "$MANIFEST" --key "$KEYS/demo.key"
+"$AGNES" connector verify "$CSV" --manifest "$MANIFEST" --trusted-keys "$KEYS/trusted"
+"$AGNES" connector run "$CSV" --config examples/demo/source.toml --out "$DATA_DIR/extracts/demo" \
+  --manifest "$MANIFEST" --trusted-keys "$KEYS/trusted"
 "$AGNES" extract show "$DATA_DIR/extracts/demo" -n 2
 
 step "2. the server: first admin, then serve on a free loopback port"

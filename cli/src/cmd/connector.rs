@@ -17,6 +17,86 @@ pub enum ConnectorCmd {
     Run(RunArgs),
     /// List the tables a connector offers with a config, with their columns.
     Discover(DiscoverArgs),
+    /// Create a signing key pair: NAME.key (secret, mode 0600) and NAME.pub.
+    Keygen {
+        /// Path prefix of the two files, e.g. keys/ops.
+        name: PathBuf,
+    },
+    /// Sign a component together with its connector.toml.
+    Sign {
+        component: PathBuf,
+        /// The connector.toml (default: next to the component's crate, see docs).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The secret key file (from keygen).
+        #[arg(long)]
+        key: PathBuf,
+        /// Where to write the signature (default: <component>.sig).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check a component's signature against trusted keys; print signer and requests.
+    Verify {
+        component: PathBuf,
+        #[command(flatten)]
+        signed: SignedArgs,
+    },
+}
+
+/// Where a signed component's manifest and signature are, and whom to trust.
+#[derive(Debug, Args, Clone)]
+pub struct SignedArgs {
+    /// The component's connector.toml.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// The signature (default: <component>.sig).
+    #[arg(long)]
+    signature: Option<PathBuf>,
+    /// Directory of trusted public keys (*.pub). With it, the component must be signed by
+    /// one of them and its connector.toml requests are intersected with the grant.
+    #[arg(long, env = "AGNES_TRUSTED_KEYS")]
+    trusted_keys: Option<PathBuf>,
+}
+
+impl SignedArgs {
+    /// Verifies and loads, or (without --trusted-keys) loads unverified with a warning.
+    fn load(
+        &self,
+        runtime: &Runtime,
+        component: &Path,
+        quiet: bool,
+    ) -> Result<(
+        agnes_runtime::LoadedComponent,
+        Option<agnes_runtime::manifest::ConnectorManifest>,
+        Option<String>,
+    )> {
+        let Some(dir) = &self.trusted_keys else {
+            if !quiet {
+                eprintln!(
+                    "warning: running {} unverified (no --trusted-keys); never do this with an untrusted component",
+                    component.display()
+                );
+            }
+            return Ok((runtime.load_file(component)?, None, None));
+        };
+        let trusted = agnes_runtime::signature::TrustedKeys::from_dir(dir)?;
+        let manifest = self
+            .manifest
+            .clone()
+            .context("--trusted-keys needs --manifest <connector.toml>")?;
+        let signature = self
+            .signature
+            .clone()
+            .unwrap_or_else(|| sig_path(component));
+        let (loaded, m, v) = runtime.load_verified(component, &manifest, &signature, &trusted)?;
+        Ok((loaded, Some(m), Some(v.key_id)))
+    }
+}
+
+fn sig_path(component: &Path) -> PathBuf {
+    let mut p = component.as_os_str().to_owned();
+    p.push(".sig");
+    PathBuf::from(p)
 }
 
 #[derive(Debug, Args)]
@@ -35,6 +115,8 @@ pub struct RunArgs {
     /// Ignore the committed cursor state and read everything.
     #[arg(long)]
     full_refresh: bool,
+    #[command(flatten)]
+    signed: SignedArgs,
     #[command(flatten)]
     cache: CacheArgs,
 }
@@ -80,7 +162,95 @@ pub fn run(cmd: ConnectorCmd, out: &Output) -> Result<()> {
     match cmd {
         ConnectorCmd::Run(args) => run_connector(args, out),
         ConnectorCmd::Discover(args) => discover(args, out),
+        ConnectorCmd::Keygen { name } => keygen(&name, out),
+        ConnectorCmd::Sign {
+            component,
+            manifest,
+            key,
+            out: sig,
+        } => sign(&component, &manifest, &key, sig, out),
+        ConnectorCmd::Verify { component, signed } => verify(&component, &signed, out),
     }
+}
+
+fn keygen(name: &Path, out: &Output) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let (secret, public, id) = agnes_runtime::signature::keygen()?;
+    let key = name.with_extension("key");
+    let pubfile = name.with_extension("pub");
+    if key.exists() {
+        bail!("{} exists; refusing to overwrite a key", key.display());
+    }
+    if let Some(dir) = key.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key)?;
+    f.write_all(secret.as_bytes())?;
+    std::fs::write(&pubfile, &public)?;
+    out.print(
+        || {
+            format!(
+                "key {id}: secret {} (keep it private), public {} (give it to operators)",
+                key.display(),
+                pubfile.display()
+            )
+        },
+        || json!({"key_id": id, "secret": key, "public": pubfile}),
+    );
+    Ok(())
+}
+
+fn sign(
+    component: &Path,
+    manifest: &Path,
+    key: &Path,
+    sig: Option<PathBuf>,
+    out: &Output,
+) -> Result<()> {
+    let bytes =
+        std::fs::read(component).with_context(|| format!("reading {}", component.display()))?;
+    let m = std::fs::read(manifest).with_context(|| format!("reading {}", manifest.display()))?;
+    agnes_runtime::manifest::ConnectorManifest::parse(
+        std::str::from_utf8(&m).context("connector.toml is not UTF-8")?,
+    )?;
+    let secret =
+        std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
+    let signature = agnes_runtime::signature::sign(&bytes, &m, &secret)?;
+    let path = sig.unwrap_or_else(|| sig_path(component));
+    std::fs::write(&path, serde_json::to_string_pretty(&signature)?)?;
+    out.print(
+        || format!("signed {} with key {} -> {}", component.display(), signature.key_id, path.display()),
+        || json!({"signature": path, "key_id": signature.key_id, "component_sha256": signature.component_sha256}),
+    );
+    Ok(())
+}
+
+fn verify(component: &Path, signed: &SignedArgs, out: &Output) -> Result<()> {
+    if signed.trusted_keys.is_none() {
+        bail!("verify needs --trusted-keys <dir of *.pub> (or AGNES_TRUSTED_KEYS)");
+    }
+    let runtime = Runtime::new(None)?;
+    let (loaded, manifest, key) = signed.load(&runtime, component, true)?;
+    let m = manifest.expect("verified");
+    out.print(
+        || {
+            format!(
+                "OK: {} {} signed by key {}, {}\nrequests: dirs {:?}",
+                m.name,
+                m.version,
+                key.as_deref().unwrap_or("-"),
+                loaded.digest,
+                m.requests.dirs
+            )
+        },
+        || json!({"name": m.name, "version": m.version, "key_id": key, "digest": loaded.digest, "requests": {"dirs": m.requests.dirs}}),
+    );
+    Ok(())
 }
 
 /// Splits `--out <extracts>/<source>` into its parts.
@@ -117,7 +287,13 @@ fn run_connector(args: RunArgs, out: &Output) -> Result<()> {
         extract::published_state(&extracts_dir, &source)
     };
     let runtime = args.cache.runtime()?;
-    let component = runtime.load_file(&args.component)?;
+    let (component, manifest, _signer) =
+        args.signed
+            .load(&runtime, &args.component, out.quiet || out.json)?;
+    let grant = match &manifest {
+        Some(m) => m.effective_grant(&config.grant)?,
+        None => config.grant.clone(),
+    };
 
     let bar = if out.progress() {
         let bar = ProgressBar::new_spinner();
@@ -145,7 +321,7 @@ fn run_connector(args: RunArgs, out: &Output) -> Result<()> {
         source: source.clone(),
         extracts_dir,
         config: config.config,
-        grant: config.grant,
+        grant,
         limits: config.limits,
         streams: if args.tables.is_empty() {
             None

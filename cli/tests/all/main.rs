@@ -168,3 +168,197 @@ fn source_name_must_agree_with_out() {
         text(&o.stderr)
     );
 }
+
+#[test]
+fn signed_components_are_verified_before_they_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |name: &str| tmp.path().join(name);
+    let s = |path: &Path| path.to_str().unwrap().to_string();
+    let manifest = repo_root().join("connectors-wasm/csv/connector.toml");
+    let config = repo_root().join("examples/demo/source.toml");
+    std::fs::copy(CSV_COMPONENT, p("csv.wasm")).unwrap();
+    std::fs::create_dir(p("trusted")).unwrap();
+
+    let o = agnes(&["connector", "keygen", &s(&p("trusted/ops"))], tmp.path());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let mode = std::fs::metadata(p("trusted/ops.key"))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    std::fs::rename(p("trusted/ops.key"), p("ops.key")).unwrap();
+    let o = agnes(
+        &[
+            "connector",
+            "sign",
+            &s(&p("csv.wasm")),
+            "--manifest",
+            &s(&manifest),
+            "--key",
+            &s(&p("ops.key")),
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(p("csv.wasm.sig").exists());
+
+    let verify = |component: &str, manifest: &Path| {
+        agnes(
+            &[
+                "connector",
+                "verify",
+                component,
+                "--manifest",
+                &s(manifest),
+                "--trusted-keys",
+                &s(&p("trusted")),
+            ],
+            tmp.path(),
+        )
+    };
+    let o = verify(&s(&p("csv.wasm")), &manifest);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("OK: csv 0.1.0 signed by key")
+            && text(&o.stdout).contains("/data"),
+        "{}",
+        text(&o.stdout)
+    );
+
+    let run = |component: &str, manifest: &Path, out: &str| {
+        let out = s(&p(out));
+        agnes(
+            &[
+                "connector",
+                "run",
+                component,
+                "--config",
+                &s(&config),
+                "--out",
+                &out,
+                "--manifest",
+                &s(manifest),
+                "--trusted-keys",
+                &s(&p("trusted")),
+                "-q",
+            ],
+            tmp.path(),
+        )
+    };
+    let o = run(&s(&p("csv.wasm")), &manifest, "extracts/demo");
+    assert!(
+        o.status.success(),
+        "a signed component runs: {}",
+        text(&o.stderr)
+    );
+
+    // tampered component: refused before it is compiled, nothing published
+    let mut bytes = std::fs::read(p("csv.wasm")).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(p("tampered.wasm"), &bytes).unwrap();
+    std::fs::copy(p("csv.wasm.sig"), p("tampered.wasm.sig")).unwrap();
+    let o = run(&s(&p("tampered.wasm")), &manifest, "extracts2/demo");
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("component was modified after signing"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(!p("extracts2/demo").exists());
+
+    // a connector.toml that asks for more than was signed
+    std::fs::write(
+        p("greedy.toml"),
+        std::fs::read_to_string(&manifest)
+            .unwrap()
+            .replace("[\"/data\"]", "[\"/data\", \"/etc\"]"),
+    )
+    .unwrap();
+    let o = verify(&s(&p("csv.wasm")), &p("greedy.toml"));
+    assert!(
+        text(&o.stderr).contains("connector.toml was modified after signing"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    // unsigned, and signed by a key nobody trusts
+    std::fs::copy(p("csv.wasm"), p("unsigned.wasm")).unwrap();
+    let o = verify(&s(&p("unsigned.wasm")), &manifest);
+    assert!(
+        text(&o.stderr).contains("no signature at"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = agnes(&["connector", "keygen", &s(&p("rogue"))], tmp.path());
+    assert!(o.status.success());
+    let o = agnes(
+        &[
+            "connector",
+            "sign",
+            &s(&p("unsigned.wasm")),
+            "--manifest",
+            &s(&manifest),
+            "--key",
+            &s(&p("rogue.key")),
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success());
+    let o = verify(&s(&p("unsigned.wasm")), &manifest);
+    assert!(
+        text(&o.stderr).contains("not trusted"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    // a request the run config does not grant fails with the capability and the fix
+    let needs_more = p("needs.toml");
+    std::fs::write(
+        &needs_more,
+        "name = \"csv\"\nversion = \"0.1.0\"\n[requests]\ndirs = [\"/data\", \"/archive\"]\n",
+    )
+    .unwrap();
+    let o = agnes(
+        &[
+            "connector",
+            "sign",
+            &s(&p("csv.wasm")),
+            "--manifest",
+            &s(&needs_more),
+            "--key",
+            &s(&p("ops.key")),
+            "--out",
+            &s(&p("needs.sig")),
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success());
+    let o = agnes(
+        &[
+            "connector",
+            "run",
+            &s(&p("csv.wasm")),
+            "--config",
+            &s(&config),
+            "--out",
+            &s(&p("extracts3/demo")),
+            "--manifest",
+            &s(&needs_more),
+            "--signature",
+            &s(&p("needs.sig")),
+            "--trusted-keys",
+            &s(&p("trusted")),
+        ],
+        tmp.path(),
+    );
+    let stderr = text(&o.stderr);
+    assert!(
+        !o.status.success()
+            && stderr.contains("requests directory /archive, which is not granted")
+            && stderr.contains("[[grant.dirs]]"),
+        "{stderr}"
+    );
+}
