@@ -198,26 +198,40 @@ struct GrantReq {
     resource_id: String,
 }
 
-async fn grant(
-    State(state): State<AppState>,
+type GrantFn = fn(&duckdb::Connection, &str, &str, &str) -> ApiResult<()>;
+
+/// Applies a grant change, clears the auth cache, records it.
+async fn change_grant(
+    state: AppState,
     user: AuthUser,
-    ApiJson(g): ApiJson<GrantReq>,
-) -> ApiResult<Json<Value>> {
+    g: GrantReq,
+    apply: GrantFn,
+    action: &'static str,
+) -> ApiResult<()> {
     user.0.require_admin()?;
     let r = g.clone();
     state
         .db
-        .call(move |c| access::grant(c, &r.group, &r.resource_type, &r.resource_id))
+        .call(move |c| apply(c, &r.group, &r.resource_type, &r.resource_id))
         .await?;
     state.auth_cache.clear();
     super::audit(
         &state,
         &user,
-        "grant.create",
+        action,
         Some(format!("{}:{}", g.resource_type, g.resource_id)),
         Some(g.group),
     )
     .await;
+    Ok(())
+}
+
+async fn grant(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(g): ApiJson<GrantReq>,
+) -> ApiResult<Json<Value>> {
+    change_grant(state, user, g, access::grant, "grant.create").await?;
     Ok(Json(json!({"granted": true})))
 }
 
@@ -226,21 +240,7 @@ async fn revoke(
     user: AuthUser,
     ApiJson(g): ApiJson<GrantReq>,
 ) -> ApiResult<Json<Value>> {
-    user.0.require_admin()?;
-    let r = g.clone();
-    state
-        .db
-        .call(move |c| access::revoke_grant(c, &r.group, &r.resource_type, &r.resource_id))
-        .await?;
-    state.auth_cache.clear();
-    super::audit(
-        &state,
-        &user,
-        "grant.revoke",
-        Some(format!("{}:{}", g.resource_type, g.resource_id)),
-        Some(g.group),
-    )
-    .await;
+    change_grant(state, user, g, access::revoke_grant, "grant.revoke").await?;
     Ok(Json(json!({"revoked": true})))
 }
 
