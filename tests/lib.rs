@@ -134,8 +134,13 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start() -> TestServer {
+        Self::start_with(|_| {})
+    }
+
+    /// Starts with a config adjusted by `adjust` (data dir and listen address are set).
+    pub fn start_with(adjust: impl FnOnce(&mut agnes_server::ServerConfig)) -> TestServer {
         let data_dir = tempfile::tempdir().unwrap();
-        let config = agnes_server::ServerConfig {
+        let mut config = agnes_server::ServerConfig {
             data_dir: data_dir.path().to_path_buf(),
             listen: "127.0.0.1:0".parse().unwrap(),
             query: agnes_server::config::QueryLimits {
@@ -143,7 +148,9 @@ impl TestServer {
                 ..Default::default()
             },
             scheduler_tick_secs: 3600,
+            trusted_keys: None,
         };
+        adjust(&mut config);
         let state = agnes_server::AppState::open(config).unwrap();
         let admin = agnes_server::bootstrap(&state, "admin").unwrap().unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -18,6 +18,9 @@ pub struct ServerConfig {
     pub query: QueryLimits,
     /// Seconds between scheduler checks for due tables.
     pub scheduler_tick_secs: u64,
+    /// Directory of trusted signer keys (*.pub). When set, every connector must be signed
+    /// by one of them: checked at registration and again before every sync compiles it.
+    pub trusted_keys: Option<PathBuf>,
 }
 
 /// Limits of one `/api/query` (and sample) session.
@@ -49,6 +52,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8420".parse().expect("valid address"),
             query: QueryLimits::default(),
             scheduler_tick_secs: 30,
+            trusted_keys: None,
         }
     }
 }
@@ -71,6 +75,9 @@ impl ServerConfig {
         if let Some(dir) = env("AGNES_DATA_DIR") {
             config.data_dir = PathBuf::from(dir);
         }
+        if let Some(dir) = env("AGNES_TRUSTED_KEYS") {
+            config.trusted_keys = Some(PathBuf::from(dir));
+        }
         if let Some(listen) = env("AGNES_LISTEN") {
             config.listen = listen
                 .parse()
@@ -86,6 +93,10 @@ impl ServerConfig {
             return Err(
                 "[query] memory_mb, threads, timeout_secs and max_rows must be at least 1".into(),
             );
+        }
+        if let Some(dir) = &self.trusted_keys {
+            agnes_runtime::signature::TrustedKeys::from_dir(dir)
+                .map_err(|e| format!("trusted_keys: {e}"))?;
         }
         if self.scheduler_tick_secs == 0 {
             return Err("scheduler_tick_secs must be at least 1".into());

@@ -130,9 +130,12 @@ async fn run_source(
         state: agnes_runtime::extract::published_state(&extracts, source),
     };
     let runtime = state.runtime.clone();
-    let connector = first.connector.clone();
+    let registration = first.clone();
+    let trusted = state.config.trusted_keys.clone();
+    let mut request = request;
     let result = tokio::task::spawn_blocking(move || {
-        let component = runtime.load_file(&connector)?;
+        let (component, grant) = registration.load(&runtime, trusted.as_deref())?;
+        request.grant = grant;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()

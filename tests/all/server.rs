@@ -627,3 +627,90 @@ fn a_removed_grant_or_membership_takes_effect_on_the_next_request() {
     let (_, manifest) = get(&s, Some(&ana), "/api/sync/manifest");
     assert!(manifest["tables"].as_object().unwrap().is_empty());
 }
+
+#[test]
+fn with_trusted_keys_only_signed_connectors_register_and_sync() {
+    let keys = tempfile::tempdir().unwrap();
+    let (secret, public, _) = agnes_runtime::signature::keygen().unwrap();
+    std::fs::write(keys.path().join("ops.pub"), &public).unwrap();
+    let s = TestServer::start_with(|c| c.trusted_keys = Some(keys.path().to_path_buf()));
+    let work = tempfile::tempdir().unwrap();
+    let component = work.path().join("csv.wasm");
+    std::fs::copy(CSV_COMPONENT, &component).unwrap();
+    let manifest = repo_root().join("connectors-wasm/csv/connector.toml");
+    let sig = agnes_runtime::signature::sign(
+        &std::fs::read(&component).unwrap(),
+        &std::fs::read(&manifest).unwrap(),
+        &secret,
+    )
+    .unwrap();
+    std::fs::write(
+        work.path().join("csv.wasm.sig"),
+        serde_json::to_string(&sig).unwrap(),
+    )
+    .unwrap();
+    let data = repo_root()
+        .join("examples/demo/data")
+        .canonicalize()
+        .unwrap();
+    let body = |name: &str, manifest: Option<&Path>| {
+        json!({"name": name, "source": "demo", "connector": component, "manifest": manifest,
+               "grant": {"dirs": [{"host": data, "guest": "/data"}]}})
+    };
+
+    let (st, err) = post(
+        &s,
+        &s.admin,
+        "/api/admin/register-table",
+        body("orders", None),
+    );
+    assert_eq!(st, 400, "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("only runs signed connectors"),
+        "{err}"
+    );
+    let (st, err) = post(
+        &s,
+        &s.admin,
+        "/api/admin/register-table",
+        body("orders", Some(&manifest)),
+    );
+    assert_eq!(st, 200, "{err}");
+    sync(&s);
+    let (_, manifest_json) = get(&s, Some(&s.admin), "/api/sync/manifest");
+    assert_eq!(manifest_json["tables"]["orders"]["rows"], 2500);
+
+    // the component is swapped on disk after registration: the next sync refuses to run it
+    let mut bytes = std::fs::read(&component).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&component, bytes).unwrap();
+    sync(&s);
+    let (_, hist) = get(&s, Some(&s.admin), "/api/sync/history");
+    assert_eq!(hist["runs"][0]["status"], "failed");
+    assert!(
+        hist["runs"][0]["tables"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("modified after signing"),
+        "{hist}"
+    );
+    let (_, after) = get(&s, Some(&s.admin), "/api/sync/manifest");
+    assert_eq!(
+        after["tables"]["orders"], manifest_json["tables"]["orders"],
+        "the previous extract keeps serving"
+    );
+    let (st, err) = post(
+        &s,
+        &s.admin,
+        "/api/admin/register-table",
+        body("customers", Some(&manifest)),
+    );
+    assert_eq!(
+        st, 400,
+        "a tampered connector is refused at registration too: {err}"
+    );
+}

@@ -18,6 +18,12 @@ pub struct TableRegistration {
     pub source: String,
     /// Path of the connector component (.wasm) on the server.
     pub connector: PathBuf,
+    /// Its `connector.toml` (required when the server has trusted keys).
+    #[serde(default)]
+    pub manifest: Option<PathBuf>,
+    /// Its signature (default: `<connector>.sig`).
+    #[serde(default)]
+    pub signature: Option<PathBuf>,
     /// The connector's config (a JSON object).
     #[serde(default = "empty_object")]
     pub config: serde_json::Value,
@@ -73,6 +79,30 @@ pub fn parse_schedule(s: &str) -> Result<Duration, String> {
 }
 
 impl TableRegistration {
+    /// Loads the connector for a run: verified against `trusted` (before it is compiled)
+    /// when the server has trusted keys, with the grant narrowed to request ∩ grant.
+    pub fn load(
+        &self,
+        runtime: &agnes_runtime::Runtime,
+        trusted: Option<&std::path::Path>,
+    ) -> Result<(agnes_runtime::LoadedComponent, Grant), agnes_runtime::Error> {
+        let Some(dir) = trusted else {
+            return Ok((runtime.load_file(&self.connector)?, self.grant.clone()));
+        };
+        let keys = agnes_runtime::signature::TrustedKeys::from_dir(dir)?;
+        let manifest = self.manifest.clone().ok_or_else(|| agnes_runtime::Error::Signature {
+            reason: format!("this server only runs signed connectors; register `{}` with its `manifest` (connector.toml)", self.name),
+        })?;
+        let signature = self.signature.clone().unwrap_or_else(|| {
+            let mut p = self.connector.clone().into_os_string();
+            p.push(".sig");
+            PathBuf::from(p)
+        });
+        let (component, m, _) =
+            runtime.load_verified(&self.connector, &manifest, &signature, &keys)?;
+        Ok((component, m.effective_grant(&self.grant)?))
+    }
+
     /// Checks every field; returns a clear 400 on the first problem.
     pub fn validate(&self) -> ApiResult<()> {
         let bad = |m: String| Err(ApiError::BadRequest(m));
@@ -117,7 +147,7 @@ impl TableRegistration {
     fn run_identity(&self) -> (PathBuf, String, String, String) {
         (
             self.connector.clone(),
-            self.config.to_string(),
+            format!("{}{:?}{:?}", self.config, self.manifest, self.signature),
             serde_json::to_string(&self.grant).unwrap_or_default(),
             serde_json::to_string(&self.limits).unwrap_or_default(),
         )
@@ -125,7 +155,8 @@ impl TableRegistration {
 }
 
 fn stored_config(t: &TableRegistration) -> String {
-    serde_json::json!({"config": t.config, "grant": t.grant, "limits": t.limits}).to_string()
+    serde_json::json!({"config": t.config, "grant": t.grant, "limits": t.limits, "manifest": t.manifest, "signature": t.signature})
+        .to_string()
 }
 
 /// Inserts (`replace = false`) or updates (`replace = true`) a registration.
@@ -198,6 +229,8 @@ fn row(r: &duckdb::Row<'_>) -> duckdb::Result<(RegistryEntry, String)> {
             name: r.get(0)?,
             source: r.get(1)?,
             connector: PathBuf::from(r.get::<_, String>(2)?),
+            manifest: None,
+            signature: None,
             config: serde_json::Value::Null,
             grant: Grant::default(),
             limits: Limits::default(),
@@ -217,12 +250,18 @@ fn decode((mut entry, stored): (RegistryEntry, String)) -> ApiResult<RegistryEnt
         config: serde_json::Value,
         grant: Grant,
         limits: Limits,
+        #[serde(default)]
+        manifest: Option<PathBuf>,
+        #[serde(default)]
+        signature: Option<PathBuf>,
     }
     let s: Stored = serde_json::from_str(&stored)
         .map_err(|e| ApiError::internal(format!("registry row {}: {e}", entry.table.name)))?;
     entry.table.config = s.config;
     entry.table.grant = s.grant;
     entry.table.limits = s.limits;
+    entry.table.manifest = s.manifest;
+    entry.table.signature = s.signature;
     Ok(entry)
 }
 
@@ -281,6 +320,8 @@ mod tests {
             name: "orders".into(),
             source: "demo".into(),
             connector: wasm.clone(),
+            manifest: None,
+            signature: None,
             config: serde_json::json!({"dir": "/data"}),
             grant: Grant {
                 dirs: vec![agnes_runtime::DirGrant {

@@ -28,12 +28,26 @@ pub fn router() -> Router<AppState> {
         .route("/api/admin/audit", get(audit_log))
 }
 
+/// With trusted keys, a registration is refused unless its connector verifies now.
+async fn check_signed(state: &AppState, t: &TableRegistration) -> ApiResult<()> {
+    let Some(dir) = state.config.trusted_keys.clone() else {
+        return Ok(());
+    };
+    let (t, runtime) = (t.clone(), state.runtime.clone());
+    tokio::task::spawn_blocking(move || t.load(&runtime, Some(&dir)).map(|_| ()))
+        .await
+        .map_err(crate::error::ApiError::internal)?
+        .map_err(|e| crate::error::ApiError::BadRequest(e.to_string()))
+}
+
 async fn register(
     State(state): State<AppState>,
     user: AuthUser,
     ApiJson(t): ApiJson<TableRegistration>,
 ) -> ApiResult<Json<Value>> {
     user.0.require_admin()?;
+    t.validate()?;
+    check_signed(&state, &t).await?;
     let name = t.name.clone();
     state
         .db
@@ -50,6 +64,8 @@ async fn update(
     ApiJson(t): ApiJson<TableRegistration>,
 ) -> ApiResult<Json<Value>> {
     user.0.require_admin()?;
+    t.validate()?;
+    check_signed(&state, &t).await?;
     if t.name != name {
         return Err(crate::error::ApiError::BadRequest(format!(
             "body names `{}` but the path names `{name}`",
