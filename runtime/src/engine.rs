@@ -30,6 +30,14 @@ pub(crate) struct EngineInner {
     cache_dir: Option<PathBuf>,
 }
 
+/// A component's capability surface: every imported and exported function, as
+/// `interface#function` (or a bare name for world-level items), sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Surface {
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+}
+
 /// Compiles and caches components; cheap to clone.
 #[derive(Clone)]
 pub struct Runtime {
@@ -90,6 +98,34 @@ impl Runtime {
             error,
         })?;
         self.load(&bytes)
+    }
+
+    /// What the component imports (everything it could ask the host for) and exports.
+    pub fn surface(&self, component: &LoadedComponent) -> Surface {
+        use wasmtime::component::types::ComponentItem;
+        let engine = &self.inner.engine;
+        let ty = component.component.component_type();
+        let flatten = |name: &str, item: ComponentItem, out: &mut Vec<String>| match item {
+            ComponentItem::ComponentInstance(inst) => {
+                for (f, e) in inst.exports(engine) {
+                    if matches!(e.ty, ComponentItem::ComponentFunc(_)) {
+                        out.push(format!("{name}#{f}"));
+                    }
+                }
+            }
+            ComponentItem::Type(_) => {}
+            _ => out.push(name.to_string()),
+        };
+        let mut surface = Surface::default();
+        for (name, e) in ty.imports(engine) {
+            flatten(name, e.ty, &mut surface.imports);
+        }
+        for (name, e) in ty.exports(engine) {
+            flatten(name, e.ty, &mut surface.exports);
+        }
+        surface.imports.sort();
+        surface.exports.sort();
+        surface
     }
 
     /// Verifies the component's signature over its bytes and `connector.toml` against the

@@ -53,7 +53,7 @@ pub mod signature;
 pub mod sink;
 
 pub use config::RunConfig;
-pub use engine::{LoadedComponent, Runtime};
+pub use engine::{LoadedComponent, Runtime, Surface};
 pub use error::{Error, Phase};
 pub use limits::Limits;
 pub use policy::{DirGrant, Grant};

@@ -35,12 +35,28 @@ pub enum ConnectorCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// A reviewer's view: digest, signer, requested capabilities, and every function the
+    /// component imports and exports; with --diff, what changed against an older version.
+    Inspect(InspectArgs),
     /// Check a component's signature against trusted keys; print signer and requests.
     Verify {
         component: PathBuf,
         #[command(flatten)]
         signed: SignedArgs,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    component: PathBuf,
+    #[command(flatten)]
+    signed: SignedArgs,
+    /// An older version of the component to compare with.
+    #[arg(long)]
+    diff: Option<PathBuf>,
+    /// The older version's connector.toml.
+    #[arg(long, requires = "diff")]
+    diff_manifest: Option<PathBuf>,
 }
 
 /// Where a signed component's manifest and signature are, and whom to trust.
@@ -170,6 +186,7 @@ pub fn run(cmd: ConnectorCmd, out: &Output) -> Result<()> {
             out: sig,
         } => sign(&component, &manifest, &key, sig, out),
         ConnectorCmd::Verify { component, signed } => verify(&component, &signed, out),
+        ConnectorCmd::Inspect(args) => inspect(args, out),
     }
 }
 
@@ -401,6 +418,119 @@ fn discover(args: DiscoverArgs, out: &Output) -> Result<()> {
                     "name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable(),
                 })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>())
+        },
+    );
+    Ok(())
+}
+
+fn read_manifest(path: &Path) -> Result<agnes_runtime::manifest::ConnectorManifest> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(agnes_runtime::manifest::ConnectorManifest::parse(&text)?)
+}
+
+/// `+ x` / `- x` lines of two sorted lists.
+fn diff_lines(old: &[String], new: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = new
+        .iter()
+        .filter(|x| !old.contains(x))
+        .map(|x| format!("+ {x}"))
+        .collect();
+    out.extend(
+        old.iter()
+            .filter(|x| !new.contains(x))
+            .map(|x| format!("- {x}")),
+    );
+    out
+}
+
+fn inspect(args: InspectArgs, out: &Output) -> Result<()> {
+    let runtime = Runtime::new(None)?;
+    let (loaded, verified_manifest, key) = if args.signed.trusted_keys.is_some() {
+        args.signed.load(&runtime, &args.component, true)?
+    } else {
+        (runtime.load_file(&args.component)?, None, None)
+    };
+    let manifest = match (verified_manifest, &args.signed.manifest) {
+        (Some(m), _) => Some(m),
+        (None, Some(p)) => Some(read_manifest(p)?),
+        (None, None) => None,
+    };
+    let signer = match &key {
+        Some(k) => format!("{k} (verified)"),
+        None => {
+            let sig = args
+                .signed
+                .signature
+                .clone()
+                .unwrap_or_else(|| sig_path(&args.component));
+            match agnes_runtime::signature::read_signature(&sig) {
+                Ok(s) => format!("{} (NOT verified: pass --trusted-keys)", s.key_id),
+                Err(_) => "unsigned".into(),
+            }
+        }
+    };
+    let surface = runtime.surface(&loaded);
+    let dirs = manifest
+        .as_ref()
+        .map(|m| m.requests.dirs.clone())
+        .unwrap_or_default();
+    let diff = match &args.diff {
+        None => None,
+        Some(old) => {
+            let old_loaded = runtime.load_file(old)?;
+            let old_surface = runtime.surface(&old_loaded);
+            let old_dirs = match &args.diff_manifest {
+                Some(p) => read_manifest(p)?.requests.dirs,
+                None => Vec::new(),
+            };
+            Some((
+                old_loaded.digest.clone(),
+                diff_lines(&old_surface.imports, &surface.imports),
+                diff_lines(&old_surface.exports, &surface.exports),
+                args.diff_manifest
+                    .as_ref()
+                    .map(|_| diff_lines(&old_dirs, &dirs)),
+            ))
+        }
+    };
+    out.print(
+        || {
+            let mut s = format!("component {}\n  digest  {}\n  signer  {signer}\n", args.component.display(), loaded.digest);
+            match &manifest {
+                Some(m) => s.push_str(&format!("  connector {} {}\n  requests dirs {:?}\n", m.name, m.version, m.requests.dirs)),
+                None => s.push_str("  requests (no --manifest given)\n"),
+            }
+            s.push_str(&format!("imports ({}):\n", surface.imports.len()));
+            for i in &surface.imports {
+                s.push_str(&format!("  {i}\n"));
+            }
+            s.push_str(&format!("exports ({}):\n", surface.exports.len()));
+            for e in &surface.exports {
+                s.push_str(&format!("  {e}\n"));
+            }
+            if let Some((old_digest, imports, exports, requests)) = &diff {
+                s.push_str(&format!("changes since {old_digest}:\n"));
+                let none = imports.is_empty() && exports.is_empty() && requests.as_ref().is_none_or(|r| r.is_empty());
+                for l in imports.iter().map(|l| format!("  import {l}")).chain(exports.iter().map(|l| format!("  export {l}"))) {
+                    s.push_str(&format!("{l}\n"));
+                }
+                for l in requests.iter().flatten() {
+                    s.push_str(&format!("  request dir {l}\n"));
+                }
+                if none {
+                    s.push_str("  none in imports, exports or requests\n");
+                }
+            }
+            s.trim_end().to_string()
+        },
+        || {
+            json!({
+                "digest": loaded.digest, "signer": signer, "key_id": key,
+                "connector": manifest.as_ref().map(|m| json!({"name": m.name, "version": m.version})),
+                "requests": {"dirs": dirs}, "imports": surface.imports, "exports": surface.exports,
+                "diff": diff.as_ref().map(|(d, i, e, r)| json!({"from": d, "imports": i, "exports": e, "requests": r})),
+            })
         },
     );
     Ok(())

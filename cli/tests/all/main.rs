@@ -362,3 +362,88 @@ fn signed_components_are_verified_before_they_run() {
         "{stderr}"
     );
 }
+
+#[test]
+fn inspect_shows_the_capability_surface_and_what_changed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = repo_root().join("connectors-wasm/csv/connector.toml");
+    let o = agnes(
+        &[
+            "connector",
+            "inspect",
+            CSV_COMPONENT,
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--json",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let imports: Vec<&str> = v["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap())
+        .collect();
+    assert!(
+        imports.contains(&"agnes:connector/host@0.1.0#emit"),
+        "{imports:?}"
+    );
+    assert!(
+        imports.iter().any(|i| i.starts_with("wasi:filesystem/")),
+        "the csv connector reads files"
+    );
+    assert!(
+        !imports.iter().any(|i| i.starts_with("wasi:sockets/")),
+        "and has no sockets"
+    );
+    assert_eq!(v["exports"].as_array().unwrap().len(), 4);
+    assert_eq!(v["requests"]["dirs"], serde_json::json!(["/data"]));
+    assert!(v["digest"].as_str().unwrap().starts_with("sha256:"));
+
+    let o = agnes(
+        &[
+            "connector",
+            "inspect",
+            CSV_COMPONENT,
+            "--diff",
+            HOSTILE_COMPONENT,
+            "--json",
+        ],
+        tmp.path(),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let changes: Vec<&str> = v["diff"]["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap())
+        .collect();
+    assert!(
+        changes.contains(&"- wasi:clocks/monotonic-clock@0.2.6#subscribe-duration"),
+        "{changes:?}"
+    );
+    assert!(
+        changes
+            .iter()
+            .any(|c| c
+                .starts_with("+ wasi:filesystem/types@0.2.6#[method]descriptor.read-directory")),
+        "{changes:?}"
+    );
+    let o = agnes(
+        &[
+            "connector",
+            "inspect",
+            CSV_COMPONENT,
+            "--diff",
+            CSV_COMPONENT,
+        ],
+        tmp.path(),
+    );
+    assert!(
+        text(&o.stdout).contains("none in imports, exports or requests"),
+        "{}",
+        text(&o.stdout)
+    );
+}
