@@ -13,6 +13,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::health::router())
         .merge(routes::tokens::router())
         .merge(routes::admin::router())
+        .merge(routes::connectors::router())
         .merge(routes::sync::router())
         .merge(routes::data::router())
         .merge(routes::catalog::router())

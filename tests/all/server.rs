@@ -304,7 +304,7 @@ fn bad_input_is_refused_with_a_clear_json_error() {
         ),
         (
             json!({"name": "x", "source": "demo", "connector": "relative.wasm"}),
-            "absolute path",
+            "absolute component path",
         ),
         (
             json!({"name": "x", "source": "other", "connector": CSV_COMPONENT, "grant": {"dirs": [{"host": "rel", "guest": "/data"}]}}),
@@ -712,5 +712,142 @@ fn with_trusted_keys_only_signed_connectors_register_and_sync() {
     assert_eq!(
         st, 400,
         "a tampered connector is refused at registration too: {err}"
+    );
+}
+
+#[test]
+fn signed_connectors_are_uploaded_listed_and_registered_by_version() {
+    use base64::Engine as _;
+    let keys = tempfile::tempdir().unwrap();
+    let (secret, public, key_id) = agnes_runtime::signature::keygen().unwrap();
+    std::fs::write(keys.path().join("ops.pub"), &public).unwrap();
+    let s = TestServer::start_with(|c| c.trusted_keys = Some(keys.path().to_path_buf()));
+    let component = std::fs::read(CSV_COMPONENT).unwrap();
+    let manifest =
+        std::fs::read_to_string(repo_root().join("connectors-wasm/csv/connector.toml")).unwrap();
+    let sig = agnes_runtime::signature::sign(&component, manifest.as_bytes(), &secret).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&component);
+    let upload =
+        |component_b64: &str, manifest: &str, sig: &agnes_runtime::signature::SignatureFile| {
+            post(
+                &s,
+                &s.admin,
+                "/api/admin/connectors",
+                json!({"component_base64": component_b64, "manifest": manifest, "signature": sig}),
+            )
+        };
+
+    let (st, info) = upload(&b64, &manifest, &sig);
+    assert_eq!(st, 200, "{info}");
+    assert_eq!(
+        (
+            info["name"].as_str(),
+            info["version"].as_str(),
+            info["key_id"].as_str()
+        ),
+        (Some("csv"), Some("0.1.0"), Some(key_id.as_str()))
+    );
+    assert!(
+        info["imports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i.as_str().unwrap().starts_with("wasi:filesystem/types")),
+        "{info}"
+    );
+    let (st, again) = upload(&b64, &manifest, &sig);
+    assert_eq!(
+        (st, again["code"].as_str()),
+        (409, Some("conflict")),
+        "a version is immutable"
+    );
+
+    // refused: tampered bytes, a manifest asking for more, a foreign key, not base64
+    let mut bad = component.clone();
+    bad[100] ^= 1;
+    let (st, e) = upload(
+        &base64::engine::general_purpose::STANDARD.encode(&bad),
+        &manifest,
+        &sig,
+    );
+    assert!(
+        st == 400
+            && e["message"]
+                .as_str()
+                .unwrap()
+                .contains("modified after signing"),
+        "{e}"
+    );
+    let greedy = manifest
+        .replace("0.1.0", "0.2.0")
+        .replace("[\"/data\"]", "[\"/data\", \"/etc\"]");
+    let (st, e) = upload(&b64, &greedy, &sig);
+    assert!(
+        st == 400
+            && e["message"]
+                .as_str()
+                .unwrap()
+                .contains("connector.toml was modified"),
+        "{e}"
+    );
+    let (rogue, _, _) = agnes_runtime::signature::keygen().unwrap();
+    let v2 = manifest.replace("0.1.0", "0.2.0");
+    let (st, e) = upload(
+        &b64,
+        &v2,
+        &agnes_runtime::signature::sign(&component, v2.as_bytes(), &rogue).unwrap(),
+    );
+    assert!(
+        st == 400 && e["message"].as_str().unwrap().contains("not trusted"),
+        "{e}"
+    );
+    let (st, _) = upload("%%%", &manifest, &sig);
+    assert_eq!(st, 400);
+
+    let (_, listed) = get(&s, Some(&s.admin), "/api/admin/connectors");
+    assert_eq!(listed["connectors"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["connectors"][0]["digest"], info["digest"]);
+
+    // register by reference and sync
+    let data = repo_root()
+        .join("examples/demo/data")
+        .canonicalize()
+        .unwrap();
+    let (st, e) = post(
+        &s,
+        &s.admin,
+        "/api/admin/register-table",
+        json!({"name": "orders", "source": "demo", "connector": "csv@0.1.0", "grant": {"dirs": [{"host": data, "guest": "/data"}]}}),
+    );
+    assert_eq!(st, 200, "{e}");
+    let (st, e) = post(
+        &s,
+        &s.admin,
+        "/api/admin/register-table",
+        json!({"name": "other", "source": "x", "connector": "csv@9.9.9"}),
+    );
+    assert!(
+        st == 400
+            && e["message"]
+                .as_str()
+                .unwrap()
+                .contains("no uploaded connector"),
+        "{e}"
+    );
+    sync(&s);
+    let (_, m) = get(&s, Some(&s.admin), "/api/sync/manifest");
+    assert_eq!(m["tables"]["orders"]["rows"], 2500);
+
+    // a server without trusted keys accepts no uploads
+    let open = TestServer::start();
+    let (st, e) = post(
+        &open,
+        &open.admin,
+        "/api/admin/connectors",
+        json!({"component_base64": b64, "manifest": manifest, "signature": sig}),
+    );
+    assert!(
+        st == 400 && e["message"].as_str().unwrap().contains("trusted_keys"),
+        "{e}"
     );
 }

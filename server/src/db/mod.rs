@@ -40,6 +40,10 @@ CREATE TABLE IF NOT EXISTS sync_tables (
 CREATE TABLE IF NOT EXISTS audit_log (
     logged_at TIMESTAMP NOT NULL, user_name VARCHAR, action VARCHAR NOT NULL,
     resource VARCHAR, detail VARCHAR);
+CREATE TABLE IF NOT EXISTS connectors (
+    name VARCHAR NOT NULL, version VARCHAR NOT NULL, digest VARCHAR NOT NULL,
+    key_id VARCHAR NOT NULL, requests VARCHAR NOT NULL, imports VARCHAR NOT NULL,
+    uploaded_at TIMESTAMP NOT NULL, uploaded_by VARCHAR NOT NULL, PRIMARY KEY (name, version));
 INSERT OR IGNORE INTO groups VALUES ('Admin', now()), ('Everyone', now());
 ";
 

@@ -103,6 +103,33 @@ impl TableRegistration {
         Ok((component, m.effective_grant(&self.grant)?))
     }
 
+    /// Resolves `"connector": "<name>@<version>"` to the uploaded component, its
+    /// `connector.toml` and signature under `<data_dir>/connectors/`.
+    pub fn resolve_uploaded(&mut self, data_dir: &std::path::Path) -> ApiResult<()> {
+        if self.connector.is_absolute() {
+            return Ok(());
+        }
+        let reference = self.connector.to_string_lossy().into_owned();
+        let (name, version) = reference.split_once('@').ok_or_else(|| {
+            ApiError::BadRequest(format!("connector `{reference}`: use an absolute component path or `<name>@<version>` of an upload"))
+        })?;
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-+_".contains(c))
+        };
+        let dir = data_dir.join("connectors").join(name).join(version);
+        if !ok(name) || !ok(version) || !dir.join("component.wasm").is_file() {
+            return Err(ApiError::BadRequest(format!(
+                "no uploaded connector `{reference}`; see GET /api/admin/connectors"
+            )));
+        }
+        self.connector = dir.join("component.wasm");
+        self.manifest = Some(dir.join("connector.toml"));
+        self.signature = Some(dir.join("component.wasm.sig"));
+        Ok(())
+    }
+
     /// Checks every field; returns a clear 400 on the first problem.
     pub fn validate(&self) -> ApiResult<()> {
         let bad = |m: String| Err(ApiError::BadRequest(m));

@@ -43,9 +43,10 @@ async fn check_signed(state: &AppState, t: &TableRegistration) -> ApiResult<()> 
 async fn register(
     State(state): State<AppState>,
     user: AuthUser,
-    ApiJson(t): ApiJson<TableRegistration>,
+    ApiJson(mut t): ApiJson<TableRegistration>,
 ) -> ApiResult<Json<Value>> {
     user.0.require_admin()?;
+    t.resolve_uploaded(&state.config.data_dir)?;
     t.validate()?;
     check_signed(&state, &t).await?;
     let name = t.name.clone();
@@ -61,9 +62,10 @@ async fn update(
     State(state): State<AppState>,
     user: AuthUser,
     Path(name): Path<String>,
-    ApiJson(t): ApiJson<TableRegistration>,
+    ApiJson(mut t): ApiJson<TableRegistration>,
 ) -> ApiResult<Json<Value>> {
     user.0.require_admin()?;
+    t.resolve_uploaded(&state.config.data_dir)?;
     t.validate()?;
     check_signed(&state, &t).await?;
     if t.name != name {
