@@ -157,8 +157,8 @@ impl Workspace {
                 continue;
             }
             sql.push_str(&format!(
-                "CREATE OR REPLACE VIEW \"{name}\" AS SELECT * FROM read_parquet('{}');\nCOMMENT ON VIEW \"{name}\" IS 'agnes';\n",
-                path.to_string_lossy().replace('\'', "''")
+                "CREATE OR REPLACE VIEW \"{name}\" AS SELECT * FROM read_parquet({});\nCOMMENT ON VIEW \"{name}\" IS 'agnes';\n",
+                agnes_runtime::sink::duckdb::sql_string(&path.to_string_lossy())
             ));
         }
         sql.push_str("COMMIT;\n");

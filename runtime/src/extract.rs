@@ -136,22 +136,13 @@ impl Staging {
             }
             let rel = Path::new(VERSIONS).join(&self.source).join(&name);
             let is_current = current.as_deref() == Some(rel.as_path());
-            if name.ends_with(".tmp") || (!is_current && !self.is_published_before(&name)) {
+            if name.ends_with(".tmp")
+                || (!is_current && !published_before(current.as_deref(), &name))
+            {
                 let _ = fs::remove_dir_all(entry.path());
             }
         }
         Ok(())
-    }
-
-    /// A sealed version older than the current one was published at some point (versions
-    /// are sorted by time); newer ones that are not current were never published.
-    fn is_published_before(&self, name: &str) -> bool {
-        let current = fs::read_link(self.extracts.join(&self.source)).ok();
-        let current = current
-            .as_ref()
-            .and_then(|p| p.file_name())
-            .map(|n| n.to_string_lossy().into_owned());
-        current.is_some_and(|c| name < c.as_str())
     }
 
     fn prune(&self, keep: &[PathBuf]) {
@@ -178,6 +169,14 @@ impl Drop for Staging {
             let _ = fs::remove_dir_all(self.versions_dir.join(&self.version));
         }
     }
+}
+
+/// A sealed version older than the current one (the symlink target) was published at some
+/// point (versions sort by time); newer ones that are not current never were.
+fn published_before(current: Option<&Path>, name: &str) -> bool {
+    current
+        .and_then(|p| p.file_name())
+        .is_some_and(|c| name < c.to_string_lossy().as_ref())
 }
 
 /// A sortable, unique version id: UTC time to the microsecond plus the process id.

@@ -177,6 +177,13 @@ pub fn verify(
     })
 }
 
+/// Where a component's signature lives unless told otherwise: `<component>.sig`.
+pub fn default_path(component: &Path) -> std::path::PathBuf {
+    let mut p = component.as_os_str().to_owned();
+    p.push(".sig");
+    p.into()
+}
+
 /// Reads and parses a signature file.
 pub fn read_signature(path: &Path) -> Result<SignatureFile, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| {

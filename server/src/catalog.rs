@@ -121,9 +121,9 @@ pub fn write_analytics_db(path: &Path, catalog: &Catalog) -> Result<(), String> 
         let mut sql = String::from("BEGIN;\n");
         for t in catalog.tables.values() {
             sql.push_str(&format!(
-                "CREATE VIEW \"{}\" AS SELECT * FROM read_parquet('{}');\n",
+                "CREATE VIEW \"{}\" AS SELECT * FROM read_parquet({});\n",
                 t.name,
-                t.path.to_string_lossy().replace('\'', "''")
+                agnes_runtime::sink::duckdb::sql_string(&t.path.to_string_lossy())
             ));
         }
         sql.push_str("COMMIT;\nCHECKPOINT;\n");

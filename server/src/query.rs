@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use agnes_runtime::sink::duckdb::sql_string;
+
 use crate::config::QueryLimits;
 use crate::error::{ApiError, ApiResult};
 
@@ -41,10 +43,6 @@ const MAX_SQL: usize = 100_000;
 pub struct Sandbox {
     conn: duckdb::Connection,
     limits: QueryLimits,
-}
-
-fn sql_string(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 fn rejected(e: duckdb::Error) -> ApiError {

@@ -103,16 +103,10 @@ impl SignedArgs {
         let signature = self
             .signature
             .clone()
-            .unwrap_or_else(|| sig_path(component));
+            .unwrap_or_else(|| agnes_runtime::signature::default_path(component));
         let (loaded, m, v) = runtime.load_verified(component, &manifest, &signature, &trusted)?;
         Ok((loaded, Some(m), Some(v.key_id)))
     }
-}
-
-fn sig_path(component: &Path) -> PathBuf {
-    let mut p = component.as_os_str().to_owned();
-    p.push(".sig");
-    PathBuf::from(p)
 }
 
 #[derive(Debug, Args)]
@@ -238,7 +232,7 @@ fn sign(
     let secret =
         std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
     let signature = agnes_runtime::signature::sign(&bytes, &m, &secret)?;
-    let path = sig.unwrap_or_else(|| sig_path(component));
+    let path = sig.unwrap_or_else(|| agnes_runtime::signature::default_path(component));
     std::fs::write(&path, serde_json::to_string_pretty(&signature)?)?;
     out.print(
         || format!("signed {} with key {} -> {}", component.display(), signature.key_id, path.display()),
@@ -463,7 +457,7 @@ fn inspect(args: InspectArgs, out: &Output) -> Result<()> {
                 .signed
                 .signature
                 .clone()
-                .unwrap_or_else(|| sig_path(&args.component));
+                .unwrap_or_else(|| agnes_runtime::signature::default_path(&args.component));
             match agnes_runtime::signature::read_signature(&sig) {
                 Ok(s) => format!("{} (NOT verified: pass --trusted-keys)", s.key_id),
                 Err(_) => "unsigned".into(),

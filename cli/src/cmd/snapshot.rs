@@ -109,8 +109,8 @@ fn create(args: CreateArgs, out: &Output) -> Result<()> {
     std::fs::rename(&tmp, &path)?;
     let conn = duckdb::Connection::open(ws.duckdb_path())?;
     conn.execute_batch(&format!(
-        "CREATE OR REPLACE VIEW \"{name}\" AS SELECT * FROM read_parquet('{}'); COMMENT ON VIEW \"{name}\" IS 'agnes-snapshot';",
-        path.to_string_lossy().replace('\'', "''")
+        "CREATE OR REPLACE VIEW \"{name}\" AS SELECT * FROM read_parquet({}); COMMENT ON VIEW \"{name}\" IS 'agnes-snapshot';",
+        agnes_runtime::sink::duckdb::sql_string(&path.to_string_lossy())
     ))?;
     let size = std::fs::metadata(&path)?.len();
     out.print(

@@ -23,8 +23,8 @@ pub(crate) struct ExtractTable<'a> {
     pub file: &'a WrittenFile,
 }
 
-/// Quotes `s` as a SQL string literal.
-pub(crate) fn sql_string(s: &str) -> String {
+/// Quotes `s` as a SQL string literal (DuckDB).
+pub fn sql_string(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
@@ -48,15 +48,14 @@ pub(crate) fn write_extract(
     sql.push_str(";\n");
     sql.push_str(FILES_DDL);
     sql.push_str(";\n");
+    let root = dir.canonicalize().map_err(Error::io("resolving", dir))?;
     for t in tables {
         let file = t
             .file
             .path
             .canonicalize()
             .map_err(Error::io("resolving", &t.file.path))?;
-        let rel = file
-            .strip_prefix(dir.canonicalize().map_err(Error::io("resolving", dir))?)
-            .unwrap_or(&file);
+        let rel = file.strip_prefix(&root).unwrap_or(&file);
         sql.push_str(&format!(
             "INSERT INTO _meta VALUES ({}, {}, {}, {}, TIMESTAMP {}, 'local');\n",
             sql_string(t.name),

@@ -93,11 +93,10 @@ impl TableRegistration {
         let manifest = self.manifest.clone().ok_or_else(|| agnes_runtime::Error::Signature {
             reason: format!("this server only runs signed connectors; register `{}` with its `manifest` (connector.toml)", self.name),
         })?;
-        let signature = self.signature.clone().unwrap_or_else(|| {
-            let mut p = self.connector.clone().into_os_string();
-            p.push(".sig");
-            PathBuf::from(p)
-        });
+        let signature = self
+            .signature
+            .clone()
+            .unwrap_or_else(|| agnes_runtime::signature::default_path(&self.connector));
         let (component, m, _) =
             runtime.load_verified(&self.connector, &manifest, &signature, &keys)?;
         Ok((component, m.effective_grant(&self.grant)?))
@@ -126,7 +125,7 @@ impl TableRegistration {
         }
         self.connector = dir.join("component.wasm");
         self.manifest = Some(dir.join("connector.toml"));
-        self.signature = Some(dir.join("component.wasm.sig"));
+        self.signature = Some(agnes_runtime::signature::default_path(&self.connector));
         Ok(())
     }
 

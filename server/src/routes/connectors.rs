@@ -67,7 +67,7 @@ async fn upload(
         std::fs::create_dir_all(&tmp).map_err(ApiError::internal)?;
         std::fs::write(tmp.join("component.wasm"), &bytes).map_err(ApiError::internal)?;
         std::fs::write(tmp.join("connector.toml"), &up.manifest).map_err(ApiError::internal)?;
-        std::fs::write(tmp.join("component.wasm.sig"), serde_json::to_vec(&up.signature).map_err(ApiError::internal)?)
+        std::fs::write(agnes_runtime::signature::default_path(&tmp.join("component.wasm")), serde_json::to_vec(&up.signature).map_err(ApiError::internal)?)
             .map_err(ApiError::internal)?;
         std::fs::rename(&tmp, &dir).map_err(ApiError::internal)?;
         let interfaces: std::collections::BTreeSet<String> =

@@ -36,8 +36,9 @@ pub struct ScanReq {
     limit: Option<u64>,
 }
 
-/// Builds `(select list, FROM ... WHERE ...)` after checking the columns against the schema.
-fn plan(sb: &Sandbox, table: &TableEntry, req: &ScanReq) -> ApiResult<(String, String)> {
+/// Builds `(select list, FROM ... WHERE ...)` after checking the columns against the
+/// schema; also returns the table's column count.
+fn plan(sb: &Sandbox, table: &TableEntry, req: &ScanReq) -> ApiResult<(String, String, usize)> {
     let columns = sb.schema(&table.name)?;
     let select = if req.select.is_empty() {
         "*".to_string()
@@ -70,7 +71,7 @@ fn plan(sb: &Sandbox, table: &TableEntry, req: &ScanReq) -> ApiResult<(String, S
         }
         from.push_str(&format!(" WHERE ({p}\n)"));
     }
-    Ok((select, from))
+    Ok((select, from, columns.len()))
 }
 
 fn open(state: &AppState, table: &TableEntry) -> ApiResult<Sandbox> {
@@ -91,8 +92,7 @@ async fn estimate(
     let (rows, selected, total) =
         tokio::task::spawn_blocking(move || -> ApiResult<(u64, usize, usize)> {
             let sb = open(&st, &table)?;
-            let total = sb.schema(&table.name)?.len();
-            let (select, from) = plan(&sb, &table, &req)?;
+            let (select, from, total) = plan(&sb, &table, &req)?;
             let r = sb.query(&format!("SELECT count(*) AS n {from}"), 1)?;
             let n = r
                 .rows
@@ -131,7 +131,7 @@ async fn scan(
     let st = state.clone();
     let ipc = tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
         let sb = open(&st, &table)?;
-        let (select, from) = plan(&sb, &table, &req)?;
+        let (select, from, _) = plan(&sb, &table, &req)?;
         let limit = req.limit.map(|l| format!(" LIMIT {l}")).unwrap_or_default();
         let (schema, batches) =
             sb.arrow(&format!("SELECT * FROM (SELECT {select} {from}{limit})"))?;
