@@ -77,6 +77,7 @@ pub fn request(
                     guest: g.to_string(),
                 })
                 .collect(),
+            ..Grant::default()
         },
         limits: Limits::default(),
         streams: None,

@@ -24,10 +24,14 @@ pub struct LoadedComponent {
     pub digest: String,
 }
 
+#[derive(Clone)]
 pub(crate) struct EngineInner {
     pub engine: Engine,
     pub linker: Linker<RunState>,
     cache_dir: Option<PathBuf>,
+    /// Pinned addresses for outbound HTTP host names (see [`Runtime::with_resolve`]).
+    pub resolve_overrides: Arc<crate::host::egress::ResolveOverrides>,
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 /// A component's capability surface: every imported and exported function, as
@@ -63,6 +67,7 @@ impl Runtime {
             reason: describe(&e),
         };
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link)?;
         crate::bindings::Connector::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |s| s,
@@ -87,8 +92,18 @@ impl Runtime {
                 engine,
                 linker,
                 cache_dir: cache_dir.map(Path::to_path_buf),
+                resolve_overrides: Arc::default(),
+                tls: crate::host::egress::tls_config(),
             }),
         })
+    }
+
+    /// Pins the addresses of outbound HTTP host names instead of asking DNS (like curl's
+    /// `--resolve`), e.g. for split-horizon names. Pinned addresses pass the same checks
+    /// as DNS answers: a non-public one still needs `allow_private`.
+    pub fn with_resolve(mut self, overrides: crate::host::egress::ResolveOverrides) -> Runtime {
+        Arc::make_mut(&mut self.inner).resolve_overrides = Arc::new(overrides);
+        self
     }
 
     /// Reads and compiles a component file (see [`Runtime::load`]).

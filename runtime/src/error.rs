@@ -86,6 +86,18 @@ pub enum Error {
     #[error("run config {path}: {reason}")]
     Config { path: PathBuf, reason: String },
 
+    /// A network or secret grant is malformed.
+    #[error("grant: {reason}")]
+    Policy { reason: String },
+
+    /// A granted secret cannot be read (the value is never part of the message).
+    #[error("secret `{name}`: {reason}")]
+    Secret { name: String, reason: String },
+
+    /// The guest tried to reach the network beyond its grant. The request was not sent.
+    #[error("connector tried {attempt}, which is denied: {reason}")]
+    EgressDenied { attempt: String, reason: String },
+
     /// A directory grant cannot be honoured.
     #[error("grant of directory {host} as `{guest}`: {reason}")]
     InvalidGrant {

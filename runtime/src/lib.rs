@@ -56,5 +56,5 @@ pub use config::RunConfig;
 pub use engine::{LoadedComponent, Runtime, Surface};
 pub use error::{Error, Phase};
 pub use limits::Limits;
-pub use policy::{DirGrant, Grant};
+pub use policy::{DirGrant, Grant, HttpGrant, SecretGrant};
 pub use run::{Progress, ProgressFn, RunReport, RunRequest, TableReport, TableSpec};

@@ -11,8 +11,12 @@ use serde::{Deserialize, Serialize};
 pub struct Limits {
     /// Linear memory of the guest, in MiB.
     pub memory_mb: u64,
-    /// Wall-clock time of the whole run (discover + read), in seconds.
+    /// Wall-clock time of the whole run (discover + read), in seconds. Also stops a guest
+    /// blocked in a host call (a sleep, a slow HTTP response).
     pub timeout_secs: u64,
+    /// Time the guest spends executing its own code, in seconds, counted in epoch ticks
+    /// (10 ms) while guest code runs; time blocked in host calls does not count.
+    pub cpu_secs: u64,
     /// Rows emitted over all tables.
     pub max_rows: u64,
     /// Arrow IPC bytes emitted over all tables, in MiB.
@@ -31,6 +35,7 @@ impl Default for Limits {
         Limits {
             memory_mb: 1024,
             timeout_secs: 3600,
+            cpu_secs: 3600,
             max_rows: 10_000_000_000,
             max_output_mb: 256 * 1024,
             max_batch_mb: 256,

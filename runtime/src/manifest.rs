@@ -1,6 +1,6 @@
 //! `connector.toml`: what a connector *requests*. Signed together with the component
 //! (see [`crate::signature`]). The operator's [`Grant`] says what is *granted*; the run
-//! gets the intersection ([`ConnectorManifest::effective_grant`]), and a request the grant
+//! gets the intersection ([`ConnectorManifest::effective`]), and a request the grant
 //! does not cover fails with the capability's name and how to grant it.
 //!
 //! ```toml
@@ -9,11 +9,26 @@
 //! description = "CSV files in a read-only directory"
 //! [requests]
 //! dirs = ["/data"]      # guest paths it needs preopened read-only
+//!
+//! [[requests.http]]     # hosts it calls over wasi:http (`*.domain` and `*` allowed here)
+//! host = "*.atlassian.net"
+//!
+//! [[requests.secrets]]  # secrets it references as `{{secret.NAME}}` in request headers
+//! name = "jira_token"
+//! hosts = ["*.atlassian.net"]   # the only hosts the host will send it to
+//! description = "Jira API token as email:token"
+//!
+//! [requests.limits]     # what it needs at most; the operator's limits cap these
+//! memory_mb = 256
+//! timeout_secs = 900
+//! cpu_secs = 600
+//! max_output_mb = 4096
 //! ```
 
 use serde::Deserialize;
 
-use crate::{Error, Grant};
+use crate::policy::{HttpGrant, host_matches};
+use crate::{Error, Grant, Limits};
 
 /// A parsed, validated `connector.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -34,6 +49,48 @@ pub struct Requests {
     /// Guest paths of read-only directories.
     #[serde(default)]
     pub dirs: Vec<String>,
+    /// Outbound HTTP.
+    #[serde(default)]
+    pub http: Vec<HttpRequest>,
+    /// Secrets the host injects.
+    #[serde(default)]
+    pub secrets: Vec<SecretRequest>,
+    /// Resource limits the connector asks for.
+    #[serde(default)]
+    pub limits: LimitRequests,
+}
+
+/// One host a connector wants to call.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRequest {
+    /// Exact host, `*.domain` or `*` (any host the operator grants: for connectors whose
+    /// endpoint comes from their config).
+    pub host: String,
+    /// Ports; empty means the scheme's default.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+}
+
+/// One secret a connector references.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRequest {
+    pub name: String,
+    /// Host patterns the secret may be sent to (at least one).
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// Limits a connector declares it needs; absent ones take the operator's value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitRequests {
+    pub memory_mb: Option<u64>,
+    pub timeout_secs: Option<u64>,
+    pub cpu_secs: Option<u64>,
+    pub max_output_mb: Option<u64>,
 }
 
 impl ConnectorManifest {
@@ -60,21 +117,80 @@ impl ConnectorManifest {
                 });
             }
         }
+        for h in &m.requests.http {
+            let rule = HttpGrant {
+                host: h.host.clone(),
+                ports: h.ports.clone(),
+                allow_http: false,
+                allow_private: false,
+            };
+            rule.validate().map_err(|reason| Error::Manifest {
+                reason: format!("requests.http: {reason}"),
+            })?;
+        }
+        let mut seen = Vec::new();
+        for s in &m.requests.secrets {
+            crate::names::validate_name("secret", &s.name).map_err(|e| Error::Manifest {
+                reason: format!("requests.secrets: {e}"),
+            })?;
+            if seen.contains(&&s.name) {
+                return Err(Error::Manifest {
+                    reason: format!("requests.secrets: `{}` is declared twice", s.name),
+                });
+            }
+            seen.push(&s.name);
+            if s.hosts.is_empty() || s.hosts.iter().any(|h| h == "*") {
+                return Err(Error::Manifest {
+                    reason: format!(
+                        "requests.secrets: `{}` must name the hosts it may be sent to (not `*`)",
+                        s.name
+                    ),
+                });
+            }
+            if let Some(h) = s
+                .hosts
+                .iter()
+                .find(|h| !m.requests.http.iter().any(|r| host_matches(&r.host, h)))
+            {
+                return Err(Error::Manifest {
+                    reason: format!(
+                        "requests.secrets: `{}` goes to `{h}`, which no [[requests.http]] covers",
+                        s.name
+                    ),
+                });
+            }
+        }
+        let l = &m.requests.limits;
+        if [l.memory_mb, l.timeout_secs, l.cpu_secs, l.max_output_mb].contains(&Some(0)) {
+            return Err(Error::Manifest {
+                reason: "requests.limits: a limit of 0 leaves nothing to run with".into(),
+            });
+        }
         Ok(m)
     }
 
-    /// request ∩ grant: the granted directories the connector asked for. Fails on the first
-    /// requested directory the grant does not cover.
-    pub fn effective_grant(&self, grant: &Grant) -> Result<Grant, Error> {
+    /// request ∩ grant and request ∩ operator limits: what the run actually gets.
+    ///
+    /// - directories: every requested one must be granted; unrequested grants are dropped;
+    /// - http: every request must overlap at least one grant; the run gets the granted
+    ///   rules some request covers (ports narrowed to the requested ones);
+    /// - secrets: every requested one must be granted; it may only go to the hosts the
+    ///   request names that are also reachable;
+    /// - limits: a request above the operator's limit fails; the run gets the lower value.
+    pub fn effective(&self, grant: &Grant, limits: &Limits) -> Result<(Grant, Limits), Error> {
+        let not_granted = |capability: String, how: String| Error::NotGranted {
+            connector: self.name.clone(),
+            capability,
+            how,
+        };
         for d in &self.requests.dirs {
             if !grant.dirs.iter().any(|g| &g.guest == d) {
-                return Err(Error::NotGranted {
-                    connector: self.name.clone(),
-                    capability: format!("directory {d}"),
-                    how: format!(
+                return Err(not_granted(
+                    format!("directory {d}"),
+                    format!(
                         "add [[grant.dirs]] with guest = \"{d}\" and the host directory to read"
                     ),
-                });
+                ));
             }
         }
         let dirs = grant
@@ -83,7 +199,95 @@ impl ConnectorManifest {
             .filter(|g| self.requests.dirs.contains(&g.guest))
             .cloned()
             .collect();
-        Ok(Grant { dirs })
+
+        let mut http: Vec<HttpGrant> = Vec::new();
+        for r in &self.requests.http {
+            let mut covered = false;
+            for g in &grant.http {
+                if !host_matches(&r.host, &g.host) {
+                    continue;
+                }
+                let mut rule = g.clone();
+                if !r.ports.is_empty() {
+                    // a grant without ports allows the schemes' default ports only
+                    let granted = |p: &u16| {
+                        if g.ports.is_empty() {
+                            *p == 443 || (g.allow_http && *p == 80)
+                        } else {
+                            g.ports.contains(p)
+                        }
+                    };
+                    rule.ports = r.ports.iter().copied().filter(granted).collect();
+                    if rule.ports.is_empty() {
+                        continue;
+                    }
+                }
+                covered = true;
+                if !http.contains(&rule) {
+                    http.push(rule);
+                }
+            }
+            if !covered {
+                return Err(not_granted(
+                    format!("outbound HTTP to {}", r.host),
+                    format!(
+                        "add [[grant.http]] with host = \"{}\"",
+                        if r.host.starts_with('*') {
+                            "<the host to allow>"
+                        } else {
+                            &r.host
+                        }
+                    ),
+                ));
+            }
+        }
+
+        let mut secrets = std::collections::BTreeMap::new();
+        for s in &self.requests.secrets {
+            let Some(g) = grant.secrets.get(&s.name) else {
+                return Err(not_granted(
+                    format!("secret {}", s.name),
+                    format!(
+                        "add [grant.secrets.{}] with env = \"VAR\" or file = \"path\"",
+                        s.name
+                    ),
+                ));
+            };
+            let mut g = g.clone();
+            g.hosts = s.hosts.clone();
+            secrets.insert(s.name.clone(), g);
+        }
+
+        let mut effective = limits.clone();
+        let l = &self.requests.limits;
+        for (name, requested, cap) in [
+            ("memory_mb", l.memory_mb, &mut effective.memory_mb),
+            ("timeout_secs", l.timeout_secs, &mut effective.timeout_secs),
+            ("cpu_secs", l.cpu_secs, &mut effective.cpu_secs),
+            (
+                "max_output_mb",
+                l.max_output_mb,
+                &mut effective.max_output_mb,
+            ),
+        ] {
+            if let Some(r) = requested {
+                if r > *cap {
+                    return Err(not_granted(
+                        format!("{name} = {r} (the operator allows {})", *cap),
+                        format!("raise [limits] {name} to at least {r}"),
+                    ));
+                }
+                *cap = r;
+            }
+        }
+        Ok((
+            Grant {
+                dirs,
+                http,
+                secrets,
+            },
+            effective,
+        ))
     }
 }
 
@@ -91,6 +295,18 @@ impl ConnectorManifest {
 mod tests {
     use super::*;
     use crate::DirGrant;
+    use crate::policy::SecretGrant;
+
+    fn dir(g: &str) -> DirGrant {
+        DirGrant {
+            host: "/srv/x".into(),
+            guest: g.into(),
+        }
+    }
+
+    fn effective_grant(m: &ConnectorManifest, g: &Grant) -> Result<Grant, Error> {
+        m.effective(g, &Limits::default()).map(|(g, _)| g)
+    }
 
     #[test]
     fn request_intersect_grant() {
@@ -98,22 +314,20 @@ mod tests {
             "name = \"csv\"\nversion = \"1\"\n[requests]\ndirs = [\"/data\"]\n",
         )
         .unwrap();
-        let dir = |g: &str| DirGrant {
-            host: "/srv/x".into(),
-            guest: g.into(),
-        };
-        let g = m
-            .effective_grant(&Grant {
+        let g = effective_grant(
+            &m,
+            &Grant {
                 dirs: vec![dir("/data"), dir("/secrets")],
-            })
-            .unwrap();
+                ..Grant::default()
+            },
+        )
+        .unwrap();
         assert_eq!(
             g.dirs,
             vec![dir("/data")],
             "an unrequested grant is not handed over"
         );
-        let err = m
-            .effective_grant(&Grant::default())
+        let err = effective_grant(&m, &Grant::default())
             .unwrap_err()
             .to_string();
         assert!(
@@ -121,13 +335,148 @@ mod tests {
             "{err}"
         );
         let none = ConnectorManifest::parse("name = \"x\"\nversion = \"1\"\n").unwrap();
+        let g = effective_grant(
+            &none,
+            &Grant {
+                dirs: vec![dir("/data")],
+                http: vec![rule("api.example.com")],
+                secrets: [("token".to_string(), SecretGrant::default())].into(),
+            },
+        )
+        .unwrap();
         assert!(
-            none.effective_grant(&Grant {
-                dirs: vec![dir("/data")]
-            })
-            .unwrap()
-            .dirs
-            .is_empty()
+            g.dirs.is_empty() && g.http.is_empty() && g.secrets.is_empty(),
+            "{g:?}"
+        );
+    }
+
+    fn rule(host: &str) -> HttpGrant {
+        HttpGrant {
+            host: host.into(),
+            ports: vec![],
+            allow_http: false,
+            allow_private: false,
+        }
+    }
+
+    const JIRA: &str = r#"
+        name = "jira"
+        version = "1"
+        [[requests.http]]
+        host = "*.atlassian.net"
+        [[requests.secrets]]
+        name = "jira_token"
+        hosts = ["*.atlassian.net"]
+    "#;
+
+    #[test]
+    fn http_and_secrets_intersect() {
+        let m = ConnectorManifest::parse(JIRA).unwrap();
+        let secret = SecretGrant {
+            env: Some("JIRA".into()),
+            ..SecretGrant::default()
+        };
+        let grant = Grant {
+            http: vec![rule("acme.atlassian.net"), rule("evil.example.com")],
+            secrets: [
+                ("jira_token".to_string(), secret.clone()),
+                ("other".to_string(), secret.clone()),
+            ]
+            .into(),
+            ..Grant::default()
+        };
+        let g = effective_grant(&m, &grant).unwrap();
+        assert_eq!(
+            g.http,
+            vec![rule("acme.atlassian.net")],
+            "only covered hosts"
+        );
+        assert_eq!(g.secrets.keys().collect::<Vec<_>>(), ["jira_token"]);
+        assert_eq!(g.secrets["jira_token"].hosts, ["*.atlassian.net"]);
+
+        // no grant for the requested host: the capability and how to grant it
+        let err = effective_grant(
+            &m,
+            &Grant {
+                http: vec![rule("evil.example.com")],
+                ..grant.clone()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("outbound HTTP to *.atlassian.net") && err.contains("[[grant.http]]"),
+            "{err}"
+        );
+        let err = effective_grant(
+            &m,
+            &Grant {
+                secrets: Default::default(),
+                ..grant
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("secret jira_token") && err.contains("[grant.secrets.jira_token]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn requested_ports_narrow_the_grant() {
+        let m = ConnectorManifest::parse(
+            "name = \"x\"\nversion = \"1\"\n[[requests.http]]\nhost = \"*\"\nports = [8443]\n",
+        )
+        .unwrap();
+        let mut wide = rule("api.example.com");
+        wide.ports = vec![443, 8443];
+        let g = effective_grant(
+            &m,
+            &Grant {
+                http: vec![wide],
+                ..Grant::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(g.http[0].ports, [8443]);
+        let err = effective_grant(
+            &m,
+            &Grant {
+                http: vec![rule("api.example.com")],
+                ..Grant::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("outbound HTTP to *"), "{err}");
+    }
+
+    #[test]
+    fn limits_are_capped_by_the_operator() {
+        let m = ConnectorManifest::parse(
+            "name = \"x\"\nversion = \"1\"\n[requests.limits]\nmemory_mb = 64\ncpu_secs = 10\n",
+        )
+        .unwrap();
+        let (_, l) = m.effective(&Grant::default(), &Limits::default()).unwrap();
+        assert_eq!(
+            (l.memory_mb, l.cpu_secs),
+            (64, 10),
+            "the run gets what it asked for"
+        );
+        assert_eq!(l.timeout_secs, Limits::default().timeout_secs);
+        let tight = Limits {
+            memory_mb: 32,
+            ..Limits::default()
+        };
+        let err = m
+            .effective(&Grant::default(), &tight)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("memory_mb = 64 (the operator allows 32)")
+                && err.contains("raise [limits] memory_mb"),
+            "{err}"
         );
     }
 
@@ -146,6 +495,26 @@ mod tests {
             (
                 "name = \"x\"\nversion = \"1\"\n[requests]\nhosts = [\"a\"]\n",
                 "unknown field `hosts`",
+            ),
+            (
+                "name = \"x\"\nversion = \"1\"\n[[requests.http]]\nhost = \"API.example.com\"\n",
+                "lowercase host name",
+            ),
+            (
+                "name = \"x\"\nversion = \"1\"\n[[requests.secrets]]\nname = \"t\"\nhosts = [\"a.com\"]\n",
+                "no [[requests.http]] covers",
+            ),
+            (
+                "name = \"x\"\nversion = \"1\"\n[[requests.http]]\nhost = \"*\"\n[[requests.secrets]]\nname = \"t\"\nhosts = [\"*\"]\n",
+                "must name the hosts",
+            ),
+            (
+                "name = \"x\"\nversion = \"1\"\n[requests.limits]\nmemory_mb = 0\n",
+                "a limit of 0",
+            ),
+            (
+                "name = \"x\"\nversion = \"1\"\n[requests.limits]\ngpu = 1\n",
+                "unknown field `gpu`",
             ),
             ("version = \"1\"\n", "missing field `name`"),
         ] {

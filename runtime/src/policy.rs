@@ -1,6 +1,7 @@
 //! What a run is granted. Deny by default: a [`Grant`] with nothing in it gives the guest
 //! no files, no network, no environment, no secrets.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,138 @@ pub struct Grant {
     /// Host directories preopened read-only.
     #[serde(default)]
     pub dirs: Vec<DirGrant>,
+    /// Hosts the guest may reach over `wasi:http`.
+    #[serde(default)]
+    pub http: Vec<HttpGrant>,
+    /// Secrets the host injects into requests, by name: where the host reads the value.
+    /// The guest never sees a value; see [`crate::host`]'s egress for how it is used.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretGrant>,
+}
+
+/// Outbound HTTP to one host (or a `*.suffix` pattern).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpGrant {
+    /// `api.example.com`, `*.example.com` (any subdomain, not the apex), an IP literal,
+    /// or `*` (any host; only meaningful in a connector's request).
+    pub host: String,
+    /// Allowed ports; empty means the scheme's default (443 for https, 80 for http).
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// Plain `http://` is allowed too (otherwise https only).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// The host may resolve to loopback, private, link-local or otherwise non-public
+    /// addresses (otherwise such addresses are refused after DNS resolution).
+    #[serde(default)]
+    pub allow_private: bool,
+}
+
+/// Where the host reads a secret's value: exactly one of `env` or `file`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretGrant {
+    /// An environment variable of the host process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// A file whose content (trailing newline trimmed) is the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// Host patterns the secret may be sent to; filled in from the connector's request by
+    /// [`crate::ConnectorManifest::effective`], never by the operator.
+    #[serde(skip)]
+    pub hosts: Vec<String>,
+}
+
+impl std::fmt::Debug for SecretGrant {
+    // Only where the value lives; the value itself is never read here.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretGrant")
+            .field("env", &self.env)
+            .field("file", &self.file)
+            .field("hosts", &self.hosts)
+            .finish()
+    }
+}
+
+/// A secret's value. Its `Debug` and `Display` never show it.
+#[derive(Clone)]
+pub(crate) struct SecretValue(pub(crate) String);
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretValue(<redacted>)")
+    }
+}
+
+impl SecretGrant {
+    /// Reads the value from the environment or the file.
+    pub(crate) fn read(&self, name: &str) -> Result<SecretValue, Error> {
+        let fail = |reason: String| Error::Secret {
+            name: name.to_string(),
+            reason,
+        };
+        match (&self.env, &self.file) {
+            (Some(var), None) => std::env::var(var)
+                .map(SecretValue)
+                .map_err(|_| fail(format!("environment variable {var} is not set"))),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|v| SecretValue(v.trim_end_matches(['\n', '\r']).to_string()))
+                .map_err(|e| fail(format!("reading {}: {e}", path.display()))),
+            _ => Err(fail("give exactly one of `env` or `file`".into())),
+        }
+    }
+}
+
+/// Does host `pattern` (`*`, `*.suffix` or an exact name) cover `host`? Both lowercase.
+/// A `*.suffix` pattern also covers a narrower pattern `*.x.suffix`.
+pub(crate) fn host_matches(pattern: &str, host: &str) -> bool {
+    if pattern == "*" || pattern == host {
+        return true;
+    }
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host
+            .strip_suffix(suffix)
+            .is_some_and(|rest| rest.ends_with('.') && rest.len() > 1),
+        None => false,
+    }
+}
+
+impl HttpGrant {
+    /// Whether this rule lets a request go to `scheme://host:port`.
+    pub(crate) fn allows(&self, https: bool, host: &str, port: u16) -> bool {
+        if !https && !self.allow_http {
+            return false;
+        }
+        let port_ok = if self.ports.is_empty() {
+            port == if https { 443 } else { 80 }
+        } else {
+            self.ports.contains(&port)
+        };
+        port_ok && host_matches(&self.host, host)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        let h = &self.host;
+        let body = h.strip_prefix("*.").unwrap_or(h);
+        let ok = h == "*"
+            || (!body.is_empty()
+                && body.len() <= 253
+                && !body.contains('*')
+                && body
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-:[]".contains(c)));
+        if !ok {
+            return Err(format!(
+                "http host `{h}` must be a lowercase host name, `*.domain`, an IP literal or `*`"
+            ));
+        }
+        if self.ports.contains(&0) {
+            return Err(format!("http host `{h}`: port 0 is not a port"));
+        }
+        Ok(())
+    }
 }
 
 /// One host directory the guest may read, and where it sees it.
@@ -58,6 +191,30 @@ impl Grant {
             }
             d.host = d.host.canonicalize().map_err(|e| fail(&e.to_string()))?;
         }
+        for h in &self.http {
+            h.validate().map_err(|reason| Error::Policy { reason })?;
+            if h.host == "*" {
+                return Err(Error::Policy {
+                    reason:
+                        "[[grant.http]] host = \"*\" would grant the whole internet; name the hosts"
+                            .into(),
+                });
+            }
+        }
+        for (name, s) in &mut self.secrets {
+            crate::names::validate_name("secret", name)?;
+            if s.env.is_some() == s.file.is_some() {
+                return Err(Error::Secret {
+                    name: name.clone(),
+                    reason: "give exactly one of `env` or `file`".into(),
+                });
+            }
+            if let Some(f) = &mut s.file
+                && f.is_relative()
+            {
+                *f = base.join(&*f);
+            }
+        }
         Ok(self)
     }
 }
@@ -72,6 +229,7 @@ mod tests {
                 host: host.to_path_buf(),
                 guest: guest.into(),
             }],
+            ..Grant::default()
         }
     }
 

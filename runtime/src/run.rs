@@ -120,6 +120,11 @@ impl Runtime {
                     reason: describe(&e),
                 })?;
         }
+        let egress = crate::host::egress::Egress::new(
+            grant,
+            self.inner.resolve_overrides.clone(),
+            self.inner.tls.clone(),
+        )?;
         let store_limits = StoreLimitsBuilder::new()
             .memory_size(limits.memory_bytes())
             .instances(32)
@@ -130,12 +135,29 @@ impl Runtime {
             .build();
         let mut store = Store::new(
             &self.inner.engine,
-            RunState::new(wasi.build(), stderr, store_limits, limits.clone()),
+            RunState::new(wasi.build(), egress, stderr, store_limits, limits.clone()),
         );
         store.limiter(|s| &mut s.store_limits);
-        // Yield to the executor every epoch tick, so the wall-clock timeout can fire even
-        // while the guest spins.
-        store.epoch_deadline_async_yield_and_update(1);
+        // Every epoch tick while guest code runs: count it against the CPU budget, and
+        // yield to the executor so the wall-clock timeout can fire even while it spins.
+        let cpu_budget = limits
+            .cpu_secs
+            .saturating_mul(1000)
+            .div_ceil(crate::engine::EPOCH_TICK.as_millis() as u64);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |mut ctx| {
+            let state = ctx.data_mut();
+            state.cpu_ticks += 1;
+            if state.cpu_ticks > cpu_budget {
+                let limit = state.limits.cpu_secs;
+                state.fail(Error::LimitExceeded {
+                    limit: "cpu_secs",
+                    detail: format!("the guest ran for more than {limit} s of CPU time"),
+                });
+                return Ok(wasmtime::UpdateDeadline::Interrupt);
+            }
+            Ok(wasmtime::UpdateDeadline::Yield(1))
+        });
         Ok(store)
     }
 
@@ -394,7 +416,7 @@ fn settle<T>(
     phase: Phase,
     result: wasmtime::Result<Result<T, ConnectorError>>,
 ) -> Result<T, Error> {
-    if let Some(failure) = store.data_mut().failure.take() {
+    if let Some(failure) = store.data_mut().take_failure() {
         return Err(failure);
     }
     match result {

@@ -134,10 +134,11 @@ async fn run_source(
     let trusted = state.config.trusted_keys.clone();
     let mut request = request;
     let result = tokio::task::spawn_blocking(move || {
-        let (component, grant) = registration.load(&runtime, trusted.as_deref())?;
+        let (component, grant, limits) = registration.load(&runtime, trusted.as_deref())?;
         request.grant = grant;
+        request.limits = limits;
         let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
+            .enable_all()
             .build()
             .map_err(|e| agnes_runtime::Error::Io {
                 action: "starting",

@@ -301,9 +301,9 @@ fn run_connector(args: RunArgs, out: &Output) -> Result<()> {
     let (component, manifest, _signer) =
         args.signed
             .load(&runtime, &args.component, out.quiet || out.json)?;
-    let grant = match &manifest {
-        Some(m) => m.effective_grant(&config.grant)?,
-        None => config.grant.clone(),
+    let (grant, limits) = match &manifest {
+        Some(m) => m.effective(&config.grant, &config.limits)?,
+        None => (config.grant.clone(), config.limits.clone()),
     };
 
     let bar = if out.progress() {
@@ -333,7 +333,7 @@ fn run_connector(args: RunArgs, out: &Output) -> Result<()> {
         extracts_dir,
         config: config.config,
         grant,
-        limits: config.limits,
+        limits,
         streams: if args.tables.is_empty() {
             None
         } else {

@@ -272,8 +272,15 @@ mod tests {
     fn state(dir: &std::path::Path, limits: Limits) -> RunState {
         let wasi = wasmtime_wasi::WasiCtxBuilder::new().build();
         let stderr = crate::host::output::GuestOutput::new("stderr", 10);
+        let egress = crate::host::egress::Egress::new(
+            &crate::Grant::default(),
+            Default::default(),
+            crate::host::egress::tls_config(),
+        )
+        .unwrap();
         let mut s = RunState::new(
             wasi,
+            egress,
             stderr,
             wasmtime::StoreLimitsBuilder::new().build(),
             limits,

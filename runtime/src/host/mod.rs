@@ -3,6 +3,7 @@
 //! grant only, guest stdout/stderr in [`output`].
 
 pub(crate) mod connector;
+pub mod egress;
 pub(crate) mod output;
 
 use std::collections::HashMap;
@@ -12,6 +13,7 @@ use arrow_schema::SchemaRef;
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::sink::parquet::TableWriter;
 use crate::{Error, Limits};
@@ -26,7 +28,12 @@ pub(crate) struct SelectedTable {
 /// Everything the host keeps for one run; the store's data.
 pub(crate) struct RunState {
     pub wasi: WasiCtx,
+    pub http: WasiHttpCtx,
+    /// The `wasi:http` hooks: the grant's egress rules and secrets.
+    pub egress: egress::Egress,
     pub resources: ResourceTable,
+    /// Epoch ticks (10 ms) observed while guest code ran: its CPU time.
+    pub cpu_ticks: u64,
     pub store_limits: StoreLimits,
     pub limits: Limits,
     /// Tables the read may emit to (empty outside `read`: emit is denied).
@@ -49,13 +56,17 @@ pub(crate) struct RunState {
 impl RunState {
     pub(crate) fn new(
         wasi: WasiCtx,
+        egress: egress::Egress,
         stderr: output::GuestOutput,
         store_limits: StoreLimits,
         limits: Limits,
     ) -> Self {
         RunState {
             wasi,
+            http: WasiHttpCtx::new(),
+            egress,
             resources: ResourceTable::new(),
+            cpu_ticks: 0,
             store_limits,
             limits,
             selected: HashMap::new(),
@@ -69,6 +80,11 @@ impl RunState {
             on_progress: None,
             stderr,
         }
+    }
+
+    /// The first fatal error of the run: a host call's or a refused HTTP request's.
+    pub(crate) fn take_failure(&mut self) -> Option<Error> {
+        self.failure.take().or_else(|| self.egress.take_denial())
     }
 
     /// Records the first fatal error of the run.
@@ -85,6 +101,16 @@ impl WasiView for RunState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.resources,
+        }
+    }
+}
+
+impl WasiHttpView for RunState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.resources,
+            hooks: &mut self.egress,
         }
     }
 }

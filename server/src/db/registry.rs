@@ -85,9 +85,13 @@ impl TableRegistration {
         &self,
         runtime: &agnes_runtime::Runtime,
         trusted: Option<&std::path::Path>,
-    ) -> Result<(agnes_runtime::LoadedComponent, Grant), agnes_runtime::Error> {
+    ) -> Result<(agnes_runtime::LoadedComponent, Grant, Limits), agnes_runtime::Error> {
         let Some(dir) = trusted else {
-            return Ok((runtime.load_file(&self.connector)?, self.grant.clone()));
+            return Ok((
+                runtime.load_file(&self.connector)?,
+                self.grant.clone(),
+                self.limits.clone(),
+            ));
         };
         let keys = agnes_runtime::signature::TrustedKeys::from_dir(dir)?;
         let manifest = self.manifest.clone().ok_or_else(|| agnes_runtime::Error::Signature {
@@ -99,7 +103,8 @@ impl TableRegistration {
             .unwrap_or_else(|| agnes_runtime::signature::default_path(&self.connector));
         let (component, m, _) =
             runtime.load_verified(&self.connector, &manifest, &signature, &keys)?;
-        Ok((component, m.effective_grant(&self.grant)?))
+        let (grant, limits) = m.effective(&self.grant, &self.limits)?;
+        Ok((component, grant, limits))
     }
 
     /// Resolves `"connector": "<name>@<version>"` to the uploaded component, its
@@ -354,6 +359,7 @@ mod tests {
                     host: tmp.path().to_path_buf(),
                     guest: "/data".into(),
                 }],
+                ..Grant::default()
             },
             limits: Limits {
                 timeout_secs: 60,
