@@ -4,9 +4,11 @@
 //! - `csv_extract`: the csv connector produces a contract-exact extract.
 //! - `bad_input`: bad data and misbehaving guests fail cleanly and publish nothing.
 //! - `sandbox`: a guest cannot escape its grant or its limits.
+//! - `egress`: outbound HTTP only where granted; secrets injected by the host.
 //! - `server`: the REST server over real HTTP on loopback.
 
 mod bad_input;
 mod csv_extract;
+mod egress;
 mod sandbox;
 mod server;

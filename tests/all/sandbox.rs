@@ -179,3 +179,42 @@ async fn two_runs_of_one_source_do_not_interleave() {
     assert!(matches!(a, Err(Error::Timeout { .. })));
     assert!(matches!(b, Err(Error::Busy { .. })), "{b:?}");
 }
+
+#[tokio::test]
+async fn a_spinning_guest_exhausts_its_cpu_budget_before_its_wall_clock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut req = request(tmp.path(), "src", json!({"mode": "spin"}), &[]);
+    req.limits = Limits {
+        cpu_secs: 1,
+        timeout_secs: 120,
+        ..Limits::default()
+    };
+    let err = runtime().run(hostile(), req, None).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::LimitExceeded {
+                limit: "cpu_secs",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(agnes_runtime::extract::published(tmp.path(), "src").is_none());
+}
+
+#[tokio::test]
+async fn time_blocked_in_a_host_call_is_not_cpu_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut req = request(tmp.path(), "src", json!({"mode": "sleep"}), &[]);
+    req.limits = Limits {
+        cpu_secs: 1,
+        timeout_secs: 3,
+        ..Limits::default()
+    };
+    let err = runtime().run(hostile(), req, None).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout { limit } if limit == Duration::from_secs(3)),
+        "a sleeping guest hits the wall clock, not the CPU budget: {err}"
+    );
+}

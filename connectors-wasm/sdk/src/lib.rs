@@ -47,6 +47,8 @@ use arrow_array::RecordBatch;
 use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{ArrowError, SchemaRef};
 
+pub mod http;
+
 pub use arrow_array;
 pub use arrow_schema;
 pub use serde_json;

@@ -14,13 +14,16 @@
 //! - `sleep`: blocks in a host call (a WASI clock wait) for an hour.
 //! - `memory_bomb`: allocates until it cannot.
 //! - `error`: returns a source error from `read`.
+//! - `http`: GETs `url` with `headers` (values may hold `{{secret.NAME}}` placeholders) and
+//!   emits `http (status BIGINT, body VARCHAR)`; with `swallow`, a failed request is
+//!   recorded as status -1 and the read still returns Ok.
 
 use std::sync::Arc;
 
 use agnes_connector_sdk::arrow_array::{Int64Array, RecordBatch, StringArray};
 use agnes_connector_sdk::arrow_schema::{DataType, Field, Schema, SchemaRef};
 use agnes_connector_sdk::bindings::agnes::connector::host;
-use agnes_connector_sdk::{Connector, Error, ReadContext, Spec, Table, export_connector};
+use agnes_connector_sdk::{Connector, Error, ReadContext, Spec, Table, export_connector, http};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -30,6 +33,19 @@ pub struct Config {
     rows: i64,
     #[serde(default)]
     paths: Vec<String>,
+    #[serde(default)]
+    url: String,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+    #[serde(default)]
+    swallow: bool,
+}
+
+fn http_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("status", DataType::Int64, false),
+        Field::new("body", DataType::Utf8, false),
+    ]))
 }
 
 fn default_rows() -> i64 {
@@ -75,6 +91,7 @@ impl Connector for Hostile {
         match config.mode.as_str() {
             "unsafe_name" => Ok(vec![Table::new("bad;name", numbers_schema())]),
             "probe" => Ok(vec![Table::new("probe", probe_schema())]),
+            "http" => Ok(vec![Table::new("http", http_schema())]),
             "emit_in_discover" => {
                 let r = host::emit("numbers", &ipc_stream(&numbers(0, 1)));
                 Err(Error::AccessDenied(format!(
@@ -166,6 +183,26 @@ impl Connector for Hostile {
                 }
             }
             "error" => Err(Error::Source("the source said 503".into())),
+            "http" => {
+                let mut req = http::Request::get(config.url.clone());
+                for (k, v) in &config.headers {
+                    req = req.header(k.clone(), v.clone());
+                }
+                let (status, body) = match req.send() {
+                    Ok(r) => (i64::from(r.status), String::from_utf8_lossy(&r.body).into_owned()),
+                    Err(e) if config.swallow => (-1, e.to_string()),
+                    Err(e) => return Err(e.into()),
+                };
+                let batch = RecordBatch::try_new(
+                    http_schema(),
+                    vec![
+                        Arc::new(Int64Array::from(vec![status])),
+                        Arc::new(StringArray::from(vec![body])),
+                    ],
+                )
+                .unwrap();
+                ctx.emit("http", &batch)
+            }
             other => Err(Error::Config(format!("unknown mode {other}"))),
         }
     }
