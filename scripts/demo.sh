@@ -20,17 +20,18 @@ MANIFEST=connectors-wasm/csv/connector.toml
   --manifest "$MANIFEST" --trusted-keys "$KEYS/trusted"
 "$AGNES" extract show "$DATA_DIR/extracts/demo" -n 2
 
-step "2. the server: first admin, then serve on a free loopback port"
+step "2. the server trusts the demo key: first admin, then serve on a free loopback port"
 SERVER_DIR="$DATA_DIR/server"; rm -rf "$SERVER_DIR"
+export AGNES_TRUSTED_KEYS="$(realpath "$KEYS/trusted")"
 . scripts/lib-server.sh
 start_server "$AGNES" "$SERVER_DIR" "$DATA_DIR/server.log"
 trap 'kill $server 2>/dev/null || true' EXIT
 pretty() { python3 -m json.tool; }
 
-step "3. the admin registers the three tables (one source, one connector run) and syncs"
+step "3. the admin registers the three tables (one source, one signed connector) and syncs"
 data="$(realpath examples/demo/data)"
 for t in customers orders products; do
-  api "$ADMIN" POST /api/admin/register-table -d "{\"name\": \"$t\", \"source\": \"demo\", \"connector\": \"$CSV\",
+  api "$ADMIN" POST /api/admin/register-table -d "{\"name\": \"$t\", \"source\": \"demo\", \"connector\": \"$CSV\", \"manifest\": \"$(realpath "$MANIFEST")\",
        \"config\": {\"dir\": \"/data\"}, \"grant\": {\"dirs\": [{\"host\": \"$data\", \"guest\": \"/data\"}]}}" >/dev/null
 done
 api "$ADMIN" POST /api/sync/trigger | pretty

@@ -11,6 +11,9 @@
 //!   every emitted Arrow IPC batch and writes `data/<table>.parquet` (zstd) and
 //!   `extract.duckdb` (`_meta`, `_files`, one view per table) into a staging directory
 //!   that [`extract::Staging`] publishes with one atomic rename.
+//! - Outbound `wasi:http` goes through the egress hooks: granted hosts only, non-public
+//!   addresses refused after resolution, secrets injected by the host.
+//! - [`manifest::ConnectorManifest::effective`] computes request ∩ grant (and limits).
 //! - [`Error`] is the one error type; every variant names the input at fault.
 //!
 //! ```no_run
@@ -26,7 +29,7 @@
 //!             source: "demo".into(),
 //!             extracts_dir: "./agnes-data/extracts".into(),
 //!             config: r#"{"dir": "/data"}"#.into(),
-//!             grant: Grant { dirs: vec![DirGrant { host: "./csv".into(), guest: "/data".into() }] },
+//!             grant: Grant { dirs: vec![DirGrant { host: "./csv".into(), guest: "/data".into() }], ..Grant::default() },
 //!             limits: Limits::default(),
 //!             streams: None,
 //!             state: None,
@@ -55,6 +58,7 @@ pub mod sink;
 pub use config::RunConfig;
 pub use engine::{LoadedComponent, Runtime, Surface};
 pub use error::{Error, Phase};
+pub use host::egress::ResolveOverrides;
 pub use limits::Limits;
 pub use policy::{DirGrant, Grant, HttpGrant, SecretGrant};
 pub use run::{Progress, ProgressFn, RunReport, RunRequest, TableReport, TableSpec};

@@ -25,7 +25,7 @@
 //! max_output_mb = 4096
 //! ```
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::policy::{HttpGrant, host_matches};
 use crate::{Error, Grant, Limits};
@@ -43,7 +43,7 @@ pub struct ConnectorManifest {
 }
 
 /// Requested capabilities. Absent lists request nothing.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Requests {
     /// Guest paths of read-only directories.
@@ -61,7 +61,7 @@ pub struct Requests {
 }
 
 /// One host a connector wants to call.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpRequest {
     /// Exact host, `*.domain` or `*` (any host the operator grants: for connectors whose
@@ -73,7 +73,7 @@ pub struct HttpRequest {
 }
 
 /// One secret a connector references.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretRequest {
     pub name: String,
@@ -84,13 +84,46 @@ pub struct SecretRequest {
 }
 
 /// Limits a connector declares it needs; absent ones take the operator's value.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitRequests {
     pub memory_mb: Option<u64>,
     pub timeout_secs: Option<u64>,
     pub cpu_secs: Option<u64>,
     pub max_output_mb: Option<u64>,
+}
+
+impl Requests {
+    /// One line per requested capability, for reviewers and diffs:
+    /// `dir /data`, `http *.atlassian.net:443`, `secret jira_token -> *.atlassian.net`,
+    /// `limit memory_mb = 256`.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.dirs.iter().map(|d| format!("dir {d}")).collect();
+        for h in &self.http {
+            if h.ports.is_empty() {
+                out.push(format!("http {} (default ports)", h.host));
+            } else {
+                for p in &h.ports {
+                    out.push(format!("http {}:{p}", h.host));
+                }
+            }
+        }
+        for s in &self.secrets {
+            out.push(format!("secret {} -> {}", s.name, s.hosts.join(", ")));
+        }
+        let l = &self.limits;
+        for (name, v) in [
+            ("memory_mb", l.memory_mb),
+            ("timeout_secs", l.timeout_secs),
+            ("cpu_secs", l.cpu_secs),
+            ("max_output_mb", l.max_output_mb),
+        ] {
+            if let Some(v) = v {
+                out.push(format!("limit {name} = {v}"));
+            }
+        }
+        out
+    }
 }
 
 impl ConnectorManifest {

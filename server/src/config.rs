@@ -21,6 +21,10 @@ pub struct ServerConfig {
     /// Directory of trusted signer keys (*.pub). When set, every connector must be signed
     /// by one of them: checked at registration and again before every sync compiles it.
     pub trusted_keys: Option<PathBuf>,
+    /// Without `trusted_keys`, connectors are refused (registration and sync) unless this
+    /// is set: development only; the server logs a warning at start-up.
+    /// `AGNES_ALLOW_UNSIGNED=1` sets it.
+    pub allow_unsigned_connectors: bool,
 }
 
 /// Limits of one `/api/query` (and sample) session.
@@ -53,6 +57,7 @@ impl Default for ServerConfig {
             query: QueryLimits::default(),
             scheduler_tick_secs: 30,
             trusted_keys: None,
+            allow_unsigned_connectors: false,
         }
     }
 }
@@ -77,6 +82,9 @@ impl ServerConfig {
         }
         if let Some(dir) = env("AGNES_TRUSTED_KEYS") {
             config.trusted_keys = Some(PathBuf::from(dir));
+        }
+        if let Some(v) = env("AGNES_ALLOW_UNSIGNED") {
+            config.allow_unsigned_connectors = matches!(v.as_str(), "1" | "true" | "yes");
         }
         if let Some(listen) = env("AGNES_LISTEN") {
             config.listen = listen

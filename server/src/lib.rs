@@ -54,6 +54,17 @@ pub fn bootstrap(state: &AppState, name: &str) -> Result<Option<String>, String>
 /// Serves until Ctrl-C: binds, starts the scheduler, runs the router.
 pub async fn serve(config: ServerConfig) -> Result<(), String> {
     let listen = config.listen;
+    if config.trusted_keys.is_none() {
+        if config.allow_unsigned_connectors {
+            tracing::warn!(
+                "allow_unsigned_connectors is set: connectors run without signature checks (development only)"
+            );
+        } else {
+            tracing::warn!(
+                "no trusted_keys: every connector registration and sync will be refused until they are set"
+            );
+        }
+    }
     let tick = std::time::Duration::from_secs(config.scheduler_tick_secs);
     let state = tokio::task::spawn_blocking(move || AppState::open(config))
         .await

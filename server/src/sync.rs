@@ -132,9 +132,11 @@ async fn run_source(
     let runtime = state.runtime.clone();
     let registration = first.clone();
     let trusted = state.config.trusted_keys.clone();
+    let allow_unsigned = state.config.allow_unsigned_connectors;
     let mut request = request;
     let result = tokio::task::spawn_blocking(move || {
-        let (component, grant, limits) = registration.load(&runtime, trusted.as_deref())?;
+        let (component, grant, limits) =
+            registration.load(&runtime, trusted.as_deref(), allow_unsigned)?;
         request.grant = grant;
         request.limits = limits;
         let rt = tokio::runtime::Builder::new_current_thread()

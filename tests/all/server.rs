@@ -851,3 +851,31 @@ fn signed_connectors_are_uploaded_listed_and_registered_by_version() {
         "{e}"
     );
 }
+
+#[test]
+fn without_trusted_keys_unsigned_connectors_are_refused_by_default() {
+    let s = TestServer::start_with(|c| c.allow_unsigned_connectors = false);
+    let data = repo_root()
+        .join("examples/demo/data")
+        .canonicalize()
+        .unwrap();
+    let (st, err) = post(
+        &s,
+        &s.admin,
+        "/api/admin/register-table",
+        json!({"name": "orders", "source": "demo", "connector": CSV_COMPONENT,
+               "grant": {"dirs": [{"host": data, "guest": "/data"}]}}),
+    );
+    assert_eq!(st, 400, "{err}");
+    let message = err["message"].as_str().unwrap();
+    assert!(
+        message.contains("runs only signed connectors") && message.contains("trusted_keys"),
+        "{err}"
+    );
+    let (_, registry) = get(&s, Some(&s.admin), "/api/admin/registry");
+    assert_eq!(
+        registry["tables"].as_array().map(Vec::len),
+        Some(0),
+        "{registry}"
+    );
+}

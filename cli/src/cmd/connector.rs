@@ -72,10 +72,15 @@ pub struct SignedArgs {
     /// one of them and its connector.toml requests are intersected with the grant.
     #[arg(long, env = "AGNES_TRUSTED_KEYS")]
     trusted_keys: Option<PathBuf>,
+    /// Run without verifying a signature (development only). Without it, a component is
+    /// refused unless --trusted-keys verifies it.
+    #[arg(long, env = "AGNES_ALLOW_UNSIGNED", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
+    allow_unsigned: bool,
 }
 
 impl SignedArgs {
-    /// Verifies and loads, or (without --trusted-keys) loads unverified with a warning.
+    /// Verifies and loads; without --trusted-keys refuses, unless --allow-unsigned, which
+    /// loads unverified with a warning (and still applies --manifest's requests).
     fn load(
         &self,
         runtime: &Runtime,
@@ -87,13 +92,21 @@ impl SignedArgs {
         Option<String>,
     )> {
         let Some(dir) = &self.trusted_keys else {
-            if !quiet {
-                eprintln!(
-                    "warning: running {} unverified (no --trusted-keys); never do this with an untrusted component",
+            if !self.allow_unsigned {
+                bail!(
+                    "refusing to run {} unverified: pass --trusted-keys <dir of *.pub> and --manifest <connector.toml> \
+                     (or --allow-unsigned, for development only)",
                     component.display()
                 );
             }
-            return Ok((runtime.load_file(component)?, None, None));
+            if !quiet {
+                eprintln!(
+                    "warning: running {} unverified (--allow-unsigned); never do this with an untrusted component",
+                    component.display()
+                );
+            }
+            let manifest = self.manifest.as_deref().map(read_manifest).transpose()?;
+            return Ok((runtime.load_file(component)?, manifest, None));
         };
         let trusted = agnes_runtime::signature::TrustedKeys::from_dir(dir)?;
         let manifest = self
@@ -139,6 +152,8 @@ pub struct DiscoverArgs {
     #[arg(long)]
     config: PathBuf,
     #[command(flatten)]
+    signed: SignedArgs,
+    #[command(flatten)]
     cache: CacheArgs,
 }
 
@@ -162,8 +177,9 @@ impl CacheArgs {
 }
 
 fn tokio() -> Result<tokio::runtime::Runtime> {
+    // io too: connectors may call out over wasi:http
     tokio::runtime::Builder::new_current_thread()
-        .enable_time()
+        .enable_all()
         .build()
         .context("starting the async runtime")
 }
@@ -251,15 +267,15 @@ fn verify(component: &Path, signed: &SignedArgs, out: &Output) -> Result<()> {
     out.print(
         || {
             format!(
-                "OK: {} {} signed by key {}, {}\nrequests: dirs {:?}",
+                "OK: {} {} signed by key {}, {}\nrequests: {}",
                 m.name,
                 m.version,
                 key.as_deref().unwrap_or("-"),
                 loaded.digest,
-                m.requests.dirs
+                m.requests.lines().join("; ")
             )
         },
-        || json!({"name": m.name, "version": m.version, "key_id": key, "digest": loaded.digest, "requests": {"dirs": m.requests.dirs}}),
+        || json!({"name": m.name, "version": m.version, "key_id": key, "digest": loaded.digest, "requests": m.requests}),
     );
     Ok(())
 }
@@ -384,13 +400,15 @@ fn run_connector(args: RunArgs, out: &Output) -> Result<()> {
 fn discover(args: DiscoverArgs, out: &Output) -> Result<()> {
     let config = RunConfig::from_file(&args.config)?;
     let runtime = args.cache.runtime()?;
-    let component = runtime.load_file(&args.component)?;
-    let tables = tokio()?.block_on(runtime.discover(
-        &component,
-        &config.config,
-        &config.grant,
-        &config.limits,
-    ))?;
+    let (component, manifest, _) =
+        args.signed
+            .load(&runtime, &args.component, out.quiet || out.json)?;
+    let (grant, limits) = match &manifest {
+        Some(m) => m.effective(&config.grant, &config.limits)?,
+        None => (config.grant.clone(), config.limits.clone()),
+    };
+    let tables =
+        tokio()?.block_on(runtime.discover(&component, &config.config, &grant, &limits))?;
     out.print(
         || {
             let mut s = String::new();
@@ -465,17 +483,17 @@ fn inspect(args: InspectArgs, out: &Output) -> Result<()> {
         }
     };
     let surface = runtime.surface(&loaded);
-    let dirs = manifest
+    let requested = manifest
         .as_ref()
-        .map(|m| m.requests.dirs.clone())
+        .map(|m| m.requests.lines())
         .unwrap_or_default();
     let diff = match &args.diff {
         None => None,
         Some(old) => {
             let old_loaded = runtime.load_file(old)?;
             let old_surface = runtime.surface(&old_loaded);
-            let old_dirs = match &args.diff_manifest {
-                Some(p) => read_manifest(p)?.requests.dirs,
+            let old_requested = match &args.diff_manifest {
+                Some(p) => read_manifest(p)?.requests.lines(),
                 None => Vec::new(),
             };
             Some((
@@ -484,7 +502,7 @@ fn inspect(args: InspectArgs, out: &Output) -> Result<()> {
                 diff_lines(&old_surface.exports, &surface.exports),
                 args.diff_manifest
                     .as_ref()
-                    .map(|_| diff_lines(&old_dirs, &dirs)),
+                    .map(|_| diff_lines(&old_requested, &requested)),
             ))
         }
     };
@@ -492,7 +510,12 @@ fn inspect(args: InspectArgs, out: &Output) -> Result<()> {
         || {
             let mut s = format!("component {}\n  digest  {}\n  signer  {signer}\n", args.component.display(), loaded.digest);
             match &manifest {
-                Some(m) => s.push_str(&format!("  connector {} {}\n  requests dirs {:?}\n", m.name, m.version, m.requests.dirs)),
+                Some(m) => {
+                    s.push_str(&format!("  connector {} {}\nrequests ({}):\n", m.name, m.version, requested.len()));
+                    for r in &requested {
+                        s.push_str(&format!("  {r}\n"));
+                    }
+                }
                 None => s.push_str("  requests (no --manifest given)\n"),
             }
             s.push_str(&format!("imports ({}):\n", surface.imports.len()));
@@ -510,7 +533,7 @@ fn inspect(args: InspectArgs, out: &Output) -> Result<()> {
                     s.push_str(&format!("{l}\n"));
                 }
                 for l in requests.iter().flatten() {
-                    s.push_str(&format!("  request dir {l}\n"));
+                    s.push_str(&format!("  request {l}\n"));
                 }
                 if none {
                     s.push_str("  none in imports, exports or requests\n");
@@ -522,7 +545,7 @@ fn inspect(args: InspectArgs, out: &Output) -> Result<()> {
             json!({
                 "digest": loaded.digest, "signer": signer, "key_id": key,
                 "connector": manifest.as_ref().map(|m| json!({"name": m.name, "version": m.version})),
-                "requests": {"dirs": dirs}, "imports": surface.imports, "exports": surface.exports,
+                "requests": manifest.as_ref().map(|m| &m.requests), "imports": surface.imports, "exports": surface.exports,
                 "diff": diff.as_ref().map(|(d, i, e, r)| json!({"from": d, "imports": i, "exports": e, "requests": r})),
             })
         },

@@ -3,7 +3,7 @@
 //! grant only, guest stdout/stderr in [`output`].
 
 pub(crate) mod connector;
-pub mod egress;
+pub(crate) mod egress;
 pub(crate) mod output;
 
 use std::collections::HashMap;

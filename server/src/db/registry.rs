@@ -79,14 +79,24 @@ pub fn parse_schedule(s: &str) -> Result<Duration, String> {
 }
 
 impl TableRegistration {
-    /// Loads the connector for a run: verified against `trusted` (before it is compiled)
-    /// when the server has trusted keys, with the grant narrowed to request ∩ grant.
+    /// Loads the connector for a run: verified against `trusted` (before it is compiled),
+    /// with the grant and limits narrowed to what its connector.toml requests. Without
+    /// trusted keys it is refused, unless `allow_unsigned` (development only).
     pub fn load(
         &self,
         runtime: &agnes_runtime::Runtime,
         trusted: Option<&std::path::Path>,
+        allow_unsigned: bool,
     ) -> Result<(agnes_runtime::LoadedComponent, Grant, Limits), agnes_runtime::Error> {
         let Some(dir) = trusted else {
+            if !allow_unsigned {
+                return Err(agnes_runtime::Error::Signature {
+                    reason:
+                        "this server runs only signed connectors: set `trusted_keys` in its config \
+                             (or `allow_unsigned_connectors = true`, for development only)"
+                            .into(),
+                });
+            }
             return Ok((
                 runtime.load_file(&self.connector)?,
                 self.grant.clone(),
