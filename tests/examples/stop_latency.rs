@@ -1,5 +1,6 @@
 //! Benchmark: how long after its deadline a runaway guest is stopped, for a guest spinning
-//! in wasm and one blocked in a host call (a WASI clock wait). Not a test.
+//! in wasm, one blocked in a host call (a WASI clock wait), and one waiting on an HTTP
+//! response that never comes (a loopback server that accepts and stays silent). Not a test.
 //!
 //!     cargo run -p agnes-tests --example stop_latency -- [RUNS]
 
@@ -7,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use agnes_runtime::{Error, Limits};
 use agnes_tests::{hostile, request, runtime};
+use axum::Router;
+use axum::routing::get;
 
 fn main() {
     let runs: usize = std::env::args()
@@ -17,11 +20,20 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    for mode in ["spin", "sleep"] {
+    let silent = agnes_tests::Loopback::start(Router::new().route(
+        "/hang",
+        get(|| async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            "late"
+        }),
+    ));
+    for mode in ["spin", "sleep", "http"] {
         let mut late: Vec<Duration> = Vec::with_capacity(runs);
         for _ in 0..runs {
             let tmp = tempfile::tempdir().unwrap();
-            let mut req = request(tmp.path(), "src", serde_json::json!({"mode": mode}), &[]);
+            let config = serde_json::json!({"mode": mode, "url": silent.url("/hang")});
+            let mut req = request(tmp.path(), "src", config, &[]);
+            req.grant.http = vec![silent.grant()];
             req.limits = Limits {
                 timeout_secs: 1,
                 ..Limits::default()
