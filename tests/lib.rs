@@ -91,13 +91,49 @@ pub async fn run_hostile(
     mode: &str,
     extra: serde_json::Value,
 ) -> Result<RunReport, agnes_runtime::Error> {
+    run_hostile_with(extracts, mode, extra, Limits::default()).await
+}
+
+/// [`run_hostile`] under `limits`.
+pub async fn run_hostile_with(
+    extracts: &Path,
+    mode: &str,
+    extra: serde_json::Value,
+    limits: Limits,
+) -> Result<RunReport, agnes_runtime::Error> {
     let mut config = serde_json::json!({ "mode": mode });
     if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
         c.extend(e.clone());
     }
-    runtime()
-        .run(hostile(), request(extracts, "src", config, &[]), None)
+    let mut req = request(extracts, "src", config, &[]);
+    req.limits = limits;
+    runtime().run(hostile(), req, None).await
+}
+
+/// Publishes a good extract of source `src`, runs `bad`, and checks that it failed and
+/// that every file under `extracts` is unchanged. Returns the error.
+pub async fn fails_cleanly<F, Fut>(extracts: &Path, bad: F) -> agnes_runtime::Error
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<agnes_runtime::RunReport, agnes_runtime::Error>>,
+{
+    let good = run_hostile(extracts, "good", serde_json::json!({"rows": 2500}))
         .await
+        .expect("good run");
+    assert_eq!(good.rows, 2500);
+    let before = snapshot(extracts);
+    let err = bad().await.expect_err("the bad run must fail");
+    assert_eq!(
+        snapshot(extracts),
+        before,
+        "a failed run must not change anything on disk ({err})"
+    );
+    let conn = open_extract(&extracts.join("src"));
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM numbers", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 2500, "the previous extract still serves");
+    err
 }
 
 /// A snapshot of every file under a directory (path → md5), to prove nothing changed.

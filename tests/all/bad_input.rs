@@ -1,37 +1,9 @@
 //! Bad data and misbehaving guests: each fails the run with a clear error, publishes
 //! nothing, leaves no staging debris, and leaves the previous extract byte-for-byte intact.
 
-use std::path::Path;
-
 use agnes_runtime::Error;
-use agnes_tests::{csv, request, run_hostile, runtime, snapshot};
+use agnes_tests::{csv, fails_cleanly, request, run_hostile, runtime, snapshot};
 use serde_json::json;
-
-/// Publishes a good extract of source `src`, runs `bad`, and checks that it failed and
-/// that every file under `extracts` is unchanged. Returns the error.
-async fn fails_cleanly<F, Fut>(extracts: &Path, bad: F) -> Error
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<agnes_runtime::RunReport, Error>>,
-{
-    let good = run_hostile(extracts, "good", json!({"rows": 2500}))
-        .await
-        .expect("good run");
-    assert_eq!(good.rows, 2500);
-    let before = snapshot(extracts);
-    let err = bad().await.expect_err("the bad run must fail");
-    assert_eq!(
-        snapshot(extracts),
-        before,
-        "a failed run must not change anything on disk ({err})"
-    );
-    let conn = agnes_tests::open_extract(&extracts.join("src"));
-    let n: i64 = conn
-        .query_row("SELECT count(*) FROM numbers", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(n, 2500, "the previous extract still serves");
-    err
-}
 
 #[tokio::test]
 async fn garbage_bytes_instead_of_arrow_ipc() {

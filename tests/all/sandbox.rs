@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use agnes_runtime::{Error, Limits};
-use agnes_tests::{hostile, open_extract, request, runtime, snapshot};
+use agnes_tests::{fails_cleanly, hostile, open_extract, request, run_hostile_with, runtime};
 use serde_json::json;
 
 #[tokio::test]
@@ -71,17 +71,29 @@ async fn no_grant_means_no_files_at_all() {
     assert_eq!(denied, 3);
 }
 
+/// `mode` under `limits` fails with an error `check` accepts, after a good extract was
+/// published, leaving it byte-for-byte intact.
+async fn refused(mode: &str, extra: serde_json::Value, limits: Limits) -> Error {
+    let tmp = tempfile::tempdir().unwrap();
+    let extracts = tmp.path().to_path_buf();
+    fails_cleanly(&extracts, || {
+        run_hostile_with(&extracts, mode, extra, limits)
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_spinning_guest_is_stopped_at_its_deadline() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut req = request(tmp.path(), "src", json!({"mode": "spin"}), &[]);
-    req.limits = Limits {
-        timeout_secs: 1,
-        ..Limits::default()
-    };
-    let before = snapshot(tmp.path());
     let started = Instant::now();
-    let err = runtime().run(hostile(), req, None).await.unwrap_err();
+    let err = refused(
+        "spin",
+        json!({}),
+        Limits {
+            timeout_secs: 1,
+            ..Limits::default()
+        },
+    )
+    .await;
     assert!(
         matches!(err, Error::Timeout { limit } if limit == Duration::from_secs(1)),
         "{err}"
@@ -92,42 +104,39 @@ async fn a_spinning_guest_is_stopped_at_its_deadline() {
         "stopped {:?} after start",
         started.elapsed()
     );
-    let after = snapshot(tmp.path());
-    assert!(
-        after.keys().all(|p| p.ends_with(".lock")),
-        "nothing but the lock file remains: {after:?}"
-    );
-    assert!(before.is_empty());
 }
 
 #[tokio::test]
 async fn a_guest_blocked_in_a_host_call_is_stopped_at_its_deadline() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut req = request(tmp.path(), "src", json!({"mode": "sleep"}), &[]);
-    req.limits = Limits {
-        timeout_secs: 1,
-        ..Limits::default()
-    };
     let started = Instant::now();
-    let err = runtime().run(hostile(), req, None).await.unwrap_err();
+    let err = refused(
+        "sleep",
+        json!({}),
+        Limits {
+            timeout_secs: 1,
+            ..Limits::default()
+        },
+    )
+    .await;
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "the hour-long sleep was cut: {:?}",
         started.elapsed()
     );
-    assert!(agnes_runtime::extract::published(tmp.path(), "src").is_none());
 }
 
 #[tokio::test]
 async fn a_memory_bomb_hits_the_memory_limit() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut req = request(tmp.path(), "src", json!({"mode": "memory_bomb"}), &[]);
-    req.limits = Limits {
-        memory_mb: 64,
-        ..Limits::default()
-    };
-    let err = runtime().run(hostile(), req, None).await.unwrap_err();
+    let err = refused(
+        "memory_bomb",
+        json!({}),
+        Limits {
+            memory_mb: 64,
+            ..Limits::default()
+        },
+    )
+    .await;
     let msg = err.to_string();
     assert!(matches!(err, Error::Trap { .. }), "{msg}");
     assert!(
@@ -138,18 +147,15 @@ async fn a_memory_bomb_hits_the_memory_limit() {
 
 #[tokio::test]
 async fn row_and_output_limits_stop_a_flood() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut req = request(
-        tmp.path(),
-        "src",
-        json!({"mode": "good", "rows": 50_000}),
-        &[],
-    );
-    req.limits = Limits {
-        max_rows: 10_000,
-        ..Limits::default()
-    };
-    let err = runtime().run(hostile(), req, None).await.unwrap_err();
+    let err = refused(
+        "good",
+        json!({"rows": 50_000}),
+        Limits {
+            max_rows: 10_000,
+            ..Limits::default()
+        },
+    )
+    .await;
     assert!(
         matches!(
             err,
@@ -160,7 +166,49 @@ async fn row_and_output_limits_stop_a_flood() {
         ),
         "{err}"
     );
-    assert!(agnes_runtime::extract::published(tmp.path(), "src").is_none());
+    let err = refused(
+        "good",
+        json!({"rows": 200_000, "batch": 50_000}),
+        Limits {
+            max_output_mb: 1,
+            ..Limits::default()
+        },
+    )
+    .await;
+    assert!(
+        matches!(
+            err,
+            Error::LimitExceeded {
+                limit: "max_output_mb",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_batch_is_refused() {
+    // one emit of 200k rows is several MiB of Arrow IPC
+    let err = refused(
+        "good",
+        json!({"rows": 200_000, "batch": 200_000}),
+        Limits {
+            max_batch_mb: 1,
+            ..Limits::default()
+        },
+    )
+    .await;
+    assert!(
+        matches!(
+            err,
+            Error::LimitExceeded {
+                limit: "max_batch_mb",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -182,14 +230,16 @@ async fn two_runs_of_one_source_do_not_interleave() {
 
 #[tokio::test]
 async fn a_spinning_guest_exhausts_its_cpu_budget_before_its_wall_clock() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut req = request(tmp.path(), "src", json!({"mode": "spin"}), &[]);
-    req.limits = Limits {
-        cpu_secs: 1,
-        timeout_secs: 120,
-        ..Limits::default()
-    };
-    let err = runtime().run(hostile(), req, None).await.unwrap_err();
+    let err = refused(
+        "spin",
+        json!({}),
+        Limits {
+            cpu_secs: 1,
+            timeout_secs: 120,
+            ..Limits::default()
+        },
+    )
+    .await;
     assert!(
         matches!(
             err,
@@ -200,19 +250,20 @@ async fn a_spinning_guest_exhausts_its_cpu_budget_before_its_wall_clock() {
         ),
         "{err}"
     );
-    assert!(agnes_runtime::extract::published(tmp.path(), "src").is_none());
 }
 
 #[tokio::test]
 async fn time_blocked_in_a_host_call_is_not_cpu_time() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut req = request(tmp.path(), "src", json!({"mode": "sleep"}), &[]);
-    req.limits = Limits {
-        cpu_secs: 1,
-        timeout_secs: 3,
-        ..Limits::default()
-    };
-    let err = runtime().run(hostile(), req, None).await.unwrap_err();
+    let err = refused(
+        "sleep",
+        json!({}),
+        Limits {
+            cpu_secs: 1,
+            timeout_secs: 3,
+            ..Limits::default()
+        },
+    )
+    .await;
     assert!(
         matches!(err, Error::Timeout { limit } if limit == Duration::from_secs(3)),
         "a sleeping guest hits the wall clock, not the CPU budget: {err}"

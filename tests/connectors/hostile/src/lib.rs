@@ -1,6 +1,7 @@
 //! A connector that misbehaves on purpose, chosen by `{"mode": ...}`:
 //!
-//! - `good`: one table `numbers (n BIGINT NOT NULL, label VARCHAR)` with `rows` rows.
+//! - `good`: one table `numbers (n BIGINT NOT NULL, label VARCHAR)` with `rows` rows, in
+//!   batches of `batch` rows.
 //! - `garbage`: emits bytes that are not Arrow IPC.
 //! - `schema_change`: emits one good batch, then a batch with another schema.
 //! - `partial`: emits a message cut in half.
@@ -31,6 +32,9 @@ pub struct Config {
     mode: String,
     #[serde(default = "default_rows")]
     rows: i64,
+    /// Rows per emitted batch in `good` mode.
+    #[serde(default = "default_batch")]
+    batch: i64,
     #[serde(default)]
     paths: Vec<String>,
     #[serde(default)]
@@ -50,6 +54,10 @@ fn http_schema() -> SchemaRef {
 
 fn default_rows() -> i64 {
     10
+}
+
+fn default_batch() -> i64 {
+    1000
 }
 
 fn numbers_schema() -> SchemaRef {
@@ -109,7 +117,7 @@ impl Connector for Hostile {
             "good" | "unsafe_name" => {
                 let mut from = 0;
                 while from < config.rows {
-                    let to = (from + 1000).min(config.rows);
+                    let to = (from + config.batch.max(1)).min(config.rows);
                     ctx.emit("numbers", &numbers(from, to))?;
                     from = to;
                 }
