@@ -98,6 +98,12 @@ pub enum Error {
     #[error("connector tried {attempt}, which is denied: {reason}")]
     EgressDenied { attempt: String, reason: String },
 
+    /// An incremental run cannot be merged into the previous extract of a table.
+    #[error(
+        "merging table `{table}` into its previous extract: {reason}; run a full refresh (--full-refresh) to rebuild it"
+    )]
+    Merge { table: String, reason: String },
+
     /// A directory grant cannot be honoured.
     #[error("grant of directory {host} as `{guest}`: {reason}")]
     InvalidGrant {

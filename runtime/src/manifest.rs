@@ -172,10 +172,11 @@ impl ConnectorManifest {
                 });
             }
             seen.push(&s.name);
-            if s.hosts.is_empty() || s.hosts.iter().any(|h| h == "*") {
+            if s.hosts.is_empty() {
                 return Err(Error::Manifest {
                     reason: format!(
-                        "requests.secrets: `{}` must name the hosts it may be sent to (not `*`)",
+                        "requests.secrets: `{}` must name the hosts it may be sent to \
+                         (`*`: any host the operator grants)",
                         s.name
                     ),
                 });
@@ -287,7 +288,27 @@ impl ConnectorManifest {
                 ));
             };
             let mut g = g.clone();
-            g.hosts = s.hosts.clone();
+            g.hosts = if g.hosts.is_empty() {
+                s.hosts.clone()
+            } else {
+                // the operator narrows: keep the hosts it names that the request covers
+                let narrowed: Vec<String> = g
+                    .hosts
+                    .iter()
+                    .filter(|h| s.hosts.iter().any(|r| host_matches(r, h)))
+                    .cloned()
+                    .collect();
+                if narrowed.is_empty() {
+                    return Err(not_granted(
+                        format!("secret {} for {}", s.name, s.hosts.join(", ")),
+                        format!(
+                            "[grant.secrets.{}] hosts must include hosts the connector may send it to",
+                            s.name
+                        ),
+                    ));
+                }
+                narrowed
+            };
             secrets.insert(s.name.clone(), g);
         }
 
@@ -457,6 +478,55 @@ mod tests {
     }
 
     #[test]
+    fn the_operator_narrows_a_secret_requested_for_any_host() {
+        let m = ConnectorManifest::parse(
+            "name = \"x\"\nversion = \"1\"\n[[requests.http]]\nhost = \"*\"\n[[requests.secrets]]\nname = \"t\"\nhosts = [\"*\"]\n",
+        )
+        .unwrap();
+        let grant = |hosts: Vec<String>| Grant {
+            http: vec![rule("api.example.com"), rule("other.example.com")],
+            secrets: [(
+                "t".to_string(),
+                SecretGrant {
+                    env: Some("T".into()),
+                    hosts,
+                    ..SecretGrant::default()
+                },
+            )]
+            .into(),
+            ..Grant::default()
+        };
+        let g = effective_grant(&m, &grant(vec![])).unwrap();
+        assert_eq!(g.secrets["t"].hosts, ["*"], "any granted host");
+        let g = effective_grant(&m, &grant(vec!["api.example.com".into()])).unwrap();
+        assert_eq!(
+            g.secrets["t"].hosts,
+            ["api.example.com"],
+            "narrowed by the operator"
+        );
+        let m = ConnectorManifest::parse(JIRA).unwrap();
+        let err = effective_grant(
+            &m,
+            &Grant {
+                http: vec![rule("acme.atlassian.net")],
+                secrets: [(
+                    "jira_token".to_string(),
+                    SecretGrant {
+                        env: Some("T".into()),
+                        hosts: vec!["evil.example.com".into()],
+                        ..SecretGrant::default()
+                    },
+                )]
+                .into(),
+                ..Grant::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("secret jira_token"), "{err}");
+    }
+
+    #[test]
     fn requested_ports_narrow_the_grant() {
         let m = ConnectorManifest::parse(
             "name = \"x\"\nversion = \"1\"\n[[requests.http]]\nhost = \"*\"\nports = [8443]\n",
@@ -538,7 +608,7 @@ mod tests {
                 "no [[requests.http]] covers",
             ),
             (
-                "name = \"x\"\nversion = \"1\"\n[[requests.http]]\nhost = \"*\"\n[[requests.secrets]]\nname = \"t\"\nhosts = [\"*\"]\n",
+                "name = \"x\"\nversion = \"1\"\n[[requests.http]]\nhost = \"*\"\n[[requests.secrets]]\nname = \"t\"\nhosts = []\n",
                 "must name the hosts",
             ),
             (

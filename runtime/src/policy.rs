@@ -53,9 +53,10 @@ pub struct SecretGrant {
     /// A file whose content (trailing newline trimmed) is the value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
-    /// Host patterns the secret may be sent to; filled in from the connector's request by
-    /// [`crate::ConnectorManifest::effective`], never by the operator.
-    #[serde(skip)]
+    /// Host patterns the secret may be sent to. The operator may narrow the connector's
+    /// request with it (e.g. a connector that may send its token to `*`, any granted
+    /// host); [`crate::manifest::ConnectorManifest::effective`] sets the result.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
 }
 

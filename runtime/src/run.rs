@@ -52,6 +52,14 @@ pub struct TableSpec {
     pub cursor_field: Option<String>,
 }
 
+impl TableSpec {
+    /// Synced incrementally (merged by primary key when the run starts from a committed
+    /// state): it declares a primary key and a cursor field. Otherwise: full refresh.
+    pub fn incremental(&self) -> bool {
+        !self.primary_key.is_empty() && self.cursor_field.is_some()
+    }
+}
+
 /// Progress of a read, reported after every accepted emit.
 #[derive(Debug, Clone)]
 pub struct Progress {
@@ -73,6 +81,9 @@ pub struct TableReport {
     pub md5: String,
     /// The parquet file (versioned path).
     pub path: PathBuf,
+    /// This run's rows were merged into the previous extract by primary key (an
+    /// incremental sync); otherwise the table was replaced (a full refresh).
+    pub merged: bool,
 }
 
 /// The outcome of a successful run.
@@ -296,12 +307,36 @@ impl Runtime {
         let (rows, bytes) = (store.data().rows, store.data().bytes);
         let mut writers = std::mem::take(&mut store.data_mut().selected);
         drop(store);
+        // With a committed state, a table with a primary key and a cursor received only
+        // what changed: merge it into the previous extract's file by key.
+        let previous = request
+            .state
+            .as_ref()
+            .and_then(|_| crate::extract::published(&request.extracts_dir, &request.source));
+        let mut merged = Vec::new();
         for t in &selected {
             let writer = match writers.get_mut(&t.name).and_then(|s| s.writer.take()) {
                 Some(w) => w,
                 None => TableWriter::create(&data_dir, &t.name, t.schema.clone())?,
             };
-            written.insert(t.name.clone(), writer.finish()?);
+            let mut file = writer.finish()?;
+            let prev_file = previous
+                .as_ref()
+                .filter(|_| t.incremental())
+                .map(|dir| dir.join("data").join(format!("{}.parquet", t.name)))
+                .filter(|p| p.is_file());
+            if let Some(prev) = prev_file {
+                file = crate::sink::merge::merge_by_key(
+                    &data_dir,
+                    &t.name,
+                    &t.schema,
+                    &t.primary_key,
+                    file,
+                    &prev,
+                )?;
+                merged.push(t.name.clone());
+            }
+            written.insert(t.name.clone(), file);
         }
         if let Some(state) = &new_state {
             let path = staging.dir().join("state.json");
@@ -313,6 +348,7 @@ impl Runtime {
             let mut file = written.remove(&t.name).expect("written above");
             file.path = sealed.join("data").join(format!("{}.parquet", t.name));
             reports.push(TableReport {
+                merged: merged.contains(&t.name),
                 name: t.name.clone(),
                 description: t.description.clone(),
                 rows: file.rows,

@@ -389,7 +389,7 @@ fn run_connector(args: RunArgs, out: &Output) -> Result<()> {
                 "bytes_emitted": report.bytes_emitted,
                 "seconds": report.elapsed.as_secs_f64(),
                 "tables": report.tables.iter().map(|t| json!({
-                    "name": t.name, "rows": t.rows, "size_bytes": t.size_bytes, "md5": t.md5, "path": t.path,
+                    "name": t.name, "rows": t.rows, "size_bytes": t.size_bytes, "md5": t.md5, "path": t.path, "merged": t.merged,
                 })).collect::<Vec<_>>(),
             })
         },

@@ -57,7 +57,7 @@ pub(crate) struct TableWriter {
 /// The schema as stored. Parquet has no second-precision timestamp: arrow-rs would write
 /// `Timestamp(Second)` as a bare INT64 that readers such as DuckDB see as a number, so such
 /// columns are stored as milliseconds. `None` when nothing needs converting.
-fn storable(schema: &SchemaRef) -> Option<SchemaRef> {
+pub(crate) fn storable(schema: &SchemaRef) -> Option<SchemaRef> {
     let needs = |f: &arrow_schema::FieldRef| {
         matches!(f.data_type(), DataType::Timestamp(TimeUnit::Second, _))
     };
