@@ -32,7 +32,8 @@ test:
     . /etc/agnes/wasm-toolchain.env && cd connectors-wasm && \
       env -u RUSTUP_TOOLCHAIN RUSTC="$WASM_RUSTC" RUSTDOC="$(dirname "$WASM_RUSTC")/rustdoc" \
       CARGO_TARGET_DIR={{wasm_target}}-native \
-      "$WASM_CARGO" test --locked --lib --target x86_64-unknown-linux-gnu -p agnes-connector-csv
+      "$WASM_CARGO" test --locked --lib --target x86_64-unknown-linux-gnu \
+        -p agnes-connector-sdk -p agnes-connector-csv -p agnes-connector-http-json
 
 # Formatting and lints.
 lint:

@@ -222,6 +222,20 @@ impl Table {
         self.description = Some(description.into());
         self
     }
+
+    /// The primary key; with a [`Table::cursor_field`] the table syncs incrementally: when
+    /// the read starts from a committed state, emit only records changed since, and the
+    /// host merges them into the previous extract by this key.
+    pub fn primary_key<S: Into<String>>(mut self, columns: impl IntoIterator<Item = S>) -> Self {
+        self.primary_key = columns.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The column whose value only grows as records change (e.g. `updated_at`).
+    pub fn cursor_field(mut self, column: impl Into<String>) -> Self {
+        self.cursor_field = Some(column.into());
+        self
+    }
 }
 
 /// A connector. Implement it and pass the type to [`export_connector!`].
