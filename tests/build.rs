@@ -21,7 +21,10 @@ fn main() {
     for (workspace, crates) in [
         (
             "connectors-wasm",
-            &[("CSV_COMPONENT", "agnes_connector_csv")][..],
+            &[
+                ("CSV_COMPONENT", "agnes_connector_csv"),
+                ("HTTP_JSON_COMPONENT", "agnes_connector_http_json"),
+            ][..],
         ),
         (
             "tests/connectors",

@@ -48,6 +48,16 @@ pub fn csv() -> &'static LoadedComponent {
     })
 }
 
+/// The compiled http-json component.
+pub fn http_json() -> &'static LoadedComponent {
+    static C: OnceLock<LoadedComponent> = OnceLock::new();
+    C.get_or_init(|| {
+        runtime()
+            .load_file(Path::new(HTTP_JSON_COMPONENT))
+            .expect("http-json component")
+    })
+}
+
 /// The compiled hostile fixture.
 pub fn hostile() -> &'static LoadedComponent {
     static C: OnceLock<LoadedComponent> = OnceLock::new();

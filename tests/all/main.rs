@@ -5,10 +5,12 @@
 //! - `bad_input`: bad data and misbehaving guests fail cleanly and publish nothing.
 //! - `sandbox`: a guest cannot escape its grant or its limits.
 //! - `egress`: outbound HTTP only where granted; secrets injected by the host.
+//! - `http_json`: the http-json connector against a local API (paging, retries, incremental).
 //! - `server`: the REST server over real HTTP on loopback.
 
 mod bad_input;
 mod csv_extract;
 mod egress;
+mod http_json;
 mod sandbox;
 mod server;

@@ -679,13 +679,30 @@ fn base_params(endpoint: &Endpoint) -> Vec<(String, String)> {
     endpoint.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
+/// Schemas inferred by `discover`, reused by `read` in the same instance (the host calls
+/// both in one instance), so a read neither re-fetches nor re-infers them: every batch has
+/// exactly the discovered schema.
+static INFERRED: std::sync::Mutex<BTreeMap<String, SchemaRef>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
 /// The table of `endpoint` (fetching its first page when the columns are not declared).
 fn table(config: &Config, client: &mut Client<'_>, endpoint: &Endpoint) -> Result<Table, Error> {
-    let schema = match endpoint.columns {
-        Some(_) => schema_for(endpoint, &[])?,
-        None => {
+    let cached = INFERRED
+        .lock()
+        .map_err(|_| Error::Internal("schema cache poisoned".into()))?
+        .get(&endpoint.name)
+        .cloned();
+    let schema = match (&endpoint.columns, cached) {
+        (Some(_), _) => schema_for(endpoint, &[])?,
+        (None, Some(schema)) => schema,
+        (None, None) => {
             let (_, body) = client.get(&first_page(config, endpoint, &base_params(endpoint)))?;
-            schema_for(endpoint, &records_of(endpoint, &body)?)?
+            let schema = schema_for(endpoint, &records_of(endpoint, &body)?)?;
+            INFERRED
+                .lock()
+                .map_err(|_| Error::Internal("schema cache poisoned".into()))?
+                .insert(endpoint.name.clone(), schema.clone());
+            schema
         }
     };
     let mut t = Table::new(endpoint.name.clone(), schema).primary_key(endpoint.primary_key.clone());
