@@ -8,15 +8,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use agnes_connector_sdk::arrow_array::builder::{
-    BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
-};
-use agnes_connector_sdk::arrow_array::{ArrayRef, RecordBatch};
-use agnes_connector_sdk::arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use agnes_connector_sdk::http::{HttpError, Request, Response, Url, secret, secret_base64};
-use agnes_connector_sdk::{Connector, Error, Level, ReadContext, Spec, Table, log};
+use agnes_connector_sdk::arrow_schema::{Schema, SchemaRef};
+use agnes_connector_sdk::http::{Client, Request, Response, Retry, Url, secret, secret_base64};
+pub use agnes_connector_sdk::json::{Column, Kind, snippet, to_batch};
+use agnes_connector_sdk::{Connector, Error, Level, ReadContext, Spec, Table};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -155,75 +151,6 @@ fn one() -> u64 {
     1
 }
 
-/// A declared column.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Column {
-    pub name: String,
-    /// `int64`, `float64`, `boolean`, `string`, `timestamp` (RFC 3339 text → UTC
-    /// microseconds) or `json` (any value, kept as JSON text).
-    #[serde(rename = "type")]
-    pub kind: Kind,
-}
-
-/// Column types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    Int64,
-    Float64,
-    Boolean,
-    String,
-    Timestamp,
-    Json,
-}
-
-impl Kind {
-    fn data_type(self) -> DataType {
-        match self {
-            Kind::Int64 => DataType::Int64,
-            Kind::Float64 => DataType::Float64,
-            Kind::Boolean => DataType::Boolean,
-            Kind::String | Kind::Json => DataType::Utf8,
-            Kind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-        }
-    }
-
-    fn of(value: &Value) -> Option<Kind> {
-        match value {
-            Value::Null => None,
-            Value::Bool(_) => Some(Kind::Boolean),
-            Value::Number(n) if n.is_i64() => Some(Kind::Int64),
-            Value::Number(_) => Some(Kind::Float64),
-            Value::String(s) if parse_timestamp(s).is_some() => Some(Kind::Timestamp),
-            Value::String(_) => Some(Kind::String),
-            Value::Array(_) | Value::Object(_) => Some(Kind::Json),
-        }
-    }
-
-    /// The narrowest kind holding both.
-    fn unify(self, other: Kind) -> Kind {
-        match (self, other) {
-            (a, b) if a == b => a,
-            (Kind::Int64, Kind::Float64) | (Kind::Float64, Kind::Int64) => Kind::Float64,
-            (Kind::Timestamp, Kind::String) | (Kind::String, Kind::Timestamp) => Kind::String,
-            _ => Kind::Json,
-        }
-    }
-}
-
-/// RFC 3339 / ISO 8601 text with a time → UTC microseconds. Plain numbers and dates
-/// without a time are not timestamps.
-fn parse_timestamp(s: &str) -> Option<i64> {
-    if s.len() < 19 || !s.as_bytes()[..4].iter().all(u8::is_ascii_digit) || s.as_bytes()[4] != b'-'
-    {
-        return None;
-    }
-    arrow_cast::parse::string_to_timestamp_nanos(s)
-        .ok()
-        .map(|ns| ns.div_euclid(1000))
-}
-
 /// A table's schema: the declared columns, or inferred from `records` (fields in order of
 /// first appearance; a field that is null everywhere is a string; mixed kinds widen to
 /// float, string or JSON text). Every column is nullable.
@@ -265,15 +192,9 @@ pub fn schema_for(endpoint: &Endpoint, records: &[Value]) -> Result<SchemaRef, E
                 .collect()
         }
     };
-    let fields: Vec<Field> = columns
+    let fields: Vec<_> = columns
         .iter()
-        .map(|(n, k)| {
-            let mut f = Field::new(n, k.data_type(), true);
-            if *k == Kind::Json {
-                f = f.with_metadata([("agnes.kind".to_string(), "json".to_string())].into());
-            }
-            f
-        })
+        .map(|(n, k)| agnes_connector_sdk::json::field(n, *k))
         .collect();
     for key in endpoint.primary_key.iter().chain(endpoint.cursor_field.iter()) {
         if !fields.iter().any(|f| f.name() == key) {
@@ -284,99 +205,6 @@ pub fn schema_for(endpoint: &Endpoint, records: &[Value]) -> Result<SchemaRef, E
         }
     }
     Ok(Arc::new(Schema::new(fields)))
-}
-
-fn snippet(v: &Value) -> String {
-    let s = v.to_string();
-    if s.len() > 120 {
-        format!("{}…", &s[..s.floor_char_boundary(120)])
-    } else {
-        s
-    }
-}
-
-/// Records → one batch of `schema`. A value that does not fit its column fails with the
-/// field and the value.
-pub fn to_batch(table: &str, schema: &SchemaRef, records: &[Value]) -> Result<RecordBatch, Error> {
-    let bad = |field: &str, v: &Value, kind: &str| {
-        Error::Source(format!(
-            "{table}: field `{field}` = {} is not {kind}; declare it as `string` or `json`",
-            snippet(v)
-        ))
-    };
-    let empty = Map::new();
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-    for field in schema.fields() {
-        let name = field.name();
-        let values = records
-            .iter()
-            .map(|r| r.as_object().unwrap_or(&empty).get(name).unwrap_or(&Value::Null));
-        let json_text = field.metadata().get("agnes.kind").is_some_and(|k| k == "json");
-        let array: ArrayRef = match field.data_type() {
-            DataType::Int64 => {
-                let mut b = Int64Builder::with_capacity(records.len());
-                for v in values {
-                    match v {
-                        Value::Null => b.append_null(),
-                        Value::Number(n) => b.append_value(n.as_i64().ok_or_else(|| bad(name, v, "an integer"))?),
-                        Value::String(s) => b.append_value(s.parse().map_err(|_| bad(name, v, "an integer"))?),
-                        _ => return Err(bad(name, v, "an integer")),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            DataType::Float64 => {
-                let mut b = Float64Builder::with_capacity(records.len());
-                for v in values {
-                    match v {
-                        Value::Null => b.append_null(),
-                        Value::Number(n) => b.append_value(n.as_f64().ok_or_else(|| bad(name, v, "a number"))?),
-                        Value::String(s) => b.append_value(s.parse().map_err(|_| bad(name, v, "a number"))?),
-                        _ => return Err(bad(name, v, "a number")),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            DataType::Boolean => {
-                let mut b = BooleanBuilder::with_capacity(records.len());
-                for v in values {
-                    match v {
-                        Value::Null => b.append_null(),
-                        Value::Bool(x) => b.append_value(*x),
-                        _ => return Err(bad(name, v, "a boolean")),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            DataType::Timestamp(_, tz) => {
-                let mut b = TimestampMicrosecondBuilder::with_capacity(records.len())
-                    .with_timezone_opt(tz.clone());
-                for v in values {
-                    match v {
-                        Value::Null => b.append_null(),
-                        Value::String(s) => b.append_value(
-                            parse_timestamp(s).ok_or_else(|| bad(name, v, "an RFC 3339 timestamp"))?,
-                        ),
-                        _ => return Err(bad(name, v, "an RFC 3339 timestamp")),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            _ => {
-                let mut b = StringBuilder::with_capacity(records.len(), records.len() * 16);
-                for v in values {
-                    match v {
-                        Value::Null => b.append_null(),
-                        Value::String(s) if !json_text => b.append_value(s),
-                        other => b.append_value(other.to_string()),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-        };
-        columns.push(array);
-    }
-    RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// Percent-encodes a query component (RFC 3986 unreserved characters stay).
@@ -551,29 +379,23 @@ pub fn cursor_text(v: &Value) -> String {
     }
 }
 
-/// Sends requests with auth, pacing and retries.
-pub struct Client<'a> {
-    config: &'a Config,
-    last: Option<std::time::Instant>,
-    /// How long to sleep; replaced in native tests.
-    pub sleep: fn(Duration),
-}
-
-impl<'a> Client<'a> {
-    pub fn new(config: &'a Config) -> Client<'a> {
-        Client {
-            config,
-            last: None,
-            sleep: std::thread::sleep,
+impl Config {
+    fn retry(&self) -> Retry {
+        Retry {
+            max_retries: self.max_retries,
+            backoff_ms: self.backoff_ms,
+            max_backoff_ms: self.max_backoff_ms,
+            min_interval_ms: self.min_interval_ms,
         }
     }
 
+    /// A GET of `url` with the static headers and the auth placeholder.
     fn request(&self, url: &str) -> Request {
         let mut req = Request::get(url).header("accept", "application/json");
-        for (k, v) in &self.config.headers {
+        for (k, v) in &self.headers {
             req = req.header(k.clone(), v.clone());
         }
-        match &self.config.auth {
+        match &self.auth {
             None => req,
             Some(Auth::Bearer) => req.header("authorization", format!("Bearer {}", secret("api_token"))),
             Some(Auth::Basic) => req.header("authorization", format!("Basic {}", secret_base64("api_token"))),
@@ -582,63 +404,13 @@ impl<'a> Client<'a> {
             }
         }
     }
+}
 
-    /// GETs `url` until it answers 2xx, retrying 429 (after `Retry-After`, else backoff),
-    /// 5xx and transport errors up to `max_retries` times.
-    pub fn get(&mut self, url: &str) -> Result<(Response, Value), Error> {
-        let mut attempt: u32 = 0;
-        loop {
-            if let Some(last) = self.last {
-                let gap = Duration::from_millis(self.config.min_interval_ms);
-                let since = last.elapsed();
-                if since < gap {
-                    (self.sleep)(gap - since);
-                }
-            }
-            self.last = Some(std::time::Instant::now());
-            let outcome = self.request(url).send();
-            let backoff = Duration::from_millis(
-                self.config
-                    .backoff_ms
-                    .saturating_mul(1u64 << attempt.min(20))
-                    .min(self.config.max_backoff_ms),
-            );
-            let (wait, why) = match outcome {
-                Ok(resp) if resp.is_success() => {
-                    let body: Value = resp.json()?;
-                    return Ok((resp, body));
-                }
-                Ok(resp) if resp.status == 429 || resp.status >= 500 => {
-                    let wait = resp
-                        .retry_after()
-                        .unwrap_or(backoff)
-                        .min(Duration::from_millis(self.config.max_backoff_ms));
-                    (wait, format!("{} {}", resp.status, resp.body_snippet()))
-                }
-                Ok(resp) => {
-                    return Err(Error::Source(format!(
-                        "GET {url} answered {}: {}",
-                        resp.status,
-                        resp.body_snippet()
-                    )));
-                }
-                Err(HttpError::Transport(e)) => (backoff, e),
-                Err(e) => return Err(e.into()),
-            };
-            if attempt >= self.config.max_retries {
-                return Err(Error::Source(format!(
-                    "GET {url} failed after {} attempts: {why}",
-                    attempt + 1
-                )));
-            }
-            log(
-                Level::Warn,
-                &format!("GET {url}: {why}; retry {} in {} ms", attempt + 1, wait.as_millis()),
-            );
-            (self.sleep)(wait);
-            attempt += 1;
-        }
-    }
+/// GETs `url` (retried per the config) and parses the JSON body.
+fn get(config: &Config, client: &mut Client, url: &str) -> Result<(Response, Value), Error> {
+    let resp = client.send(&config.request(url))?;
+    let body = resp.json()?;
+    Ok((resp, body))
 }
 
 /// The committed state: `{"cursors": {"<table>": <value>}}`.
@@ -686,7 +458,7 @@ static INFERRED: std::sync::Mutex<BTreeMap<String, SchemaRef>> =
     std::sync::Mutex::new(BTreeMap::new());
 
 /// The table of `endpoint` (fetching its first page when the columns are not declared).
-fn table(config: &Config, client: &mut Client<'_>, endpoint: &Endpoint) -> Result<Table, Error> {
+fn table(config: &Config, client: &mut Client, endpoint: &Endpoint) -> Result<Table, Error> {
     let cached = INFERRED
         .lock()
         .map_err(|_| Error::Internal("schema cache poisoned".into()))?
@@ -696,7 +468,7 @@ fn table(config: &Config, client: &mut Client<'_>, endpoint: &Endpoint) -> Resul
         (Some(_), _) => schema_for(endpoint, &[])?,
         (None, Some(schema)) => schema,
         (None, None) => {
-            let (_, body) = client.get(&first_page(config, endpoint, &base_params(endpoint)))?;
+            let (_, body) = get(config, client, &first_page(config, endpoint, &base_params(endpoint)))?;
             let schema = schema_for(endpoint, &records_of(endpoint, &body)?)?;
             INFERRED
                 .lock()
@@ -739,7 +511,7 @@ impl Connector for HttpJson {
 
     fn discover(config: &Config) -> Result<Vec<Table>, Error> {
         validate(config)?;
-        let mut client = Client::new(config);
+        let mut client = Client::new(config.retry());
         config
             .tables
             .iter()
@@ -749,7 +521,7 @@ impl Connector for HttpJson {
 
     fn read(config: &Config, ctx: &mut ReadContext) -> Result<(), Error> {
         validate(config)?;
-        let mut client = Client::new(config);
+        let mut client = Client::new(config.retry());
         let mut cursors = cursors(ctx.state())?;
         for endpoint in &config.tables {
             if !ctx.is_selected(&endpoint.name) {
@@ -766,7 +538,7 @@ impl Connector for HttpJson {
             let mut page = 0u64;
             let mut total = 0usize;
             loop {
-                let (response, body) = client.get(&url)?;
+                let (response, body) = get(config, &mut client, &url)?;
                 let records = records_of(endpoint, &body)?;
                 if let Some(field) = &endpoint.cursor_field {
                     for r in &records {
@@ -804,6 +576,8 @@ agnes_connector_sdk::export_connector!(HttpJson);
 
 #[cfg(test)]
 mod tests {
+    use agnes_connector_sdk::arrow_schema::{DataType, TimeUnit};
+
     use super::*;
 
     fn endpoint(extra: Value) -> Endpoint {

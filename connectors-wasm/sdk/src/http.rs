@@ -274,6 +274,109 @@ impl Request {
     }
 }
 
+/// How a [`Client`] retries and paces requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Retries of one request on 429, 5xx and transport errors.
+    pub max_retries: u32,
+    /// First backoff; doubles per retry.
+    pub backoff_ms: u64,
+    /// Cap of one wait, also of a `Retry-After`.
+    pub max_backoff_ms: u64,
+    /// At least this long between two requests.
+    pub min_interval_ms: u64,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            max_retries: 5,
+            backoff_ms: 500,
+            max_backoff_ms: 60_000,
+            min_interval_ms: 0,
+        }
+    }
+}
+
+/// Sends requests with pacing and retries: 429 waits `Retry-After` (else backoff), 5xx and
+/// transport errors back off exponentially; other non-2xx answers fail at once with the
+/// status and the start of the body. A refused request ([`HttpError::Denied`]) is never
+/// retried.
+pub struct Client {
+    retry: Retry,
+    last: Option<std::time::Instant>,
+    /// How to wait (`std::thread::sleep`, a WASI clock wait in the guest).
+    pub sleep: fn(Duration),
+}
+
+impl Client {
+    pub fn new(retry: Retry) -> Client {
+        Client {
+            retry,
+            last: None,
+            sleep: std::thread::sleep,
+        }
+    }
+
+    /// Sends `req` until it answers 2xx or the retries are used up.
+    pub fn send(&mut self, req: &Request) -> Result<Response, Error> {
+        let url = req.url().to_string();
+        let method = req.method.clone();
+        let mut attempt: u32 = 0;
+        loop {
+            if let Some(last) = self.last {
+                let gap = Duration::from_millis(self.retry.min_interval_ms);
+                let since = last.elapsed();
+                if since < gap {
+                    (self.sleep)(gap - since);
+                }
+            }
+            self.last = Some(std::time::Instant::now());
+            let backoff = Duration::from_millis(
+                self.retry
+                    .backoff_ms
+                    .saturating_mul(1u64 << attempt.min(20))
+                    .min(self.retry.max_backoff_ms),
+            );
+            let (wait, why) = match req.send() {
+                Ok(resp) if resp.is_success() => return Ok(resp),
+                Ok(resp) if resp.status == 429 || resp.status >= 500 => {
+                    let wait = resp
+                        .retry_after()
+                        .unwrap_or(backoff)
+                        .min(Duration::from_millis(self.retry.max_backoff_ms));
+                    (wait, format!("{} {}", resp.status, resp.body_snippet()))
+                }
+                Ok(resp) => {
+                    return Err(Error::Source(format!(
+                        "{method} {url} answered {}: {}",
+                        resp.status,
+                        resp.body_snippet()
+                    )));
+                }
+                Err(HttpError::Transport(e)) => (backoff, e),
+                Err(e) => return Err(e.into()),
+            };
+            if attempt >= self.retry.max_retries {
+                return Err(Error::Source(format!(
+                    "{method} {url} failed after {} attempts: {why}",
+                    attempt + 1
+                )));
+            }
+            crate::log(
+                crate::Level::Warn,
+                &format!(
+                    "{method} {url}: {why}; retry {} in {} ms",
+                    attempt + 1,
+                    wait.as_millis()
+                ),
+            );
+            (self.sleep)(wait);
+            attempt += 1;
+        }
+    }
+}
+
 #[cfg(target_arch = "wasm32")]
 mod imp {
     use std::time::Duration;

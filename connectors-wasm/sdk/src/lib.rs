@@ -48,6 +48,7 @@ use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{ArrowError, SchemaRef};
 
 pub mod http;
+pub mod json;
 
 pub use arrow_array;
 pub use arrow_schema;
