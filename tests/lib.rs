@@ -198,6 +198,8 @@ impl TestServer {
             trusted_keys: None,
             // most tests register the built components by path; the signed path has its own tests
             allow_unsigned_connectors: true,
+            webhooks: Default::default(),
+            resolve: Default::default(),
         };
         adjust(&mut config);
         let state = agnes_server::AppState::open(config).unwrap();

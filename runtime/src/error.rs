@@ -166,7 +166,7 @@ impl std::fmt::Display for Phase {
 }
 
 impl Error {
-    pub(crate) fn io(
+    pub fn io(
         action: &'static str,
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(std::io::Error) -> Error {

@@ -19,6 +19,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::catalog::router())
         .merge(routes::query::router())
         .merge(routes::scan::router())
+        .merge(routes::webhooks::router())
         .layer(middleware::from_fn(trace))
         .with_state(state)
 }

@@ -25,6 +25,30 @@ pub struct ServerConfig {
     /// is set: development only; the server logs a warning at start-up.
     /// `AGNES_ALLOW_UNSIGNED=1` sets it.
     pub allow_unsigned_connectors: bool,
+    /// Inbound webhooks from sources; none configured means none accepted.
+    pub webhooks: Webhooks,
+    /// Pinned addresses for connectors' outbound HTTP host names, used instead of DNS
+    /// (split-horizon names); still checked like DNS answers (non-public needs
+    /// `allow_private` in the grant).
+    pub resolve: std::collections::HashMap<String, Vec<std::net::IpAddr>>,
+}
+
+/// `[webhooks.*]`: which source an inbound webhook updates and how it is authenticated.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Webhooks {
+    pub jira: Option<JiraWebhook>,
+}
+
+/// `POST /api/webhooks/jira`: Jira Cloud's `X-Hub-Signature: sha256=<hmac>` of the body
+/// with the shared secret; the payload is applied to `source` (a source registered with
+/// the jira connector).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JiraWebhook {
+    pub source: String,
+    /// File holding the shared secret (read on every request, so it can be rotated).
+    pub secret_file: PathBuf,
 }
 
 /// Limits of one `/api/query` (and sample) session.
@@ -58,6 +82,8 @@ impl Default for ServerConfig {
             scheduler_tick_secs: 30,
             trusted_keys: None,
             allow_unsigned_connectors: false,
+            webhooks: Webhooks::default(),
+            resolve: Default::default(),
         }
     }
 }
@@ -105,6 +131,10 @@ impl ServerConfig {
         if let Some(dir) = &self.trusted_keys {
             agnes_runtime::signature::TrustedKeys::from_dir(dir)
                 .map_err(|e| format!("trusted_keys: {e}"))?;
+        }
+        if let Some(j) = &self.webhooks.jira {
+            agnes_runtime::names::validate_name("source", &j.source)
+                .map_err(|e| format!("[webhooks.jira] source: {e}"))?;
         }
         if self.scheduler_tick_secs == 0 {
             return Err("scheduler_tick_secs must be at least 1".into());

@@ -77,6 +77,12 @@ const ROUTES: &[(&str, &str, &str, bool)] = &[
         false,
     ),
     (
+        "/api/webhooks/jira",
+        "post",
+        "Jira Cloud issue event, authenticated by X-Hub-Signature (HMAC-SHA256), applied to the configured source; 401 bad signature, 400 malformed, 403 not configured",
+        false,
+    ),
+    (
         "/api/sync/trigger",
         "post",
         "Start a sync {sources?}; 202 {sync_id}, 409 while one runs",
@@ -166,7 +172,10 @@ pub fn routes() -> impl Iterator<Item = (&'static str, &'static str)> {
 pub fn document() -> Value {
     let mut paths = serde_json::Map::new();
     for (path, method, summary, admin) in ROUTES {
-        let public = path.starts_with("/api/health") || path.starts_with("/api/openapi");
+        // webhooks authenticate by their signature, not a bearer token
+        let public = path.starts_with("/api/health")
+            || path.starts_with("/api/openapi")
+            || path.starts_with("/api/webhooks");
         let mut op = json!({
             "summary": summary,
             "responses": {

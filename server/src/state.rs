@@ -27,8 +27,9 @@ impl AppState {
         let db = Db::open(&config.system_db())?;
         db.blocking(crate::db::history::abandon_running)
             .map_err(|e| e.to_string())?;
-        let runtime =
-            agnes_runtime::Runtime::new(Some(&config.cache_dir())).map_err(|e| e.to_string())?;
+        let runtime = agnes_runtime::Runtime::new(Some(&config.cache_dir()))
+            .map_err(|e| e.to_string())?
+            .with_resolve(config.resolve.clone());
         let state = AppState {
             config: Arc::new(config),
             db,

@@ -111,30 +111,36 @@ async fn run(
     }
 }
 
-/// Runs one source's connector on a blocking thread; one outcome per registered table.
-async fn run_source(
+/// Runs one source's connector on a blocking thread (verified, request ∩ grant), from the
+/// published state, with `patch` merged into its config (a webhook payload); publishes the
+/// new extract version.
+pub(crate) async fn run_connector(
     state: &AppState,
     source: &str,
     entries: &[RegistryEntry],
-) -> Vec<TableOutcome> {
+    patch: Option<(&str, serde_json::Value)>,
+) -> Result<Result<agnes_runtime::RunReport, agnes_runtime::Error>, tokio::task::JoinError> {
     let first = &entries[0].table;
     let names: Vec<String> = entries.iter().map(|e| e.table.name.clone()).collect();
     let extracts = state.config.extracts_dir();
-    let request = RunRequest {
+    let mut config = first.config.clone();
+    if let (Some((key, value)), Some(obj)) = (patch, config.as_object_mut()) {
+        obj.insert(key.to_string(), value);
+    }
+    let mut request = RunRequest {
         source: source.to_string(),
         extracts_dir: extracts.clone(),
-        config: first.config.to_string(),
+        config: config.to_string(),
         grant: first.grant.clone(),
         limits: first.limits.clone(),
-        streams: Some(names.clone()),
+        streams: Some(names),
         state: agnes_runtime::extract::published_state(&extracts, source),
     };
     let runtime = state.runtime.clone();
     let registration = first.clone();
     let trusted = state.config.trusted_keys.clone();
     let allow_unsigned = state.config.allow_unsigned_connectors;
-    let mut request = request;
-    let result = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let (component, grant, limits) =
             registration.load(&runtime, trusted.as_deref(), allow_unsigned)?;
         request.grant = grant;
@@ -149,7 +155,17 @@ async fn run_source(
             })?;
         rt.block_on(runtime.run(&component, request, None))
     })
-    .await;
+    .await
+}
+
+/// Runs one source's connector; one outcome per registered table.
+async fn run_source(
+    state: &AppState,
+    source: &str,
+    entries: &[RegistryEntry],
+) -> Vec<TableOutcome> {
+    let names: Vec<String> = entries.iter().map(|e| e.table.name.clone()).collect();
+    let result = run_connector(state, source, entries, None).await;
     let finished_at = crate::db::now();
     let outcome = |table: &str, status: &str, rows, size, error| TableOutcome {
         source: source.to_string(),

@@ -6,11 +6,13 @@
 //! - `sandbox`: a guest cannot escape its grant or its limits.
 //! - `egress`: outbound HTTP only where granted; secrets injected by the host.
 //! - `http_json`: the http-json connector against a local API (paging, retries, incremental).
+//! - `jira`: the jira connector against a local Jira stand-in, and the server's Jira webhook.
 //! - `server`: the REST server over real HTTP on loopback.
 
 mod bad_input;
 mod csv_extract;
 mod egress;
 mod http_json;
+mod jira;
 mod sandbox;
 mod server;

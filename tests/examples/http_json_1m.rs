@@ -18,7 +18,10 @@ const PAGE: usize = 10_000;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let records: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let records: usize = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
     let pages: Vec<Arc<str>> = (0..records.div_ceil(PAGE))
         .map(|p| {
@@ -65,7 +68,10 @@ fn main() {
     for _ in 0..runs {
         let tmp = tempfile::tempdir().unwrap();
         let mut req = request(tmp.path(), "api", config.clone(), &[]);
-        req.grant = Grant { http: vec![server.grant()], ..Grant::default() };
+        req.grant = Grant {
+            http: vec![server.grant()],
+            ..Grant::default()
+        };
         req.limits = Limits::default();
         let started = Instant::now();
         let report = rt.block_on(runtime().run(http_json(), req, None)).unwrap();

@@ -97,11 +97,16 @@ impl TableRegistration {
                             .into(),
                 });
             }
-            return Ok((
-                runtime.load_file(&self.connector)?,
-                self.grant.clone(),
-                self.limits.clone(),
-            ));
+            // unverified (development only), but its connector.toml still narrows the grant
+            let component = runtime.load_file(&self.connector)?;
+            let Some(path) = &self.manifest else {
+                return Ok((component, self.grant.clone(), self.limits.clone()));
+            };
+            let text =
+                std::fs::read_to_string(path).map_err(agnes_runtime::Error::io("reading", path))?;
+            let m = agnes_runtime::manifest::ConnectorManifest::parse(&text)?;
+            let (grant, limits) = m.effective(&self.grant, &self.limits)?;
+            return Ok((component, grant, limits));
         };
         let keys = agnes_runtime::signature::TrustedKeys::from_dir(dir)?;
         let manifest = self.manifest.clone().ok_or_else(|| agnes_runtime::Error::Signature {

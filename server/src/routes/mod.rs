@@ -9,6 +9,7 @@ pub mod query;
 pub mod scan;
 pub mod sync;
 pub mod tokens;
+pub mod webhooks;
 
 use crate::auth::AuthUser;
 use crate::catalog::TableEntry;

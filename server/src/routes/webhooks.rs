@@ -1,0 +1,177 @@
+//! `POST /api/webhooks/jira`: Jira Cloud pushes issue events; each is applied to the
+//! configured source's extract at once (the jira connector turns the payload into rows,
+//! the runtime merges them by primary key and publishes a new version).
+//!
+//! Fail closed: not configured → 403; a missing or wrong `X-Hub-Signature`
+//! (`sha256=<hex HMAC-SHA256 of the body with the shared secret>`) → 401; a body that is
+//! not an issue event → 400. Nothing is written in any of these cases.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::db::registry;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/webhooks/jira", post(jira))
+}
+
+/// Checks `sha256=<hex>` against the HMAC of `body` in constant time.
+pub(crate) fn signature_ok(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
+    let Some(hex_sig) = header.and_then(|h| h.trim().strip_prefix("sha256=")) else {
+        return false;
+    };
+    let Ok(sig) = hex::decode(hex_sig) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&sig).is_ok()
+}
+
+async fn jira(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let Some(hook) = state.config.webhooks.jira.clone() else {
+        return Err(ApiError::Forbidden(
+            "this server accepts no jira webhooks: [webhooks.jira] is not configured".into(),
+        ));
+    };
+    let secret = std::fs::read(&hook.secret_file)
+        .map_err(|e| ApiError::internal(format!("reading {}: {e}", hook.secret_file.display())))?;
+    let secret = secret.trim_ascii();
+    if secret.is_empty() {
+        return Err(ApiError::internal("the jira webhook secret is empty"));
+    }
+    let header = headers.get("x-hub-signature").and_then(|v| v.to_str().ok());
+    if !signature_ok(secret, &body, header) {
+        tracing::warn!(
+            "error.type" = "webhook_signature",
+            "jira webhook with a missing or bad signature"
+        );
+        return Err(ApiError::Unauthorized(
+            "missing or invalid X-Hub-Signature".into(),
+        ));
+    }
+    let payload: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+    let event = payload
+        .get("webhookEvent")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::BadRequest("no `webhookEvent`".into()))?
+        .to_string();
+    let issue = payload
+        .get("issue")
+        .filter(|i| i.get("id").is_some() && i.get("key").and_then(Value::as_str).is_some())
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!("`{event}` carries no issue with an id and a key"))
+        })?;
+    let key = issue["key"].as_str().unwrap_or_default().to_string();
+    if event == "jira:issue_deleted" {
+        // a merge cannot delete; the next full refresh drops the issue
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"ignored": key, "event": event,
+            "reason": "deletions apply at the next full refresh"})),
+        )
+            .into_response());
+    }
+    let source = hook.source.clone();
+    let entries: Vec<_> = state
+        .db
+        .call(registry::list)
+        .await?
+        .into_iter()
+        .filter(|e| e.table.source == source)
+        .collect();
+    if entries.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "no registered table has source `{source}`"
+        )));
+    }
+    if agnes_runtime::extract::published_state(&state.config.extracts_dir(), &source).is_none() {
+        return Err(ApiError::Conflict(format!(
+            "source `{source}` has not been synced yet; sync it once before webhooks apply"
+        )));
+    }
+    let report =
+        match crate::sync::run_connector(&state, &source, &entries, Some(("webhook", payload)))
+            .await
+        {
+            Ok(Ok(report)) => report,
+            Ok(Err(agnes_runtime::Error::Busy { .. })) => {
+                let mut r = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({"error": "busy",
+                "message": format!("source `{source}` is syncing; retry")})),
+                )
+                    .into_response();
+                r.headers_mut()
+                    .insert("retry-after", axum::http::HeaderValue::from_static("5"));
+                return Ok(r);
+            }
+            Ok(Err(e @ agnes_runtime::Error::Connector { .. })) => {
+                return Err(ApiError::BadRequest(format!(
+                    "the payload could not be applied: {e}"
+                )));
+            }
+            Ok(Err(e)) => return Err(ApiError::internal(format!("applying a jira webhook: {e}"))),
+            Err(e) => return Err(ApiError::internal(e)),
+        };
+    let rebuilt = {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || state.rebuild_catalog()).await
+    };
+    match rebuilt {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(ApiError::internal(e)),
+        Err(e) => return Err(ApiError::internal(e)),
+    }
+    tracing::info!(issue = %key, event = %event, version = %report.version, "jira webhook applied");
+    let audited = key.clone();
+    let _ = state
+        .db
+        .call(move |c| {
+            crate::db::audit::record(c, None, "webhook.jira", Some(&audited), Some(&event))
+        })
+        .await;
+    Ok(Json(json!({
+        "applied": key,
+        "version": report.version,
+        "tables": report.tables.iter().map(|t| json!({"name": t.name, "rows": t.rows, "merged": t.merged})).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures() {
+        let body = br#"{"webhookEvent":"jira:issue_updated"}"#;
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+        mac.update(body);
+        let good = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        assert!(signature_ok(b"s3cret", body, Some(&good)));
+        assert!(!signature_ok(b"other", body, Some(&good)), "another secret");
+        assert!(!signature_ok(b"s3cret", b"{}", Some(&good)), "another body");
+        assert!(!signature_ok(b"s3cret", body, None), "no header");
+        assert!(
+            !signature_ok(b"s3cret", body, Some("sha1=abc")),
+            "another scheme"
+        );
+        assert!(!signature_ok(b"s3cret", body, Some("sha256=zz")), "not hex");
+    }
+}
