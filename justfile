@@ -33,7 +33,8 @@ test:
       env -u RUSTUP_TOOLCHAIN RUSTC="$WASM_RUSTC" RUSTDOC="$(dirname "$WASM_RUSTC")/rustdoc" \
       CARGO_TARGET_DIR={{wasm_target}}-native \
       "$WASM_CARGO" test --locked --lib --target x86_64-unknown-linux-gnu \
-        -p agnes-connector-sdk -p agnes-connector-csv -p agnes-connector-http-json
+        -p agnes-connector-sdk -p agnes-connector-csv -p agnes-connector-http-json \
+        -p agnes-connector-jira -p agnes-connector-keboola
 
 # Formatting and lints.
 lint:

@@ -25,6 +25,7 @@ fn main() {
                 ("CSV_COMPONENT", "agnes_connector_csv"),
                 ("HTTP_JSON_COMPONENT", "agnes_connector_http_json"),
                 ("JIRA_COMPONENT", "agnes_connector_jira"),
+                ("KEBOOLA_COMPONENT", "agnes_connector_keboola"),
             ][..],
         ),
         (

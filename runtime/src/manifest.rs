@@ -70,6 +70,10 @@ pub struct HttpRequest {
     /// Ports; empty means the scheme's default.
     #[serde(default)]
     pub ports: Vec<u16>,
+    /// One of several alternatives (e.g. the file storage of each cloud): the run may go
+    /// without a grant for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
 }
 
 /// One secret a connector references.
@@ -100,11 +104,12 @@ impl Requests {
     pub fn lines(&self) -> Vec<String> {
         let mut out: Vec<String> = self.dirs.iter().map(|d| format!("dir {d}")).collect();
         for h in &self.http {
+            let optional = if h.optional { " (optional)" } else { "" };
             if h.ports.is_empty() {
-                out.push(format!("http {} (default ports)", h.host));
+                out.push(format!("http {} (default ports){optional}", h.host));
             } else {
                 for p in &h.ports {
-                    out.push(format!("http {}:{p}", h.host));
+                    out.push(format!("http {}:{p}{optional}", h.host));
                 }
             }
         }
@@ -261,7 +266,7 @@ impl ConnectorManifest {
                     http.push(rule);
                 }
             }
-            if !covered {
+            if !covered && !r.optional {
                 return Err(not_granted(
                     format!("outbound HTTP to {}", r.host),
                     format!(
@@ -524,6 +529,41 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("secret jira_token"), "{err}");
+    }
+
+    #[test]
+    fn an_optional_host_may_go_ungranted() {
+        let m = ConnectorManifest::parse(
+            "name = \"x\"\nversion = \"1\"\n[[requests.http]]\nhost = \"*.keboola.com\"\n[[requests.http]]\nhost = \"*.googleapis.com\"\noptional = true\n",
+        )
+        .unwrap();
+        let g = effective_grant(
+            &m,
+            &Grant {
+                http: vec![rule("connection.keboola.com")],
+                ..Grant::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(g.http, vec![rule("connection.keboola.com")]);
+        assert!(
+            m.requests
+                .lines()
+                .contains(&"http *.googleapis.com (default ports) (optional)".to_string())
+        );
+        let err = effective_grant(
+            &m,
+            &Grant {
+                http: vec![rule("storage.googleapis.com")],
+                ..Grant::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("*.keboola.com"),
+            "the required one still is: {err}"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - `egress`: outbound HTTP only where granted; secrets injected by the host.
 //! - `http_json`: the http-json connector against a local API (paging, retries, incremental).
 //! - `jira`: the jira connector against a local Jira stand-in, and the server's Jira webhook.
+//! - `keboola`: the keboola connector against a local Storage API stand-in.
 //! - `server`: the REST server over real HTTP on loopback.
 
 mod bad_input;
@@ -14,5 +15,6 @@ mod csv_extract;
 mod egress;
 mod http_json;
 mod jira;
+mod keboola;
 mod sandbox;
 mod server;
