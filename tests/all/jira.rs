@@ -455,7 +455,7 @@ fn summary(s: &TestServer, key: &str) -> String {
     let r = http()
         .post(&s.url("/api/query"))
         .header("Authorization", &bearer(&s.admin))
-        .send_json(&json!({"sql": format!("SELECT summary FROM issues WHERE key = '{key}'")}))
+        .send_json(json!({"sql": format!("SELECT summary FROM issues WHERE key = '{key}'")}))
         .unwrap();
     let v = read_json(r);
     v["rows"][0][0]
@@ -538,7 +538,7 @@ fn webhooks_apply_signed_issue_updates_and_refuse_the_rest() {
     let r = http()
         .post(&s.url("/api/query"))
         .header("Authorization", &bearer(&s.admin))
-        .send_json(&json!({"sql": "SELECT count(*) FROM issues"}))
+        .send_json(json!({"sql": "SELECT count(*) FROM issues"}))
         .unwrap();
     assert_eq!(read_json(r)["rows"][0][0], 5);
 
