@@ -146,6 +146,25 @@ where
     err
 }
 
+/// [`snapshot`] without lock files (a refused run may leave its source's lock): what a
+/// failed run must leave exactly as it was.
+pub fn snapshot_without_locks(dir: &Path) -> std::collections::BTreeMap<PathBuf, String> {
+    snapshot(dir)
+        .into_iter()
+        .filter(|(p, _)| !p.to_string_lossy().ends_with(".lock"))
+        .collect()
+}
+
+/// The `connector.toml` of `connectors-wasm/<name>`.
+pub fn connector_manifest(name: &str) -> agnes_runtime::manifest::ConnectorManifest {
+    let path = repo_root()
+        .join("connectors-wasm")
+        .join(name)
+        .join("connector.toml");
+    agnes_runtime::manifest::ConnectorManifest::parse(&std::fs::read_to_string(path).unwrap())
+        .unwrap()
+}
+
 /// A snapshot of every file under a directory (path → md5), to prove nothing changed.
 pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, String> {
     let mut out = std::collections::BTreeMap::new();

@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use agnes_runtime::manifest::ConnectorManifest;
 use agnes_runtime::{Error, Grant, Limits, RunReport, RunRequest, SecretGrant};
-use agnes_tests::{Loopback, http_json, open_extract, repo_root, request, runtime, snapshot};
+use agnes_tests::{
+    Loopback, connector_manifest, http_json, open_extract, request, runtime, snapshot_without_locks,
+};
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -168,11 +169,7 @@ fn config(server: &Loopback, per_page: usize) -> Value {
 /// The run request: request ∩ grant from the connector's own connector.toml, the token
 /// in a secret file, plain http to this loopback server explicitly allowed.
 fn run_request(dir: &Path, server: &Loopback, config: Value, state: Option<String>) -> RunRequest {
-    let manifest = ConnectorManifest::parse(
-        &std::fs::read_to_string(repo_root().join("connectors-wasm/http-json/connector.toml"))
-            .unwrap(),
-    )
-    .unwrap();
+    let manifest = connector_manifest("http-json");
     let secret = dir.join("api_token");
     std::fs::write(&secret, TOKEN).unwrap();
     let operator = Grant {
@@ -353,7 +350,7 @@ async fn pages_retries_and_incremental_merge() {
         a.broken_page = Some(2);
     }
     let extracts = tmp.path().join("extracts");
-    let before = snapshot(&extracts);
+    let before = snapshot_without_locks(&extracts);
     let err = run(
         tmp.path(),
         &server,
@@ -367,15 +364,9 @@ async fn pages_retries_and_incremental_merge() {
         msg.contains("failed after 4 attempts") && msg.contains("500"),
         "{msg}"
     );
-    let after = snapshot(&extracts);
-    let strip = |m: std::collections::BTreeMap<std::path::PathBuf, String>| -> Vec<_> {
-        m.into_iter()
-            .filter(|(p, _)| !p.to_string_lossy().ends_with(".lock"))
-            .collect()
-    };
     assert_eq!(
-        strip(before),
-        strip(after),
+        before,
+        snapshot_without_locks(&extracts),
         "the previous data and state are untouched"
     );
     assert_eq!(

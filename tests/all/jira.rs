@@ -7,11 +7,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use agnes_runtime::manifest::ConnectorManifest;
 use agnes_runtime::{Grant, HttpGrant, Limits, RunRequest, Runtime, SecretGrant};
 use agnes_tests::{
-    JIRA_COMPONENT, Loopback, TestServer, bearer, http, open_extract, read_json, repo_root,
-    request, runtime, snapshot,
+    JIRA_COMPONENT, Loopback, TestServer, bearer, connector_manifest, http, open_extract,
+    read_json, repo_root, request, runtime, snapshot_without_locks,
 };
 use axum::Json;
 use axum::extract::{Path as UrlPath, Query, State};
@@ -228,10 +227,7 @@ fn jira_component(rt: &Runtime) -> agnes_runtime::LoadedComponent {
 }
 
 fn run_request(dir: &Path, port: u16, page_size: u32, state: Option<String>) -> RunRequest {
-    let manifest = ConnectorManifest::parse(
-        &std::fs::read_to_string(repo_root().join("connectors-wasm/jira/connector.toml")).unwrap(),
-    )
-    .unwrap();
+    let manifest = connector_manifest("jira");
     let (grant, limits) = manifest
         .effective(&operator_grant(dir, port), &Limits::default())
         .unwrap();
@@ -360,7 +356,7 @@ async fn issues_comments_changelog_incrementally() {
         fk.broken_search_page = Some(2);
     }
     let extracts = tmp.path().join("extracts");
-    let before = snapshot(&extracts);
+    let before = snapshot_without_locks(&extracts);
     let err = rt
         .run(
             &jira,
@@ -373,12 +369,7 @@ async fn issues_comments_changelog_incrementally() {
         err.to_string().contains("502") && err.to_string().contains("after 6 attempts"),
         "{err}"
     );
-    let strip = |m: std::collections::BTreeMap<std::path::PathBuf, String>| -> Vec<_> {
-        m.into_iter()
-            .filter(|(p, _)| !p.to_string_lossy().ends_with(".lock"))
-            .collect()
-    };
-    assert_eq!(strip(before), strip(snapshot(&extracts)));
+    assert_eq!(before, snapshot_without_locks(&extracts));
     assert_eq!(
         agnes_runtime::extract::published_state(&extracts, "jira"),
         second.state
@@ -489,7 +480,7 @@ fn webhooks_apply_signed_issue_updates_and_refuse_the_rest() {
     let api = start(&f);
     let (s, _dir) = webhook_server(&f, &api, "hook-secret");
     let extracts = s.data_dir.path().join("extracts");
-    let before = snapshot(&extracts);
+    let before = snapshot_without_locks(&extracts);
 
     let payload = json!({
         "webhookEvent": "jira:issue_updated", "timestamp": 1714557600000u64, "user": {"displayName": "Ada"},
@@ -517,7 +508,7 @@ fn webhooks_apply_signed_issue_updates_and_refuse_the_rest() {
         assert_eq!(st, 400, "{v}");
     }
     assert_eq!(
-        snapshot(&extracts),
+        snapshot_without_locks(&extracts),
         before,
         "refused webhooks wrote nothing"
     );

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use agnes_runtime::manifest::ConnectorManifest;
 use agnes_runtime::{Grant, HttpGrant, Limits, RunRequest, Runtime, SecretGrant};
 use agnes_tests::{
-    KEBOOLA_COMPONENT, Loopback, open_extract, repo_root, request, runtime, snapshot,
+    KEBOOLA_COMPONENT, Loopback, connector_manifest, open_extract, request, runtime,
+    snapshot_without_locks,
 };
 use axum::Json;
 use axum::extract::{Path as UrlPath, State};
@@ -215,11 +215,7 @@ fn pinned() -> Runtime {
 }
 
 fn run_request(dir: &Path, port: u16, state: Option<String>) -> RunRequest {
-    let manifest = ConnectorManifest::parse(
-        &std::fs::read_to_string(repo_root().join("connectors-wasm/keboola/connector.toml"))
-            .unwrap(),
-    )
-    .unwrap();
+    let manifest = connector_manifest("keboola");
     let secret = dir.join("kbc");
     std::fs::write(&secret, TOKEN).unwrap();
     let rule = |host: &str| HttpGrant {
@@ -390,7 +386,7 @@ async fn exports_slices_and_merges_changes() {
     // an export job that fails leaves data and state
     f.lock().unwrap().jobs_fail = true;
     let extracts = tmp.path().join("extracts");
-    let before = snapshot(&extracts);
+    let before = snapshot_without_locks(&extracts);
     let err = rt
         .run(
             &kbc,
@@ -403,12 +399,7 @@ async fn exports_slices_and_merges_changes() {
         err.to_string().contains("Snowflake warehouse suspended"),
         "{err}"
     );
-    let strip = |m: std::collections::BTreeMap<std::path::PathBuf, String>| -> Vec<_> {
-        m.into_iter()
-            .filter(|(p, _)| !p.to_string_lossy().ends_with(".lock"))
-            .collect()
-    };
-    assert_eq!(strip(before), strip(snapshot(&extracts)));
+    assert_eq!(before, snapshot_without_locks(&extracts));
     assert_eq!(
         agnes_runtime::extract::published_state(&extracts, "kbc"),
         second.state

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use agnes_connector_sdk::arrow_schema::{Schema, SchemaRef};
-use agnes_connector_sdk::http::{Client, Request, Response, Retry, Url, secret, secret_base64};
+use agnes_connector_sdk::http::{
+    Client, Request, Response, Retry, Url, encode, secret, secret_base64,
+};
 pub use agnes_connector_sdk::json::{Column, Kind, snippet, to_batch};
 use agnes_connector_sdk::{Connector, Error, Level, ReadContext, Spec, Table};
 use serde::Deserialize;
@@ -207,18 +209,6 @@ pub fn schema_for(endpoint: &Endpoint, records: &[Value]) -> Result<SchemaRef, E
     Ok(Arc::new(Schema::new(fields)))
 }
 
-/// Percent-encodes a query component (RFC 3986 unreserved characters stay).
-pub fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
 
 /// `base + path` with `params` appended to its query.
 pub fn url_with(base: &str, path: &str, params: &[(String, String)]) -> String {

@@ -7,7 +7,7 @@
 //! into rows, without calling Jira. See README.md.
 
 use agnes_connector_sdk::arrow_schema::SchemaRef;
-use agnes_connector_sdk::http::{Client, Request, Retry, secret_base64};
+use agnes_connector_sdk::http::{Client, Request, Retry, encode, secret_base64};
 use agnes_connector_sdk::json::{Kind, parse_timestamp, schema, snippet, to_batch};
 use agnes_connector_sdk::{Connector, Error, Level, ReadContext, Spec, Table};
 use serde::Deserialize;
@@ -252,17 +252,6 @@ pub fn search_jql(config: &Config, cursor: Option<&str>) -> Result<String, Error
     })
 }
 
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
 
 struct Jira<'a> {
     config: &'a Config,
@@ -280,45 +269,39 @@ impl Jira<'_> {
 
     /// Every comment of `issue`: those in the search result, then the rest page by page.
     fn comments(&mut self, issue: &Value) -> Result<Vec<Value>, Error> {
-        let c = issue.pointer("/fields/comment");
-        let mut all: Vec<Value> = c
-            .and_then(|c| c.get("comments"))
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let total = c.and_then(|c| c.get("total")).and_then(Value::as_u64).unwrap_or(0) as usize;
-        let id = cursor_text(issue.get("id").unwrap_or(&Value::Null));
-        while all.len() < total {
-            let page = self.get(&format!(
-                "/rest/api/3/issue/{id}/comment?startAt={}&maxResults=100",
-                all.len()
-            ))?;
-            let more = page.get("comments").and_then(Value::as_array).cloned().unwrap_or_default();
-            if more.is_empty() {
-                break;
-            }
-            all.extend(more);
-        }
-        Ok(all)
+        self.all_of(issue, "/fields/comment", "comments", "comment", "comments")
     }
 
     /// Every changelog history of `issue` (the search's `expand=changelog` holds at most
     /// 100; the rest come from the changelog endpoint).
     fn histories(&mut self, issue: &Value) -> Result<Vec<Value>, Error> {
-        let c = issue.get("changelog");
-        let mut all: Vec<Value> = c
-            .and_then(|c| c.get("histories"))
+        self.all_of(issue, "/changelog", "histories", "changelog", "values")
+    }
+
+    /// The items of a paged list embedded in `issue` at `at` (`{<embedded>: [...], total}`),
+    /// completed from `/rest/api/3/issue/{id}/<endpoint>?startAt=` (`{<paged>: [...]}`).
+    fn all_of(
+        &mut self,
+        issue: &Value,
+        at: &str,
+        embedded: &str,
+        endpoint: &str,
+        paged: &str,
+    ) -> Result<Vec<Value>, Error> {
+        let list = issue.pointer(at);
+        let mut all: Vec<Value> = list
+            .and_then(|c| c.get(embedded))
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        let total = c.and_then(|c| c.get("total")).and_then(Value::as_u64).unwrap_or(0) as usize;
+        let total = list.and_then(|c| c.get("total")).and_then(Value::as_u64).unwrap_or(0) as usize;
         let id = cursor_text(issue.get("id").unwrap_or(&Value::Null));
         while all.len() < total {
             let page = self.get(&format!(
-                "/rest/api/3/issue/{id}/changelog?startAt={}&maxResults=100",
+                "/rest/api/3/issue/{id}/{endpoint}?startAt={}&maxResults=100",
                 all.len()
             ))?;
-            let more = page.get("values").and_then(Value::as_array).cloned().unwrap_or_default();
+            let more = page.get(paged).and_then(Value::as_array).cloned().unwrap_or_default();
             if more.is_empty() {
                 break;
             }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use agnes_connector_sdk::arrow_array::{ArrayRef, RecordBatch, TimestampMicrosecondArray};
 use agnes_connector_sdk::arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use agnes_connector_sdk::http::{Client, Request, Retry, secret};
+use agnes_connector_sdk::http::{Client, Request, Retry, encode, secret};
 use agnes_connector_sdk::json::{parse_timestamp, snippet};
 use agnes_connector_sdk::{Connector, Error, Level, ReadContext, Spec, Table};
 use serde::Deserialize;
@@ -288,17 +288,6 @@ impl Storage<'_> {
     }
 }
 
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
 
 fn storage(config: &Config) -> Result<Storage<'_>, Error> {
     agnes_connector_sdk::http::Url::parse(&config.url).map_err(|e| Error::Config(format!("url: {e}")))?;

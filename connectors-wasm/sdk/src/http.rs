@@ -33,6 +33,19 @@ pub fn secret_base64(name: &str) -> String {
     format!("{{{{secret.{name}|base64}}}}")
 }
 
+/// Percent-encodes a URL query component (RFC 3986 unreserved characters stay).
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HttpError {
