@@ -238,53 +238,9 @@ impl Runtime {
         let instance = self.instantiate(component, &mut store).await?;
 
         let tables = discover_in(&instance, &mut store, &request.config).await?;
-        if tables.len() > request.limits.max_tables {
-            return Err(Error::LimitExceeded {
-                limit: "max_tables",
-                detail: format!(
-                    "the connector offers {} tables, the limit is {}",
-                    tables.len(),
-                    request.limits.max_tables
-                ),
-            });
-        }
-        let selected: Vec<TableSpec> = match &request.streams {
-            None => tables,
-            Some(names) => {
-                let mut out = Vec::new();
-                for name in names {
-                    let t = tables.iter().find(|t| &t.name == name).ok_or_else(|| {
-                        Error::NoSuchTable {
-                            table: name.clone(),
-                            offered: tables
-                                .iter()
-                                .map(|t| t.name.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                        }
-                    })?;
-                    out.push(t.clone());
-                }
-                out
-            }
-        };
+        let selected = select(&request, tables)?;
 
-        let data_dir = staging.data_dir();
-        {
-            let state = store.data_mut();
-            state.data_dir = Some(data_dir.clone());
-            state.selected = selected
-                .iter()
-                .map(|t| {
-                    let s = SelectedTable {
-                        schema: t.schema.clone(),
-                        decoder: StreamDecoder::new(),
-                        writer: None,
-                    };
-                    (t.name.clone(), s)
-                })
-                .collect();
-        }
+        prepare_read(store.data_mut(), &staging, &selected);
         let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();
         let result = instance
             .agnes_connector_source()
@@ -301,86 +257,254 @@ impl Runtime {
             None => store.data_mut().checkpoint.take(),
         };
 
-        // Finish every selected table; one that received no batch gets an empty file with
-        // its declared schema, so its view exists and says 0 rows.
-        let mut written: HashMap<String, WrittenFile> = HashMap::new();
         let (rows, bytes) = (store.data().rows, store.data().bytes);
-        let mut writers = std::mem::take(&mut store.data_mut().selected);
+        let writers = std::mem::take(&mut store.data_mut().selected);
         drop(store);
-        // With a committed state, a table with a primary key and a cursor received only
-        // what changed: merge it into the previous extract's file by key.
-        let previous = request
-            .state
-            .as_ref()
-            .and_then(|_| crate::extract::published(&request.extracts_dir, &request.source));
-        let mut merged = Vec::new();
-        for t in &selected {
-            let writer = match writers.get_mut(&t.name).and_then(|s| s.writer.take()) {
-                Some(w) => w,
-                None => TableWriter::create(&data_dir, &t.name, t.schema.clone())?,
-            };
-            let mut file = writer.finish()?;
-            let prev_file = previous
-                .as_ref()
-                .filter(|_| t.incremental())
-                .map(|dir| dir.join("data").join(format!("{}.parquet", t.name)))
-                .filter(|p| p.is_file());
-            if let Some(prev) = prev_file {
-                file = crate::sink::merge::merge_by_key(
-                    &data_dir,
-                    &t.name,
-                    &t.schema,
-                    &t.primary_key,
-                    file,
-                    &prev,
-                )?;
-                merged.push(t.name.clone());
-            }
-            written.insert(t.name.clone(), file);
-        }
-        if let Some(state) = &new_state {
-            let path = staging.dir().join("state.json");
-            std::fs::write(&path, state).map_err(Error::io("writing", &path))?;
-        }
-        let sealed = staging.seal()?;
-        let mut reports = Vec::new();
-        for t in &selected {
-            let mut file = written.remove(&t.name).expect("written above");
-            file.path = sealed.join("data").join(format!("{}.parquet", t.name));
-            reports.push(TableReport {
-                merged: merged.contains(&t.name),
-                name: t.name.clone(),
-                description: t.description.clone(),
-                rows: file.rows,
-                size_bytes: file.size_bytes,
-                md5: file.md5.clone(),
-                path: file.path.clone(),
-            });
-            written.insert(t.name.clone(), file);
-        }
-        let extract_tables: Vec<ExtractTable<'_>> = selected
-            .iter()
-            .map(|t| ExtractTable {
-                name: &t.name,
-                description: t.description.as_deref(),
-                file: &written[&t.name],
-            })
-            .collect();
-        write_extract(&sealed, &extract_tables, extracted_at)?;
-        let version = staging.version().to_string();
-        let dir = staging.publish()?;
-        Ok(RunReport {
-            source: request.source,
-            version,
-            dir,
-            component_digest: component.digest.clone(),
-            tables: reports,
-            rows,
-            bytes_emitted: bytes,
-            elapsed: started.elapsed(),
-            state: new_state,
-        })
+        let digest = component.digest.clone();
+        publish(
+            staging,
+            request,
+            selected,
+            writers,
+            new_state,
+            Counts {
+                rows,
+                bytes,
+                started,
+                extracted_at,
+            },
+            digest,
+        )
     }
+
+    /// Runs a connector compiled into the host process through the same host pipeline as
+    /// a component's `read` (every batch through `host.emit`: limits, IPC decoding with
+    /// validation, schema check, parquet, extract, atomic publish) — for benchmarks that
+    /// compare the WebAssembly boundary with native code, and for trusted built-in sources.
+    /// `read` gets an emitter and returns the new state.
+    pub fn run_native(
+        &self,
+        request: RunRequest,
+        tables: Vec<TableSpec>,
+        read: impl FnOnce(&mut NativeEmitter<'_>) -> Result<Option<String>, Error>,
+    ) -> Result<RunReport, Error> {
+        let started = Instant::now();
+        let extracted_at = chrono::Utc::now().naive_utc();
+        let staging = Staging::begin(&request.extracts_dir, &request.source)?;
+        let egress = crate::host::egress::Egress::new(
+            &Grant::default(),
+            self.inner.resolve_overrides.clone(),
+            self.inner.tls.clone(),
+        )?;
+        let mut state = RunState::new(
+            WasiCtxBuilder::new().build(),
+            egress,
+            GuestOutput::new("stderr", request.limits.max_log_lines),
+            StoreLimitsBuilder::new().build(),
+            request.limits.clone(),
+        );
+        let selected = select(&request, tables)?;
+        prepare_read(&mut state, &staging, &selected);
+        let result = read(&mut NativeEmitter { state: &mut state });
+        if let Some(failure) = state.take_failure() {
+            return Err(failure);
+        }
+        let new_state = match result? {
+            Some(s) => Some(check_state(s)?),
+            None => state.checkpoint.take(),
+        };
+        let (rows, bytes) = (state.rows, state.bytes);
+        let writers = std::mem::take(&mut state.selected);
+        publish(
+            staging,
+            request,
+            selected,
+            writers,
+            new_state,
+            Counts {
+                rows,
+                bytes,
+                started,
+                extracted_at,
+            },
+            "native".into(),
+        )
+    }
+}
+
+/// Hands batches of a native connector to the host ([`Runtime::run_native`]).
+pub struct NativeEmitter<'a> {
+    state: &'a mut RunState,
+}
+
+impl NativeEmitter<'_> {
+    /// One batch of `stream` as Arrow IPC stream messages, exactly as a guest's `emit`.
+    pub fn emit(&mut self, stream: &str, arrow_ipc: Vec<u8>) -> Result<(), Error> {
+        use crate::bindings::agnes::connector::host::Host;
+        let outcome = self.state.emit(stream.to_string(), arrow_ipc);
+        if let Some(failure) = self.state.take_failure() {
+            return Err(failure);
+        }
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::Connector {
+                phase: Phase::Read,
+                kind: "access denied",
+                message: format!("{e:?}"),
+            }),
+            Err(trap) => Err(Error::Trap {
+                phase: Phase::Read,
+                reason: trap.to_string(),
+            }),
+        }
+    }
+}
+
+/// What a read produced, for the report.
+struct Counts {
+    rows: u64,
+    bytes: u64,
+    started: Instant,
+    extracted_at: chrono::NaiveDateTime,
+}
+
+/// `discover`'s tables → the ones to read (all, or `request.streams` in order).
+fn select(request: &RunRequest, tables: Vec<TableSpec>) -> Result<Vec<TableSpec>, Error> {
+    if tables.len() > request.limits.max_tables {
+        return Err(Error::LimitExceeded {
+            limit: "max_tables",
+            detail: format!(
+                "the connector offers {} tables, the limit is {}",
+                tables.len(),
+                request.limits.max_tables
+            ),
+        });
+    }
+    let Some(names) = &request.streams else {
+        return Ok(tables);
+    };
+    let mut out = Vec::new();
+    for name in names {
+        let t = tables
+            .iter()
+            .find(|t| &t.name == name)
+            .ok_or_else(|| Error::NoSuchTable {
+                table: name.clone(),
+                offered: tables
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        out.push(t.clone());
+    }
+    Ok(out)
+}
+
+/// Opens the read: emits go to `staging`'s data dir, for the selected tables only.
+fn prepare_read(state: &mut RunState, staging: &Staging, selected: &[TableSpec]) {
+    state.data_dir = Some(staging.data_dir());
+    state.selected = selected
+        .iter()
+        .map(|t| {
+            let s = SelectedTable {
+                schema: t.schema.clone(),
+                decoder: StreamDecoder::new(),
+                writer: None,
+            };
+            (t.name.clone(), s)
+        })
+        .collect();
+}
+
+/// Finishes every table (merging incremental ones), writes the state and
+/// `extract.duckdb`, and publishes the staged version.
+fn publish(
+    staging: Staging,
+    request: RunRequest,
+    selected: Vec<TableSpec>,
+    mut writers: HashMap<String, SelectedTable>,
+    new_state: Option<String>,
+    counts: Counts,
+    component_digest: String,
+) -> Result<RunReport, Error> {
+    let data_dir = staging.data_dir();
+    // Finish every selected table; one that received no batch gets an empty file with
+    // its declared schema, so its view exists and says 0 rows.
+    let mut written: HashMap<String, WrittenFile> = HashMap::new();
+    // With a committed state, a table with a primary key and a cursor received only
+    // what changed: merge it into the previous extract's file by key.
+    let previous = request
+        .state
+        .as_ref()
+        .and_then(|_| crate::extract::published(&request.extracts_dir, &request.source));
+    let mut merged = Vec::new();
+    for t in &selected {
+        let writer = match writers.get_mut(&t.name).and_then(|s| s.writer.take()) {
+            Some(w) => w,
+            None => TableWriter::create(&data_dir, &t.name, t.schema.clone())?,
+        };
+        let mut file = writer.finish()?;
+        let prev_file = previous
+            .as_ref()
+            .filter(|_| t.incremental())
+            .map(|dir| dir.join("data").join(format!("{}.parquet", t.name)))
+            .filter(|p| p.is_file());
+        if let Some(prev) = prev_file {
+            file = crate::sink::merge::merge_by_key(
+                &data_dir,
+                &t.name,
+                &t.schema,
+                &t.primary_key,
+                file,
+                &prev,
+            )?;
+            merged.push(t.name.clone());
+        }
+        written.insert(t.name.clone(), file);
+    }
+    if let Some(state) = &new_state {
+        let path = staging.dir().join("state.json");
+        std::fs::write(&path, state).map_err(Error::io("writing", &path))?;
+    }
+    let sealed = staging.seal()?;
+    let mut reports = Vec::new();
+    for t in &selected {
+        let mut file = written.remove(&t.name).expect("written above");
+        file.path = sealed.join("data").join(format!("{}.parquet", t.name));
+        reports.push(TableReport {
+            merged: merged.contains(&t.name),
+            name: t.name.clone(),
+            description: t.description.clone(),
+            rows: file.rows,
+            size_bytes: file.size_bytes,
+            md5: file.md5.clone(),
+            path: file.path.clone(),
+        });
+        written.insert(t.name.clone(), file);
+    }
+    let extract_tables: Vec<ExtractTable<'_>> = selected
+        .iter()
+        .map(|t| ExtractTable {
+            name: &t.name,
+            description: t.description.as_deref(),
+            file: &written[&t.name],
+        })
+        .collect();
+    write_extract(&sealed, &extract_tables, counts.extracted_at)?;
+    let version = staging.version().to_string();
+    let dir = staging.publish()?;
+    Ok(RunReport {
+        source: request.source,
+        version,
+        dir,
+        component_digest,
+        tables: reports,
+        rows: counts.rows,
+        bytes_emitted: counts.bytes,
+        elapsed: counts.started.elapsed(),
+        state: new_state,
+    })
 }
 
 async fn discover_in(
