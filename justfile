@@ -42,7 +42,7 @@ test:
       CARGO_TARGET_DIR={{wasm_target}}-native \
       "$WASM_CARGO" test --locked --lib --target x86_64-unknown-linux-gnu \
         -p agnes-connector-sdk -p agnes-connector-csv -p agnes-connector-http-json \
-        -p agnes-connector-jira -p agnes-connector-keboola
+        -p agnes-connector-jira -p agnes-connector-keboola -p agnes-connector-synth
 
 # Formatting and lints.
 lint:

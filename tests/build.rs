@@ -26,6 +26,7 @@ fn main() {
                 ("HTTP_JSON_COMPONENT", "agnes_connector_http_json"),
                 ("JIRA_COMPONENT", "agnes_connector_jira"),
                 ("KEBOOLA_COMPONENT", "agnes_connector_keboola"),
+                ("SYNTH_COMPONENT", "agnes_connector_synth"),
             ][..],
         ),
         (

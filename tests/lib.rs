@@ -427,3 +427,45 @@ impl Drop for Loopback {
         drop(self.thread.take());
     }
 }
+
+/// The synthetic connector's row generator, compiled natively: the same source file the
+/// `synth` component is built from.
+#[path = "../connectors-wasm/synth/src/rows.rs"]
+pub mod synth_rows;
+
+/// Runs the synthetic table natively through [`Runtime::run_native`]: the same rows, IPC
+/// encoding and host pipeline as the `synth` component, without WebAssembly.
+pub fn run_synth_native(
+    rt: &Runtime,
+    extracts: &Path,
+    source: &str,
+    rows: u64,
+    batch_rows: usize,
+) -> Result<RunReport, agnes_runtime::Error> {
+    let schema = synth_rows::schema();
+    let table = agnes_runtime::TableSpec {
+        name: "synth".into(),
+        description: Some("synthetic rows".into()),
+        schema: schema.clone(),
+        primary_key: vec![],
+        cursor_field: None,
+    };
+    let req = request(extracts, source, serde_json::json!({}), &[]);
+    rt.run_native(req, vec![table], |out| {
+        let mut writer: Option<arrow_ipc::writer::StreamWriter<Vec<u8>>> = None;
+        let mut start = 0u64;
+        while start < rows {
+            let len = (rows - start).min(batch_rows as u64) as usize;
+            let batch = synth_rows::batch(&schema, start as i64, len);
+            let w = match &mut writer {
+                Some(w) => w,
+                None => writer
+                    .insert(arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &schema).unwrap()),
+            };
+            w.write(&batch).unwrap();
+            out.emit("synth", std::mem::take(w.get_mut()))?;
+            start += len as u64;
+        }
+        Ok(None)
+    })
+}

@@ -61,6 +61,4 @@ pub use error::{Error, Phase};
 pub use host::egress::ResolveOverrides;
 pub use limits::Limits;
 pub use policy::{DirGrant, Grant, HttpGrant, SecretGrant};
-pub use run::{
-    NativeEmitter, Progress, ProgressFn, RunReport, RunRequest, TableReport, TableSpec,
-};
+pub use run::{NativeEmitter, Progress, ProgressFn, RunReport, RunRequest, TableReport, TableSpec};

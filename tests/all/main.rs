@@ -8,6 +8,7 @@
 //! - `http_json`: the http-json connector against a local API (paging, retries, incremental).
 //! - `jira`: the jira connector against a local Jira stand-in, and the server's Jira webhook.
 //! - `keboola`: the keboola connector against a local Storage API stand-in.
+//! - `native`: `Runtime::run_native` makes the same extract as the component.
 //! - `server`: the REST server over real HTTP on loopback.
 
 mod bad_input;
@@ -16,5 +17,6 @@ mod egress;
 mod http_json;
 mod jira;
 mod keboola;
+mod native;
 mod sandbox;
 mod server;

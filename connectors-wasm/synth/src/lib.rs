@@ -1,10 +1,10 @@
 //! # synth connector
 //!
 //! The benchmark's connector: one table `synth` of `rows` generated rows in batches of
-//! `batch_rows`, no files, no network. The rows come from [`gen`], which the benchmark
+//! `batch_rows`, no files, no network. The rows come from [`rows`], which the benchmark
 //! also compiles natively (see `tests/examples/bench.rs`).
 
-pub mod gen;
+pub mod rows;
 
 use agnes_connector_sdk::{Connector, Error, ReadContext, Spec, Table};
 use serde::Deserialize;
@@ -34,15 +34,15 @@ impl Connector for Synth {
         if config.batch_rows == 0 {
             return Err(Error::Config("batch_rows must be at least 1".into()));
         }
-        Ok(vec![Table::new("synth", gen::schema()).description("synthetic rows")])
+        Ok(vec![Table::new("synth", rows::schema()).description("synthetic rows")])
     }
 
     fn read(config: &Config, ctx: &mut ReadContext) -> Result<(), Error> {
-        let schema = gen::schema();
+        let schema = rows::schema();
         let mut start = 0u64;
         while start < config.rows {
             let len = (config.rows - start).min(config.batch_rows as u64) as usize;
-            ctx.emit("synth", &gen::batch(&schema, start as i64, len))?;
+            ctx.emit("synth", &rows::batch(&schema, start as i64, len))?;
             start += len as u64;
         }
         Ok(())
@@ -58,7 +58,7 @@ mod tests {
 
     #[test]
     fn rows_are_what_the_schema_says() {
-        let b = gen::batch(&gen::schema(), 41, 3);
+        let b = rows::batch(&rows::schema(), 41, 3);
         assert_eq!(b.num_rows(), 3);
         let labels = b.column(2).as_any().downcast_ref::<StringArray>().unwrap();
         assert_eq!(labels.value(1), "label-00000000000042");
