@@ -44,6 +44,14 @@ test:
         -p agnes-connector-sdk -p agnes-connector-csv -p agnes-connector-http-json \
         -p agnes-connector-jira -p agnes-connector-keboola -p agnes-connector-synth
 
+# Every benchmark at full size (10M rows, ~1 GB files; ~15 min); writes docs/benchmarks.md.
+bench: connectors
+    scripts/bench.sh full
+
+# The benchmarks at CI size (1M rows; ~3 min); writes docs/benchmarks.md.
+bench-quick: connectors
+    scripts/bench.sh quick
+
 # Formatting and lints.
 lint:
     cargo fmt --all -- --check

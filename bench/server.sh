@@ -43,4 +43,24 @@ for _ in 1 2 3 4 5; do
   s=$(curl -s -o /dev/null -H "Authorization: Bearer $ADMIN" -w '%{speed_download}' "$base/api/data/big/download")
   speeds+=("$s"); awk -v s="$s" 'BEGIN { printf "  %.0f MB/s\n", s/1e6 }'
 done
-printf '%s\n' "${speeds[@]}" | sort -n | awk '{a[NR]=$1} END { printf "median: %.0f MB/s\n", a[int((NR+1)/2)]/1e6 }'
+agnes_median=$(printf '%s\n' "${speeds[@]}" | sort -n | awk '{a[NR]=$1} END { print a[int((NR+1)/2)] }')
+awk -v s="$agnes_median" 'BEGIN { printf "median: %.0f MB/s\n", s/1e6 }'
+
+# the baseline: the same file from a minimal static file server (tests/examples/static_server.rs)
+STATIC="${STATIC_SERVER:-$CARGO_TARGET_DIR/release/examples/static_server}"
+if [ -x "$STATIC" ]; then
+  file=$(ls "$work"/server/extracts/.versions/big/*/data/big.parquet | head -1)
+  "$STATIC" "$file" > "$work/static.url" & static=$!
+  trap 'kill $server $static 2>/dev/null; rm -rf "$work"' EXIT
+  for _ in $(seq 50); do [ -s "$work/static.url" ] && break; sleep 0.1; done
+  url=$(head -1 "$work/static.url")
+  echo "download baseline: the same file from a static file server, 5 runs"
+  sspeeds=()
+  for _ in 1 2 3 4 5; do
+    sspeeds+=("$(curl -s -o /dev/null -w '%{speed_download}' "$url")")
+  done
+  static_median=$(printf '%s\n' "${sspeeds[@]}" | sort -n | awk '{a[NR]=$1} END { print a[int((NR+1)/2)] }')
+  awk -v a="$agnes_median" -v s="$static_median" 'BEGIN { printf "static median: %.0f MB/s; agnes / static = %.2f\n", s/1e6, a/s }'
+else
+  echo "(no $STATIC: build it with cargo build --release -p agnes-tests --example static_server)"
+fi

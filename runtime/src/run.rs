@@ -102,6 +102,9 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// The committed cursor state.
     pub state: Option<String>,
+    /// Of `elapsed`, the time the host spent accepting batches (IPC decode, validation,
+    /// parquet encoding); the rest is the connector, instantiation and publishing.
+    pub host_busy: Duration,
 }
 
 impl RunReport {
@@ -257,7 +260,11 @@ impl Runtime {
             None => store.data_mut().checkpoint.take(),
         };
 
-        let (rows, bytes) = (store.data().rows, store.data().bytes);
+        let (rows, bytes, host_busy) = (
+            store.data().rows,
+            store.data().bytes,
+            store.data().host_busy,
+        );
         let writers = std::mem::take(&mut store.data_mut().selected);
         drop(store);
         let digest = component.digest.clone();
@@ -270,6 +277,7 @@ impl Runtime {
             Counts {
                 rows,
                 bytes,
+                host_busy,
                 started,
                 extracted_at,
             },
@@ -313,7 +321,7 @@ impl Runtime {
             Some(s) => Some(check_state(s)?),
             None => state.checkpoint.take(),
         };
-        let (rows, bytes) = (state.rows, state.bytes);
+        let (rows, bytes, host_busy) = (state.rows, state.bytes, state.host_busy);
         let writers = std::mem::take(&mut state.selected);
         publish(
             staging,
@@ -324,6 +332,7 @@ impl Runtime {
             Counts {
                 rows,
                 bytes,
+                host_busy,
                 started,
                 extracted_at,
             },
@@ -364,6 +373,7 @@ impl NativeEmitter<'_> {
 struct Counts {
     rows: u64,
     bytes: u64,
+    host_busy: Duration,
     started: Instant,
     extracted_at: chrono::NaiveDateTime,
 }
@@ -504,6 +514,7 @@ fn publish(
         bytes_emitted: counts.bytes,
         elapsed: counts.started.elapsed(),
         state: new_state,
+        host_busy: counts.host_busy,
     })
 }
 

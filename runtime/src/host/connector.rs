@@ -66,7 +66,10 @@ impl Host for RunState {
             wasmtime::bail!("output size limit exceeded");
         }
         self.bytes = new_bytes;
-        match self.accept(&stream, arrow_ipc) {
+        let started = std::time::Instant::now();
+        let accepted = self.accept(&stream, arrow_ipc);
+        self.host_busy += started.elapsed();
+        match accepted {
             Ok(()) => Ok(Ok(())),
             Err(err @ Error::LimitExceeded { .. }) => {
                 self.fail(err);

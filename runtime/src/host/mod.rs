@@ -46,6 +46,8 @@ pub(crate) struct RunState {
     pub rows: u64,
     pub bytes: u64,
     pub log_lines: u64,
+    /// Time spent in the host accepting batches (decode, validation, parquet).
+    pub host_busy: std::time::Duration,
     pub logs_dropped: u64,
     pub checkpoint: Option<String>,
     pub on_progress: Option<crate::run::ProgressFn>,
@@ -75,6 +77,7 @@ impl RunState {
             rows: 0,
             bytes: 0,
             log_lines: 0,
+            host_busy: std::time::Duration::ZERO,
             logs_dropped: 0,
             checkpoint: None,
             on_progress: None,

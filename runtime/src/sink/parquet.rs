@@ -44,8 +44,9 @@ pub struct WrittenFile {
     pub md5: String,
 }
 
-/// Writes the batches of one table to `<dir>/<table>.parquet` (zstd).
-pub(crate) struct TableWriter {
+/// Writes the batches of one table to `<dir>/<table>.parquet` (zstd), hashing the bytes
+/// as they are written. The host's parquet sink; public for the micro-benchmarks.
+pub struct TableWriter {
     table: String,
     path: PathBuf,
     writer: ArrowWriter<HashingFile>,
@@ -82,7 +83,8 @@ pub(crate) fn storable(schema: &SchemaRef) -> Option<SchemaRef> {
 }
 
 impl TableWriter {
-    pub(crate) fn create(dir: &Path, table: &str, schema: SchemaRef) -> Result<Self, Error> {
+    /// Creates `<dir>/<table>.parquet` for batches of `schema`.
+    pub fn create(dir: &Path, table: &str, schema: SchemaRef) -> Result<Self, Error> {
         let path = dir.join(format!("{table}.parquet"));
         let file = File::create(&path).map_err(Error::io("creating", &path))?;
         let sink = HashingFile {
@@ -109,7 +111,8 @@ impl TableWriter {
         })
     }
 
-    pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<(), Error> {
+    /// Appends one batch (of the schema given to [`TableWriter::create`]).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), Error> {
         let fail = |e: &dyn std::fmt::Display| Error::Parquet {
             table: self.table.clone(),
             reason: e.to_string(),
@@ -140,7 +143,7 @@ impl TableWriter {
     }
 
     /// Closes the file (footer, flush, fsync) and returns its size and md5.
-    pub(crate) fn finish(self) -> Result<WrittenFile, Error> {
+    pub fn finish(self) -> Result<WrittenFile, Error> {
         let table = self.table;
         let fail = |e: &dyn std::fmt::Display| Error::Parquet {
             table: table.clone(),
