@@ -14,8 +14,8 @@ case "$MODE" in
   *) echo "usage: scripts/bench.sh [full|quick]" >&2; exit 2 ;;
 esac
 
-cargo build --release -p agnes -p agnes-tests \
-  --example bench --example static_server --example http_json_1m
+cargo build --release -p agnes
+cargo build --release -p agnes-tests --example bench --example static_server --example http_json_1m
 export AGNES="$CARGO_TARGET_DIR/release/agnes"
 examples="$CARGO_TARGET_DIR/release/examples"
 out="$(mktemp)"

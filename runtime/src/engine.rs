@@ -22,6 +22,19 @@ pub struct LoadedComponent {
     pub(crate) component: Component,
     /// `sha256:<hex>` of the component bytes.
     pub digest: String,
+    /// The component linked against the host's imports (type-checked once, on the first
+    /// instantiation; every later one reuses it).
+    pub(crate) pre: Arc<std::sync::OnceLock<crate::bindings::ConnectorPre<RunState>>>,
+}
+
+impl LoadedComponent {
+    fn new(component: Component, digest: String) -> LoadedComponent {
+        LoadedComponent {
+            component,
+            digest,
+            pre: Arc::default(),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -193,7 +206,7 @@ impl Runtime {
             // carries the compatibility hash).
             #[allow(unsafe_code)]
             match unsafe { Component::deserialize_file(engine, path) } {
-                Ok(component) => return Ok(LoadedComponent { component, digest }),
+                Ok(component) => return Ok(LoadedComponent::new(component, digest)),
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %describe(&e), "ignoring unusable compile cache entry")
                 }
@@ -226,6 +239,6 @@ impl Runtime {
                 }
             }
         }
-        Ok(LoadedComponent { component, digest })
+        Ok(LoadedComponent::new(component, digest))
     }
 }

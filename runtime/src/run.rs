@@ -184,13 +184,29 @@ impl Runtime {
             digest: component.digest.clone(),
             reason: describe(&e),
         };
-        let pre = self
-            .inner
-            .linker
-            .instantiate_pre(&component.component)
-            .map_err(fail)?;
-        let pre = crate::bindings::ConnectorPre::new(pre).map_err(fail)?;
+        let pre = match component.pre.get() {
+            Some(pre) => pre,
+            None => {
+                let pre = self
+                    .inner
+                    .linker
+                    .instantiate_pre(&component.component)
+                    .map_err(fail)?;
+                let pre = crate::bindings::ConnectorPre::new(pre).map_err(fail)?;
+                // a concurrent first instantiation may have set it; either is the same
+                let _ = component.pre.set(pre);
+                component.pre.get().expect("set above")
+            }
+        };
         pre.instantiate_async(store).await.map_err(fail)
+    }
+
+    /// Builds a store (WASI context, egress, limits) for an empty grant and instantiates
+    /// the component, nothing else: the warm-instantiation benchmark.
+    #[doc(hidden)]
+    pub async fn instantiate_only(&self, component: &LoadedComponent) -> Result<(), Error> {
+        let mut store = self.store(&Grant::default(), &Limits::default())?;
+        self.instantiate(component, &mut store).await.map(|_| ())
     }
 
     /// Calls `discover` and validates what it returns.
