@@ -10,7 +10,7 @@ MODE="${1:-full}"
 export CARGO_TARGET_DIR
 case "$MODE" in
   quick) BENCH_ARGS=--quick; BIG_ROWS=1000000;  HTTP_RECORDS=200000;  WRK_SECS=5 ;;
-  full)  BENCH_ARGS=;        BIG_ROWS=40000000; HTTP_RECORDS=1000000; WRK_SECS=10 ;;
+  full)  BENCH_ARGS=;        BIG_ROWS=52000000; HTTP_RECORDS=1000000; WRK_SECS=10 ;;
   *) echo "usage: scripts/bench.sh [full|quick]" >&2; exit 2 ;;
 esac
 
