@@ -387,6 +387,7 @@ fn run_connector(args: RunArgs, out: &Output) -> Result<()> {
                 "rows": report.rows,
                 "size_bytes": report.size_bytes(),
                 "bytes_emitted": report.bytes_emitted,
+                "host_busy_seconds": report.host_busy.as_secs_f64(),
                 "seconds": report.elapsed.as_secs_f64(),
                 "tables": report.tables.iter().map(|t| json!({
                     "name": t.name, "rows": t.rows, "size_bytes": t.size_bytes, "md5": t.md5, "path": t.path, "merged": t.merged,
