@@ -9,14 +9,10 @@
 //!
 //!     cargo bench -p agnes-runtime --bench hot_paths
 
-use std::sync::Arc;
-
-use arrow_array::builder::StringBuilder;
-use arrow_array::{Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
+use arrow_array::RecordBatch;
 use arrow_buffer::Buffer;
 use arrow_ipc::reader::StreamDecoder;
 use arrow_ipc::writer::StreamWriter;
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 const ROWS: usize = 65_536;
 
@@ -24,42 +20,13 @@ fn main() {
     divan::main();
 }
 
-fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("value", DataType::Float64, false),
-        Field::new("label", DataType::Utf8, false),
-        Field::new(
-            "created_at",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
-    ]))
-}
+/// The synthetic table's rows: the same source the `synth` component and the end-to-end
+/// benchmark use.
+#[path = "../../connectors-wasm/synth/src/rows.rs"]
+mod rows;
 
 fn batch() -> RecordBatch {
-    let n = ROWS as i64;
-    let mut labels = StringBuilder::with_capacity(ROWS, ROWS * 20);
-    for i in 0..n {
-        labels.append_value(format!("label-{i:014}"));
-    }
-    RecordBatch::try_new(
-        schema(),
-        vec![
-            Arc::new(Int64Array::from_iter_values(0..n)),
-            Arc::new(Float64Array::from_iter_values(
-                (0..n).map(|i| i as f64 * 0.25),
-            )),
-            Arc::new(labels.finish()),
-            Arc::new(
-                TimestampMicrosecondArray::from_iter_values(
-                    (0..n).map(|i| 1_704_067_200_000_000 + i * 1_000_000),
-                )
-                .with_timezone("UTC"),
-            ),
-        ],
-    )
-    .unwrap()
+    rows::batch(&rows::schema(), 0, ROWS)
 }
 
 fn ipc(batch: &RecordBatch) -> Vec<u8> {
@@ -128,7 +95,7 @@ fn emit_native(bencher: divan::Bencher<'_, '_>) {
             let table = agnes_runtime::TableSpec {
                 name: "t".into(),
                 description: None,
-                schema: schema(),
+                schema: rows::schema(),
                 primary_key: vec![],
                 cursor_field: None,
             };
