@@ -85,7 +85,7 @@ const ROUTES: &[(&str, &str, &str, bool)] = &[
     (
         "/api/sync/trigger",
         "post",
-        "Start a sync {sources?}; 202 {sync_id}, 409 while one runs",
+        "Start a sync {sources?, full_refresh?}; 202 {sync_id}, 409 while one runs",
         true,
     ),
     (

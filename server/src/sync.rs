@@ -24,10 +24,13 @@ pub struct Running {
 
 /// Starts a sync of `sources` (all registered ones when `None`) in the background and
 /// returns its id. 409 while another sync runs.
+/// With `full_refresh`, connectors start without their committed state: incremental
+/// tables are read in full and replace their files (rows deleted at the source go).
 pub async fn trigger(
     state: &AppState,
     trigger: String,
     sources: Option<Vec<String>>,
+    full_refresh: bool,
 ) -> ApiResult<i64> {
     let entries = state.db.call(registry::list).await?;
     let mut plan: BTreeMap<String, Vec<RegistryEntry>> = BTreeMap::new();
@@ -69,7 +72,7 @@ pub async fn trigger(
     };
     let state = state.clone();
     tokio::spawn(async move {
-        let status = run(&state, id, plan).await;
+        let status = run(&state, id, plan, full_refresh).await;
         let _ = state.db.call(move |c| history::finish(c, id, status)).await;
         *state.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
     });
@@ -80,10 +83,11 @@ async fn run(
     state: &AppState,
     id: i64,
     plan: BTreeMap<String, Vec<RegistryEntry>>,
+    full_refresh: bool,
 ) -> &'static str {
     let (mut ok, mut failed) = (0, 0);
     for (source, entries) in plan {
-        let outcomes = run_source(state, &source, &entries).await;
+        let outcomes = run_source(state, &source, &entries, full_refresh).await;
         for o in outcomes {
             if o.status == "ok" {
                 ok += 1
@@ -112,13 +116,14 @@ async fn run(
 }
 
 /// Runs one source's connector on a blocking thread (verified, request ∩ grant), from the
-/// published state, with `patch` merged into its config (a webhook payload); publishes the
-/// new extract version.
+/// published state (unless `!from_state`: a full refresh), with `patch` merged into its
+/// config (a webhook payload); publishes the new extract version.
 pub(crate) async fn run_connector(
     state: &AppState,
     source: &str,
     entries: &[RegistryEntry],
     patch: Option<(&str, serde_json::Value)>,
+    from_state: bool,
 ) -> Result<Result<agnes_runtime::RunReport, agnes_runtime::Error>, tokio::task::JoinError> {
     let first = &entries[0].table;
     let names: Vec<String> = entries.iter().map(|e| e.table.name.clone()).collect();
@@ -134,7 +139,9 @@ pub(crate) async fn run_connector(
         grant: first.grant.clone(),
         limits: first.limits.clone(),
         streams: Some(names),
-        state: agnes_runtime::extract::published_state(&extracts, source),
+        state: from_state
+            .then(|| agnes_runtime::extract::published_state(&extracts, source))
+            .flatten(),
     };
     let runtime = state.runtime.clone();
     let registration = first.clone();
@@ -163,9 +170,10 @@ async fn run_source(
     state: &AppState,
     source: &str,
     entries: &[RegistryEntry],
+    full_refresh: bool,
 ) -> Vec<TableOutcome> {
     let names: Vec<String> = entries.iter().map(|e| e.table.name.clone()).collect();
-    let result = run_connector(state, source, entries, None).await;
+    let result = run_connector(state, source, entries, None, !full_refresh).await;
     let finished_at = crate::db::now();
     let outcome = |table: &str, status: &str, rows, size, error| TableOutcome {
         source: source.to_string(),
@@ -266,7 +274,7 @@ pub async fn schedule_once(state: &AppState) -> ApiResult<Option<i64>> {
     if due.is_empty() {
         return Ok(None);
     }
-    match trigger(state, "schedule".into(), Some(due)).await {
+    match trigger(state, "schedule".into(), Some(due), false).await {
         Ok(id) => Ok(Some(id)),
         Err(ApiError::Conflict(_)) => Ok(None),
         Err(e) => Err(e),

@@ -540,6 +540,24 @@ fn webhooks_apply_signed_issue_updates_and_refuse_the_rest() {
     .unwrap();
     let (st, v) = post_hook(&s, &del, Some(&sign("hook-secret", &del)));
     assert_eq!((st, v["ignored"].as_str()), (202, Some("ABC-1")), "{v}");
+
+    // the full refresh a deletion waits for: rebuilt from Jira, so the deleted issue goes
+    // (and the webhook's edit, which the stand-in never saw, is replaced by Jira's state)
+    f.lock().unwrap().issues.retain(|i| i.key != "ABC-1");
+    let r = http()
+        .post(&s.url("/api/sync/trigger"))
+        .header("Authorization", &bearer(&s.admin))
+        .send_json(json!({"full_refresh": true}))
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    s.wait_for_sync();
+    let r = http()
+        .post(&s.url("/api/query"))
+        .header("Authorization", &bearer(&s.admin))
+        .send_json(json!({"sql": "SELECT count(*) FROM issues"}))
+        .unwrap();
+    assert_eq!(read_json(r)["rows"][0][0], 4, "the deleted issue is gone");
+    assert_eq!(summary(&s, "ABC-2"), "issue 2");
 }
 
 #[test]

@@ -24,6 +24,9 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 struct TriggerReq {
     sources: Option<Vec<String>>,
+    /// Start without the committed cursor state (incremental tables are rebuilt).
+    #[serde(default)]
+    full_refresh: bool,
 }
 
 async fn trigger(
@@ -42,6 +45,7 @@ async fn trigger(
         &state,
         format!("manual:{}", user.0.name),
         req.sources.clone(),
+        req.full_refresh,
     )
     .await?;
     super::audit(

@@ -105,30 +105,35 @@ async fn jira(
             "source `{source}` has not been synced yet; sync it once before webhooks apply"
         )));
     }
-    let report =
-        match crate::sync::run_connector(&state, &source, &entries, Some(("webhook", payload)))
-            .await
-        {
-            Ok(Ok(report)) => report,
-            Ok(Err(agnes_runtime::Error::Busy { .. })) => {
-                let mut r = (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Json(json!({"error": "busy",
+    let report = match crate::sync::run_connector(
+        &state,
+        &source,
+        &entries,
+        Some(("webhook", payload)),
+        true,
+    )
+    .await
+    {
+        Ok(Ok(report)) => report,
+        Ok(Err(agnes_runtime::Error::Busy { .. })) => {
+            let mut r = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "busy",
                 "message": format!("source `{source}` is syncing; retry")})),
-                )
-                    .into_response();
-                r.headers_mut()
-                    .insert("retry-after", axum::http::HeaderValue::from_static("5"));
-                return Ok(r);
-            }
-            Ok(Err(e @ agnes_runtime::Error::Connector { .. })) => {
-                return Err(ApiError::BadRequest(format!(
-                    "the payload could not be applied: {e}"
-                )));
-            }
-            Ok(Err(e)) => return Err(ApiError::internal(format!("applying a jira webhook: {e}"))),
-            Err(e) => return Err(ApiError::internal(e)),
-        };
+            )
+                .into_response();
+            r.headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("5"));
+            return Ok(r);
+        }
+        Ok(Err(e @ agnes_runtime::Error::Connector { .. })) => {
+            return Err(ApiError::BadRequest(format!(
+                "the payload could not be applied: {e}"
+            )));
+        }
+        Ok(Err(e)) => return Err(ApiError::internal(format!("applying a jira webhook: {e}"))),
+        Err(e) => return Err(ApiError::internal(e)),
+    };
     let rebuilt = {
         let state = state.clone();
         tokio::task::spawn_blocking(move || state.rebuild_catalog()).await
