@@ -145,6 +145,38 @@ mod tests {
     }
 
     #[test]
+    fn network_and_secret_grants_parse() {
+        let tmp = tempfile::tempdir().unwrap();
+        let text = r#"
+            [config]
+            base_url = "https://api.example.com"
+            [[grant.http]]
+            host = "api.example.com"
+            [[grant.http]]
+            host = "*.internal.example"
+            ports = [8443]
+            allow_private = true
+            [grant.secrets.api_token]
+            file = "secrets/token"
+            hosts = ["api.example.com"]
+            [limits]
+            cpu_secs = 60
+        "#;
+        let c = RunConfig::parse(text, false, tmp.path()).unwrap();
+        assert_eq!(c.grant.http.len(), 2);
+        assert_eq!(c.grant.http[1].ports, [8443]);
+        assert!(c.grant.http[1].allow_private && !c.grant.http[0].allow_http);
+        let s = &c.grant.secrets["api_token"];
+        assert_eq!(
+            s.file.as_deref(),
+            Some(tmp.path().join("secrets/token").as_path()),
+            "relative to the config"
+        );
+        assert_eq!(s.hosts, ["api.example.com"]);
+        assert_eq!(c.limits.cpu_secs, 60);
+    }
+
+    #[test]
     fn an_empty_config_grants_nothing() {
         let c = RunConfig::parse("", false, Path::new(".")).unwrap();
         assert!(c.grant.dirs.is_empty());

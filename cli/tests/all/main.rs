@@ -498,3 +498,77 @@ fn inspect_shows_the_capability_surface_and_what_changed() {
         text(&o.stdout)
     );
 }
+
+#[test]
+fn a_run_config_grants_a_host_and_a_secret() {
+    use axum::routing::get;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = agnes_tests::Loopback::start(axum::Router::new().route(
+        "/items",
+        get(|| async {
+            axum::Json(serde_json::json!([{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]))
+        }),
+    ));
+    std::fs::write(tmp.path().join("token"), "cli-secret-1\n").unwrap();
+    let config = tmp.path().join("api.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[config]
+base_url = "{base}"
+auth = {{ type = "bearer" }}
+[[config.tables]]
+name = "items"
+path = "/items"
+
+[[grant.http]]
+host = "127.0.0.1"
+ports = [{port}]
+allow_http = true
+allow_private = true
+
+[grant.secrets.api_token]
+file = "token"
+"#,
+            base = server.url(""),
+            port = server.port
+        ),
+    )
+    .unwrap();
+    let manifest = repo_root().join("connectors-wasm/http-json/connector.toml");
+    let out = tmp.path().join("extracts/api");
+    let o = run_connector(
+        agnes_tests::HTTP_JSON_COMPONENT,
+        &config,
+        &out,
+        &["--manifest", manifest.to_str().unwrap(), "--json"],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["rows"], 2);
+    let got = server.received();
+    assert_eq!(got[0].header("authorization"), Some("Bearer cli-secret-1"));
+    assert!(!text(&o.stdout).contains("cli-secret-1") && !text(&o.stderr).contains("cli-secret-1"));
+
+    // the same run config without the http grant: refused, naming what to add
+    let bare = std::fs::read_to_string(&config).unwrap();
+    let cut = bare.find("[[grant.http]]").unwrap();
+    let end = bare.find("[grant.secrets").unwrap();
+    std::fs::write(&config, format!("{}{}", &bare[..cut], &bare[end..])).unwrap();
+    let o = run_connector(
+        agnes_tests::HTTP_JSON_COMPONENT,
+        &config,
+        &tmp.path().join("extracts/api2"),
+        &["--manifest", manifest.to_str().unwrap()],
+        tmp.path(),
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("outbound HTTP to *")
+            && text(&o.stderr).contains("[[grant.http]]"),
+        "{}",
+        text(&o.stderr)
+    );
+}
