@@ -223,26 +223,24 @@ pub fn url_with(base: &str, path: &str, params: &[(String, String)]) -> String {
     url
 }
 
-/// The records of one response.
-pub fn records_of(endpoint: &Endpoint, body: &Value) -> Result<Vec<Value>, Error> {
+/// Takes the records out of one response (no copy); the rest of `body` stays for the
+/// pagination pointers.
+pub fn take_records(endpoint: &Endpoint, body: &mut Value) -> Result<Vec<Value>, Error> {
     let at = if endpoint.records.is_empty() {
-        Some(body)
+        Some(&mut *body)
     } else {
-        body.pointer(&endpoint.records)
+        body.pointer_mut(&endpoint.records)
+    };
+    let fail = |why: &str, body: &Value| {
+        Error::Source(format!("{}: {why}: {}", endpoint.name, snippet(body)))
     };
     match at {
-        Some(Value::Array(items)) => Ok(items.clone()),
-        Some(Value::Null) | None if !endpoint.records.is_empty() => Err(Error::Source(format!(
-            "{}: the response has no array at `{}`: {}",
-            endpoint.name,
-            endpoint.records,
-            snippet(body)
-        ))),
-        _ => Err(Error::Source(format!(
-            "{}: the records are not an array: {}",
-            endpoint.name,
-            snippet(body)
-        ))),
+        Some(Value::Array(items)) => Ok(std::mem::take(items)),
+        Some(Value::Null) | None if !endpoint.records.is_empty() => Err(fail(
+            &format!("the response has no array at `{}`", endpoint.records),
+            body,
+        )),
+        _ => Err(fail("the records are not an array", body)),
     }
 }
 
@@ -458,8 +456,8 @@ fn table(config: &Config, client: &mut Client, endpoint: &Endpoint) -> Result<Ta
         (Some(_), _) => schema_for(endpoint, &[])?,
         (None, Some(schema)) => schema,
         (None, None) => {
-            let (_, body) = get(config, client, &first_page(config, endpoint, &base_params(endpoint)))?;
-            let schema = schema_for(endpoint, &records_of(endpoint, &body)?)?;
+            let (_, mut body) = get(config, client, &first_page(config, endpoint, &base_params(endpoint)))?;
+            let schema = schema_for(endpoint, &take_records(endpoint, &mut body)?)?;
             INFERRED
                 .lock()
                 .map_err(|_| Error::Internal("schema cache poisoned".into()))?
@@ -528,8 +526,8 @@ impl Connector for HttpJson {
             let mut page = 0u64;
             let mut total = 0usize;
             loop {
-                let (response, body) = get(config, &mut client, &url)?;
-                let records = records_of(endpoint, &body)?;
+                let (response, mut body) = get(config, &mut client, &url)?;
+                let records = take_records(endpoint, &mut body)?;
                 if let Some(field) = &endpoint.cursor_field {
                     for r in &records {
                         newest = max_cursor(newest, r.get(field).unwrap_or(&Value::Null));
@@ -682,10 +680,12 @@ mod tests {
     #[test]
     fn records_and_cursors() {
         let e = endpoint(json!({"records": "/data/items"}));
-        assert_eq!(records_of(&e, &json!({"data": {"items": [1, 2]}})).unwrap().len(), 2);
-        let err = records_of(&e, &json!({"error": "x"})).unwrap_err().to_string();
+        let mut body = json!({"data": {"items": [1, 2]}, "next": "n"});
+        assert_eq!(take_records(&e, &mut body).unwrap().len(), 2);
+        assert_eq!(body["next"], "n", "the rest of the response stays");
+        let err = take_records(&e, &mut json!({"error": "x"})).unwrap_err().to_string();
         assert!(err.contains("no array at `/data/items`"), "{err}");
-        assert_eq!(records_of(&endpoint(json!({})), &json!([{}])).unwrap().len(), 1);
+        assert_eq!(take_records(&endpoint(json!({})), &mut json!([{}])).unwrap().len(), 1);
 
         let m = max_cursor(None, &json!("2024-01-02T00:00:00Z"));
         let m = max_cursor(m, &json!("2024-01-01T00:00:00Z"));
