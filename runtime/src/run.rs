@@ -259,7 +259,7 @@ impl Runtime {
         let tables = discover_in(&instance, &mut store, &request.config).await?;
         let selected = select(&request, tables)?;
 
-        prepare_read(store.data_mut(), &staging, &selected);
+        prepare_read(store.data_mut(), &staging, &selected)?;
         let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();
         let result = instance
             .agnes_connector_source()
@@ -281,14 +281,14 @@ impl Runtime {
             store.data().bytes,
             store.data().host_busy,
         );
-        let writers = std::mem::take(&mut store.data_mut().selected);
+        let sink = store.data_mut().sink.take().expect("prepared");
         drop(store);
         let digest = component.digest.clone();
         publish(
             staging,
             request,
             selected,
-            writers,
+            sink,
             new_state,
             Counts {
                 rows,
@@ -328,7 +328,7 @@ impl Runtime {
             request.limits.clone(),
         );
         let selected = select(&request, tables)?;
-        prepare_read(&mut state, &staging, &selected);
+        prepare_read(&mut state, &staging, &selected)?;
         let result = read(&mut NativeEmitter { state: &mut state });
         if let Some(failure) = state.take_failure() {
             return Err(failure);
@@ -338,12 +338,12 @@ impl Runtime {
             None => state.checkpoint.take(),
         };
         let (rows, bytes, host_busy) = (state.rows, state.bytes, state.host_busy);
-        let writers = std::mem::take(&mut state.selected);
+        let sink = state.sink.take().expect("prepared");
         publish(
             staging,
             request,
             selected,
-            writers,
+            sink,
             new_state,
             Counts {
                 rows,
@@ -428,7 +428,12 @@ fn select(request: &RunRequest, tables: Vec<TableSpec>) -> Result<Vec<TableSpec>
 }
 
 /// Opens the read: emits go to `staging`'s data dir, for the selected tables only.
-fn prepare_read(state: &mut RunState, staging: &Staging, selected: &[TableSpec]) {
+fn prepare_read(
+    state: &mut RunState,
+    staging: &Staging,
+    selected: &[TableSpec],
+) -> Result<(), Error> {
+    state.sink = Some(crate::sink::pipeline::Sink::start(staging.data_dir())?);
     state.data_dir = Some(staging.data_dir());
     state.selected = selected
         .iter()
@@ -436,11 +441,12 @@ fn prepare_read(state: &mut RunState, staging: &Staging, selected: &[TableSpec])
             let s = SelectedTable {
                 schema: t.schema.clone(),
                 decoder: StreamDecoder::new(),
-                writer: None,
+                rows: 0,
             };
             (t.name.clone(), s)
         })
         .collect();
+    Ok(())
 }
 
 /// Finishes every table (merging incremental ones), writes the state and
@@ -449,7 +455,7 @@ fn publish(
     staging: Staging,
     request: RunRequest,
     selected: Vec<TableSpec>,
-    mut writers: HashMap<String, SelectedTable>,
+    sink: crate::sink::pipeline::Sink,
     new_state: Option<String>,
     counts: Counts,
     component_digest: String,
@@ -465,12 +471,12 @@ fn publish(
         .as_ref()
         .and_then(|_| crate::extract::published(&request.extracts_dir, &request.source));
     let mut merged = Vec::new();
+    let mut files = sink.finish()?;
     for t in &selected {
-        let writer = match writers.get_mut(&t.name).and_then(|s| s.writer.take()) {
-            Some(w) => w,
-            None => TableWriter::create(&data_dir, &t.name, t.schema.clone())?,
+        let mut file = match files.remove(&t.name) {
+            Some(f) => f,
+            None => TableWriter::create(&data_dir, &t.name, t.schema.clone())?.finish()?,
         };
-        let mut file = writer.finish()?;
         let prev_file = previous
             .as_ref()
             .filter(|_| t.incremental())

@@ -9,7 +9,6 @@ use super::RunState;
 use crate::bindings::agnes::connector::host::{Host, HostError};
 use crate::bindings::agnes::connector::types::{self, LogLevel};
 use crate::names::validate_column;
-use crate::sink::parquet::TableWriter;
 use crate::{Error, Progress};
 
 const MAX_LOG_MESSAGE: usize = 4096;
@@ -136,7 +135,6 @@ impl RunState {
             table: stream.to_string(),
             reason,
         };
-        let data_dir = self.data_dir.clone().expect("checked by emit");
         let table = self.selected.get_mut(stream).expect("checked by emit");
         let mut buffer = Buffer::from(bytes);
         let mut accepted = 0u64;
@@ -162,19 +160,14 @@ impl RunState {
                     detail: format!("the run emitted more than {} rows", self.limits.max_rows),
                 });
             }
-            let writer = match &mut table.writer {
-                Some(w) => w,
-                None => table.writer.insert(TableWriter::create(
-                    &data_dir,
-                    stream,
-                    table.schema.clone(),
-                )?),
-            };
             // Write with the declared schema (same fields; metadata of the guest dropped).
             let batch = batch
                 .with_schema(table.schema.clone())
                 .map_err(|e| invalid(e.to_string()))?;
-            writer.write(&batch)?;
+            self.sink
+                .as_mut()
+                .expect("a read has a sink")
+                .write(stream, &table.schema, batch)?;
             accepted += rows;
         }
         if table.decoder.finish().is_err() {
@@ -192,7 +185,8 @@ impl RunState {
             )));
         }
         self.rows += accepted;
-        let table_rows = table.writer.as_ref().map(|w| w.rows()).unwrap_or(0);
+        table.rows += accepted;
+        let table_rows = table.rows;
         if let Some(cb) = &mut self.on_progress {
             cb(&Progress {
                 table: stream.to_string(),
@@ -289,12 +283,13 @@ mod tests {
             limits,
         );
         s.data_dir = Some(dir.to_path_buf());
+        s.sink = Some(crate::sink::pipeline::Sink::start(dir.to_path_buf()).unwrap());
         s.selected.insert(
             "t".into(),
             SelectedTable {
                 schema: schema("n"),
                 decoder: StreamDecoder::new(),
-                writer: None,
+                rows: 0,
             },
         );
         s
@@ -368,7 +363,9 @@ mod tests {
         let mut s = state(dir.path(), Limits::default());
         let first = ipc("n", &[1, 2, 3]);
         s.emit("t".into(), first).unwrap().unwrap();
-        assert_eq!(s.rows, 3);
+        assert_eq!((s.rows, s.selected["t"].rows), (3, 3));
+        let files = s.sink.take().unwrap().finish().unwrap();
+        assert_eq!(files["t"].rows, 3);
         assert!(dir.path().join("t.parquet").exists());
     }
 

@@ -15,14 +15,15 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::sink::parquet::TableWriter;
+use crate::sink::pipeline::Sink;
 use crate::{Error, Limits};
 
 /// One table selected for the read.
 pub(crate) struct SelectedTable {
     pub schema: SchemaRef,
     pub decoder: StreamDecoder,
-    pub writer: Option<TableWriter>,
+    /// Rows accepted for this table.
+    pub rows: u64,
 }
 
 /// Everything the host keeps for one run; the store's data.
@@ -40,6 +41,8 @@ pub(crate) struct RunState {
     pub selected: HashMap<String, SelectedTable>,
     /// Where parquet files go during the read.
     pub data_dir: Option<std::path::PathBuf>,
+    /// The parquet encoder of the read (set with `data_dir`).
+    pub sink: Option<Sink>,
     /// The first fatal error a host call raised; the run fails with it, whatever the
     /// guest does afterwards.
     pub failure: Option<Error>,
@@ -73,6 +76,7 @@ impl RunState {
             limits,
             selected: HashMap::new(),
             data_dir: None,
+            sink: None,
             failure: None,
             rows: 0,
             bytes: 0,

@@ -3,3 +3,4 @@
 pub mod duckdb;
 pub(crate) mod merge;
 pub mod parquet;
+pub(crate) mod pipeline;

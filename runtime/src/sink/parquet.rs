@@ -138,10 +138,6 @@ impl TableWriter {
         Ok(())
     }
 
-    pub(crate) fn rows(&self) -> u64 {
-        self.rows
-    }
-
     /// Closes the file (footer, flush, fsync) and returns its size and md5.
     pub fn finish(self) -> Result<WrittenFile, Error> {
         let table = self.table;
