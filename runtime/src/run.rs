@@ -102,8 +102,8 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// The committed cursor state.
     pub state: Option<String>,
-    /// Of `elapsed`, the time the host spent accepting batches (IPC decode, validation,
-    /// parquet encoding); the rest is the connector, instantiation and publishing.
+    /// Of `elapsed`, the time the connector waited on the host accepting its batches (IPC
+    /// decode, validation, queueing for the parquet encoder, which runs on its own thread).
     pub host_busy: Duration,
 }
 
