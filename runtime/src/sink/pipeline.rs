@@ -116,14 +116,15 @@ impl Sink {
 }
 
 impl Drop for Sink {
-    /// A run that fails drops its sink unfinished: the thread stops at the next batch
-    /// without finishing any file (the staging directory is removed anyway). Not joined,
-    /// so a failing run returns at once.
+    /// A run that fails drops its sink unfinished: the thread stops before the next batch
+    /// without finishing any file. Joined (at most the batch being encoded), so nothing
+    /// writes into the staging directory while it is being removed.
     fn drop(&mut self) {
-        if self.handle.is_some() {
+        if let Some(handle) = self.handle.take() {
             self.abort.store(true, Ordering::Relaxed);
+            self.tx = None;
+            let _ = handle.join();
         }
-        self.tx = None;
     }
 }
 
