@@ -55,6 +55,8 @@ bench-quick: connectors
 # Formatting and lints.
 lint:
     cargo fmt --all -- --check
+    cd connectors-wasm && cargo fmt --all -- --check
+    cd tests/connectors && cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
 # Re-vendor the WASI WIT packages into wit/deps from the pinned wasmtime-wasi crate.

@@ -13,15 +13,8 @@ CSV="$CARGO_TARGET_DIR/wasm/wasm32-wasip2/release/agnes_connector_csv.wasm"
 work="$(mktemp -d /var/tmp/agnes-bench.XXXXXX)"
 mkdir -p "$work/many" "$work/big"
 for i in $(seq -w 1 100); do printf 'id,name\n1,a\n2,b\n3,c\n' > "$work/many/t$i.csv"; done
-python3 - "$ROWS" "$work/big/big.csv" <<'PY'
-import sys, os, binascii
-n, path = int(sys.argv[1]), sys.argv[2]
-with open(path, "w") as f:
-    f.write("id,payload\n")
-    for i in range(n):
-        f.write(f"{i},{binascii.hexlify(os.urandom(16)).decode()}\n")
-PY
 . scripts/lib-server.sh AGNES_CONFIG_DIR="$work/config"
+make_big_csv "$ROWS" "$work/big/big.csv"
 start_server "$AGNES" "$work/server" "$work/server.log"
 trap 'kill $server 2>/dev/null; rm -rf "$work"' EXIT
 for i in $(seq -w 1 100); do

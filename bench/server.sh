@@ -14,15 +14,8 @@ CSV="$CARGO_TARGET_DIR/wasm/wasm32-wasip2/release/agnes_connector_csv.wasm"
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
 work="$(mktemp -d /var/tmp/agnes-bench.XXXXXX)"
 mkdir -p "$work/big"
-python3 - "$ROWS" "$work/big/big.csv" <<'PY'
-import sys, os, binascii
-n, path = int(sys.argv[1]), sys.argv[2]
-with open(path, "w") as f:
-    f.write("id,payload\n")
-    for i in range(n):
-        f.write(f"{i},{binascii.hexlify(os.urandom(16)).decode()}\n")
-PY
 . scripts/lib-server.sh
+make_big_csv "$ROWS" "$work/big/big.csv"
 start_server "$AGNES" "$work/server" "$work/server.log"
 trap 'kill $server 2>/dev/null; rm -rf "$work"' EXIT
 demo="$(realpath examples/demo/data)"

@@ -3,6 +3,7 @@
 #   start_server <agnes> <data dir> <log file>   sets AGNES_DATA_DIR, AGNES_LISTEN, base, ADMIN, server
 #   api <token> <METHOD> <path> [curl args...]
 #   wait_for_sync <token>
+#   make_big_csv <rows> <path>   id,payload with 16 random bytes as hex per row (compresses poorly)
 
 start_server() {
   local agnes="$1" dir="$2" log="$3" port
@@ -26,4 +27,15 @@ wait_for_sync() {
   while api "$1" GET /api/sync/status | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["running"] else 1)'; do
     sleep 0.1
   done
+}
+
+make_big_csv() {
+  python3 - "$1" "$2" <<'PY'
+import sys, os, binascii
+n, path = int(sys.argv[1]), sys.argv[2]
+with open(path, "w") as f:
+    f.write("id,payload\n")
+    for i in range(n):
+        f.write(f"{i},{binascii.hexlify(os.urandom(16)).decode()}\n")
+PY
 }

@@ -469,3 +469,51 @@ pub fn run_synth_native(
         Ok(None)
     })
 }
+
+/// An operator's grant: `http` rules and one secret `name`, its `value` in a file under `dir`.
+pub fn grant_with_secret(
+    dir: &Path,
+    http: Vec<agnes_runtime::HttpGrant>,
+    name: &str,
+    value: &str,
+) -> Grant {
+    let file = dir.join(format!("{name}.secret"));
+    std::fs::write(&file, value).unwrap();
+    let secret = agnes_runtime::SecretGrant {
+        file: Some(file),
+        ..agnes_runtime::SecretGrant::default()
+    };
+    Grant {
+        http,
+        secrets: [(name.to_string(), secret)].into(),
+        ..Grant::default()
+    }
+}
+
+/// A run of `connectors-wasm/<connector>` as `source` under `<dir>/extracts`, from
+/// `state`, with the operator's `grant` narrowed by the connector's own `connector.toml`
+/// (request ∩ grant, as a signed run gets it).
+pub fn connector_request(
+    dir: &Path,
+    connector: &str,
+    source: &str,
+    config: serde_json::Value,
+    grant: &Grant,
+    state: Option<String>,
+) -> RunRequest {
+    let (grant, limits) = connector_manifest(connector)
+        .effective(grant, &Limits::default())
+        .unwrap();
+    let mut req = request(&dir.join("extracts"), source, config, &[]);
+    req.grant = grant;
+    req.limits = limits;
+    req.state = state;
+    req
+}
+
+/// The integer `sql` returns, on the extract at `extract_dir`.
+pub fn query_i64(extract_dir: &Path, sql: &str) -> i64 {
+    open_extract(extract_dir)
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap()
+}

@@ -132,6 +132,12 @@ impl Requests {
 }
 
 impl ConnectorManifest {
+    /// Reads and parses a `connector.toml`.
+    pub fn from_file(path: &std::path::Path) -> Result<ConnectorManifest, Error> {
+        let text = std::fs::read_to_string(path).map_err(Error::io("reading", path))?;
+        ConnectorManifest::parse(&text)
+    }
+
     pub fn parse(text: &str) -> Result<ConnectorManifest, Error> {
         let m: ConnectorManifest = toml::from_str(text).map_err(|e| Error::Manifest {
             reason: e.to_string(),

@@ -22,6 +22,7 @@ use crate::host::{RunState, SelectedTable};
 use crate::names::validate_name;
 use crate::sink::duckdb::{ExtractTable, write_extract};
 use crate::sink::parquet::{TableWriter, WrittenFile};
+use crate::sink::pipeline::Sink;
 use crate::{Error, Grant, Limits};
 
 /// What to run.
@@ -118,7 +119,9 @@ impl RunReport {
 pub type ProgressFn = Box<dyn FnMut(&Progress) + Send>;
 
 impl Runtime {
-    fn store(&self, grant: &Grant, limits: &Limits) -> Result<Store<RunState>, Error> {
+    /// The host side of one run, built from the grant only: WASI context (read-only
+    /// preopens, no sockets, captured stdio), egress rules and secrets, limits.
+    fn run_state(&self, grant: &Grant, limits: &Limits) -> Result<RunState, Error> {
         let stderr = GuestOutput::new("stderr", limits.max_log_lines);
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(GuestOutput::new("stdout", limits.max_log_lines))
@@ -147,10 +150,17 @@ impl Runtime {
             .memories(8)
             .trap_on_grow_failure(true)
             .build();
-        let mut store = Store::new(
-            &self.inner.engine,
-            RunState::new(wasi.build(), egress, stderr, store_limits, limits.clone()),
-        );
+        Ok(RunState::new(
+            wasi.build(),
+            egress,
+            stderr,
+            store_limits,
+            limits.clone(),
+        ))
+    }
+
+    fn store(&self, grant: &Grant, limits: &Limits) -> Result<Store<RunState>, Error> {
+        let mut store = Store::new(&self.inner.engine, self.run_state(grant, limits)?);
         store.limiter(|s| &mut s.store_limits);
         // Every epoch tick while guest code runs: count it against the CPU budget, and
         // yield to the executor so the wall-clock timeout can fire even while it spins.
@@ -270,34 +280,18 @@ impl Runtime {
                 request.state.as_deref(),
             )
             .await;
-        let new_state = settle(&mut store, Phase::Read, result)?;
-        let new_state = match new_state {
-            Some(s) => Some(check_state(s)?),
-            None => store.data_mut().checkpoint.take(),
-        };
-
-        let (rows, bytes, host_busy) = (
-            store.data().rows,
-            store.data().bytes,
-            store.data().host_busy,
-        );
-        let sink = store.data_mut().sink.take().expect("prepared");
+        let returned = settle(&mut store, Phase::Read, result)?;
+        let (new_state, sink, counts) =
+            end_read(store.data_mut(), returned, started, extracted_at)?;
         drop(store);
-        let digest = component.digest.clone();
         publish(
             staging,
             request,
             selected,
             sink,
             new_state,
-            Counts {
-                rows,
-                bytes,
-                host_busy,
-                started,
-                extracted_at,
-            },
-            digest,
+            counts,
+            component.digest.clone(),
         )
     }
 
@@ -315,43 +309,22 @@ impl Runtime {
         let started = Instant::now();
         let extracted_at = chrono::Utc::now().naive_utc();
         let staging = Staging::begin(&request.extracts_dir, &request.source)?;
-        let egress = crate::host::egress::Egress::new(
-            &Grant::default(),
-            self.inner.resolve_overrides.clone(),
-            self.inner.tls.clone(),
-        )?;
-        let mut state = RunState::new(
-            WasiCtxBuilder::new().build(),
-            egress,
-            GuestOutput::new("stderr", request.limits.max_log_lines),
-            StoreLimitsBuilder::new().build(),
-            request.limits.clone(),
-        );
+        // nothing to grant: native code is not sandboxed by WASI
+        let mut state = self.run_state(&Grant::default(), &request.limits)?;
         let selected = select(&request, tables)?;
         prepare_read(&mut state, &staging, &selected)?;
         let result = read(&mut NativeEmitter { state: &mut state });
         if let Some(failure) = state.take_failure() {
             return Err(failure);
         }
-        let new_state = match result? {
-            Some(s) => Some(check_state(s)?),
-            None => state.checkpoint.take(),
-        };
-        let (rows, bytes, host_busy) = (state.rows, state.bytes, state.host_busy);
-        let sink = state.sink.take().expect("prepared");
+        let (new_state, sink, counts) = end_read(&mut state, result?, started, extracted_at)?;
         publish(
             staging,
             request,
             selected,
             sink,
             new_state,
-            Counts {
-                rows,
-                bytes,
-                host_busy,
-                started,
-                extracted_at,
-            },
+            counts,
             "native".into(),
         )
     }
@@ -394,6 +367,29 @@ struct Counts {
     extracted_at: chrono::NaiveDateTime,
 }
 
+/// Ends a read that returned `returned`: the state to commit (the returned one, validated,
+/// else the last checkpoint), the parquet sink to finish, and the counts for the report.
+fn end_read(
+    state: &mut RunState,
+    returned: Option<String>,
+    started: Instant,
+    extracted_at: chrono::NaiveDateTime,
+) -> Result<(Option<String>, Sink, Counts), Error> {
+    let new_state = match returned {
+        Some(s) => Some(check_state(s)?),
+        None => state.checkpoint.take(),
+    };
+    let sink = state.sink.take().expect("a read was prepared");
+    let counts = Counts {
+        rows: state.rows,
+        bytes: state.bytes,
+        host_busy: state.host_busy,
+        started,
+        extracted_at,
+    };
+    Ok((new_state, sink, counts))
+}
+
 /// `discover`'s tables → the ones to read (all, or `request.streams` in order).
 fn select(request: &RunRequest, tables: Vec<TableSpec>) -> Result<Vec<TableSpec>, Error> {
     if tables.len() > request.limits.max_tables {
@@ -433,8 +429,7 @@ fn prepare_read(
     staging: &Staging,
     selected: &[TableSpec],
 ) -> Result<(), Error> {
-    state.sink = Some(crate::sink::pipeline::Sink::start(staging.data_dir())?);
-    state.data_dir = Some(staging.data_dir());
+    state.sink = Some(Sink::start(staging.data_dir())?);
     state.selected = selected
         .iter()
         .map(|t| {
@@ -455,7 +450,7 @@ fn publish(
     staging: Staging,
     request: RunRequest,
     selected: Vec<TableSpec>,
-    sink: crate::sink::pipeline::Sink,
+    sink: Sink,
     new_state: Option<String>,
     counts: Counts,
     component_digest: String,

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use agnes_runtime::manifest::ConnectorManifest;
-use agnes_runtime::{Error, Grant, HttpGrant, Limits, RunRequest, SecretGrant};
-use agnes_tests::{Loopback, hostile, open_extract, request, runtime, snapshot};
+use agnes_runtime::{Error, Grant, HttpGrant, Limits, RunRequest};
+use agnes_tests::{Loopback, grant_with_secret, hostile, open_extract, request, runtime, snapshot};
 use axum::Router;
 use axum::routing::get;
 use serde_json::{Value, json};
@@ -33,20 +33,7 @@ fn manifest() -> ConnectorManifest {
 /// The effective grant (request ∩ operator grant) for `rules`, with secret `token` read
 /// from a file under `dir`.
 fn grant(dir: &Path, rules: Vec<HttpGrant>) -> Grant {
-    let file = dir.join("token.secret");
-    std::fs::write(&file, format!("{SECRET}\n")).unwrap();
-    let operator = Grant {
-        http: rules,
-        secrets: [(
-            "token".to_string(),
-            SecretGrant {
-                file: Some(file),
-                ..SecretGrant::default()
-            },
-        )]
-        .into(),
-        ..Grant::default()
-    };
+    let operator = grant_with_secret(dir, rules, "token", &format!("{SECRET}\n"));
     manifest()
         .effective(&operator, &Limits::default())
         .unwrap()

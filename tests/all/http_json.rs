@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use agnes_runtime::{Error, Grant, Limits, RunReport, RunRequest, SecretGrant};
+use agnes_runtime::{Error, RunReport, RunRequest};
 use agnes_tests::{
-    Loopback, connector_manifest, http_json, open_extract, request, runtime, snapshot_without_locks,
+    Loopback, connector_request, grant_with_secret, http_json, open_extract, query_i64, runtime,
+    snapshot_without_locks,
 };
 use axum::Json;
 use axum::extract::{Query, State};
@@ -169,27 +170,8 @@ fn config(server: &Loopback, per_page: usize) -> Value {
 /// The run request: request ∩ grant from the connector's own connector.toml, the token
 /// in a secret file, plain http to this loopback server explicitly allowed.
 fn run_request(dir: &Path, server: &Loopback, config: Value, state: Option<String>) -> RunRequest {
-    let manifest = connector_manifest("http-json");
-    let secret = dir.join("api_token");
-    std::fs::write(&secret, TOKEN).unwrap();
-    let operator = Grant {
-        http: vec![server.grant()],
-        secrets: [(
-            "api_token".to_string(),
-            SecretGrant {
-                file: Some(secret),
-                ..SecretGrant::default()
-            },
-        )]
-        .into(),
-        ..Grant::default()
-    };
-    let (grant, limits) = manifest.effective(&operator, &Limits::default()).unwrap();
-    let mut req = request(&dir.join("extracts"), "api", config, &[]);
-    req.grant = grant;
-    req.limits = limits;
-    req.state = state;
-    req
+    let grant = grant_with_secret(dir, vec![server.grant()], "api_token", TOKEN);
+    connector_request(dir, "http-json", "api", config, &grant, state)
 }
 
 async fn run(
@@ -204,9 +186,7 @@ async fn run(
 }
 
 fn count(dir: &Path, sql: &str) -> i64 {
-    open_extract(&dir.join("extracts/api"))
-        .query_row(sql, [], |r| r.get(0))
-        .unwrap()
+    query_i64(&dir.join("extracts/api"), sql)
 }
 
 #[tokio::test]
@@ -380,9 +360,8 @@ async fn a_rejected_credential_fails_with_the_status() {
     let tmp = tempfile::tempdir().unwrap();
     let api = seed(10);
     let server = start(&api);
-    let mut req = run_request(tmp.path(), &server, config(&server, 100), None);
-    std::fs::write(tmp.path().join("api_token"), "wrong").unwrap();
-    req.grant.secrets.get_mut("api_token").unwrap().file = Some(tmp.path().join("api_token"));
+    let req = run_request(tmp.path(), &server, config(&server, 100), None);
+    std::fs::write(tmp.path().join("api_token.secret"), "wrong").unwrap();
     let err = runtime()
         .run(http_json(), req, None)
         .await

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use agnes_runtime::{Grant, HttpGrant, Limits, RunRequest, Runtime, SecretGrant};
+use agnes_runtime::{Grant, HttpGrant, RunRequest, Runtime};
 use agnes_tests::{
-    JIRA_COMPONENT, Loopback, TestServer, bearer, connector_manifest, http, open_extract,
-    read_json, repo_root, request, runtime, snapshot_without_locks,
+    JIRA_COMPONENT, Loopback, TestServer, bearer, connector_request, grant_with_secret, http,
+    query_i64, read_json, repo_root, runtime, snapshot_without_locks,
 };
 use axum::Json;
 use axum::extract::{Path as UrlPath, Query, State};
@@ -194,25 +194,13 @@ fn start(fake: &Shared) -> Loopback {
 /// The operator's grant: the site by name (pinned to loopback), plain http and the
 /// loopback address explicitly allowed for this test; the credential from a file.
 fn operator_grant(dir: &Path, port: u16) -> Grant {
-    let secret = dir.join("jira_token");
-    std::fs::write(&secret, CREDENTIAL).unwrap();
-    Grant {
-        http: vec![HttpGrant {
-            host: SITE.into(),
-            ports: vec![port],
-            allow_http: true,
-            allow_private: true,
-        }],
-        secrets: [(
-            "jira_token".to_string(),
-            SecretGrant {
-                file: Some(secret),
-                ..SecretGrant::default()
-            },
-        )]
-        .into(),
-        ..Grant::default()
-    }
+    let rule = HttpGrant {
+        host: SITE.into(),
+        ports: vec![port],
+        allow_http: true,
+        allow_private: true,
+    };
+    grant_with_secret(dir, vec![rule], "jira_token", CREDENTIAL)
 }
 
 fn pinned() -> Runtime {
@@ -227,23 +215,20 @@ fn jira_component(rt: &Runtime) -> agnes_runtime::LoadedComponent {
 }
 
 fn run_request(dir: &Path, port: u16, page_size: u32, state: Option<String>) -> RunRequest {
-    let manifest = connector_manifest("jira");
-    let (grant, limits) = manifest
-        .effective(&operator_grant(dir, port), &Limits::default())
-        .unwrap();
     let config = json!({"site": format!("http://{SITE}:{port}"), "jql": "project = ABC", "page_size": page_size,
                         "overlap_minutes": 0, "backoff_ms": 10});
-    let mut req = request(&dir.join("extracts"), "jira", config, &[]);
-    req.grant = grant;
-    req.limits = limits;
-    req.state = state;
-    req
+    connector_request(
+        dir,
+        "jira",
+        "jira",
+        config,
+        &operator_grant(dir, port),
+        state,
+    )
 }
 
-fn query_i64(dir: &Path, sql: &str) -> i64 {
-    open_extract(&dir.join("extracts/jira"))
-        .query_row(sql, [], |r| r.get(0))
-        .unwrap()
+fn jira_i64(dir: &Path, sql: &str) -> i64 {
+    query_i64(&dir.join("extracts/jira"), sql)
 }
 
 #[tokio::test]
@@ -280,7 +265,7 @@ async fn issues_comments_changelog_incrementally() {
         f.lock().unwrap().jqls
     );
     assert_eq!(
-        query_i64(
+        jira_i64(
             tmp.path(),
             "SELECT count(*) FROM comments WHERE issue_key = 'ABC-7'"
         ),
@@ -288,7 +273,7 @@ async fn issues_comments_changelog_incrementally() {
         "comments beyond the search result were paged in"
     );
     assert_eq!(
-        query_i64(
+        jira_i64(
             tmp.path(),
             "SELECT count(*) FROM issues WHERE description IS NULL AND labels = '[\"x\"]'"
         ),
@@ -333,16 +318,16 @@ async fn issues_comments_changelog_incrementally() {
         "(project = ABC) AND updated >= \"2024-05-01 02:00\" ORDER BY updated ASC"
     );
     assert!(second.tables.iter().all(|t| t.merged));
-    assert_eq!(query_i64(tmp.path(), "SELECT count(*) FROM issues"), 120);
+    assert_eq!(jira_i64(tmp.path(), "SELECT count(*) FROM issues"), 120);
     assert_eq!(
-        query_i64(
+        jira_i64(
             tmp.path(),
             "SELECT count(*) FROM issues WHERE summary LIKE 'changed %'"
         ),
         2
     );
     assert_eq!(
-        query_i64(tmp.path(), "SELECT count(*) FROM comments"),
+        jira_i64(tmp.path(), "SELECT count(*) FROM comments"),
         124,
         "merged by comment id, no duplicates"
     );
@@ -382,9 +367,8 @@ async fn a_wrong_credential_is_a_clear_error() {
     let f = fake(3);
     let server = start(&f);
     let rt = pinned();
-    let mut req = run_request(tmp.path(), server.port, 50, None);
-    std::fs::write(tmp.path().join("jira_token"), "me@example.com:wrong").unwrap();
-    req.grant.secrets.get_mut("jira_token").unwrap().file = Some(tmp.path().join("jira_token"));
+    let req = run_request(tmp.path(), server.port, 50, None);
+    std::fs::write(tmp.path().join("jira_token.secret"), "me@example.com:wrong").unwrap();
     let err = rt
         .run(&jira_component(&rt), req, None)
         .await

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use agnes_runtime::{Grant, HttpGrant, Limits, RunRequest, Runtime, SecretGrant};
+use agnes_runtime::{HttpGrant, RunRequest, Runtime};
 use agnes_tests::{
-    KEBOOLA_COMPONENT, Loopback, connector_manifest, open_extract, request, runtime,
+    KEBOOLA_COMPONENT, Loopback, connector_request, grant_with_secret, query_i64, runtime,
     snapshot_without_locks,
 };
 use axum::Json;
@@ -215,40 +215,19 @@ fn pinned() -> Runtime {
 }
 
 fn run_request(dir: &Path, port: u16, state: Option<String>) -> RunRequest {
-    let manifest = connector_manifest("keboola");
-    let secret = dir.join("kbc");
-    std::fs::write(&secret, TOKEN).unwrap();
     let rule = |host: &str| HttpGrant {
         host: host.into(),
         ports: vec![port],
         allow_http: true,
         allow_private: true,
     };
-    let operator = Grant {
-        http: vec![rule(API), rule(FILES)],
-        secrets: [(
-            "keboola_token".to_string(),
-            SecretGrant {
-                file: Some(secret),
-                ..SecretGrant::default()
-            },
-        )]
-        .into(),
-        ..Grant::default()
-    };
-    let (grant, limits) = manifest.effective(&operator, &Limits::default()).unwrap();
+    let grant = grant_with_secret(dir, vec![rule(API), rule(FILES)], "keboola_token", TOKEN);
     let config = json!({"url": format!("http://{API}:{port}"), "poll_interval_ms": 5, "backoff_ms": 10, "batch_rows": 64});
-    let mut req = request(&dir.join("extracts"), "kbc", config, &[]);
-    req.grant = grant;
-    req.limits = limits;
-    req.state = state;
-    req
+    connector_request(dir, "keboola", "kbc", config, &grant, state)
 }
 
-fn query_i64(dir: &Path, sql: &str) -> i64 {
-    open_extract(&dir.join("extracts/kbc"))
-        .query_row(sql, [], |r| r.get(0))
-        .unwrap()
+fn kbc_i64(dir: &Path, sql: &str) -> i64 {
+    query_i64(&dir.join("extracts/kbc"), sql)
 }
 
 #[tokio::test]
@@ -277,7 +256,7 @@ async fn exports_slices_and_merges_changes() {
         ])
     );
     assert_eq!(
-        query_i64(
+        kbc_i64(
             tmp.path(),
             "SELECT count(*) FROM in_c_main_notes WHERE text = 'second \"quoted\"'"
         ),
@@ -356,21 +335,21 @@ async fn exports_slices_and_merges_changes() {
         .unwrap();
     assert_eq!((orders.rows, orders.merged), (301, true));
     assert_eq!(
-        query_i64(
+        kbc_i64(
             tmp.path(),
             "SELECT count(*) FROM in_c_main_orders WHERE amount = 'changed'"
         ),
         2
     );
     assert_eq!(
-        query_i64(
+        kbc_i64(
             tmp.path(),
             "SELECT count(DISTINCT id) FROM in_c_main_orders"
         ),
         301
     );
     assert_eq!(
-        query_i64(tmp.path(), "SELECT count(*) FROM in_c_main_notes"),
+        kbc_i64(tmp.path(), "SELECT count(*) FROM in_c_main_notes"),
         3
     );
     let changed_since = f

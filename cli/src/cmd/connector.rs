@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use agnes_runtime::manifest::ConnectorManifest;
 use agnes_runtime::{RunConfig, RunRequest, Runtime, extract};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -105,7 +106,11 @@ impl SignedArgs {
                     component.display()
                 );
             }
-            let manifest = self.manifest.as_deref().map(read_manifest).transpose()?;
+            let manifest = self
+                .manifest
+                .as_deref()
+                .map(ConnectorManifest::from_file)
+                .transpose()?;
             return Ok((runtime.load_file(component)?, manifest, None));
         };
         let trusted = agnes_runtime::signature::TrustedKeys::from_dir(dir)?;
@@ -436,12 +441,6 @@ fn discover(args: DiscoverArgs, out: &Output) -> Result<()> {
     Ok(())
 }
 
-fn read_manifest(path: &Path) -> Result<agnes_runtime::manifest::ConnectorManifest> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(agnes_runtime::manifest::ConnectorManifest::parse(&text)?)
-}
-
 /// `+ x` / `- x` lines of two sorted lists.
 fn diff_lines(old: &[String], new: &[String]) -> Vec<String> {
     let mut out: Vec<String> = new
@@ -466,7 +465,7 @@ fn inspect(args: InspectArgs, out: &Output) -> Result<()> {
     };
     let manifest = match (verified_manifest, &args.signed.manifest) {
         (Some(m), _) => Some(m),
-        (None, Some(p)) => Some(read_manifest(p)?),
+        (None, Some(p)) => Some(ConnectorManifest::from_file(p)?),
         (None, None) => None,
     };
     let signer = match &key {
@@ -494,7 +493,7 @@ fn inspect(args: InspectArgs, out: &Output) -> Result<()> {
             let old_loaded = runtime.load_file(old)?;
             let old_surface = runtime.surface(&old_loaded);
             let old_requested = match &args.diff_manifest {
-                Some(p) => read_manifest(p)?.requests.lines(),
+                Some(p) => ConnectorManifest::from_file(p)?.requests.lines(),
                 None => Vec::new(),
             };
             Some((

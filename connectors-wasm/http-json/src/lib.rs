@@ -13,6 +13,7 @@ use agnes_connector_sdk::arrow_schema::{Schema, SchemaRef};
 use agnes_connector_sdk::http::{
     Client, Request, Response, Retry, Url, encode, secret, secret_base64,
 };
+use agnes_connector_sdk::json::text;
 pub use agnes_connector_sdk::json::{Column, Kind, snippet, to_batch};
 use agnes_connector_sdk::{Connector, Error, Level, ReadContext, Spec, Table};
 use serde::Deserialize;
@@ -198,7 +199,11 @@ pub fn schema_for(endpoint: &Endpoint, records: &[Value]) -> Result<SchemaRef, E
         .iter()
         .map(|(n, k)| agnes_connector_sdk::json::field(n, *k))
         .collect();
-    for key in endpoint.primary_key.iter().chain(endpoint.cursor_field.iter()) {
+    for key in endpoint
+        .primary_key
+        .iter()
+        .chain(endpoint.cursor_field.iter())
+    {
         if !fields.iter().any(|f| f.name() == key) {
             return Err(Error::Config(format!(
                 "{}: primary key or cursor field `{key}` is not a column",
@@ -209,12 +214,15 @@ pub fn schema_for(endpoint: &Endpoint, records: &[Value]) -> Result<SchemaRef, E
     Ok(Arc::new(Schema::new(fields)))
 }
 
-
 /// `base + path` with `params` appended to its query.
 pub fn url_with(base: &str, path: &str, params: &[(String, String)]) -> String {
     let mut url = format!("{}{}", base.trim_end_matches('/'), path);
     for (i, (k, v)) in params.iter().enumerate() {
-        let sep = if i == 0 && !url.contains('?') { '?' } else { '&' };
+        let sep = if i == 0 && !url.contains('?') {
+            '?'
+        } else {
+            '&'
+        };
         url.push(sep);
         url.push_str(&encode(k));
         url.push('=');
@@ -248,10 +256,19 @@ pub fn take_records(endpoint: &Endpoint, body: &mut Value) -> Result<Vec<Value>,
 pub fn link_next(header: &str) -> Option<String> {
     header.split(',').find_map(|part| {
         let (target, params) = part.split_once(';')?;
-        let is_next = params
-            .split(';')
-            .any(|p| matches!(p.trim().replace(' ', "").as_str(), "rel=\"next\"" | "rel=next"));
-        is_next.then(|| target.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+        let is_next = params.split(';').any(|p| {
+            matches!(
+                p.trim().replace(' ', "").as_str(),
+                "rel=\"next\"" | "rel=next"
+            )
+        });
+        is_next.then(|| {
+            target
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string()
+        })
     })
 }
 
@@ -279,7 +296,12 @@ pub fn next_page(
     };
     Ok(match &endpoint.pagination {
         Pagination::None => Next::Done,
-        Pagination::Page { param, size_param, size, start } => {
+        Pagination::Page {
+            param,
+            size_param,
+            size,
+            start,
+        } => {
             if count < *size || count == 0 {
                 Next::Done
             } else {
@@ -290,7 +312,11 @@ pub fn next_page(
                 with(extra)
             }
         }
-        Pagination::Offset { param, limit_param, size } => {
+        Pagination::Offset {
+            param,
+            limit_param,
+            size,
+        } => {
             if count < *size || count == 0 {
                 Next::Done
             } else {
@@ -309,7 +335,9 @@ pub fn next_page(
             let link = if next == "header:link" {
                 response.header("link").and_then(link_next)
             } else {
-                body.pointer(next).and_then(Value::as_str).map(str::to_string)
+                body.pointer(next)
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
             };
             match link.filter(|l| !l.is_empty()) {
                 Some(l) => {
@@ -323,16 +351,29 @@ pub fn next_page(
 }
 
 /// The first page's URL.
-pub fn first_page(config: &Config, endpoint: &Endpoint, base_params: &[(String, String)]) -> String {
+pub fn first_page(
+    config: &Config,
+    endpoint: &Endpoint,
+    base_params: &[(String, String)],
+) -> String {
     let mut params = base_params.to_vec();
     match &endpoint.pagination {
-        Pagination::Page { param, size_param, size, start } => {
+        Pagination::Page {
+            param,
+            size_param,
+            size,
+            start,
+        } => {
             params.push((param.clone(), start.to_string()));
             if let Some(sp) = size_param {
                 params.push((sp.clone(), size.to_string()));
             }
         }
-        Pagination::Offset { param, limit_param, size } => {
+        Pagination::Offset {
+            param,
+            limit_param,
+            size,
+        } => {
             params.push((param.clone(), "0".into()));
             params.push((limit_param.clone(), size.to_string()));
         }
@@ -352,19 +393,11 @@ pub fn max_cursor(a: Option<Value>, b: &Value) -> Option<Value> {
         Some(a) => {
             let greater = match (a.as_f64(), b.as_f64()) {
                 (Some(x), Some(y)) => y > x,
-                _ => cursor_text(b) > cursor_text(&a),
+                _ => text(b) > text(&a),
             };
             if greater { b.clone() } else { a }
         }
     })
-}
-
-/// A cursor value as query text.
-pub fn cursor_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 impl Config {
@@ -385,8 +418,13 @@ impl Config {
         }
         match &self.auth {
             None => req,
-            Some(Auth::Bearer) => req.header("authorization", format!("Bearer {}", secret("api_token"))),
-            Some(Auth::Basic) => req.header("authorization", format!("Basic {}", secret_base64("api_token"))),
+            Some(Auth::Bearer) => {
+                req.header("authorization", format!("Bearer {}", secret("api_token")))
+            }
+            Some(Auth::Basic) => req.header(
+                "authorization",
+                format!("Basic {}", secret_base64("api_token")),
+            ),
             Some(Auth::Header { header, prefix }) => {
                 req.header(header.clone(), format!("{prefix}{}", secret("api_token")))
             }
@@ -406,14 +444,20 @@ fn cursors(state: Option<&str>) -> Result<Map<String, Value>, Error> {
     let Some(text) = state else {
         return Ok(Map::new());
     };
-    let v: Value = serde_json::from_str(text).map_err(|e| Error::Internal(format!("state: {e}")))?;
-    Ok(v.get("cursors").and_then(Value::as_object).cloned().unwrap_or_default())
+    let v: Value =
+        serde_json::from_str(text).map_err(|e| Error::Internal(format!("state: {e}")))?;
+    Ok(v.get("cursors")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default())
 }
 
 fn validate(config: &Config) -> Result<(), Error> {
     Url::parse(&config.base_url).map_err(|e| Error::Config(format!("base_url: {e}")))?;
     if config.tables.is_empty() {
-        return Err(Error::Config("tables: configure at least one endpoint".into()));
+        return Err(Error::Config(
+            "tables: configure at least one endpoint".into(),
+        ));
     }
     for t in &config.tables {
         if !t.path.starts_with('/') {
@@ -426,17 +470,30 @@ fn validate(config: &Config) -> Result<(), Error> {
             )));
         }
         if t.cursor_param.is_some() && t.cursor_field.is_none() {
-            return Err(Error::Config(format!("{}: cursor_param needs cursor_field", t.name)));
+            return Err(Error::Config(format!(
+                "{}: cursor_param needs cursor_field",
+                t.name
+            )));
         }
-        if matches!(t.pagination, Pagination::Page { size: 0, .. } | Pagination::Offset { size: 0, .. }) {
-            return Err(Error::Config(format!("{}: pagination size must be at least 1", t.name)));
+        if matches!(
+            t.pagination,
+            Pagination::Page { size: 0, .. } | Pagination::Offset { size: 0, .. }
+        ) {
+            return Err(Error::Config(format!(
+                "{}: pagination size must be at least 1",
+                t.name
+            )));
         }
     }
     Ok(())
 }
 
 fn base_params(endpoint: &Endpoint) -> Vec<(String, String)> {
-    endpoint.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    endpoint
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// Schemas inferred by `discover`, reused by `read` in the same instance (the host calls
@@ -456,7 +513,11 @@ fn table(config: &Config, client: &mut Client, endpoint: &Endpoint) -> Result<Ta
         (Some(_), _) => schema_for(endpoint, &[])?,
         (None, Some(schema)) => schema,
         (None, None) => {
-            let (_, mut body) = get(config, client, &first_page(config, endpoint, &base_params(endpoint)))?;
+            let (_, mut body) = get(
+                config,
+                client,
+                &first_page(config, endpoint, &base_params(endpoint)),
+            )?;
             let schema = schema_for(endpoint, &take_records(endpoint, &mut body)?)?;
             INFERRED
                 .lock()
@@ -519,7 +580,7 @@ impl Connector for HttpJson {
             let mut params = base_params(endpoint);
             let previous = cursors.get(&endpoint.name).cloned();
             if let (Some(param), Some(cursor)) = (&endpoint.cursor_param, &previous) {
-                params.push((param.clone(), cursor_text(cursor)));
+                params.push((param.clone(), text(cursor)));
             }
             let mut url = first_page(config, endpoint, &params);
             let mut newest = previous.clone();
@@ -533,9 +594,20 @@ impl Connector for HttpJson {
                         newest = max_cursor(newest, r.get(field).unwrap_or(&Value::Null));
                     }
                 }
-                ctx.emit(&endpoint.name, &to_batch(&endpoint.name, &schema, &records)?)?;
+                ctx.emit(
+                    &endpoint.name,
+                    &to_batch(&endpoint.name, &schema, &records)?,
+                )?;
                 total += records.len();
-                match next_page(config, endpoint, &params, page, records.len(), &response, &body)? {
+                match next_page(
+                    config,
+                    endpoint,
+                    &params,
+                    page,
+                    records.len(),
+                    &response,
+                    &body,
+                )? {
                     Next::Url(next) if next == url => {
                         return Err(Error::Source(format!(
                             "{}: the next page is the same URL ({next}); stopping",
@@ -570,7 +642,9 @@ mod tests {
 
     fn endpoint(extra: Value) -> Endpoint {
         let mut v = json!({"name": "items", "path": "/items"});
-        v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         serde_json::from_value(v).unwrap()
     }
 
@@ -594,15 +668,21 @@ mod tests {
             json!({"id": 2, "price": 2.5, "name": null, "at": "2024-01-03T00:00:00+01:00", "extra": null}),
         ];
         let s = schema_for(&endpoint(json!({})), &records).unwrap();
-        let types: Vec<(String, DataType)> =
-            s.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
+        let types: Vec<(String, DataType)> = s
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().clone()))
+            .collect();
         assert_eq!(
             types,
             [
                 ("id".into(), DataType::Int64),
                 ("price".into(), DataType::Float64),
                 ("name".into(), DataType::Utf8),
-                ("at".into(), DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))),
+                (
+                    "at".into(),
+                    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+                ),
                 ("tags".into(), DataType::Utf8),
                 ("ok".into(), DataType::Boolean),
                 ("extra".into(), DataType::Utf8),
@@ -610,46 +690,87 @@ mod tests {
         );
         let b = to_batch("items", &s, &records).unwrap();
         assert_eq!(b.num_rows(), 2);
-        let at = b.column(3).as_any().downcast_ref::<agnes_connector_sdk::arrow_array::TimestampMicrosecondArray>().unwrap();
+        let at = b
+            .column(3)
+            .as_any()
+            .downcast_ref::<agnes_connector_sdk::arrow_array::TimestampMicrosecondArray>()
+            .unwrap();
         assert_eq!(at.value(0), 1_704_164_645_000_000);
         assert_eq!(at.value(1), 1_704_236_400_000_000, "offsets become UTC");
-        let tags = b.column(4).as_any().downcast_ref::<agnes_connector_sdk::arrow_array::StringArray>().unwrap();
-        assert_eq!(tags.value(0), "[\"x\"]", "nested values are kept as JSON text");
+        let tags = b
+            .column(4)
+            .as_any()
+            .downcast_ref::<agnes_connector_sdk::arrow_array::StringArray>()
+            .unwrap();
+        assert_eq!(
+            tags.value(0),
+            "[\"x\"]",
+            "nested values are kept as JSON text"
+        );
         assert!(b.column(2).is_null(1));
     }
 
     #[test]
     fn declared_columns_and_bad_values() {
-        let e = endpoint(json!({"columns": [{"name": "id", "type": "int64"}, {"name": "n", "type": "float64"}], "primary_key": ["id"]}));
+        let e = endpoint(
+            json!({"columns": [{"name": "id", "type": "int64"}, {"name": "n", "type": "float64"}], "primary_key": ["id"]}),
+        );
         let s = schema_for(&e, &[]).unwrap();
         let b = to_batch("items", &s, &[json!({"id": "7", "n": 1}), json!({"id": 8})]).unwrap();
         assert_eq!(b.num_rows(), 2);
-        let err = to_batch("items", &s, &[json!({"id": "seven"})]).unwrap_err().to_string();
-        assert!(err.contains("field `id` = \"seven\" is not an integer"), "{err}");
-        let err = schema_for(&endpoint(json!({"columns": [], "primary_key": ["id"]})), &[]).unwrap_err().to_string();
+        let err = to_batch("items", &s, &[json!({"id": "seven"})])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("field `id` = \"seven\" is not an integer"),
+            "{err}"
+        );
+        let err = schema_for(
+            &endpoint(json!({"columns": [], "primary_key": ["id"]})),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("`id` is not a column"), "{err}");
-        let err = schema_for(&endpoint(json!({})), &[json!([1])]).unwrap_err().to_string();
+        let err = schema_for(&endpoint(json!({})), &[json!([1])])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a JSON object"), "{err}");
-        let err = schema_for(&endpoint(json!({})), &[]).unwrap_err().to_string();
+        let err = schema_for(&endpoint(json!({})), &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("declare `columns`"), "{err}");
     }
 
     fn response(url: &str, headers: Vec<(String, String)>) -> Response {
-        Response { status: 200, headers, body: vec![], url: url.into() }
+        Response {
+            status: 200,
+            headers,
+            body: vec![],
+            url: url.into(),
+        }
     }
 
     #[test]
     fn pagination() {
-        let e = endpoint(json!({"pagination": {"type": "page", "size_param": "per_page", "size": 2}}));
+        let e =
+            endpoint(json!({"pagination": {"type": "page", "size_param": "per_page", "size": 2}}));
         let c = config(vec![e.clone()]);
         let base = vec![("q".to_string(), "a b".to_string())];
-        assert_eq!(first_page(&c, &e, &base), "http://api.test/items?q=a%20b&page=1&per_page=2");
+        assert_eq!(
+            first_page(&c, &e, &base),
+            "http://api.test/items?q=a%20b&page=1&per_page=2"
+        );
         let r = response("http://api.test/items", vec![]);
         assert_eq!(
             next_page(&c, &e, &base, 0, 2, &r, &json!([])).unwrap(),
             Next::Url("http://api.test/items?q=a%20b&page=2&per_page=2".into())
         );
-        assert_eq!(next_page(&c, &e, &base, 0, 1, &r, &json!([])).unwrap(), Next::Done, "a short page ends it");
+        assert_eq!(
+            next_page(&c, &e, &base, 0, 1, &r, &json!([])).unwrap(),
+            Next::Done,
+            "a short page ends it"
+        );
 
         let e = endpoint(json!({"pagination": {"type": "offset", "size": 50}}));
         assert_eq!(
@@ -657,24 +778,36 @@ mod tests {
             Next::Url("http://api.test/items?offset=100&limit=50".into())
         );
 
-        let e = endpoint(json!({"pagination": {"type": "cursor", "param": "after", "next": "/meta/next"}}));
+        let e = endpoint(
+            json!({"pagination": {"type": "cursor", "param": "after", "next": "/meta/next"}}),
+        );
         assert_eq!(
             next_page(&c, &e, &[], 0, 10, &r, &json!({"meta": {"next": "tok=1"}})).unwrap(),
             Next::Url("http://api.test/items?after=tok%3D1".into())
         );
-        assert_eq!(next_page(&c, &e, &[], 0, 10, &r, &json!({"meta": {"next": null}})).unwrap(), Next::Done);
+        assert_eq!(
+            next_page(&c, &e, &[], 0, 10, &r, &json!({"meta": {"next": null}})).unwrap(),
+            Next::Done
+        );
 
         let e = endpoint(json!({"pagination": {"type": "next_link", "next": "header:link"}}));
         let r = response(
             "http://api.test/items?page=1",
-            vec![("link".into(), "<http://api.test/items?page=1>; rel=\"prev\", </items?page=3>; rel=\"next\"".into())],
+            vec![(
+                "link".into(),
+                "<http://api.test/items?page=1>; rel=\"prev\", </items?page=3>; rel=\"next\""
+                    .into(),
+            )],
         );
         assert_eq!(
             next_page(&c, &e, &[], 0, 10, &r, &json!([])).unwrap(),
             Next::Url("http://api.test/items?page=3".into())
         );
         let e = endpoint(json!({"pagination": {"type": "next_link", "next": "/next"}}));
-        assert_eq!(next_page(&c, &e, &[], 0, 10, &r, &json!({"next": null})).unwrap(), Next::Done);
+        assert_eq!(
+            next_page(&c, &e, &[], 0, 10, &r, &json!({"next": null})).unwrap(),
+            Next::Done
+        );
     }
 
     #[test]
@@ -683,31 +816,65 @@ mod tests {
         let mut body = json!({"data": {"items": [1, 2]}, "next": "n"});
         assert_eq!(take_records(&e, &mut body).unwrap().len(), 2);
         assert_eq!(body["next"], "n", "the rest of the response stays");
-        let err = take_records(&e, &mut json!({"error": "x"})).unwrap_err().to_string();
+        let err = take_records(&e, &mut json!({"error": "x"}))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no array at `/data/items`"), "{err}");
-        assert_eq!(take_records(&endpoint(json!({})), &mut json!([{}])).unwrap().len(), 1);
+        assert_eq!(
+            take_records(&endpoint(json!({})), &mut json!([{}]))
+                .unwrap()
+                .len(),
+            1
+        );
 
         let m = max_cursor(None, &json!("2024-01-02T00:00:00Z"));
         let m = max_cursor(m, &json!("2024-01-01T00:00:00Z"));
         let m = max_cursor(m, &Value::Null);
         assert_eq!(m, Some(json!("2024-01-02T00:00:00Z")));
-        assert_eq!(max_cursor(Some(json!(9)), &json!(10)), Some(json!(10)), "numbers compare numerically");
-        assert_eq!(cursors(Some(r#"{"cursors": {"items": 5}}"#)).unwrap()["items"], 5);
+        assert_eq!(
+            max_cursor(Some(json!(9)), &json!(10)),
+            Some(json!(10)),
+            "numbers compare numerically"
+        );
+        assert_eq!(
+            cursors(Some(r#"{"cursors": {"items": 5}}"#)).unwrap()["items"],
+            5
+        );
     }
 
     #[test]
     fn config_is_strict_and_validated() {
-        let err = serde_json::from_value::<Config>(json!({"base_url": "http://x", "tables": [], "retries": 3}))
-            .unwrap_err()
-            .to_string();
+        let err = serde_json::from_value::<Config>(
+            json!({"base_url": "http://x", "tables": [], "retries": 3}),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("unknown field `retries`"), "{err}");
         for (c, needle) in [
-            (json!({"base_url": "ftp://x", "tables": [{"name": "a", "path": "/a"}]}), "base_url"),
-            (json!({"base_url": "http://x", "tables": []}), "at least one endpoint"),
-            (json!({"base_url": "http://x", "tables": [{"name": "a", "path": "a"}]}), "path must start with /"),
-            (json!({"base_url": "http://x", "tables": [{"name": "a", "path": "/a", "records": "data"}]}), "JSON pointer"),
-            (json!({"base_url": "http://x", "tables": [{"name": "a", "path": "/a", "cursor_param": "since"}]}), "needs cursor_field"),
-            (json!({"base_url": "http://x", "tables": [{"name": "a", "path": "/a", "pagination": {"type": "page", "size": 0}}]}), "at least 1"),
+            (
+                json!({"base_url": "ftp://x", "tables": [{"name": "a", "path": "/a"}]}),
+                "base_url",
+            ),
+            (
+                json!({"base_url": "http://x", "tables": []}),
+                "at least one endpoint",
+            ),
+            (
+                json!({"base_url": "http://x", "tables": [{"name": "a", "path": "a"}]}),
+                "path must start with /",
+            ),
+            (
+                json!({"base_url": "http://x", "tables": [{"name": "a", "path": "/a", "records": "data"}]}),
+                "JSON pointer",
+            ),
+            (
+                json!({"base_url": "http://x", "tables": [{"name": "a", "path": "/a", "cursor_param": "since"}]}),
+                "needs cursor_field",
+            ),
+            (
+                json!({"base_url": "http://x", "tables": [{"name": "a", "path": "/a", "pagination": {"type": "page", "size": 0}}]}),
+                "at least 1",
+            ),
         ] {
             let config: Config = serde_json::from_value(c).unwrap();
             let err = validate(&config).unwrap_err().to_string();
@@ -718,8 +885,14 @@ mod tests {
     #[test]
     fn encoding() {
         assert_eq!(encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
-        assert_eq!(url_with("http://h/", "/p?x=1", &[("y".into(), "2".into())]), "http://h/p?x=1&y=2");
-        assert_eq!(link_next("<https://h/p2>; rel=\"next\""), Some("https://h/p2".into()));
+        assert_eq!(
+            url_with("http://h/", "/p?x=1", &[("y".into(), "2".into())]),
+            "http://h/p?x=1&y=2"
+        );
+        assert_eq!(
+            link_next("<https://h/p2>; rel=\"next\""),
+            Some("https://h/p2".into())
+        );
         assert_eq!(link_next("<https://h/p0>; rel=\"prev\""), None);
     }
 }

@@ -8,7 +8,7 @@
 
 use agnes_connector_sdk::arrow_schema::SchemaRef;
 use agnes_connector_sdk::http::{Client, Request, Retry, encode, secret_base64};
-use agnes_connector_sdk::json::{Kind, parse_timestamp, schema, snippet, to_batch};
+use agnes_connector_sdk::json::{Kind, parse_timestamp, schema, snippet, text, to_batch};
 use agnes_connector_sdk::{Connector, Error, Level, ReadContext, Spec, Table};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -53,8 +53,7 @@ fn default_backoff() -> u64 {
     500
 }
 
-const FIELDS: &str =
-    "summary,status,issuetype,priority,assignee,reporter,created,updated,labels,project,resolution,parent,description,comment";
+const FIELDS: &str = "summary,status,issuetype,priority,assignee,reporter,created,updated,labels,project,resolution,parent,description,comment";
 
 fn issues_schema() -> SchemaRef {
     schema(&[
@@ -140,9 +139,13 @@ pub fn adf_text(v: &Value) -> Option<String> {
 }
 
 fn name_of(v: Option<&Value>) -> Value {
-    v.and_then(|x| x.get("displayName").or_else(|| x.get("name")).or_else(|| x.get("key")))
-        .cloned()
-        .unwrap_or(Value::Null)
+    v.and_then(|x| {
+        x.get("displayName")
+            .or_else(|| x.get("name"))
+            .or_else(|| x.get("key"))
+    })
+    .cloned()
+    .unwrap_or(Value::Null)
 }
 
 /// An id Jira sends as a string of digits.
@@ -193,10 +196,14 @@ pub fn comment_row(issue: &Value, c: &Value) -> Value {
 /// The `changelog` rows of one history entry (one per changed field).
 pub fn history_rows(issue: &Value, h: &Value, out: &mut Vec<Value>) {
     let hid = numeric_id(h.get("id"));
-    let items = h.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+    let items = h
+        .get("items")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     for (i, item) in items.iter().enumerate() {
         out.push(json!({
-            "id": format!("{}:{i}", cursor_text(&hid)),
+            "id": format!("{}:{i}", text(&hid)),
             "history_id": hid,
             "issue_id": numeric_id(issue.get("id")),
             "issue_key": issue.get("key"),
@@ -206,13 +213,6 @@ pub fn history_rows(issue: &Value, h: &Value, out: &mut Vec<Value>) {
             "from_value": item.get("fromString").or_else(|| item.get("from")),
             "to_value": item.get("toString").or_else(|| item.get("to")),
         }));
-    }
-}
-
-fn cursor_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
     }
 }
 
@@ -231,7 +231,11 @@ pub fn jql_minute(micros: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60
+    )
 }
 
 /// The search JQL: the user's filter and, from a cursor, `updated >= cursor - overlap`.
@@ -246,12 +250,18 @@ pub fn search_jql(config: &Config, cursor: Option<&str>) -> Result<String, Error
         None => "1970-01-01 00:00".to_string(),
     };
     let bound = format!("updated >= \"{since}\"");
-    Ok(match config.jql.as_deref().map(str::trim).filter(|j| !j.is_empty()) {
-        Some(j) => format!("({j}) AND {bound} ORDER BY updated ASC"),
-        None => format!("{bound} ORDER BY updated ASC"),
-    })
+    Ok(
+        match config
+            .jql
+            .as_deref()
+            .map(str::trim)
+            .filter(|j| !j.is_empty())
+        {
+            Some(j) => format!("({j}) AND {bound} ORDER BY updated ASC"),
+            None => format!("{bound} ORDER BY updated ASC"),
+        },
+    )
 }
-
 
 struct Jira<'a> {
     config: &'a Config,
@@ -263,7 +273,10 @@ impl Jira<'_> {
         let url = format!("{}{path_and_query}", self.config.site.trim_end_matches('/'));
         let req = Request::get(url)
             .header("accept", "application/json")
-            .header("authorization", format!("Basic {}", secret_base64("jira_token")));
+            .header(
+                "authorization",
+                format!("Basic {}", secret_base64("jira_token")),
+            );
         self.client.send(&req)?.json()
     }
 
@@ -294,14 +307,21 @@ impl Jira<'_> {
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        let total = list.and_then(|c| c.get("total")).and_then(Value::as_u64).unwrap_or(0) as usize;
-        let id = cursor_text(issue.get("id").unwrap_or(&Value::Null));
+        let total = list
+            .and_then(|c| c.get("total"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as usize;
+        let id = text(issue.get("id").unwrap_or(&Value::Null));
         while all.len() < total {
             let page = self.get(&format!(
                 "/rest/api/3/issue/{id}/{endpoint}?startAt={}&maxResults=100",
                 all.len()
             ))?;
-            let more = page.get(paged).and_then(Value::as_array).cloned().unwrap_or_default();
+            let more = page
+                .get(paged)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             if more.is_empty() {
                 break;
             }
@@ -339,7 +359,10 @@ impl Rows {
 /// and the event's changelog entry.
 pub fn webhook_rows(payload: &Value) -> Result<(Vec<Value>, Vec<Value>, Vec<Value>), Error> {
     let bad = |why: &str| Error::Config(format!("webhook payload: {why}: {}", snippet(payload)));
-    let issue = payload.get("issue").filter(|i| i.is_object()).ok_or_else(|| bad("no issue"))?;
+    let issue = payload
+        .get("issue")
+        .filter(|i| i.is_object())
+        .ok_or_else(|| bad("no issue"))?;
     if issue.get("id").is_none() || issue.get("key").is_none() {
         return Err(bad("the issue has no id or key"));
     }
@@ -357,8 +380,12 @@ pub fn webhook_rows(payload: &Value) -> Result<(Vec<Value>, Vec<Value>, Vec<Valu
         // a webhook changelog has no author/created of its own: the event's
         let mut h = cl.clone();
         if let Some(o) = h.as_object_mut() {
-            o.entry("author").or_insert(payload.get("user").cloned().unwrap_or(Value::Null));
-            let when = issue.pointer("/fields/updated").cloned().unwrap_or(Value::Null);
+            o.entry("author")
+                .or_insert(payload.get("user").cloned().unwrap_or(Value::Null));
+            let when = issue
+                .pointer("/fields/updated")
+                .cloned()
+                .unwrap_or(Value::Null);
             o.entry("created").or_insert(when);
         }
         history_rows(issue, &h, &mut changelog);
@@ -409,14 +436,23 @@ impl Connector for JiraConnector {
     fn read(config: &Config, ctx: &mut ReadContext) -> Result<(), Error> {
         Self::discover(config)?;
         let state: Value = match ctx.state() {
-            Some(s) => serde_json::from_str(s).map_err(|e| Error::Internal(format!("state: {e}")))?,
+            Some(s) => {
+                serde_json::from_str(s).map_err(|e| Error::Internal(format!("state: {e}")))?
+            }
             None => json!({}),
         };
-        let cursor = state.get("updated").and_then(Value::as_str).map(str::to_string);
+        let cursor = state
+            .get("updated")
+            .and_then(Value::as_str)
+            .map(str::to_string);
 
         if let Some(payload) = &config.webhook {
             let (issues, comments, changelog) = webhook_rows(payload)?;
-            let mut rows = Rows { issues, comments, changelog };
+            let mut rows = Rows {
+                issues,
+                comments,
+                changelog,
+            };
             rows.emit(ctx)?;
             // a webhook does not move the search cursor: the next sync still sees everything
             ctx.set_state(state.to_string());
@@ -447,9 +483,15 @@ impl Connector for JiraConnector {
                 q.push_str(&format!("&nextPageToken={}", encode(t)));
             }
             let page = jira.get(&q)?;
-            let issues = page.get("issues").and_then(Value::as_array).ok_or_else(|| {
-                Error::Source(format!("search answered without `issues`: {}", snippet(&page)))
-            })?;
+            let issues = page
+                .get("issues")
+                .and_then(Value::as_array)
+                .ok_or_else(|| {
+                    Error::Source(format!(
+                        "search answered without `issues`: {}",
+                        snippet(&page)
+                    ))
+                })?;
             let mut rows = Rows::default();
             for issue in issues {
                 rows.issues.push(issue_row(issue));
@@ -485,7 +527,10 @@ impl Connector for JiraConnector {
                 _ => break,
             }
         }
-        ctx.log(Level::Info, &format!("{count} issues in {pages} search pages"));
+        ctx.log(
+            Level::Info,
+            &format!("{count} issues in {pages} search pages"),
+        );
         let mut state = state;
         if let (Some(n), Some(o)) = (newest, state.as_object_mut()) {
             o.insert("updated".into(), Value::String(n));
@@ -571,7 +616,11 @@ mod tests {
         assert_eq!((i.len(), c.len(), h.len()), (1, 1, 1));
         assert_eq!(h[0]["author"], "Ada");
         assert_eq!(h[0]["created"], "2024-05-01T10:00:00.000+0000");
-        for bad in [json!({}), json!({"issue": 3}), json!({"issue": {"key": "A-1"}})] {
+        for bad in [
+            json!({}),
+            json!({"issue": 3}),
+            json!({"issue": {"key": "A-1"}}),
+        ] {
             let err = webhook_rows(&bad).unwrap_err().to_string();
             assert!(err.contains("webhook payload"), "{err}");
         }

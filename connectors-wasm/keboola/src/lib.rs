@@ -70,7 +70,13 @@ pub const EXPORTED_AT: &str = "_exported_at";
 pub fn table_name(id: &str) -> String {
     let mut out: String = id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     if !out.starts_with(|c: char| c.is_ascii_lowercase()) {
         out.insert_str(0, "t_");
@@ -91,20 +97,32 @@ pub struct StorageTable {
 /// The listing → tables, filtered by `config.tables` / `config.bucket`.
 pub fn parse_listing(config: &Config, listing: &Value) -> Result<Vec<StorageTable>, Error> {
     let items = listing.as_array().ok_or_else(|| {
-        Error::Source(format!("the table listing is not an array: {}", snippet(listing)))
+        Error::Source(format!(
+            "the table listing is not an array: {}",
+            snippet(listing)
+        ))
     })?;
     let mut out = Vec::new();
     for t in items {
-        let id = t.get("id").and_then(Value::as_str).ok_or_else(|| {
-            Error::Source(format!("a listed table has no id: {}", snippet(t)))
-        })?;
+        let id = t
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::Source(format!("a listed table has no id: {}", snippet(t))))?;
         let strings = |key: &str| -> Vec<String> {
             t.get(key)
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
                 .unwrap_or_default()
         };
-        let bucket = t.pointer("/bucket/id").and_then(Value::as_str).unwrap_or_default();
+        let bucket = t
+            .pointer("/bucket/id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let wanted = match (&config.tables, &config.bucket) {
             (Some(ids), _) => ids.iter().any(|w| w == id),
             (None, Some(b)) => b == bucket,
@@ -117,7 +135,10 @@ pub fn parse_listing(config: &Config, listing: &Value) -> Result<Vec<StorageTabl
             id: id.to_string(),
             columns: strings("columns"),
             primary_key: strings("primaryKey"),
-            last_change: t.get("lastChangeDate").and_then(Value::as_str).map(str::to_string),
+            last_change: t
+                .get("lastChangeDate")
+                .and_then(Value::as_str)
+                .map(str::to_string),
         });
     }
     if let Some(ids) = &config.tables
@@ -207,7 +228,11 @@ impl Storage<'_> {
     }
 
     /// Starts an export and waits for it: `(file id, job created time µs)`.
-    fn export(&mut self, t: &StorageTable, changed_since: Option<&str>) -> Result<(i64, i64), Error> {
+    fn export(
+        &mut self,
+        t: &StorageTable,
+        changed_since: Option<&str>,
+    ) -> Result<(i64, i64), Error> {
         let mut form = "format=rfc&gzip=0".to_string();
         if let Some(since) = changed_since {
             form.push_str("&changedSince=");
@@ -224,21 +249,35 @@ impl Storage<'_> {
             .body(form);
         let job = self.client.send(&req)?.json::<Value>()?;
         let id = job.get("id").and_then(Value::as_i64).ok_or_else(|| {
-            Error::Source(format!("{}: export answered without a job id: {}", t.id, snippet(&job)))
+            Error::Source(format!(
+                "{}: export answered without a job id: {}",
+                t.id,
+                snippet(&job)
+            ))
         })?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(self.config.job_timeout_secs);
+        let deadline =
+            std::time::Instant::now() + Duration::from_secs(self.config.job_timeout_secs);
         loop {
             let job = self.get(&format!("/v2/storage/jobs/{id}"))?;
             match job.get("status").and_then(Value::as_str) {
                 Some("success") => {
-                    let file = job.pointer("/results/file/id").and_then(Value::as_i64).ok_or_else(|| {
-                        Error::Source(format!("{}: export job {id} has no result file: {}", t.id, snippet(&job)))
-                    })?;
+                    let file = job
+                        .pointer("/results/file/id")
+                        .and_then(Value::as_i64)
+                        .ok_or_else(|| {
+                            Error::Source(format!(
+                                "{}: export job {id} has no result file: {}",
+                                t.id,
+                                snippet(&job)
+                            ))
+                        })?;
                     let created = job
                         .get("createdTime")
                         .and_then(Value::as_str)
                         .and_then(parse_timestamp)
-                        .ok_or_else(|| Error::Source(format!("{}: export job {id} has no createdTime", t.id)))?;
+                        .ok_or_else(|| {
+                            Error::Source(format!("{}: export job {id} has no createdTime", t.id))
+                        })?;
                     return Ok((file, created));
                 }
                 Some("error") => {
@@ -246,7 +285,10 @@ impl Storage<'_> {
                         .pointer("/error/message")
                         .and_then(Value::as_str)
                         .unwrap_or("no message");
-                    return Err(Error::Source(format!("{}: export job {id} failed: {message}", t.id)));
+                    return Err(Error::Source(format!(
+                        "{}: export job {id} failed: {message}",
+                        t.id
+                    )));
                 }
                 Some(_) if std::time::Instant::now() < deadline => {
                     (self.client.sleep)(Duration::from_millis(self.config.poll_interval_ms));
@@ -257,7 +299,13 @@ impl Storage<'_> {
                         t.id, self.config.job_timeout_secs
                     )));
                 }
-                None => return Err(Error::Source(format!("{}: job {id}: {}", t.id, snippet(&job)))),
+                None => {
+                    return Err(Error::Source(format!(
+                        "{}: job {id}: {}",
+                        t.id,
+                        snippet(&job)
+                    )));
+                }
             }
         }
     }
@@ -267,30 +315,45 @@ impl Storage<'_> {
     fn download(&mut self, t: &StorageTable, file: i64) -> Result<Vec<(Vec<u8>, bool)>, Error> {
         let info = self.get(&format!("/v2/storage/files/{file}?federationToken=1"))?;
         let url = info.get("url").and_then(Value::as_str).ok_or_else(|| {
-            Error::Source(format!("{}: file {file} has no url: {}", t.id, snippet(&info)))
+            Error::Source(format!(
+                "{}: file {file} has no url: {}",
+                t.id,
+                snippet(&info)
+            ))
         })?;
-        let sliced = info.get("isSliced").and_then(Value::as_bool).unwrap_or(false);
+        let sliced = info
+            .get("isSliced")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         if !sliced {
             return Ok(vec![(self.client.send(&Request::get(url))?.body, true)]);
         }
         let manifest: Value = self.client.send(&Request::get(url))?.json()?;
-        let entries = manifest.get("entries").and_then(Value::as_array).ok_or_else(|| {
-            Error::Source(format!("{}: the slice manifest has no entries: {}", t.id, snippet(&manifest)))
-        })?;
+        let entries = manifest
+            .get("entries")
+            .and_then(Value::as_array)
+            .ok_or_else(|| {
+                Error::Source(format!(
+                    "{}: the slice manifest has no entries: {}",
+                    t.id,
+                    snippet(&manifest)
+                ))
+            })?;
         let mut parts = Vec::with_capacity(entries.len());
         for e in entries {
-            let slice = e.get("url").and_then(Value::as_str).ok_or_else(|| {
-                Error::Source(format!("{}: a manifest entry has no url", t.id))
-            })?;
+            let slice = e
+                .get("url")
+                .and_then(Value::as_str)
+                .ok_or_else(|| Error::Source(format!("{}: a manifest entry has no url", t.id)))?;
             parts.push((self.client.send(&Request::get(slice))?.body, false));
         }
         Ok(parts)
     }
 }
 
-
 fn storage(config: &Config) -> Result<Storage<'_>, Error> {
-    agnes_connector_sdk::http::Url::parse(&config.url).map_err(|e| Error::Config(format!("url: {e}")))?;
+    agnes_connector_sdk::http::Url::parse(&config.url)
+        .map_err(|e| Error::Config(format!("url: {e}")))?;
     if config.batch_rows == 0 {
         return Err(Error::Config("batch_rows must be at least 1".into()));
     }
@@ -305,9 +368,12 @@ fn storage(config: &Config) -> Result<Storage<'_>, Error> {
 }
 
 fn table_of(t: &StorageTable) -> Table {
-    let mut table = Table::new(table_name(&t.id), schema_of(t)).description(format!("Keboola table {}", t.id));
+    let mut table =
+        Table::new(table_name(&t.id), schema_of(t)).description(format!("Keboola table {}", t.id));
     if !t.primary_key.is_empty() {
-        table = table.primary_key(t.primary_key.clone()).cursor_field(EXPORTED_AT);
+        table = table
+            .primary_key(t.primary_key.clone())
+            .cursor_field(EXPORTED_AT);
     }
     table
 }
@@ -334,7 +400,9 @@ impl Connector for Keboola {
     fn read(config: &Config, ctx: &mut ReadContext) -> Result<(), Error> {
         let mut s = storage(config)?;
         let mut state: Value = match ctx.state() {
-            Some(text) => serde_json::from_str(text).map_err(|e| Error::Internal(format!("state: {e}")))?,
+            Some(text) => {
+                serde_json::from_str(text).map_err(|e| Error::Internal(format!("state: {e}")))?
+            }
             None => json!({"changed_since": {}}),
         };
         for t in s.list()? {
@@ -344,7 +412,10 @@ impl Connector for Keboola {
             }
             let incremental = !t.primary_key.is_empty();
             let since = state
-                .pointer(&format!("/changed_since/{}", t.id.replace('~', "~0").replace('/', "~1")))
+                .pointer(&format!(
+                    "/changed_since/{}",
+                    t.id.replace('~', "~0").replace('/', "~1")
+                ))
                 .and_then(Value::as_str)
                 .filter(|_| incremental)
                 .map(str::to_string);
@@ -352,17 +423,33 @@ impl Connector for Keboola {
             let schema = schema_of(&t);
             let mut rows = 0;
             for (bytes, header) in s.download(&t, file)? {
-                for batch in csv_batches(&t, &schema, &bytes, header, exported_at, config.batch_rows)? {
+                for batch in
+                    csv_batches(&t, &schema, &bytes, header, exported_at, config.batch_rows)?
+                {
                     rows += batch.num_rows();
                     ctx.emit(&name, &batch)?;
                 }
             }
             ctx.log(
                 Level::Info,
-                &format!("{}: {rows} rows{}", t.id, since.as_ref().map(|s| format!(" changed since {s}")).unwrap_or_default()),
+                &format!(
+                    "{}: {rows} rows{}",
+                    t.id,
+                    since
+                        .as_ref()
+                        .map(|s| format!(" changed since {s}"))
+                        .unwrap_or_default()
+                ),
             );
             // the next run asks for changes since this run's view of the table
-            if incremental && let (Some(change), Some(map)) = (&t.last_change, state.get_mut("changed_since").and_then(Value::as_object_mut)) {
+            if incremental
+                && let (Some(change), Some(map)) = (
+                    &t.last_change,
+                    state
+                        .get_mut("changed_since")
+                        .and_then(Value::as_object_mut),
+                )
+            {
                 map.insert(t.id.clone(), Value::String(change.clone()));
             }
         }
@@ -379,7 +466,9 @@ mod tests {
 
     fn config(extra: Value) -> Config {
         let mut v = json!({"url": "https://connection.keboola.com"});
-        v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         serde_json::from_value(v).unwrap()
     }
 
@@ -396,14 +485,25 @@ mod tests {
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].primary_key, ["id"]);
         let bucket = parse_listing(&config(json!({"bucket": "out.c-rep"})), &listing()).unwrap();
-        assert_eq!(bucket.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["out.c-rep.notes"]);
-        let err = parse_listing(&config(json!({"tables": ["in.c-main.missing"]})), &listing()).unwrap_err().to_string();
+        assert_eq!(
+            bucket.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+            ["out.c-rep.notes"]
+        );
+        let err = parse_listing(
+            &config(json!({"tables": ["in.c-main.missing"]})),
+            &listing(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("in.c-main.missing"), "{err}");
         assert!(parse_listing(&config(json!({})), &json!({"error": 1})).is_err());
         let tables: Vec<Table> = all.iter().map(table_of).collect();
         assert_eq!(tables[0].name, "in_c_main_orders");
         assert_eq!(tables[0].cursor_field.as_deref(), Some(EXPORTED_AT));
-        assert!(tables[1].primary_key.is_empty() && tables[1].cursor_field.is_none(), "no key: full refresh");
+        assert!(
+            tables[1].primary_key.is_empty() && tables[1].cursor_field.is_none(),
+            "no key: full refresh"
+        );
     }
 
     #[test]
@@ -416,14 +516,28 @@ mod tests {
     fn csv_slices() {
         let t = &parse_listing(&config(json!({})), &listing()).unwrap()[0];
         let schema = schema_of(t);
-        let batches = csv_batches(t, &schema, b"1,\"10,5\"\n2,\"say \"\"hi\"\"\"\n", false, 7, 1).unwrap();
+        let batches = csv_batches(
+            t,
+            &schema,
+            b"1,\"10,5\"\n2,\"say \"\"hi\"\"\"\n",
+            false,
+            7,
+            1,
+        )
+        .unwrap();
         assert_eq!(batches.len(), 2);
         assert_eq!(batches[1].num_rows(), 1);
-        let amount = batches[1].column(1).as_any().downcast_ref::<agnes_connector_sdk::arrow_array::StringArray>().unwrap();
+        let amount = batches[1]
+            .column(1)
+            .as_any()
+            .downcast_ref::<agnes_connector_sdk::arrow_array::StringArray>()
+            .unwrap();
         assert_eq!(amount.value(0), "say \"hi\"");
         let with_header = csv_batches(t, &schema, b"id,amount\n3,4\n", true, 7, 10).unwrap();
         assert_eq!(with_header[0].num_rows(), 1);
-        let err = csv_batches(t, &schema, b"1,2,3\n", false, 7, 10).unwrap_err().to_string();
+        let err = csv_batches(t, &schema, b"1,2,3\n", false, 7, 10)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("in.c-main.orders"), "{err}");
     }
 }

@@ -106,7 +106,10 @@ impl Url {
         };
         let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let authority = &rest[..end];
-        if authority.is_empty() || authority.contains('@') || authority.contains(char::is_whitespace) {
+        if authority.is_empty()
+            || authority.contains('@')
+            || authority.contains(char::is_whitespace)
+        {
             return Err(bad("no host, or user info in it"));
         }
         let mut path = rest[end..].split('#').next().unwrap_or("").to_string();
@@ -178,7 +181,10 @@ impl Response {
     /// The body as JSON.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
         serde_json::from_slice(&self.body).map_err(|e| {
-            Error::Source(format!("{} answered {} with invalid JSON: {e}", self.url, self.status))
+            Error::Source(format!(
+                "{} answered {} with invalid JSON: {e}",
+                self.url, self.status
+            ))
         })
     }
 
@@ -437,8 +443,12 @@ mod imp {
         };
         let bad = |what: &str| HttpError::InvalidUrl(format!("{url}: bad {what}"));
         req.set_method(&m).map_err(|_| bad("method"))?;
-        req.set_scheme(Some(if url.https { &Scheme::Https } else { &Scheme::Http }))
-            .map_err(|_| bad("scheme"))?;
+        req.set_scheme(Some(if url.https {
+            &Scheme::Https
+        } else {
+            &Scheme::Http
+        }))
+        .map_err(|_| bad("scheme"))?;
         req.set_authority(Some(&url.authority))
             .map_err(|_| bad("authority"))?;
         req.set_path_with_query(Some(&url.path_and_query))
@@ -476,7 +486,12 @@ mod imp {
             .headers()
             .entries()
             .into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), String::from_utf8_lossy(&v).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.to_ascii_lowercase(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                )
+            })
             .collect();
         let in_body = incoming
             .consume()
@@ -545,9 +560,18 @@ mod tests {
         for bad in ["ftp://h/", "h/path", "https:///x", "https://user@h/"] {
             assert!(Url::parse(bad).is_err(), "{bad}");
         }
-        assert_eq!(u.join("/other").unwrap().to_string(), "https://api.example.com:8443/other");
-        assert_eq!(u.join("next?p=3").unwrap().to_string(), "https://api.example.com:8443/v1/next?p=3");
-        assert_eq!(u.join("//cdn.example.com/f").unwrap().to_string(), "https://cdn.example.com/f");
+        assert_eq!(
+            u.join("/other").unwrap().to_string(),
+            "https://api.example.com:8443/other"
+        );
+        assert_eq!(
+            u.join("next?p=3").unwrap().to_string(),
+            "https://api.example.com:8443/v1/next?p=3"
+        );
+        assert_eq!(
+            u.join("//cdn.example.com/f").unwrap().to_string(),
+            "https://cdn.example.com/f"
+        );
         assert_eq!(u.join("http://x/y").unwrap().to_string(), "http://x/y");
     }
 
@@ -559,6 +583,9 @@ mod tests {
 
     #[test]
     fn native_builds_have_no_network() {
-        assert_eq!(Request::get("https://example.com/").send().unwrap_err(), HttpError::Unsupported);
+        assert_eq!(
+            Request::get("https://example.com/").send().unwrap_err(),
+            HttpError::Unsupported
+        );
     }
 }

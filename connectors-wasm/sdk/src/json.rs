@@ -108,8 +108,20 @@ pub fn field(name: &str, kind: Kind) -> Field {
 /// A schema of `columns`, in order.
 pub fn schema(columns: &[(&str, Kind)]) -> SchemaRef {
     Arc::new(Schema::new(
-        columns.iter().map(|(n, k)| field(n, *k)).collect::<Vec<_>>(),
+        columns
+            .iter()
+            .map(|(n, k)| field(n, *k))
+            .collect::<Vec<_>>(),
     ))
+}
+
+/// A JSON value as plain text: a string without its quotes, anything else as JSON (for
+/// cursors, ids and query parameters).
+pub fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// A JSON value, shortened for error messages.
@@ -135,18 +147,28 @@ pub fn to_batch(table: &str, schema: &SchemaRef, records: &[Value]) -> Result<Re
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
         let name = field.name();
-        let values = records
-            .iter()
-            .map(|r| r.as_object().unwrap_or(&empty).get(name).unwrap_or(&Value::Null));
-        let json_text = field.metadata().get("agnes.kind").is_some_and(|k| k == "json");
+        let values = records.iter().map(|r| {
+            r.as_object()
+                .unwrap_or(&empty)
+                .get(name)
+                .unwrap_or(&Value::Null)
+        });
+        let json_text = field
+            .metadata()
+            .get("agnes.kind")
+            .is_some_and(|k| k == "json");
         let array: ArrayRef = match field.data_type() {
             DataType::Int64 => {
                 let mut b = Int64Builder::with_capacity(records.len());
                 for v in values {
                     match v {
                         Value::Null => b.append_null(),
-                        Value::Number(n) => b.append_value(n.as_i64().ok_or_else(|| bad(name, v, "an integer"))?),
-                        Value::String(s) => b.append_value(s.parse().map_err(|_| bad(name, v, "an integer"))?),
+                        Value::Number(n) => {
+                            b.append_value(n.as_i64().ok_or_else(|| bad(name, v, "an integer"))?)
+                        }
+                        Value::String(s) => {
+                            b.append_value(s.parse().map_err(|_| bad(name, v, "an integer"))?)
+                        }
                         _ => return Err(bad(name, v, "an integer")),
                     }
                 }
@@ -157,8 +179,12 @@ pub fn to_batch(table: &str, schema: &SchemaRef, records: &[Value]) -> Result<Re
                 for v in values {
                     match v {
                         Value::Null => b.append_null(),
-                        Value::Number(n) => b.append_value(n.as_f64().ok_or_else(|| bad(name, v, "a number"))?),
-                        Value::String(s) => b.append_value(s.parse().map_err(|_| bad(name, v, "a number"))?),
+                        Value::Number(n) => {
+                            b.append_value(n.as_f64().ok_or_else(|| bad(name, v, "a number"))?)
+                        }
+                        Value::String(s) => {
+                            b.append_value(s.parse().map_err(|_| bad(name, v, "a number"))?)
+                        }
                         _ => return Err(bad(name, v, "a number")),
                     }
                 }
@@ -182,7 +208,8 @@ pub fn to_batch(table: &str, schema: &SchemaRef, records: &[Value]) -> Result<Re
                     match v {
                         Value::Null => b.append_null(),
                         Value::String(s) => b.append_value(
-                            parse_timestamp(s).ok_or_else(|| bad(name, v, "an RFC 3339 timestamp"))?,
+                            parse_timestamp(s)
+                                .ok_or_else(|| bad(name, v, "an RFC 3339 timestamp"))?,
                         ),
                         _ => return Err(bad(name, v, "an RFC 3339 timestamp")),
                     }
@@ -206,7 +233,6 @@ pub fn to_batch(table: &str, schema: &SchemaRef, records: &[Value]) -> Result<Re
     RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Internal(e.to_string()))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,7 +241,11 @@ mod tests {
     fn timestamps() {
         let t = parse_timestamp("2024-01-02T03:04:05Z").unwrap();
         assert_eq!(t, 1_704_164_645_000_000);
-        assert_eq!(parse_timestamp("2024-01-02T04:04:05.000+0100"), Some(t), "Jira's +hhmm offsets");
+        assert_eq!(
+            parse_timestamp("2024-01-02T04:04:05.000+0100"),
+            Some(t),
+            "Jira's +hhmm offsets"
+        );
         assert_eq!(parse_timestamp("2024-01-02T04:04:05+01:00"), Some(t));
         for not in ["2024-01-02", "12345678901234567890", "yesterday at noon!!"] {
             assert_eq!(parse_timestamp(not), None, "{not}");

@@ -34,7 +34,9 @@ impl Connector for Synth {
         if config.batch_rows == 0 {
             return Err(Error::Config("batch_rows must be at least 1".into()));
         }
-        Ok(vec![Table::new("synth", rows::schema()).description("synthetic rows")])
+        Ok(vec![
+            Table::new("synth", rows::schema()).description("synthetic rows"),
+        ])
     }
 
     fn read(config: &Config, ctx: &mut ReadContext) -> Result<(), Error> {

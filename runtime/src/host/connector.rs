@@ -26,7 +26,7 @@ impl Host for RunState {
         if self.failure.is_some() {
             wasmtime::bail!("emit after the run already failed");
         }
-        if self.data_dir.is_none() {
+        if self.sink.is_none() {
             let msg = "emit is only allowed during read".to_string();
             tracing::warn!("error.type" = "access_denied", "{msg}");
             return Ok(Err(HostError::AccessDenied(msg)));
@@ -106,7 +106,7 @@ impl Host for RunState {
     }
 
     fn state_checkpoint(&mut self, state: String) -> wasmtime::Result<Result<(), HostError>> {
-        if self.data_dir.is_none() {
+        if self.sink.is_none() {
             return Ok(Err(HostError::AccessDenied(
                 "state-checkpoint is only allowed during read".into(),
             )));
@@ -282,7 +282,6 @@ mod tests {
             wasmtime::StoreLimitsBuilder::new().build(),
             limits,
         );
-        s.data_dir = Some(dir.to_path_buf());
         s.sink = Some(crate::sink::pipeline::Sink::start(dir.to_path_buf()).unwrap());
         s.selected.insert(
             "t".into(),
@@ -313,7 +312,7 @@ mod tests {
     fn emit_outside_read_is_denied() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = state(dir.path(), Limits::default());
-        s.data_dir = None;
+        s.sink = None;
         let r = s.emit("t".into(), ipc("n", &[1])).unwrap();
         assert!(matches!(r, Err(HostError::AccessDenied(_))));
         assert!(

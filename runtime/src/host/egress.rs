@@ -176,10 +176,7 @@ impl Egress {
         let connect_timeout = options
             .and_then(|o| o.connect_timeout)
             .unwrap_or(CONNECT_TIMEOUT);
-        let addrs = match self.resolve(&host, port, connect_timeout).await {
-            Ok(a) => a,
-            Err(e) => return Err(e),
-        };
+        let addrs = self.resolve(&host, port, connect_timeout).await?;
         if !rule.allow_private
             && let Some(ip) = addrs.iter().map(SocketAddr::ip).find(|ip| !is_public(*ip))
         {

@@ -39,9 +39,7 @@ pub(crate) struct RunState {
     pub limits: Limits,
     /// Tables the read may emit to (empty outside `read`: emit is denied).
     pub selected: HashMap<String, SelectedTable>,
-    /// Where parquet files go during the read.
-    pub data_dir: Option<std::path::PathBuf>,
-    /// The parquet encoder of the read (set with `data_dir`).
+    /// The parquet encoder of the read: set while `read` runs, so emit is denied outside it.
     pub sink: Option<Sink>,
     /// The first fatal error a host call raised; the run fails with it, whatever the
     /// guest does afterwards.
@@ -75,7 +73,6 @@ impl RunState {
             store_limits,
             limits,
             selected: HashMap::new(),
-            data_dir: None,
             sink: None,
             failure: None,
             rows: 0,

@@ -102,9 +102,7 @@ impl TableRegistration {
             let Some(path) = &self.manifest else {
                 return Ok((component, self.grant.clone(), self.limits.clone()));
             };
-            let text =
-                std::fs::read_to_string(path).map_err(agnes_runtime::Error::io("reading", path))?;
-            let m = agnes_runtime::manifest::ConnectorManifest::parse(&text)?;
+            let m = agnes_runtime::manifest::ConnectorManifest::from_file(path)?;
             let (grant, limits) = m.effective(&self.grant, &self.limits)?;
             return Ok((component, grant, limits));
         };

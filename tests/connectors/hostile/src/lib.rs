@@ -197,7 +197,10 @@ impl Connector for Hostile {
                     req = req.header(k.clone(), v.clone());
                 }
                 let (status, body) = match req.send() {
-                    Ok(r) => (i64::from(r.status), String::from_utf8_lossy(&r.body).into_owned()),
+                    Ok(r) => (
+                        i64::from(r.status),
+                        String::from_utf8_lossy(&r.body).into_owned(),
+                    ),
                     Err(e) if config.swallow => (-1, e.to_string()),
                     Err(e) => return Err(e.into()),
                 };
