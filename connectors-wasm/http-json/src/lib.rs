@@ -296,34 +296,11 @@ pub fn next_page(
     };
     Ok(match &endpoint.pagination {
         Pagination::None => Next::Done,
-        Pagination::Page {
-            param,
-            size_param,
-            size,
-            start,
-        } => {
+        Pagination::Page { size, .. } | Pagination::Offset { size, .. } => {
             if count < *size || count == 0 {
                 Next::Done
             } else {
-                let mut extra = vec![(param.clone(), (start + page_index + 1).to_string())];
-                if let Some(sp) = size_param {
-                    extra.push((sp.clone(), size.to_string()));
-                }
-                with(extra)
-            }
-        }
-        Pagination::Offset {
-            param,
-            limit_param,
-            size,
-        } => {
-            if count < *size || count == 0 {
-                Next::Done
-            } else {
-                with(vec![
-                    (param.clone(), ((page_index + 1) * *size as u64).to_string()),
-                    (limit_param.clone(), size.to_string()),
-                ])
+                with(position_params(&endpoint.pagination, page_index + 1))
             }
         }
         Pagination::Cursor { param, next } => match body.pointer(next) {
@@ -350,6 +327,34 @@ pub fn next_page(
     })
 }
 
+/// The page-number or offset parameters of the `index`-th page (0-based); none for the
+/// kinds that page by token or link.
+fn position_params(pagination: &Pagination, index: u64) -> Vec<(String, String)> {
+    match pagination {
+        Pagination::Page {
+            param,
+            size_param,
+            size,
+            start,
+        } => {
+            let mut out = vec![(param.clone(), (start + index).to_string())];
+            if let Some(sp) = size_param {
+                out.push((sp.clone(), size.to_string()));
+            }
+            out
+        }
+        Pagination::Offset {
+            param,
+            limit_param,
+            size,
+        } => vec![
+            (param.clone(), (index * *size as u64).to_string()),
+            (limit_param.clone(), size.to_string()),
+        ],
+        _ => Vec::new(),
+    }
+}
+
 /// The first page's URL.
 pub fn first_page(
     config: &Config,
@@ -357,28 +362,7 @@ pub fn first_page(
     base_params: &[(String, String)],
 ) -> String {
     let mut params = base_params.to_vec();
-    match &endpoint.pagination {
-        Pagination::Page {
-            param,
-            size_param,
-            size,
-            start,
-        } => {
-            params.push((param.clone(), start.to_string()));
-            if let Some(sp) = size_param {
-                params.push((sp.clone(), size.to_string()));
-            }
-        }
-        Pagination::Offset {
-            param,
-            limit_param,
-            size,
-        } => {
-            params.push((param.clone(), "0".into()));
-            params.push((limit_param.clone(), size.to_string()));
-        }
-        _ => {}
-    }
+    params.extend(position_params(&endpoint.pagination, 0));
     url_with(&config.base_url, &endpoint.path, &params)
 }
 
