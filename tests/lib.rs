@@ -221,12 +221,17 @@ impl TestServer {
             resolve: Default::default(),
         };
         adjust(&mut config);
-        let state = agnes_server::AppState::open(config).unwrap();
-        let admin = agnes_server::bootstrap(&state, "admin").unwrap().unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
+            .unwrap();
+        let state = runtime
+            .block_on(agnes_server::AppState::open(config))
+            .unwrap();
+        let admin = runtime
+            .block_on(agnes_server::bootstrap(&state, "admin"))
+            .unwrap()
             .unwrap();
         // Bind before serving: the port is known and accepting before the first request.
         let listener = runtime
@@ -263,7 +268,7 @@ impl TestServer {
                 .call()
                 .unwrap();
             let v: serde_json::Value = read_json(status);
-            if v["running"].is_null() {
+            if v["running"].as_array().is_some_and(Vec::is_empty) {
                 return;
             }
             assert!(

@@ -207,6 +207,41 @@ impl Client {
             .with_context(|| format!("POST {path}: invalid JSON"))
     }
 
+    /// Sends `method` with an optional JSON body (any method, DELETE with a body too) and
+    /// reads the JSON answer.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        let what = format!("{method} {path}");
+        let bytes = match body {
+            Some(b) => serde_json::to_vec(b)?,
+            None => Vec::new(),
+        };
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(self.url(path))
+            .header("Authorization", &self.auth);
+        if body.is_some() {
+            request = request.header("Content-Type", "application/json");
+        }
+        let request = request
+            .body(bytes)
+            .with_context(|| format!("{what}: building the request"))?;
+        let r = self
+            .agent
+            .run(request)
+            .map_err(|e| self.transport(e, &what))?;
+        let mut r = self.check(r, &what)?;
+        r.body_mut()
+            .with_config()
+            .limit(256 << 20)
+            .read_json()
+            .with_context(|| format!("{what}: invalid JSON"))
+    }
+
     /// POSTs JSON and returns the raw response body (e.g. an Arrow IPC stream).
     pub fn post_bytes(&self, path: &str, body: &serde_json::Value) -> Result<Vec<u8>> {
         let mut r = self.send(path, body)?;

@@ -41,7 +41,7 @@ enum Command {
     Serve(cmd::serve::ServeArgs),
     /// Server administration.
     #[command(subcommand)]
-    Admin(cmd::serve::AdminCmd),
+    Admin(cmd::admin::AdminCmd),
     /// Verify a token, save it, and create an analyst workspace here (or --dir).
     Init(cmd::analyst::InitArgs),
     /// Download the tables you may read whose content changed; drop those no longer granted.
@@ -74,7 +74,7 @@ fn main() -> ExitCode {
         Command::Connector(c) => cmd::connector::run(c, &out),
         Command::Extract(c) => cmd::extract::run(c, &out),
         Command::Serve(args) => cmd::serve::serve(args),
-        Command::Admin(c) => cmd::serve::admin(c, &out),
+        Command::Admin(c) => cmd::admin::run(c, &out),
         Command::Init(a) => cmd::analyst::init(a, &out),
         Command::Pull(a) => cmd::pull::run(a, &out),
         Command::Query(a) => cmd::analyst::query(a, &out),
@@ -101,6 +101,9 @@ fn main() -> ExitCode {
 /// Exit codes: 1 = the run or command failed, 2 = bad usage or input (clap uses 2 too),
 /// 3 = busy (another run holds the lock).
 fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<cmd::admin::UsageError>().is_some() {
+        return 2;
+    }
     match e.downcast_ref::<agnes_runtime::Error>() {
         Some(agnes_runtime::Error::Busy { .. }) => 3,
         Some(agnes_runtime::Error::Config { .. } | agnes_runtime::Error::ReadComponent { .. }) => 2,

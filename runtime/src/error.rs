@@ -24,6 +24,10 @@ pub enum Error {
     #[error("signature check failed: {reason}")]
     Signature { reason: String },
 
+    /// A connector reference names no component this host has.
+    #[error("connector `{reference}`: {reason}")]
+    Unresolved { reference: String, reason: String },
+
     /// The component could not be read.
     #[error("reading component {path}: {error}")]
     ReadComponent {

@@ -189,6 +189,39 @@ fn new_version() -> String {
     )
 }
 
+/// Removes every version of `<extracts>/<source>` (a deleted source): the published link
+/// first (readers stop resolving it; files already open stay readable), then the versions.
+/// Takes the source's run lock, so a run in progress makes it fail with [`Error::Busy`].
+/// Returns whether there was anything to remove.
+pub fn remove(extracts: &Path, source: &str) -> Result<bool, Error> {
+    validate_name("source", source)?;
+    let link = extracts.join(source);
+    let versions_dir = extracts.join(VERSIONS).join(source);
+    let linked = fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink());
+    if !linked && !versions_dir.exists() {
+        return Ok(false);
+    }
+    fs::create_dir_all(&versions_dir).map_err(Error::io("creating", &versions_dir))?;
+    let lock_path = versions_dir.join(".lock");
+    let lock = File::create(&lock_path).map_err(Error::io("creating", &lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            return Err(Error::Busy {
+                source_name: source.to_string(),
+                lock: lock_path,
+            });
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(Error::io("locking", &lock_path)(e)),
+    }
+    if linked {
+        fs::remove_file(&link).map_err(Error::io("removing", &link))?;
+    }
+    fs::remove_dir_all(&versions_dir).map_err(Error::io("removing", &versions_dir))?;
+    drop(lock);
+    Ok(true)
+}
+
 /// The published directory of `<extracts>/<source>`, if any.
 pub fn published(extracts: &Path, source: &str) -> Option<PathBuf> {
     let link = extracts.join(source);

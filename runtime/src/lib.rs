@@ -47,6 +47,7 @@ mod engine;
 mod error;
 pub mod extract;
 mod host;
+pub mod jsonschema;
 mod limits;
 pub mod manifest;
 pub mod names;
@@ -61,4 +62,7 @@ pub use error::{Error, Phase};
 pub use host::egress::ResolveOverrides;
 pub use limits::Limits;
 pub use policy::{DirGrant, Grant, HttpGrant, SecretGrant};
-pub use run::{NativeEmitter, Progress, ProgressFn, RunReport, RunRequest, TableReport, TableSpec};
+pub use run::{
+    ConnectorSpec, NativeEmitter, Progress, ProgressFn, RunReport, RunRequest, TableReport,
+    TableSpec,
+};

@@ -43,6 +43,19 @@ pub struct RunRequest {
     pub state: Option<String>,
 }
 
+/// The largest config schema a connector may declare.
+const MAX_CONFIG_SCHEMA: usize = 1 << 20;
+
+/// What `spec` returned: name, version, the JSON Schema of its config, known streams.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectorSpec {
+    pub name: String,
+    pub version: String,
+    pub config_schema: serde_json::Value,
+    /// `(name, description)` of the streams known without looking at the source.
+    pub streams: Vec<(String, Option<String>)>,
+}
+
 /// A table as `discover` described it, after validation.
 #[derive(Debug, Clone)]
 pub struct TableSpec {
@@ -217,6 +230,55 @@ impl Runtime {
     pub async fn instantiate_only(&self, component: &LoadedComponent) -> Result<(), Error> {
         let mut store = self.store(&Grant::default(), &Limits::default())?;
         self.instantiate(component, &mut store).await.map(|_| ())
+    }
+
+    /// Calls `spec`: what the connector says about itself, with its config schema parsed.
+    /// Runs with nothing granted (`spec` must not touch the source).
+    pub async fn spec(
+        &self,
+        component: &LoadedComponent,
+        limits: &Limits,
+    ) -> Result<ConnectorSpec, Error> {
+        let timeout = limits.timeout();
+        let work = async {
+            let mut store = self.store(&Grant::default(), limits)?;
+            let instance = self.instantiate(component, &mut store).await?;
+            let result = instance
+                .agnes_connector_source()
+                .call_spec(&mut store)
+                .await
+                .map(Ok);
+            let spec = settle(&mut store, Phase::Spec, result)?;
+            let bad = |message: String| Error::Connector {
+                phase: Phase::Spec,
+                kind: "internal",
+                message,
+            };
+            if spec.config_schema.len() > MAX_CONFIG_SCHEMA {
+                return Err(bad(format!(
+                    "its config-schema is {} bytes, more than the {MAX_CONFIG_SCHEMA} allowed",
+                    spec.config_schema.len()
+                )));
+            }
+            let config_schema: serde_json::Value = serde_json::from_str(&spec.config_schema)
+                .map_err(|e| bad(format!("its config-schema is not JSON: {e}")))?;
+            if !config_schema.is_object() && !config_schema.is_boolean() {
+                return Err(bad("its config-schema is not a JSON Schema object".into()));
+            }
+            Ok(ConnectorSpec {
+                name: spec.name,
+                version: spec.version,
+                config_schema,
+                streams: spec
+                    .streams
+                    .into_iter()
+                    .map(|s| (s.name, s.description))
+                    .collect(),
+            })
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| Error::Timeout { limit: timeout })?
     }
 
     /// Calls `discover` and validates what it returns.

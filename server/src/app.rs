@@ -13,6 +13,8 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::health::router())
         .merge(routes::tokens::router())
         .merge(routes::admin::router())
+        .merge(routes::sources::router())
+        .merge(routes::registry::router())
         .merge(routes::connectors::router())
         .merge(routes::sync::router())
         .merge(routes::data::router())
@@ -20,8 +22,28 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::query::router())
         .merge(routes::scan::router())
         .merge(routes::webhooks::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(trace))
         .with_state(state)
+}
+
+/// Every unknown route: JSON like every other error.
+async fn not_found(uri: axum::http::Uri) -> crate::error::ApiError {
+    crate::error::ApiError::NotFound(format!(
+        "no route {}; see GET /api/openapi.json",
+        uri.path()
+    ))
+}
+
+async fn method_not_allowed(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> crate::error::ApiError {
+    crate::error::ApiError::MethodNotAllowed(format!(
+        "{method} is not allowed on {}; see GET /api/openapi.json",
+        uri.path()
+    ))
 }
 
 /// One event per request: method, route template (not the raw URI), status, latency.

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
-use crate::db::access::{self, Principal};
+use crate::db::access;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::store::Principal;
 
 /// The authenticated caller.
 pub struct AuthUser(pub Principal);
@@ -50,15 +51,36 @@ impl FromRequestParts<AppState> for AuthUser {
         if let Some(p) = state.auth_cache.get(&key) {
             return Ok(AuthUser(p));
         }
-        let principal = state
-            .db
-            .call(move |c| access::authenticate(c, &token))
-            .await?;
+        let principal = state.store.authenticate(&token).await?;
         let principal = principal.ok_or_else(|| {
             ApiError::Unauthorized("the token is unknown, revoked or expired".into())
         })?;
         state.auth_cache.insert(key, principal.clone());
         Ok(AuthUser(principal))
+    }
+}
+
+/// An authenticated member of the `Admin` group. Extracted from the request head, so a
+/// non-admin gets 403 before the body is read or parsed.
+pub struct AdminUser(pub Principal);
+
+impl FromRequestParts<AppState> for AdminUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let AuthUser(p) = AuthUser::from_request_parts(parts, state).await?;
+        p.require_admin()?;
+        Ok(AdminUser(p))
+    }
+}
+
+impl AdminUser {
+    /// As an [`AuthUser`] (for helpers that take any caller).
+    pub fn as_user(&self) -> AuthUser {
+        AuthUser(self.0.clone())
     }
 }
 

@@ -47,8 +47,14 @@ pub struct Catalog {
     pub broken_sources: Vec<(String, String)>,
 }
 
-/// Builds the catalog from `extracts_dir`, keeping owners from `previous`.
-pub fn build(extracts_dir: &Path, previous: &Catalog) -> Catalog {
+/// Builds the catalog from `extracts_dir`, keeping owners from `previous`. Only the
+/// `(source, table)` pairs in `registered` are served: a removed table or a deleted source
+/// stops being served at once, and an extract nobody registered is never served.
+pub fn build(
+    extracts_dir: &Path,
+    previous: &Catalog,
+    registered: &std::collections::BTreeSet<(String, String)>,
+) -> Catalog {
     let mut sources: Vec<String> = std::fs::read_dir(extracts_dir)
         .map(|rd| {
             rd.flatten()
@@ -71,6 +77,9 @@ pub fn build(extracts_dir: &Path, previous: &Catalog) -> Catalog {
                     let (Some(md5), Some(rel)) = (m.md5, m.path) else {
                         continue;
                     };
+                    if !registered.contains(&(source.clone(), m.table_name.clone())) {
+                        continue;
+                    }
                     let entry = TableEntry {
                         name: m.table_name.clone(),
                         source: source.clone(),

@@ -18,6 +18,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// The SQL was refused by the query sandbox (not allowed, or invalid).
     #[error("{0}")]
     QueryRejected(String),
@@ -39,6 +41,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::QueryRejected(_) => "query_rejected",
             ApiError::Conflict(_) => "conflict",
             ApiError::RangeNotSatisfiable(_) => "range_not_satisfiable",
@@ -54,9 +57,19 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) | ApiError::QueryRejected(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::QueryTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The message with an internal error's cause (for logs and start-up errors, never
+    /// for a response).
+    pub fn detail(&self) -> String {
+        match self {
+            ApiError::Internal(cause) => cause.clone(),
+            other => other.to_string(),
         }
     }
 

@@ -4,7 +4,10 @@
 //! REST to analysts, through personal access tokens and group-based grants.
 //!
 //! - [`ServerConfig`]: data dir, listen address, query limits (defaults → TOML → `AGNES_*`).
-//! - [`AppState::open`] opens `state/system.duckdb` ([`db`]) and builds the [`catalog`].
+//! - [`AppState::open`] opens the state [`store`] (embedded: `state/system.duckdb`, [`db`],
+//!   migrated at start-up) and builds the [`catalog`] of the registered tables.
+//! - [`store::Store`] is the one interface to server state: sources and their tables,
+//!   users, tokens, groups, grants, sync history, audit log, connector uploads.
 //! - [`app`] is the axum router: [`routes`] has one module per resource; the one access
 //!   check is `Principal::can_read`.
 //! - [`sync`] runs registered connectors through `agnes-runtime`; [`query`] is the DuckDB
@@ -21,12 +24,14 @@ pub mod app;
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod connector;
 pub mod db;
 pub mod error;
 pub mod openapi;
 pub mod query;
 pub mod routes;
 pub mod state;
+pub mod store;
 pub mod sync;
 
 pub use app::app;
@@ -35,20 +40,8 @@ pub use state::AppState;
 
 /// Creates the first admin (user `name`, member of `Admin`) and returns its token, if the
 /// server has no user yet. Returns `None` when users exist (bootstrap happens once).
-pub fn bootstrap(state: &AppState, name: &str) -> Result<Option<String>, String> {
-    state
-        .db
-        .blocking(|c| {
-            if db::access::count_users(c)? > 0 {
-                return Ok(None);
-            }
-            let id = db::access::create_user(c, name)?;
-            db::access::add_member(c, "Admin", name)?;
-            let (_, token) = db::access::create_token(c, &id, "bootstrap", None)?;
-            db::audit::record(c, Some(name), "admin.bootstrap", Some(name), None)?;
-            Ok(Some(token))
-        })
-        .map_err(|e| e.to_string())
+pub async fn bootstrap(state: &AppState, name: &str) -> Result<Option<String>, String> {
+    state.store.bootstrap(name).await.map_err(|e| e.detail())
 }
 
 /// Serves until Ctrl-C: binds, starts the scheduler, runs the router.
@@ -66,9 +59,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
         }
     }
     let tick = std::time::Duration::from_secs(config.scheduler_tick_secs);
-    let state = tokio::task::spawn_blocking(move || AppState::open(config))
-        .await
-        .map_err(|e| e.to_string())??;
+    let state = AppState::open(config).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("binding {listen}: {e}"))?;

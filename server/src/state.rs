@@ -1,44 +1,54 @@
 //! `AppState`: what every handler shares.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::catalog::Catalog;
 use crate::config::ServerConfig;
-use crate::db::Db;
+use crate::store::Store;
 use crate::sync::Running;
 
 /// Shared by all handlers; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<ServerConfig>,
-    pub db: Db,
+    /// All server state (users, grants, sources, history, audit).
+    pub store: Arc<dyn Store>,
     pub runtime: agnes_runtime::Runtime,
     catalog: Arc<RwLock<Arc<Catalog>>>,
-    pub(crate) running: Arc<Mutex<Option<Running>>>,
+    /// Sources with a sync queued or in progress, by name.
+    pub(crate) running: Arc<Mutex<BTreeMap<String, Running>>>,
     pub auth_cache: Arc<crate::auth::AuthCache>,
+    /// One catalog rebuild at a time: two interleaved would race on the analytics file.
+    rebuild: Arc<Mutex<()>>,
 }
 
 impl AppState {
-    /// Opens the system database, creates the data directories and builds the catalog
+    /// Opens the embedded state store (migrating it; runs a previous process left
+    /// `running` are marked failed), creates the data directories and builds the catalog
     /// from what is already published.
-    pub fn open(config: ServerConfig) -> Result<AppState, String> {
+    pub async fn open(config: ServerConfig) -> Result<AppState, String> {
         std::fs::create_dir_all(config.extracts_dir())
             .map_err(|e| format!("creating {}: {e}", config.extracts_dir().display()))?;
-        let db = Db::open(&config.system_db())?;
-        db.blocking(crate::db::history::abandon_running)
-            .map_err(|e| e.to_string())?;
+        let path = config.system_db();
+        let db = tokio::task::spawn_blocking(move || crate::db::Db::open(&path))
+            .await
+            .map_err(|e| e.to_string())??;
+        let store: Arc<dyn Store> = Arc::new(db);
+        store.abandon_running().await.map_err(|e| e.detail())?;
         let runtime = agnes_runtime::Runtime::new(Some(&config.cache_dir()))
             .map_err(|e| e.to_string())?
             .with_resolve(config.resolve.clone());
         let state = AppState {
             config: Arc::new(config),
-            db,
+            store,
             runtime,
             catalog: Arc::new(RwLock::new(Arc::new(Catalog::default()))),
-            running: Arc::new(Mutex::new(None)),
+            running: Arc::default(),
             auth_cache: Arc::default(),
+            rebuild: Arc::default(),
         };
-        state.rebuild_catalog()?;
+        state.rebuild_catalog().await?;
         Ok(state)
     }
 
@@ -50,13 +60,27 @@ impl AppState {
             .clone()
     }
 
-    /// Re-reads every extract, rewrites `analytics/server.duckdb`, swaps the catalog.
-    /// Blocking: call from a blocking thread.
-    pub fn rebuild_catalog(&self) -> Result<(), String> {
-        let previous = self.catalog();
-        let next = crate::catalog::build(&self.config.extracts_dir(), &previous);
-        crate::catalog::write_analytics_db(&self.config.analytics_db(), &next)?;
-        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
-        Ok(())
+    /// Re-reads every extract, serves the registered tables, rewrites
+    /// `analytics/server.duckdb`, swaps the catalog.
+    pub async fn rebuild_catalog(&self) -> Result<(), String> {
+        let registered: BTreeSet<(String, String)> = self
+            .store
+            .list_tables(None)
+            .await
+            .map_err(|e| format!("listing tables: {}", e.detail()))?
+            .into_iter()
+            .map(|t| (t.source, t.spec.name))
+            .collect();
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _one = state.rebuild.lock().unwrap_or_else(|p| p.into_inner());
+            let previous = state.catalog();
+            let next = crate::catalog::build(&state.config.extracts_dir(), &previous, &registered);
+            crate::catalog::write_analytics_db(&state.config.analytics_db(), &next)?;
+            *state.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 }

@@ -1,155 +1,268 @@
-//! Sync: runs the registered connectors through the runtime, records per-table outcomes,
-//! and rebuilds the catalog. One sync at a time (a second trigger gets 409). The scheduler
-//! triggers sources whose tables are due.
+//! Sync: a run syncs one source — its connector reads the source's tables, the runtime
+//! publishes the extract, the history records the run with one outcome per table, and the
+//! catalog is rebuilt. One run per source at a time (a second trigger of a busy source gets
+//! 409); different sources may sync side by side. The scheduler triggers enabled sources
+//! whose schedule is due.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use agnes_runtime::RunRequest;
 use serde::Serialize;
 
-use crate::db::history::{self, TableOutcome};
-use crate::db::registry::{self, RegistryEntry, parse_schedule};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::store::{Source, TableOutcome, parse_schedule};
 
-/// The sync in progress.
+/// A source whose sync is queued or in progress.
 #[derive(Debug, Clone, Serialize)]
 pub struct Running {
-    pub id: i64,
+    pub run_id: i64,
+    pub source: String,
     pub trigger: String,
+    pub full_refresh: bool,
     pub started_at: String,
-    pub sources: Vec<String>,
 }
 
-/// Starts a sync of `sources` (all registered ones when `None`) in the background and
-/// returns its id. 409 while another sync runs.
-/// With `full_refresh`, connectors start without their committed state: incremental
-/// tables are read in full and replace their files (rows deleted at the source go).
+/// Which sources a trigger names.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Every enabled source with tables that is not syncing already.
+    All,
+    /// Exactly these (each must exist, be enabled, have tables and be idle).
+    Only(Vec<String>),
+}
+
+/// Starts a run of each targeted source in the background (one after the other) and
+/// returns them. With `full_refresh`, connectors start without their committed state:
+/// incremental tables are read in full and replace their files (rows deleted at the
+/// source go).
 pub async fn trigger(
     state: &AppState,
     trigger: String,
-    sources: Option<Vec<String>>,
+    target: Target,
     full_refresh: bool,
-) -> ApiResult<i64> {
-    let entries = state.db.call(registry::list).await?;
-    let mut plan: BTreeMap<String, Vec<RegistryEntry>> = BTreeMap::new();
-    for e in entries {
-        plan.entry(e.table.source.clone()).or_default().push(e);
-    }
-    if let Some(only) = &sources {
-        for s in only {
-            if !plan.contains_key(s) {
-                return Err(ApiError::NotFound(format!(
-                    "no registered table has source `{s}`"
-                )));
+) -> ApiResult<Vec<Running>> {
+    let sources = state.store.list_sources().await?;
+    let tables = state.store.list_tables(None).await?;
+    let has_tables = |s: &str| tables.iter().any(|t| t.source == s);
+    let chosen: Vec<Source> = match &target {
+        Target::Only(names) => {
+            let mut chosen = Vec::new();
+            for name in names {
+                let source = sources
+                    .iter()
+                    .find(|s| &s.spec.name == name)
+                    .ok_or_else(|| ApiError::NotFound(format!("no source `{name}`")))?;
+                if !source.spec.enabled {
+                    return Err(ApiError::Conflict(format!(
+                        "source `{name}` is disabled; enable it first (`agnes admin source update {name} --enable`)"
+                    )));
+                }
+                if !has_tables(name) {
+                    return Err(ApiError::BadRequest(format!(
+                        "source `{name}` has no tables; add some first (`agnes admin table add {name} ...`)"
+                    )));
+                }
+                if !chosen.iter().any(|c: &Source| &c.spec.name == name) {
+                    chosen.push(source.clone());
+                }
+            }
+            chosen
+        }
+        Target::All => sources
+            .into_iter()
+            .filter(|s| s.spec.enabled && has_tables(&s.spec.name))
+            .collect(),
+    };
+    let started = {
+        // reserve under the lock, so two triggers cannot both take a source
+        let mut running = state.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut take = Vec::new();
+        for s in chosen {
+            if let Some(r) = running.get(&s.spec.name) {
+                if matches!(target, Target::Only(_)) {
+                    return Err(ApiError::Conflict(format!(
+                        "source `{}` is syncing (run {}, started {}); wait for it",
+                        s.spec.name, r.run_id, r.started_at
+                    )));
+                }
+                continue;
+            }
+            take.push(s);
+        }
+        if take.is_empty() {
+            return Err(ApiError::Conflict(
+                "nothing to sync: every enabled source with tables is syncing already, or there is none \
+                 (add one with `agnes admin source add`)"
+                    .into(),
+            ));
+        }
+        for s in &take {
+            running.insert(
+                s.spec.name.clone(),
+                Running {
+                    run_id: 0,
+                    source: s.spec.name.clone(),
+                    trigger: trigger.clone(),
+                    full_refresh,
+                    started_at: crate::db::now(),
+                },
+            );
+        }
+        take
+    };
+    let mut runs = Vec::with_capacity(started.len());
+    for s in &started {
+        match state
+            .store
+            .start_run(&s.spec.name, &trigger, full_refresh)
+            .await
+        {
+            Ok(id) => {
+                let mut running = state.running.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(r) = running.get_mut(&s.spec.name) {
+                    r.run_id = id;
+                    runs.push(r.clone());
+                }
+            }
+            Err(e) => {
+                release(state, started.iter().map(|s| s.spec.name.as_str()));
+                return Err(e);
             }
         }
-        plan.retain(|s, _| only.contains(s));
     }
-    if plan.is_empty() {
-        return Err(ApiError::BadRequest(
-            "nothing to sync: register a table first (POST /api/admin/register-table)".into(),
-        ));
-    }
-    let id = {
-        let mut running = state.running.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(r) = running.as_ref() {
-            return Err(ApiError::Conflict(format!(
-                "sync {} is running (started {}); wait for it",
-                r.id, r.started_at
-            )));
-        }
-        let t = trigger.clone();
-        let id = state.db.blocking(move |c| history::start(c, &t))?;
-        *running = Some(Running {
-            id,
-            trigger,
-            started_at: crate::db::now(),
-            sources: plan.keys().cloned().collect(),
-        });
-        id
-    };
-    let state = state.clone();
+    let (state, queue) = (state.clone(), runs.clone());
     tokio::spawn(async move {
-        let status = run(&state, id, plan, full_refresh).await;
-        let _ = state.db.call(move |c| history::finish(c, id, status)).await;
-        *state.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        for (run, source) in queue.iter().zip(started) {
+            run_source(&state, run.run_id, &source, full_refresh).await;
+            release(&state, [source.spec.name.as_str()]);
+        }
     });
-    Ok(id)
+    Ok(runs)
 }
 
-async fn run(
-    state: &AppState,
-    id: i64,
-    plan: BTreeMap<String, Vec<RegistryEntry>>,
-    full_refresh: bool,
-) -> &'static str {
-    let (mut ok, mut failed) = (0, 0);
-    for (source, entries) in plan {
-        let outcomes = run_source(state, &source, &entries, full_refresh).await;
-        for o in outcomes {
-            if o.status == "ok" {
-                ok += 1
-            } else {
-                failed += 1
-            }
-            let _ = state.db.call(move |c| history::record(c, id, &o)).await;
+fn release<'a>(state: &AppState, names: impl IntoIterator<Item = &'a str>) {
+    let mut running = state.running.lock().unwrap_or_else(|p| p.into_inner());
+    for n in names {
+        running.remove(n);
+    }
+}
+
+/// Runs one source and records the run: one outcome per table, the run's status
+/// (`ok`, `partial`, `failed`) and error, then rebuilds the catalog.
+async fn run_source(state: &AppState, run: i64, source: &Source, full_refresh: bool) {
+    let names: Vec<String> = match state.store.list_tables(Some(&source.spec.name)).await {
+        Ok(t) => t.into_iter().map(|t| t.spec.name).collect(),
+        Err(e) => {
+            let _ = state
+                .store
+                .finish_run(run, "failed", Some(&format!("listing tables: {e}")))
+                .await;
+            return;
         }
-    }
-    let rebuilt = {
-        let state = state.clone();
-        tokio::task::spawn_blocking(move || state.rebuild_catalog())
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r)
     };
-    if let Err(e) = rebuilt {
-        tracing::error!("error.type" = "catalog", error = %e, "rebuilding the catalog failed");
-        return "failed";
+    let result = run_connector(state, source, &names, None, !full_refresh).await;
+    let finished_at = crate::db::now();
+    let outcome = |table: &str, ok: bool, rows, size, error| TableOutcome {
+        table: table.to_string(),
+        status: if ok { "ok" } else { "failed" }.to_string(),
+        rows,
+        size_bytes: size,
+        error,
+        finished_at: finished_at.clone(),
+    };
+    let (outcomes, run_error) = match result {
+        Ok(report) => (
+            names
+                .iter()
+                .map(|n| match report.tables.iter().find(|t| &t.name == n) {
+                    Some(t) => outcome(
+                        n,
+                        true,
+                        Some(t.rows as i64),
+                        Some(t.size_bytes as i64),
+                        None,
+                    ),
+                    None => outcome(
+                        n,
+                        false,
+                        None,
+                        None,
+                        Some("the connector did not produce this table".into()),
+                    ),
+                })
+                .collect::<Vec<_>>(),
+            None,
+        ),
+        Err(e) => {
+            tracing::warn!("error.type" = "sync_failed", source = %source.spec.name, error = %e, "source sync failed");
+            let e = e.to_string();
+            (
+                names
+                    .iter()
+                    .map(|n| outcome(n, false, None, None, Some(e.clone())))
+                    .collect(),
+                Some(e),
+            )
+        }
+    };
+    let ok = outcomes.iter().filter(|o| o.status == "ok").count();
+    for o in &outcomes {
+        let _ = state.store.record_outcome(run, o).await;
     }
-    match (ok, failed) {
+    let mut status = match (ok, outcomes.len() - ok) {
         (_, 0) => "ok",
         (0, _) => "failed",
         _ => "partial",
+    };
+    let mut run_error = run_error;
+    if let Err(e) = state.rebuild_catalog().await {
+        tracing::error!("error.type" = "catalog", error = %e, "rebuilding the catalog failed");
+        status = "failed";
+        run_error = Some(format!("rebuilding the catalog failed: {e}"));
     }
+    let _ = state
+        .store
+        .finish_run(run, status, run_error.as_deref())
+        .await;
 }
 
-/// Runs one source's connector on a blocking thread (verified, request ∩ grant), from the
-/// published state (unless `!from_state`: a full refresh), with `patch` merged into its
-/// config (a webhook payload); publishes the new extract version.
+/// Runs `source`'s connector for `tables` on a blocking thread (verified, request ∩
+/// grant), from the published state (unless `!from_state`: a full refresh), with `patch`
+/// merged into its config (a webhook payload); publishes the new extract version.
 pub(crate) async fn run_connector(
     state: &AppState,
-    source: &str,
-    entries: &[RegistryEntry],
+    source: &Source,
+    tables: &[String],
     patch: Option<(&str, serde_json::Value)>,
     from_state: bool,
-) -> Result<Result<agnes_runtime::RunReport, agnes_runtime::Error>, tokio::task::JoinError> {
-    let first = &entries[0].table;
-    let names: Vec<String> = entries.iter().map(|e| e.table.name.clone()).collect();
+) -> Result<agnes_runtime::RunReport, agnes_runtime::Error> {
+    let spec = source.spec.clone();
     let extracts = state.config.extracts_dir();
-    let mut config = first.config.clone();
+    let mut config = spec.config.clone();
     if let (Some((key, value)), Some(obj)) = (patch, config.as_object_mut()) {
         obj.insert(key.to_string(), value);
     }
+    let located = crate::connector::locate(&spec, &state.config.data_dir).map_err(|e| {
+        agnes_runtime::Error::Unresolved {
+            reference: spec.connector.clone(),
+            reason: e.to_string(),
+        }
+    })?;
     let mut request = RunRequest {
-        source: source.to_string(),
+        source: spec.name.clone(),
         extracts_dir: extracts.clone(),
         config: config.to_string(),
-        grant: first.grant.clone(),
-        limits: first.limits.clone(),
-        streams: Some(names),
+        grant: spec.grant.clone(),
+        limits: spec.limits.clone(),
+        streams: Some(tables.to_vec()),
         state: from_state
-            .then(|| agnes_runtime::extract::published_state(&extracts, source))
+            .then(|| agnes_runtime::extract::published_state(&extracts, &spec.name))
             .flatten(),
     };
-    let runtime = state.runtime.clone();
-    let registration = first.clone();
-    let trusted = state.config.trusted_keys.clone();
-    let allow_unsigned = state.config.allow_unsigned_connectors;
+    let state = state.clone();
     tokio::task::spawn_blocking(move || {
-        let (component, grant, limits) =
-            registration.load(&runtime, trusted.as_deref(), allow_unsigned)?;
+        let (component, grant, limits) = crate::connector::load(&state, &spec, located)?;
         request.grant = grant;
         request.limits = limits;
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -160,74 +273,19 @@ pub(crate) async fn run_connector(
                 path: "sync runtime".into(),
                 error: e,
             })?;
-        rt.block_on(runtime.run(&component, request, None))
+        rt.block_on(state.runtime.run(&component, request, None))
     })
     .await
+    .unwrap_or_else(|e| {
+        Err(agnes_runtime::Error::Trap {
+            phase: agnes_runtime::Phase::Read,
+            reason: format!("the sync task failed: {e}"),
+        })
+    })
 }
 
-/// Runs one source's connector; one outcome per registered table.
-async fn run_source(
-    state: &AppState,
-    source: &str,
-    entries: &[RegistryEntry],
-    full_refresh: bool,
-) -> Vec<TableOutcome> {
-    let names: Vec<String> = entries.iter().map(|e| e.table.name.clone()).collect();
-    let result = run_connector(state, source, entries, None, !full_refresh).await;
-    let finished_at = crate::db::now();
-    let outcome = |table: &str, status: &str, rows, size, error| TableOutcome {
-        source: source.to_string(),
-        table: table.to_string(),
-        status: status.to_string(),
-        rows,
-        size_bytes: size,
-        error,
-        finished_at: finished_at.clone(),
-    };
-    match result {
-        Ok(Ok(report)) => names
-            .iter()
-            .map(|n| match report.tables.iter().find(|t| &t.name == n) {
-                Some(t) => outcome(
-                    n,
-                    "ok",
-                    Some(t.rows as i64),
-                    Some(t.size_bytes as i64),
-                    None,
-                ),
-                None => outcome(
-                    n,
-                    "failed",
-                    None,
-                    None,
-                    Some("the connector did not produce this table".into()),
-                ),
-            })
-            .collect(),
-        Ok(Err(e)) => {
-            tracing::warn!("error.type" = "sync_failed", source = %source, error = %e, "source sync failed");
-            names
-                .iter()
-                .map(|n| outcome(n, "failed", None, None, Some(e.to_string())))
-                .collect()
-        }
-        Err(e) => names
-            .iter()
-            .map(|n| {
-                outcome(
-                    n,
-                    "failed",
-                    None,
-                    None,
-                    Some(format!("sync task failed: {e}")),
-                )
-            })
-            .collect(),
-    }
-}
-
-/// Every `tick`, triggers the sources that have a due table (never synced, or last synced
-/// longer ago than its schedule). Runs until the process ends.
+/// Every `tick`, triggers the sources that are due (never synced, or last synced longer
+/// ago than their schedule). Runs until the process ends.
 pub async fn scheduler(state: AppState, tick: Duration) {
     let mut interval = tokio::time::interval(tick);
     loop {
@@ -238,45 +296,39 @@ pub async fn scheduler(state: AppState, tick: Duration) {
     }
 }
 
-/// One scheduler check: triggers the sources with a due table. Returns the sync id, if any.
-pub async fn schedule_once(state: &AppState) -> ApiResult<Option<i64>> {
-    if state
-        .running
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .is_some()
-    {
-        return Ok(None);
-    }
-    let (entries, last) = state
-        .db
-        .call(|c| Ok((registry::list(c)?, history::last_success(c)?)))
-        .await?;
+/// One scheduler check: triggers the enabled, idle sources whose schedule is due. Returns
+/// the runs started.
+pub async fn schedule_once(state: &AppState) -> ApiResult<Vec<Running>> {
+    let sources = state.store.list_sources().await?;
+    let tables = state.store.list_tables(None).await?;
+    let last = state.store.last_success().await?;
     let now = chrono::Utc::now().timestamp();
-    let mut due: Vec<String> = Vec::new();
-    for e in entries {
-        let Some(schedule) = &e.table.schedule else {
-            continue;
-        };
-        let Ok(every) = parse_schedule(schedule) else {
-            continue;
-        };
-        let last_ok = last
-            .iter()
-            .find(|(t, _)| t == &e.table.name)
-            .map(|(_, at)| *at);
-        if last_ok.is_none_or(|at| now - at >= every.as_secs() as i64)
-            && !due.contains(&e.table.source)
-        {
-            due.push(e.table.source.clone());
-        }
-    }
+    let due: Vec<String> = {
+        let running = state.running.lock().unwrap_or_else(|p| p.into_inner());
+        sources
+            .into_iter()
+            .filter(|s| s.spec.enabled && !running.contains_key(&s.spec.name))
+            .filter(|s| tables.iter().any(|t| t.source == s.spec.name))
+            .filter(|s| {
+                let Some(Ok(every)) = s.spec.schedule.as_deref().map(parse_schedule) else {
+                    return false;
+                };
+                let last_ok = last
+                    .iter()
+                    .find(|(n, _)| n == &s.spec.name)
+                    .map(|(_, at)| *at);
+                last_ok.is_none_or(|at| now - at >= every.as_secs() as i64)
+            })
+            .map(|s| s.spec.name)
+            .collect()
+    };
     if due.is_empty() {
-        return Ok(None);
+        return Ok(vec![]);
     }
-    match trigger(state, "schedule".into(), Some(due), false).await {
-        Ok(id) => Ok(Some(id)),
-        Err(ApiError::Conflict(_)) => Ok(None),
+    match trigger(state, "schedule".into(), Target::Only(due), false).await {
+        Ok(runs) => Ok(runs),
+        // a manual trigger took one between the check and now; the next tick retries
+        Err(ApiError::Conflict(_)) => Ok(vec![]),
         Err(e) => Err(e),
     }
 }

@@ -505,7 +505,9 @@ fn the_openapi_document_lists_every_route() {
                 .replace("{name}", "orders")
                 .replace("{id}", "t_x")
                 .replace("{group}", "g")
-                .replace("{user}", "u"),
+                .replace("{user}", "u")
+                .replace("{source}", "demo")
+                .replace("{table}", "orders"),
         );
         let agent = http();
         let r = match method {
@@ -513,6 +515,7 @@ fn the_openapi_document_lists_every_route() {
             "delete" => agent.delete(&url).call(),
             "post" => agent.post(&url).send_empty(),
             "put" => agent.put(&url).send_empty(),
+            "patch" => agent.patch(&url).send_empty(),
             other => panic!("method {other}"),
         }
         .unwrap();
@@ -542,66 +545,91 @@ fn the_scheduler_syncs_due_tables_only() {
     let first = s
         .block_on(agnes_server::sync::schedule_once(&s.state))
         .unwrap();
-    assert!(first.is_some(), "never synced: due");
+    assert_eq!(first.len(), 1, "never synced: due");
     s.wait_for_sync();
     let again = s
         .block_on(agnes_server::sync::schedule_once(&s.state))
         .unwrap();
-    assert_eq!(again, None, "synced just now: not due for an hour");
+    assert!(again.is_empty(), "synced just now: not due for an hour");
     let (_, hist) = get(&s, Some(&s.admin), "/api/sync/history");
     assert_eq!(hist["runs"][0]["trigger"], "schedule");
     assert_eq!(hist["runs"][0]["status"], "ok");
 }
 
 #[test]
-fn a_table_name_published_by_two_sources_is_served_once_and_reported() {
+fn a_table_name_is_owned_by_one_source_and_unregistered_extracts_are_not_served() {
     let s = TestServer::start();
     let extracts = s.data_dir.path().join("extracts");
+    let (st, body) = post(
+        &s,
+        &s.admin,
+        "/api/admin/sources",
+        json!({"name": "aa", "connector": HOSTILE_COMPONENT, "config": {"mode": "good", "rows": 3}}),
+    );
+    assert_eq!(st, 201, "{body}");
+    let (st, body) = post(
+        &s,
+        &s.admin,
+        "/api/admin/sources/aa/tables",
+        json!({"tables": [{"name": "numbers"}]}),
+    );
+    assert_eq!(st, 201, "{body}");
+    // a second source may not take the name: the conflict names the owner
+    let (st, body) = post(
+        &s,
+        &s.admin,
+        "/api/admin/sources",
+        json!({"name": "bb", "connector": HOSTILE_COMPONENT, "config": {"mode": "good", "rows": 7}}),
+    );
+    assert_eq!(st, 201, "{body}");
+    let (st, body) = post(
+        &s,
+        &s.admin,
+        "/api/admin/sources/bb/tables",
+        json!({"tables": [{"name": "numbers"}]}),
+    );
+    assert_eq!(
+        (st, body["code"].as_str()),
+        (409, Some("conflict")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("belongs to source `aa`"),
+        "{body}"
+    );
+    // the compatibility shape reports it the same way
+    let (st, body) = post(
+        &s,
+        &s.admin,
+        "/api/admin/register-table",
+        json!({"name": "numbers", "source": "bb", "connector": HOSTILE_COMPONENT, "config": {"mode": "good", "rows": 7}}),
+    );
+    assert_eq!(st, 409, "{body}");
+
+    // an extract published outside the registry (by hand, for `bb`) is never served
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    for (source, rows) in [("bb", 7), ("aa", 3)] {
-        let req = agnes_tests::request(
-            &extracts,
-            source,
-            json!({"mode": "good", "rows": rows}),
-            &[],
-        );
-        rt.block_on(agnes_tests::runtime().run(agnes_tests::hostile(), req, None))
-            .unwrap();
-    }
-    s.state.rebuild_catalog().unwrap();
-    let (_, manifest) = get(&s, Some(&s.admin), "/api/sync/manifest");
-    assert_eq!(
-        manifest["tables"]["numbers"]["source"], "aa",
-        "first in name order wins a new name"
-    );
-    assert_eq!(manifest["tables"]["numbers"]["rows"], 3);
-    let (_, status) = get(&s, Some(&s.admin), "/api/sync/status");
-    assert_eq!(
-        status["conflicts"],
-        json!([{"table": "numbers", "served_from": "aa", "ignored_source": "bb"}])
-    );
-    // ownership is sticky: a newer extract of `bb` does not take the name over
-    let req = agnes_tests::request(&extracts, "aa", json!({"mode": "good", "rows": 4}), &[]);
+    let req = agnes_tests::request(&extracts, "bb", json!({"mode": "good", "rows": 7}), &[]);
     rt.block_on(agnes_tests::runtime().run(agnes_tests::hostile(), req, None))
         .unwrap();
-    s.state.rebuild_catalog().unwrap();
+    let (st, _) = post(&s, &s.admin, "/api/admin/sources/aa/sync", json!({}));
+    assert_eq!(st, 202);
+    s.wait_for_sync();
     let (_, manifest) = get(&s, Some(&s.admin), "/api/sync/manifest");
-    assert_eq!(
-        (
-            manifest["tables"]["numbers"]["source"].as_str(),
-            manifest["tables"]["numbers"]["rows"].as_i64()
-        ),
-        (Some("aa"), Some(4))
-    );
+    assert_eq!(manifest["tables"]["numbers"]["source"], "aa", "{manifest}");
+    assert_eq!(manifest["tables"]["numbers"]["rows"], 3);
+    assert_eq!(manifest["tables"].as_object().unwrap().len(), 1);
     // the analytics database has one master view per served table
     let conn = duckdb::Connection::open(s.data_dir.path().join("analytics/server.duckdb")).unwrap();
     let n: i64 = conn
         .query_row("SELECT count(*) FROM numbers", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(n, 4);
+    assert_eq!(n, 3);
 }
 
 #[test]

@@ -148,7 +148,7 @@ fn cell(v: &Value) -> String {
 }
 
 /// Renders JSON rows as a table, CSV or JSON objects.
-fn render(columns: &[String], rows: &[Vec<Value>], format: Format) -> Result<String> {
+pub(crate) fn render(columns: &[String], rows: &[Vec<Value>], format: Format) -> Result<String> {
     Ok(match format {
         Format::Json => {
             let objects: Vec<Value> = rows
@@ -385,7 +385,7 @@ pub fn describe(args: DescribeArgs, out: &Output) -> Result<()> {
     Ok(())
 }
 
-fn encode(name: &str) -> String {
+pub(crate) fn encode(name: &str) -> String {
     name.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b == b'_' {

@@ -1,5 +1,6 @@
 //! One module per command group.
 
+pub mod admin;
 pub mod analyst;
 pub mod connector;
 pub mod extract;

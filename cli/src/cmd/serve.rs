@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use agnes_server::{AppState, ServerConfig};
 use anyhow::{Context, Result, anyhow, bail};
-use clap::{Args, Subcommand};
+use clap::Args;
 use serde_json::json;
 
 use crate::output::Output;
@@ -15,18 +15,6 @@ pub struct ServeArgs {
     /// AGNES_DATA_DIR and AGNES_LISTEN override.
     #[arg(long, env = "AGNES_SERVER_CONFIG")]
     config: Option<PathBuf>,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum AdminCmd {
-    /// Create the first admin user and print its token (once; fails if users exist).
-    Bootstrap {
-        /// Name of the admin user.
-        #[arg(long, default_value = "admin")]
-        name: String,
-        #[command(flatten)]
-        serve: ServeArgs,
-    },
 }
 
 fn load(args: &ServeArgs) -> Result<ServerConfig> {
@@ -42,13 +30,20 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     // First start: create the admin and print its token once.
-    let state = AppState::open(config.clone()).map_err(|e| anyhow!(e))?;
-    if let Some(token) = agnes_server::bootstrap(&state, "admin").map_err(|e| anyhow!(e))? {
-        eprintln!(
-            "first start: created user `admin` in group Admin. Its token (shown once):\n{token}"
-        );
-    }
-    drop(state);
+    runtime.block_on(async {
+        let state = AppState::open(config.clone())
+            .await
+            .map_err(|e| anyhow!(e))?;
+        if let Some(token) = agnes_server::bootstrap(&state, "admin")
+            .await
+            .map_err(|e| anyhow!(e))?
+        {
+            eprintln!(
+                "first start: created user `admin` in group Admin. Its token (shown once):\n{token}"
+            );
+        }
+        anyhow::Ok(())
+    })?;
     eprintln!(
         "agnes serving {} on http://{}",
         config.data_dir.display(),
@@ -59,22 +54,25 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         .map_err(|e| anyhow!(e))
 }
 
-pub fn admin(cmd: AdminCmd, out: &Output) -> Result<()> {
-    match cmd {
-        AdminCmd::Bootstrap { name, serve } => {
-            let config = load(&serve)?;
-            let state = AppState::open(config).map_err(|e| anyhow!(e))?;
-            let Some(token) = agnes_server::bootstrap(&state, &name).map_err(|e| anyhow!(e))?
-            else {
-                bail!(
-                    "this server already has users; ask an admin for a token (POST /api/admin/users)"
-                );
-            };
-            out.print(
-                || format!("created admin `{name}`; its token (shown once):\n{token}"),
-                || json!({"user": name, "token": token}),
-            );
-            Ok(())
-        }
-    }
+/// `agnes admin bootstrap`: the first admin, on the server's own data dir (no server needed).
+pub fn bootstrap(name: String, serve: ServeArgs, out: &Output) -> Result<()> {
+    let config = load(&serve)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let token = runtime.block_on(async {
+        let state = AppState::open(config).await.map_err(|e| anyhow!(e))?;
+        agnes_server::bootstrap(&state, &name)
+            .await
+            .map_err(|e| anyhow!(e))
+    })?;
+    let Some(token) = token else {
+        bail!("this server already has users; ask an admin for a token (`agnes admin user add`)");
+    };
+    out.print(
+        || format!("created admin `{name}`; its token (shown once):\n{token}"),
+        || json!({"user": name, "token": token}),
+    );
+    Ok(())
 }

@@ -3,60 +3,11 @@
 //! A token is `agnes_<prefix>_<secret>`: 8 hex characters of prefix (stored, shown in
 //! listings) and 40 of secret. Only the sha256 of the whole token is stored.
 
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::now;
 use crate::error::{ApiError, ApiResult};
-
-/// Resource types a grant can name.
-pub const RESOURCE_TYPES: [&str; 2] = ["table", "source"];
-
-/// An authenticated caller, with everything the access check needs.
-#[derive(Debug, Clone, Serialize)]
-pub struct Principal {
-    pub id: String,
-    pub name: String,
-    pub groups: Vec<String>,
-    /// `(resource_type, resource_id)` granted through any of the groups.
-    pub grants: Vec<(String, String)>,
-}
-
-impl Principal {
-    pub fn is_admin(&self) -> bool {
-        self.groups.iter().any(|g| g == "Admin")
-    }
-
-    /// The one access check for data: may this caller read `table` of `source`?
-    pub fn can_read(&self, table: &str, source: &str) -> bool {
-        self.is_admin()
-            || self.grants.iter().any(|(t, id)| {
-                (t == "table" && (id == table || id == "*")) || (t == "source" && id == source)
-            })
-    }
-
-    pub fn require_admin(&self) -> ApiResult<()> {
-        if self.is_admin() {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden(
-                "this needs membership of the Admin group".into(),
-            ))
-        }
-    }
-}
-
-/// A token's metadata (never its secret).
-#[derive(Debug, Clone, Serialize)]
-pub struct TokenInfo {
-    pub id: String,
-    pub name: String,
-    pub prefix: String,
-    pub created_at: String,
-    pub expires_at: Option<String>,
-    pub revoked_at: Option<String>,
-    pub last_used_at: Option<String>,
-}
+use crate::store::{GrantInfo, GroupInfo, Principal, RESOURCE_TYPES, TokenInfo, UserInfo};
 
 fn random_hex(bytes: usize) -> ApiResult<String> {
     let mut buf = vec![0u8; bytes];
@@ -132,6 +83,7 @@ pub fn create_token(
         expires_at: expires,
         revoked_at: None,
         last_used_at: None,
+        user: None,
     };
     Ok((info, token))
 }
@@ -148,7 +100,8 @@ pub fn authenticate(conn: &duckdb::Connection, token: &str) -> ApiResult<Option<
     let found = conn.query_row(
         "SELECT t.id, t.hash, u.id, u.name, \
          coalesce(t.last_used_at < now() - INTERVAL 60 SECOND, true) FROM tokens t JOIN users u ON u.id = t.user_id \
-         WHERE t.prefix = ? AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())",
+         WHERE t.prefix = ? AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now()) \
+         AND u.id NOT IN (SELECT user_id FROM user_status)",
         [prefix],
         |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, bool>(4)?)),
     );
@@ -191,12 +144,15 @@ fn principal(conn: &duckdb::Connection, id: &str, name: &str) -> ApiResult<Princ
     })
 }
 
-pub fn list_tokens(conn: &duckdb::Connection, user_id: &str) -> ApiResult<Vec<TokenInfo>> {
+/// The tokens of one user, or of every user (with the owner's name).
+pub fn list_tokens(conn: &duckdb::Connection, user_id: Option<&str>) -> ApiResult<Vec<TokenInfo>> {
     let mut stmt = conn.prepare(
-        "SELECT id, name, prefix, CAST(created_at AS VARCHAR), CAST(expires_at AS VARCHAR), CAST(revoked_at AS VARCHAR), \
-         CAST(last_used_at AS VARCHAR) FROM tokens WHERE user_id = ? ORDER BY created_at",
+        "SELECT t.id, t.name, t.prefix, CAST(t.created_at AS VARCHAR), CAST(t.expires_at AS VARCHAR), \
+         CAST(t.revoked_at AS VARCHAR), CAST(t.last_used_at AS VARCHAR), u.name FROM tokens t JOIN users u ON u.id = t.user_id \
+         WHERE ?::VARCHAR IS NULL OR t.user_id = ? ORDER BY t.created_at, t.id",
     )?;
-    let rows = stmt.query_map([user_id], |r| {
+    let all = user_id.is_none();
+    let rows = stmt.query_map(duckdb::params![user_id, user_id], |r| {
         Ok(TokenInfo {
             id: r.get(0)?,
             name: r.get(1)?,
@@ -205,23 +161,74 @@ pub fn list_tokens(conn: &duckdb::Connection, user_id: &str) -> ApiResult<Vec<To
             expires_at: r.get(4)?,
             revoked_at: r.get(5)?,
             last_used_at: r.get(6)?,
+            user: if all { Some(r.get(7)?) } else { None },
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// Revokes a token. Only its owner or an admin may (checked by the caller).
-pub fn revoke_token(conn: &duckdb::Connection, token_id: &str) -> ApiResult<String> {
+/// Revokes a token: its owner may, and an admin may revoke any.
+pub fn revoke_token(conn: &duckdb::Connection, token_id: &str, by: &Principal) -> ApiResult<()> {
     let owner: String = conn
         .query_row("SELECT user_id FROM tokens WHERE id = ?", [token_id], |r| {
             r.get(0)
         })
         .map_err(|_| ApiError::NotFound(format!("no token `{token_id}`")))?;
+    if owner != by.id && !by.is_admin() {
+        return Err(ApiError::Forbidden(
+            "you may only revoke your own tokens".into(),
+        ));
+    }
     conn.execute(
         "UPDATE tokens SET revoked_at = CAST(? AS TIMESTAMP) WHERE id = ? AND revoked_at IS NULL",
         duckdb::params![now(), token_id],
     )?;
-    Ok(owner)
+    Ok(())
+}
+
+/// Every user with their groups, in creation order.
+pub fn list_users(conn: &duckdb::Connection) -> ApiResult<Vec<UserInfo>> {
+    let mut stmt = conn.prepare(
+        "SELECT u.id, u.name, CAST(u.created_at AS VARCHAR), CAST(s.disabled_at AS VARCHAR), \
+         coalesce(list(m.group_name ORDER BY m.group_name) FILTER (WHERE m.group_name IS NOT NULL), []) \
+         FROM users u LEFT JOIN user_status s ON s.user_id = u.id LEFT JOIN members m ON m.user_id = u.id \
+         GROUP BY ALL ORDER BY 3, 2",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let groups: duckdb::types::Value = r.get(4)?;
+        Ok(UserInfo {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            created_at: r.get(2)?,
+            disabled_at: r.get(3)?,
+            groups: text_list(groups),
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+fn text_list(v: duckdb::types::Value) -> Vec<String> {
+    match v {
+        duckdb::types::Value::List(items) => items
+            .into_iter()
+            .filter_map(|i| match i {
+                duckdb::types::Value::Text(t) => Some(t),
+                _ => None,
+            })
+            .collect(),
+        _ => vec![],
+    }
+}
+
+/// Disables a user: their tokens stop authenticating at once (the caller clears the auth
+/// cache). Disabling twice is a no-op.
+pub fn disable_user(conn: &duckdb::Connection, name: &str) -> ApiResult<()> {
+    let id = user_id(conn, name)?;
+    conn.execute(
+        "INSERT OR IGNORE INTO user_status VALUES (?, CAST(? AS TIMESTAMP))",
+        duckdb::params![id, now()],
+    )?;
+    Ok(())
 }
 
 pub fn create_group(conn: &duckdb::Connection, name: &str) -> ApiResult<()> {
@@ -324,14 +331,6 @@ pub fn revoke_grant(
     Ok(())
 }
 
-/// One group with its members and grants.
-#[derive(Debug, Clone, Serialize)]
-pub struct GroupInfo {
-    pub name: String,
-    pub members: Vec<String>,
-    pub grants: Vec<(String, String)>,
-}
-
 pub fn list_groups(conn: &duckdb::Connection) -> ApiResult<Vec<GroupInfo>> {
     let mut stmt = conn.prepare("SELECT name FROM groups ORDER BY name")?;
     let names = stmt
@@ -356,6 +355,41 @@ pub fn list_groups(conn: &duckdb::Connection) -> ApiResult<Vec<GroupInfo>> {
         });
     }
     Ok(out)
+}
+
+/// Deletes a group with its memberships and grants. `Admin` and `Everyone` stay.
+pub fn delete_group(conn: &duckdb::Connection, name: &str) -> ApiResult<()> {
+    if name == "Admin" || name == "Everyone" {
+        return Err(ApiError::BadRequest(format!(
+            "group `{name}` is built in and cannot be removed"
+        )));
+    }
+    require_group(conn, name)?;
+    conn.execute("DELETE FROM grants WHERE group_name = ?", [name])?;
+    conn.execute("DELETE FROM members WHERE group_name = ?", [name])?;
+    conn.execute("DELETE FROM groups WHERE name = ?", [name])?;
+    Ok(())
+}
+
+/// Every grant, with whether it points at a registered source or table.
+pub fn list_grants(conn: &duckdb::Connection) -> ApiResult<Vec<GrantInfo>> {
+    let mut stmt = conn.prepare(
+        "SELECT g.group_name, g.resource_type, g.resource_id, CAST(g.created_at AS VARCHAR), \
+         g.resource_id <> '*' AND CASE g.resource_type \
+           WHEN 'table' THEN g.resource_id NOT IN (SELECT name FROM source_tables) \
+           WHEN 'source' THEN g.resource_id NOT IN (SELECT name FROM sources) ELSE true END \
+         FROM grants g ORDER BY 1, 2, 3",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(GrantInfo {
+            group: r.get(0)?,
+            resource_type: r.get(1)?,
+            resource_id: r.get(2)?,
+            created_at: r.get(3)?,
+            dangling: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 #[cfg(test)]
@@ -389,7 +423,7 @@ mod tests {
                 "a wrong secret with a right prefix"
             );
             assert!(authenticate(c, "nonsense")?.is_none());
-            revoke_token(c, &info.id)?;
+            revoke_token(c, &info.id, &p)?;
             assert!(authenticate(c, &token)?.is_none(), "revoked");
             let (_, expired) = create_token(c, &id, "old", Some(0))?;
             assert!(authenticate(c, &expired)?.is_none(), "expired");

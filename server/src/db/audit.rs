@@ -1,6 +1,7 @@
 //! The audit log: admin actions and data access.
 
 use crate::error::ApiResult;
+use crate::store::{AuditEntry, AuditFilter};
 
 /// Appends one entry.
 pub fn record(
@@ -17,29 +18,26 @@ pub fn record(
     Ok(())
 }
 
-/// One audit entry.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Entry {
-    pub at: String,
-    pub user: Option<String>,
-    pub action: String,
-    pub resource: Option<String>,
-    pub detail: Option<String>,
-}
-
-/// The newest `limit` entries, newest first.
-pub fn list(conn: &duckdb::Connection, limit: usize) -> ApiResult<Vec<Entry>> {
+/// The newest entries matching `filter`, newest first.
+pub fn list(conn: &duckdb::Connection, filter: &AuditFilter) -> ApiResult<Vec<AuditEntry>> {
     let mut stmt = conn.prepare(
-        "SELECT CAST(logged_at AS VARCHAR), user_name, action, resource, detail FROM audit_log ORDER BY logged_at DESC LIMIT ?",
+        "SELECT CAST(logged_at AS VARCHAR), user_name, action, resource, detail FROM audit_log \
+         WHERE (?::VARCHAR IS NULL OR logged_at >= CAST(? AS TIMESTAMP)) \
+           AND (?::VARCHAR IS NULL OR action = ? OR starts_with(action, ? || '.')) \
+         ORDER BY logged_at DESC LIMIT ?",
     )?;
-    let rows = stmt.query_map([limit as i64], |r| {
-        Ok(Entry {
-            at: r.get(0)?,
-            user: r.get(1)?,
-            action: r.get(2)?,
-            resource: r.get(3)?,
-            detail: r.get(4)?,
-        })
-    })?;
+    let (since, action) = (&filter.since, &filter.action);
+    let rows = stmt.query_map(
+        duckdb::params![since, since, action, action, action, filter.limit as i64],
+        |r| {
+            Ok(AuditEntry {
+                at: r.get(0)?,
+                user: r.get(1)?,
+                action: r.get(2)?,
+                resource: r.get(3)?,
+                detail: r.get(4)?,
+            })
+        },
+    )?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }

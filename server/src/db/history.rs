@@ -1,51 +1,28 @@
-//! Sync history: one row per sync run, one per table outcome.
-
-use serde::Serialize;
+//! Sync history: one row per run of one source, one per table outcome.
 
 use super::now;
 use crate::error::ApiResult;
+use crate::store::{RunInfo, TableOutcome};
 
-/// The outcome of one table in one run.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct TableOutcome {
-    pub source: String,
-    pub table: String,
-    /// `ok` or `failed`.
-    pub status: String,
-    pub rows: Option<i64>,
-    pub size_bytes: Option<i64>,
-    pub error: Option<String>,
-    pub finished_at: String,
-}
-
-/// One sync run.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunInfo {
-    pub id: i64,
-    /// `manual:<user>` or `schedule`.
-    pub trigger: String,
-    pub started_at: String,
-    pub finished_at: Option<String>,
-    /// `running`, `ok`, `partial` or `failed`.
-    pub status: String,
-    pub tables: Vec<TableOutcome>,
-}
-
-pub fn start(conn: &duckdb::Connection, trigger: &str) -> ApiResult<i64> {
-    let id: i64 = conn.query_row("SELECT nextval('sync_run_ids')", [], |r| r.get(0))?;
+pub fn start(
+    conn: &duckdb::Connection,
+    source: &str,
+    trigger: &str,
+    full_refresh: bool,
+) -> ApiResult<i64> {
+    let id: i64 = conn.query_row("SELECT nextval('source_run_ids')", [], |r| r.get(0))?;
     conn.execute(
-        "INSERT INTO sync_runs VALUES (?, ?, CAST(? AS TIMESTAMP), NULL, 'running')",
-        duckdb::params![id, trigger, now()],
+        "INSERT INTO source_runs VALUES (?, ?, ?, ?, CAST(? AS TIMESTAMP), NULL, 'running', NULL)",
+        duckdb::params![id, source, trigger, full_refresh, now()],
     )?;
     Ok(id)
 }
 
 pub fn record(conn: &duckdb::Connection, run: i64, o: &TableOutcome) -> ApiResult<()> {
     conn.execute(
-        "INSERT INTO sync_tables VALUES (?, ?, ?, ?, ?, ?, ?, CAST(? AS TIMESTAMP))",
+        "INSERT INTO run_tables VALUES (?, ?, ?, ?, ?, ?, CAST(? AS TIMESTAMP))",
         duckdb::params![
             run,
-            o.source,
             o.table,
             o.status,
             o.rows,
@@ -57,57 +34,72 @@ pub fn record(conn: &duckdb::Connection, run: i64, o: &TableOutcome) -> ApiResul
     Ok(())
 }
 
-pub fn finish(conn: &duckdb::Connection, run: i64, status: &str) -> ApiResult<()> {
+pub fn finish(
+    conn: &duckdb::Connection,
+    run: i64,
+    status: &str,
+    error: Option<&str>,
+) -> ApiResult<()> {
     conn.execute(
-        "UPDATE sync_runs SET finished_at = CAST(? AS TIMESTAMP), status = ? WHERE id = ?",
-        duckdb::params![now(), status, run],
+        "UPDATE source_runs SET finished_at = CAST(? AS TIMESTAMP), status = ?, error = ? WHERE id = ?",
+        duckdb::params![now(), status, error, run],
     )?;
     Ok(())
 }
 
 /// Marks runs left `running` by a previous process as failed (start-up).
-pub fn abandon_running(conn: &duckdb::Connection) -> ApiResult<()> {
-    conn.execute(
-        "UPDATE sync_runs SET status = 'failed', finished_at = now() WHERE status = 'running'",
+pub fn abandon_running(conn: &duckdb::Connection) -> ApiResult<u64> {
+    let n = conn.execute(
+        "UPDATE source_runs SET status = 'failed', finished_at = now(), \
+         error = 'the server stopped while this run was in progress' WHERE status = 'running'",
         [],
     )?;
-    Ok(())
+    Ok(n as u64)
 }
 
-/// The newest `limit` runs, newest first, with their table outcomes.
-pub fn list(conn: &duckdb::Connection, limit: usize) -> ApiResult<Vec<RunInfo>> {
+/// The newest `limit` runs (of `source`, or the one run `id`), newest first, with their
+/// table outcomes.
+pub fn list(
+    conn: &duckdb::Connection,
+    source: Option<&str>,
+    id: Option<i64>,
+    limit: usize,
+) -> ApiResult<Vec<RunInfo>> {
     let mut stmt = conn.prepare(
-        "SELECT id, trigger, CAST(started_at AS VARCHAR), CAST(finished_at AS VARCHAR), status FROM sync_runs \
+        "SELECT id, source, trigger, full_refresh, CAST(started_at AS VARCHAR), CAST(finished_at AS VARCHAR), \
+         status, error FROM source_runs WHERE (?::VARCHAR IS NULL OR source = ?) AND (?::BIGINT IS NULL OR id = ?) \
          ORDER BY id DESC LIMIT ?",
     )?;
     let runs = stmt
-        .query_map([limit as i64], |r| {
+        .query_map(duckdb::params![source, source, id, id, limit as i64], |r| {
             Ok(RunInfo {
                 id: r.get(0)?,
-                trigger: r.get(1)?,
-                started_at: r.get(2)?,
-                finished_at: r.get(3)?,
-                status: r.get(4)?,
+                source: r.get(1)?,
+                trigger: r.get(2)?,
+                full_refresh: r.get(3)?,
+                started_at: r.get(4)?,
+                finished_at: r.get(5)?,
+                status: r.get(6)?,
+                error: r.get(7)?,
                 tables: vec![],
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT table_name, status, rows, size_bytes, error, CAST(finished_at AS VARCHAR) FROM run_tables \
+         WHERE run_id = ? ORDER BY table_name",
+    )?;
     let mut out = Vec::with_capacity(runs.len());
     for mut run in runs {
-        let mut stmt = conn.prepare(
-            "SELECT source, table_name, status, rows, size_bytes, error, CAST(finished_at AS VARCHAR) FROM sync_tables \
-             WHERE run_id = ? ORDER BY source, table_name",
-        )?;
         run.tables = stmt
             .query_map([run.id], |r| {
                 Ok(TableOutcome {
-                    source: r.get(0)?,
-                    table: r.get(1)?,
-                    status: r.get(2)?,
-                    rows: r.get(3)?,
-                    size_bytes: r.get(4)?,
-                    error: r.get(5)?,
-                    finished_at: r.get(6)?,
+                    table: r.get(0)?,
+                    status: r.get(1)?,
+                    rows: r.get(2)?,
+                    size_bytes: r.get(3)?,
+                    error: r.get(4)?,
+                    finished_at: r.get(5)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -116,10 +108,12 @@ pub fn list(conn: &duckdb::Connection, limit: usize) -> ApiResult<Vec<RunInfo>> 
     Ok(out)
 }
 
-/// When each table last synced successfully (`(table, epoch seconds)`), for the scheduler.
+/// When each source last finished a run with at least one table ok (`(source, epoch
+/// seconds)`), for the scheduler.
 pub fn last_success(conn: &duckdb::Connection) -> ApiResult<Vec<(String, i64)>> {
     let mut stmt = conn.prepare(
-        "SELECT table_name, CAST(epoch(max(finished_at)) AS BIGINT) FROM sync_tables WHERE status = 'ok' GROUP BY table_name",
+        "SELECT r.source, CAST(epoch(max(t.finished_at)) AS BIGINT) FROM source_runs r \
+         JOIN run_tables t ON t.run_id = r.id WHERE t.status = 'ok' GROUP BY r.source",
     )?;
     Ok(stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?

@@ -1,51 +1,20 @@
-//! `state/system.duckdb`: users, tokens (hashed), groups, members, grants, the table
-//! registry, sync history and the audit log. One connection behind a mutex is the one
-//! writer; every call runs on a blocking thread, never on the async executor.
+//! The embedded state store: `state/system.duckdb`, one connection behind a mutex (the one
+//! writer), every call on a blocking thread, never on the async executor. Its schema comes
+//! from the [`migrations`] ladder. The rest of the server reaches it only through
+//! [`crate::store::Store`]; the modules here hold the SQL.
 
 pub mod access;
 pub mod audit;
+pub mod connectors;
 pub mod history;
-pub mod registry;
+pub mod migrations;
+pub mod sources;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{ApiError, ApiResult};
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS users (
-    id VARCHAR PRIMARY KEY, name VARCHAR NOT NULL UNIQUE, created_at TIMESTAMP NOT NULL);
-CREATE TABLE IF NOT EXISTS tokens (
-    id VARCHAR PRIMARY KEY, user_id VARCHAR NOT NULL, name VARCHAR NOT NULL,
-    prefix VARCHAR NOT NULL, hash VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL,
-    expires_at TIMESTAMP, revoked_at TIMESTAMP, last_used_at TIMESTAMP);
-CREATE TABLE IF NOT EXISTS groups (name VARCHAR PRIMARY KEY, created_at TIMESTAMP NOT NULL);
-CREATE TABLE IF NOT EXISTS members (
-    group_name VARCHAR NOT NULL, user_id VARCHAR NOT NULL, PRIMARY KEY (group_name, user_id));
-CREATE TABLE IF NOT EXISTS grants (
-    group_name VARCHAR NOT NULL, resource_type VARCHAR NOT NULL, resource_id VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL, PRIMARY KEY (group_name, resource_type, resource_id));
-CREATE TABLE IF NOT EXISTS registry (
-    name VARCHAR PRIMARY KEY, source VARCHAR NOT NULL, connector VARCHAR NOT NULL,
-    config VARCHAR NOT NULL, query_mode VARCHAR NOT NULL, schedule VARCHAR,
-    description VARCHAR, registered_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL);
-CREATE SEQUENCE IF NOT EXISTS sync_run_ids;
-CREATE TABLE IF NOT EXISTS sync_runs (
-    id BIGINT PRIMARY KEY, trigger VARCHAR NOT NULL, started_at TIMESTAMP NOT NULL,
-    finished_at TIMESTAMP, status VARCHAR NOT NULL);
-CREATE TABLE IF NOT EXISTS sync_tables (
-    run_id BIGINT NOT NULL, source VARCHAR NOT NULL, table_name VARCHAR NOT NULL,
-    status VARCHAR NOT NULL, rows BIGINT, size_bytes BIGINT, error VARCHAR,
-    finished_at TIMESTAMP NOT NULL);
-CREATE TABLE IF NOT EXISTS audit_log (
-    logged_at TIMESTAMP NOT NULL, user_name VARCHAR, action VARCHAR NOT NULL,
-    resource VARCHAR, detail VARCHAR);
-CREATE TABLE IF NOT EXISTS connectors (
-    name VARCHAR NOT NULL, version VARCHAR NOT NULL, digest VARCHAR NOT NULL,
-    key_id VARCHAR NOT NULL, requests VARCHAR NOT NULL, imports VARCHAR NOT NULL,
-    uploaded_at TIMESTAMP NOT NULL, uploaded_by VARCHAR NOT NULL, PRIMARY KEY (name, version));
-INSERT OR IGNORE INTO groups VALUES ('Admin', now()), ('Everyone', now());
-";
+use crate::store::*;
 
 /// The system database.
 #[derive(Clone)]
@@ -54,22 +23,22 @@ pub struct Db {
 }
 
 impl Db {
-    /// Opens (creating if needed) the database and brings its schema up to date.
+    /// Opens (creating if needed) the database and migrates its schema to the newest
+    /// version; refuses a database newer than this binary.
     pub fn open(path: &Path) -> Result<Db, String> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         }
         let conn = duckdb::Connection::open(path)
             .map_err(|e| format!("opening {}: {e}", path.display()))?;
-        conn.execute_batch(SCHEMA)
-            .map_err(|e| format!("migrating {}: {e}", path.display()))?;
+        migrations::migrate(&conn).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
         })
     }
 
     /// Runs `f` with the connection on a blocking thread.
-    pub async fn call<T, F>(&self, f: F) -> ApiResult<T>
+    async fn call<T, F>(&self, f: F) -> ApiResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&duckdb::Connection) -> ApiResult<T> + Send + 'static,
@@ -83,10 +52,41 @@ impl Db {
         .map_err(ApiError::internal)?
     }
 
-    /// Runs `f` on the current thread (start-up and CLI use only).
-    pub fn blocking<T>(&self, f: impl FnOnce(&duckdb::Connection) -> ApiResult<T>) -> ApiResult<T> {
+    /// Runs `f` in one transaction on a blocking thread: all of it or none.
+    async fn transaction<T, F>(&self, f: F) -> ApiResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&duckdb::Connection) -> ApiResult<T> + Send + 'static,
+    {
+        self.call(move |c| {
+            c.execute_batch("BEGIN TRANSACTION")?;
+            match f(c) {
+                Ok(v) => {
+                    c.execute_batch("COMMIT")?;
+                    Ok(v)
+                }
+                Err(e) => {
+                    let _ = c.execute_batch("ROLLBACK");
+                    Err(e)
+                }
+            }
+        })
+        .await
+    }
+
+    /// Runs `f` with the connection on the current thread (unit tests of the SQL modules).
+    #[cfg(test)]
+    pub(crate) fn blocking<T>(
+        &self,
+        f: impl FnOnce(&duckdb::Connection) -> ApiResult<T>,
+    ) -> ApiResult<T> {
+        f(&self.conn.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> ApiResult<u32> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&conn)
+        Ok(conn.query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))?)
     }
 }
 
@@ -96,4 +96,253 @@ pub(crate) fn now() -> String {
         .naive_utc()
         .format("%Y-%m-%d %H:%M:%S%.6f")
         .to_string()
+}
+
+/// Owned copies of the arguments a blocking closure needs.
+macro_rules! owned {
+    ($($v:ident),*) => { $(let $v = $v.to_owned();)* };
+}
+
+#[async_trait::async_trait]
+impl Store for Db {
+    async fn count_users(&self) -> ApiResult<i64> {
+        self.call(access::count_users).await
+    }
+
+    async fn bootstrap(&self, name: &str) -> ApiResult<Option<String>> {
+        owned!(name);
+        self.transaction(move |c| {
+            if access::count_users(c)? > 0 {
+                return Ok(None);
+            }
+            let id = access::create_user(c, &name)?;
+            access::add_member(c, "Admin", &name)?;
+            let (_, token) = access::create_token(c, &id, "bootstrap", None)?;
+            audit::record(c, Some(&name), "admin.bootstrap", Some(&name), None)?;
+            Ok(Some(token))
+        })
+        .await
+    }
+
+    async fn create_user(
+        &self,
+        name: &str,
+        groups: &[String],
+        expires_in_days: Option<u32>,
+    ) -> ApiResult<(String, TokenInfo, String)> {
+        owned!(name, groups);
+        self.transaction(move |c| {
+            let id = access::create_user(c, &name)?;
+            for g in &groups {
+                access::add_member(c, g, &name)?;
+            }
+            let (info, token) = access::create_token(c, &id, "default", expires_in_days)?;
+            Ok((id, info, token))
+        })
+        .await
+    }
+
+    async fn list_users(&self) -> ApiResult<Vec<UserInfo>> {
+        self.call(access::list_users).await
+    }
+
+    async fn disable_user(&self, name: &str) -> ApiResult<()> {
+        owned!(name);
+        self.call(move |c| access::disable_user(c, &name)).await
+    }
+
+    async fn create_token(
+        &self,
+        user_id: &str,
+        name: &str,
+        expires_in_days: Option<u32>,
+    ) -> ApiResult<(TokenInfo, String)> {
+        owned!(user_id, name);
+        self.call(move |c| access::create_token(c, &user_id, &name, expires_in_days))
+            .await
+    }
+
+    async fn list_tokens(&self, user_id: Option<&str>) -> ApiResult<Vec<TokenInfo>> {
+        let user_id = user_id.map(str::to_owned);
+        self.call(move |c| access::list_tokens(c, user_id.as_deref()))
+            .await
+    }
+
+    async fn revoke_token(&self, token_id: &str, by: &Principal) -> ApiResult<()> {
+        let (token_id, by) = (token_id.to_owned(), by.clone());
+        self.call(move |c| access::revoke_token(c, &token_id, &by))
+            .await
+    }
+
+    async fn authenticate(&self, token: &str) -> ApiResult<Option<Principal>> {
+        owned!(token);
+        self.call(move |c| access::authenticate(c, &token)).await
+    }
+
+    async fn create_group(&self, name: &str) -> ApiResult<()> {
+        owned!(name);
+        self.call(move |c| access::create_group(c, &name)).await
+    }
+
+    async fn delete_group(&self, name: &str) -> ApiResult<()> {
+        owned!(name);
+        self.transaction(move |c| access::delete_group(c, &name))
+            .await
+    }
+
+    async fn list_groups(&self) -> ApiResult<Vec<GroupInfo>> {
+        self.call(access::list_groups).await
+    }
+
+    async fn add_member(&self, group: &str, user: &str) -> ApiResult<()> {
+        owned!(group, user);
+        self.call(move |c| access::add_member(c, &group, &user))
+            .await
+    }
+
+    async fn remove_member(&self, group: &str, user: &str) -> ApiResult<()> {
+        owned!(group, user);
+        self.call(move |c| access::remove_member(c, &group, &user))
+            .await
+    }
+
+    async fn grant(&self, group: &str, resource_type: &str, resource_id: &str) -> ApiResult<()> {
+        owned!(group, resource_type, resource_id);
+        self.call(move |c| access::grant(c, &group, &resource_type, &resource_id))
+            .await
+    }
+
+    async fn revoke_grant(
+        &self,
+        group: &str,
+        resource_type: &str,
+        resource_id: &str,
+    ) -> ApiResult<()> {
+        owned!(group, resource_type, resource_id);
+        self.call(move |c| access::revoke_grant(c, &group, &resource_type, &resource_id))
+            .await
+    }
+
+    async fn list_grants(&self) -> ApiResult<Vec<GrantInfo>> {
+        self.call(access::list_grants).await
+    }
+
+    async fn create_source(&self, spec: &SourceSpec) -> ApiResult<Source> {
+        owned!(spec);
+        self.call(move |c| sources::insert(c, &spec)).await
+    }
+
+    async fn update_source(&self, spec: &SourceSpec) -> ApiResult<Source> {
+        owned!(spec);
+        self.call(move |c| sources::update(c, &spec)).await
+    }
+
+    async fn get_source(&self, name: &str) -> ApiResult<Option<Source>> {
+        owned!(name);
+        self.call(move |c| sources::get(c, &name)).await
+    }
+
+    async fn list_sources(&self) -> ApiResult<Vec<Source>> {
+        self.call(sources::list).await
+    }
+
+    async fn delete_source(&self, name: &str) -> ApiResult<SourceRemoval> {
+        owned!(name);
+        self.transaction(move |c| sources::delete(c, &name)).await
+    }
+
+    async fn add_tables(&self, source: &str, tables: &[TableSpec]) -> ApiResult<Vec<TableDef>> {
+        owned!(source, tables);
+        self.transaction(move |c| sources::add_tables(c, &source, &tables))
+            .await
+    }
+
+    async fn update_table(&self, source: &str, table: &TableSpec) -> ApiResult<TableDef> {
+        owned!(source, table);
+        self.call(move |c| sources::update_table(c, &source, &table))
+            .await
+    }
+
+    async fn remove_table(&self, source: &str, table: &str) -> ApiResult<()> {
+        owned!(source, table);
+        self.call(move |c| sources::remove_table(c, &source, &table))
+            .await
+    }
+
+    async fn list_tables(&self, source: Option<&str>) -> ApiResult<Vec<TableDef>> {
+        let source = source.map(str::to_owned);
+        self.call(move |c| sources::list_tables(c, source.as_deref()))
+            .await
+    }
+
+    async fn start_run(&self, source: &str, trigger: &str, full_refresh: bool) -> ApiResult<i64> {
+        owned!(source, trigger);
+        self.call(move |c| history::start(c, &source, &trigger, full_refresh))
+            .await
+    }
+
+    async fn record_outcome(&self, run: i64, outcome: &TableOutcome) -> ApiResult<()> {
+        owned!(outcome);
+        self.call(move |c| history::record(c, run, &outcome)).await
+    }
+
+    async fn finish_run(&self, run: i64, status: &str, error: Option<&str>) -> ApiResult<()> {
+        let (status, error) = (status.to_owned(), error.map(str::to_owned));
+        self.call(move |c| history::finish(c, run, &status, error.as_deref()))
+            .await
+    }
+
+    async fn abandon_running(&self) -> ApiResult<u64> {
+        self.call(history::abandon_running).await
+    }
+
+    async fn list_runs(&self, source: Option<&str>, limit: usize) -> ApiResult<Vec<RunInfo>> {
+        let source = source.map(str::to_owned);
+        self.call(move |c| history::list(c, source.as_deref(), None, limit))
+            .await
+    }
+
+    async fn get_run(&self, id: i64) -> ApiResult<Option<RunInfo>> {
+        self.call(move |c| Ok(history::list(c, None, Some(id), 1)?.into_iter().next()))
+            .await
+    }
+
+    async fn last_success(&self) -> ApiResult<Vec<(String, i64)>> {
+        self.call(history::last_success).await
+    }
+
+    async fn audit(
+        &self,
+        user: Option<&str>,
+        action: &str,
+        resource: Option<&str>,
+        detail: Option<&str>,
+    ) -> ApiResult<()> {
+        let (user, action) = (user.map(str::to_owned), action.to_owned());
+        let (resource, detail) = (resource.map(str::to_owned), detail.map(str::to_owned));
+        self.call(move |c| {
+            audit::record(
+                c,
+                user.as_deref(),
+                &action,
+                resource.as_deref(),
+                detail.as_deref(),
+            )
+        })
+        .await
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter) -> ApiResult<Vec<AuditEntry>> {
+        owned!(filter);
+        self.call(move |c| audit::list(c, &filter)).await
+    }
+
+    async fn record_connector(&self, info: &ConnectorInfo) -> ApiResult<()> {
+        owned!(info);
+        self.call(move |c| connectors::insert(c, &info)).await
+    }
+
+    async fn list_connectors(&self) -> ApiResult<Vec<ConnectorInfo>> {
+        self.call(connectors::list).await
+    }
 }

@@ -1,106 +1,54 @@
-//! `/api/admin/...`: registry, users, groups, members, grants, audit log. Admins only.
+//! `/api/admin/...`: users, groups, members, grants, every token, the audit log. Admins
+//! only: the [`AdminUser`] extractor answers 403 before any body is parsed.
+//! Sources and tables are in [`super::sources`], the original Agnes registry shape in
+//! [`super::registry`], connector uploads in [`super::connectors`].
 
 use axum::extract::{Path, State};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::auth::AuthUser;
-use crate::db::registry::{self, TableRegistration};
-use crate::db::{access, audit};
+use crate::auth::AdminUser;
 use crate::error::{ApiJson, ApiQuery, ApiResult};
 use crate::state::AppState;
+use crate::store::AuditFilter;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/api/admin/register-table", post(register))
-        .route("/api/admin/registry", get(list_registry))
-        .route("/api/admin/registry/{name}", put(update).delete(unregister))
-        .route("/api/admin/users", post(create_user))
+        .route("/api/admin/users", get(list_users).post(create_user))
+        .route("/api/admin/users/{name}/disable", post(disable_user))
         .route("/api/admin/groups", get(list_groups).post(create_group))
+        .route("/api/admin/groups/{group}", delete(delete_group))
         .route("/api/admin/groups/{group}/members", post(add_member))
         .route(
             "/api/admin/groups/{group}/members/{user}",
             delete(remove_member),
         )
-        .route("/api/admin/grants", post(grant).delete(revoke))
+        .route(
+            "/api/admin/grants",
+            get(list_grants).post(grant).delete(revoke),
+        )
+        .route("/api/admin/tokens", get(list_tokens))
         .route("/api/admin/audit", get(audit_log))
 }
 
-/// A registration is refused unless its connector verifies now (or the server allows
-/// unsigned connectors, in which case it is only compiled).
-async fn check_signed(state: &AppState, t: &TableRegistration) -> ApiResult<()> {
-    let dir = state.config.trusted_keys.clone();
-    let allow = state.config.allow_unsigned_connectors;
-    if dir.is_none() && allow {
-        return Ok(());
+/// Ends an admin change: forgets cached principals (when access changed), records the
+/// audit entry, answers `body`.
+pub(crate) async fn changed(
+    state: &AppState,
+    admin: &AdminUser,
+    access_changed: bool,
+    action: &'static str,
+    resource: impl Into<String>,
+    detail: Option<String>,
+    body: Value,
+) -> Json<Value> {
+    if access_changed {
+        state.auth_cache.clear();
     }
-    let (t, runtime) = (t.clone(), state.runtime.clone());
-    tokio::task::spawn_blocking(move || t.load(&runtime, dir.as_deref(), allow).map(|_| ()))
-        .await
-        .map_err(crate::error::ApiError::internal)?
-        .map_err(|e| crate::error::ApiError::BadRequest(e.to_string()))
-}
-
-async fn register(
-    State(state): State<AppState>,
-    user: AuthUser,
-    ApiJson(mut t): ApiJson<TableRegistration>,
-) -> ApiResult<Json<Value>> {
-    user.0.require_admin()?;
-    t.resolve_uploaded(&state.config.data_dir)?;
-    t.validate()?;
-    check_signed(&state, &t).await?;
-    let name = t.name.clone();
-    state
-        .db
-        .call(move |c| registry::upsert(c, &t, false))
-        .await?;
-    super::audit(&state, &user, "registry.register", Some(name.clone()), None).await;
-    Ok(Json(json!({"registered": name})))
-}
-
-async fn update(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path(name): Path<String>,
-    ApiJson(mut t): ApiJson<TableRegistration>,
-) -> ApiResult<Json<Value>> {
-    user.0.require_admin()?;
-    t.resolve_uploaded(&state.config.data_dir)?;
-    t.validate()?;
-    check_signed(&state, &t).await?;
-    if t.name != name {
-        return Err(crate::error::ApiError::BadRequest(format!(
-            "body names `{}` but the path names `{name}`",
-            t.name
-        )));
-    }
-    state
-        .db
-        .call(move |c| registry::upsert(c, &t, true))
-        .await?;
-    super::audit(&state, &user, "registry.update", Some(name.clone()), None).await;
-    Ok(Json(json!({"updated": name})))
-}
-
-async fn unregister(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
-    user.0.require_admin()?;
-    let n = name.clone();
-    state.db.call(move |c| registry::delete(c, &n)).await?;
-    super::audit(&state, &user, "registry.delete", Some(name.clone()), None).await;
-    Ok(Json(json!({"deleted": name})))
-}
-
-async fn list_registry(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Value>> {
-    user.0.require_admin()?;
-    let tables = state.db.call(registry::list).await?;
-    Ok(Json(json!({"tables": tables})))
+    super::audit(state, &admin.0, action, Some(resource.into()), detail).await;
+    Json(body)
 }
 
 #[derive(Deserialize)]
@@ -115,27 +63,34 @@ struct NewUser {
 /// Creates a user with a first token (returned once).
 async fn create_user(
     State(state): State<AppState>,
-    user: AuthUser,
+    admin: AdminUser,
     ApiJson(req): ApiJson<NewUser>,
 ) -> ApiResult<Json<Value>> {
-    user.0.require_admin()?;
-    let name = req.name.clone();
     let (id, info, token) = state
-        .db
-        .call(move |c| {
-            let id = access::create_user(c, &req.name)?;
-            for g in &req.groups {
-                access::add_member(c, g, &req.name)?;
-            }
-            let (info, token) = access::create_token(c, &id, "default", req.expires_in_days)?;
-            Ok((id, info, token))
-        })
+        .store
+        .create_user(&req.name, &req.groups, req.expires_in_days)
         .await?;
-    state.auth_cache.clear();
-    super::audit(&state, &user, "user.create", Some(name.clone()), None).await;
-    Ok(Json(
-        json!({"id": id, "name": name, "token": token, "token_info": info}),
-    ))
+    let body = json!({"id": id, "name": req.name, "groups": req.groups, "token": token, "token_info": info});
+    Ok(changed(&state, &admin, true, "user.create", req.name, None, body).await)
+}
+
+async fn list_users(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({"users": state.store.list_users().await?})))
+}
+
+async fn disable_user(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    if name == admin.0.name {
+        return Err(crate::error::ApiError::BadRequest(
+            "you cannot disable yourself; ask another admin".into(),
+        ));
+    }
+    state.store.disable_user(&name).await?;
+    let body = json!({"disabled": name});
+    Ok(changed(&state, &admin, true, "user.disable", name, None, body).await)
 }
 
 #[derive(Deserialize)]
@@ -146,23 +101,26 @@ struct NewGroup {
 
 async fn create_group(
     State(state): State<AppState>,
-    user: AuthUser,
+    admin: AdminUser,
     ApiJson(req): ApiJson<NewGroup>,
 ) -> ApiResult<Json<Value>> {
-    user.0.require_admin()?;
-    let name = req.name.clone();
-    state
-        .db
-        .call(move |c| access::create_group(c, &req.name))
-        .await?;
-    super::audit(&state, &user, "group.create", Some(name.clone()), None).await;
-    Ok(Json(json!({"created": name})))
+    state.store.create_group(&req.name).await?;
+    let body = json!({"created": req.name});
+    Ok(changed(&state, &admin, false, "group.create", req.name, None, body).await)
 }
 
-async fn list_groups(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Value>> {
-    user.0.require_admin()?;
-    let groups = state.db.call(access::list_groups).await?;
-    Ok(Json(json!({"groups": groups})))
+async fn delete_group(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    Path(group): Path<String>,
+) -> ApiResult<Json<Value>> {
+    state.store.delete_group(&group).await?;
+    let body = json!({"deleted": group});
+    Ok(changed(&state, &admin, true, "group.delete", group, None, body).await)
+}
+
+async fn list_groups(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({"groups": state.store.list_groups().await?})))
 }
 
 #[derive(Deserialize)]
@@ -173,42 +131,41 @@ struct Member {
 
 async fn add_member(
     State(state): State<AppState>,
-    user: AuthUser,
+    admin: AdminUser,
     Path(group): Path<String>,
     ApiJson(m): ApiJson<Member>,
 ) -> ApiResult<Json<Value>> {
-    user.0.require_admin()?;
-    let (g, u) = (group.clone(), m.user.clone());
-    state
-        .db
-        .call(move |c| access::add_member(c, &g, &u))
-        .await?;
-    state.auth_cache.clear();
-    super::audit(&state, &user, "group.add_member", Some(group), Some(m.user)).await;
-    Ok(Json(json!({"ok": true})))
+    state.store.add_member(&group, &m.user).await?;
+    let body = json!({"ok": true});
+    Ok(changed(
+        &state,
+        &admin,
+        true,
+        "group.add_member",
+        group,
+        Some(m.user),
+        body,
+    )
+    .await)
 }
 
 async fn remove_member(
     State(state): State<AppState>,
-    user: AuthUser,
+    admin: AdminUser,
     Path((group, member)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    user.0.require_admin()?;
-    let (g, u) = (group.clone(), member.clone());
-    state
-        .db
-        .call(move |c| access::remove_member(c, &g, &u))
-        .await?;
-    state.auth_cache.clear();
-    super::audit(
+    state.store.remove_member(&group, &member).await?;
+    let body = json!({"ok": true});
+    Ok(changed(
         &state,
-        &user,
+        &admin,
+        true,
         "group.remove_member",
-        Some(group),
+        group,
         Some(member),
+        body,
     )
-    .await;
-    Ok(Json(json!({"ok": true})))
+    .await)
 }
 
 #[derive(Deserialize, Clone)]
@@ -219,64 +176,94 @@ struct GrantReq {
     resource_id: String,
 }
 
-type GrantFn = fn(&duckdb::Connection, &str, &str, &str) -> ApiResult<()>;
-
-/// Applies a grant change, clears the auth cache, records it.
-async fn change_grant(
-    state: AppState,
-    user: AuthUser,
-    g: GrantReq,
-    apply: GrantFn,
-    action: &'static str,
-) -> ApiResult<()> {
-    user.0.require_admin()?;
-    let r = g.clone();
-    state
-        .db
-        .call(move |c| apply(c, &r.group, &r.resource_type, &r.resource_id))
-        .await?;
-    state.auth_cache.clear();
-    super::audit(
-        &state,
-        &user,
-        action,
-        Some(format!("{}:{}", g.resource_type, g.resource_id)),
-        Some(g.group),
-    )
-    .await;
-    Ok(())
-}
-
 async fn grant(
     State(state): State<AppState>,
-    user: AuthUser,
+    admin: AdminUser,
     ApiJson(g): ApiJson<GrantReq>,
 ) -> ApiResult<Json<Value>> {
-    change_grant(state, user, g, access::grant, "grant.create").await?;
-    Ok(Json(json!({"granted": true})))
+    state
+        .store
+        .grant(&g.group, &g.resource_type, &g.resource_id)
+        .await?;
+    let resource = format!("{}:{}", g.resource_type, g.resource_id);
+    let body = json!({"granted": true});
+    Ok(changed(
+        &state,
+        &admin,
+        true,
+        "grant.create",
+        resource,
+        Some(g.group),
+        body,
+    )
+    .await)
 }
 
 async fn revoke(
     State(state): State<AppState>,
-    user: AuthUser,
+    admin: AdminUser,
     ApiJson(g): ApiJson<GrantReq>,
 ) -> ApiResult<Json<Value>> {
-    change_grant(state, user, g, access::revoke_grant, "grant.revoke").await?;
-    Ok(Json(json!({"revoked": true})))
+    state
+        .store
+        .revoke_grant(&g.group, &g.resource_type, &g.resource_id)
+        .await?;
+    let resource = format!("{}:{}", g.resource_type, g.resource_id);
+    let body = json!({"revoked": true});
+    Ok(changed(
+        &state,
+        &admin,
+        true,
+        "grant.revoke",
+        resource,
+        Some(g.group),
+        body,
+    )
+    .await)
+}
+
+/// Every grant; `dangling` marks those naming no registered source or table.
+async fn list_grants(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({"grants": state.store.list_grants().await?})))
+}
+
+/// Every user's tokens (metadata only), with the owner's name.
+async fn list_tokens(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        json!({"tokens": state.store.list_tokens(None).await?}),
+    ))
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AuditQuery {
     limit: Option<usize>,
+    /// `YYYY-MM-DD[ HH:MM:SS]` (UTC).
+    since: Option<String>,
+    /// An action (`source.create`) or a prefix of actions (`source`).
+    action: Option<String>,
 }
 
 async fn audit_log(
     State(state): State<AppState>,
-    user: AuthUser,
+    _admin: AdminUser,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<Value>> {
-    user.0.require_admin()?;
-    let limit = q.limit.unwrap_or(100).min(10_000);
-    let entries = state.db.call(move |c| audit::list(c, limit)).await?;
+    if let Some(since) = &q.since {
+        let ok = chrono::NaiveDateTime::parse_from_str(since, "%Y-%m-%d %H:%M:%S").is_ok()
+            || chrono::NaiveDateTime::parse_from_str(since, "%Y-%m-%dT%H:%M:%S").is_ok()
+            || chrono::NaiveDate::parse_from_str(since, "%Y-%m-%d").is_ok();
+        if !ok {
+            return Err(crate::error::ApiError::BadRequest(format!(
+                "since `{since}`: use YYYY-MM-DD or YYYY-MM-DD HH:MM:SS (UTC)"
+            )));
+        }
+    }
+    let filter = AuditFilter {
+        since: q.since.map(|s| s.replace('T', " ")),
+        action: q.action,
+        limit: q.limit.unwrap_or(100).min(10_000),
+    };
+    let entries = state.store.list_audit(&filter).await?;
     Ok(Json(json!({"entries": entries})))
 }

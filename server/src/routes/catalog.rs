@@ -65,7 +65,7 @@ async fn sample(
     })
     .await
     .map_err(ApiError::internal)??;
-    super::audit(&state, &user, "data.sample", Some(name), None).await;
+    super::audit(&state, &user.0, "data.sample", Some(name), None).await;
     Ok(Json(
         serde_json::to_value(result).map_err(ApiError::internal)?,
     ))

@@ -8,20 +8,21 @@
 //! `"connector": "<name>@<version>"`. `GET` lists every version with its digest, signer,
 //! requests and imported interfaces.
 
-use axum::extract::{DefaultBodyLimit, State};
-use axum::routing::post;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::auth::AuthUser;
+use crate::auth::AdminUser;
 use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/admin/connectors", post(upload).get(list))
+        .route("/api/admin/connectors/{name}", get(show))
         .layer(DefaultBodyLimit::max(128 << 20))
 }
 
@@ -35,10 +36,9 @@ struct Upload {
 
 async fn upload(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: AdminUser,
     ApiJson(up): ApiJson<Upload>,
 ) -> ApiResult<Json<Value>> {
-    user.0.require_admin()?;
     let trusted_dir = state.config.trusted_keys.clone().ok_or_else(|| {
         ApiError::BadRequest(
             "this server accepts no uploads: set `trusted_keys` in its config".into(),
@@ -48,7 +48,7 @@ async fn upload(
         .decode(up.component_base64.as_bytes())
         .map_err(|e| ApiError::BadRequest(format!("component_base64: {e}")))?;
     let (st, by) = (state.clone(), user.0.name.clone());
-    let stored = tokio::task::spawn_blocking(move || -> ApiResult<Value> {
+    let stored = tokio::task::spawn_blocking(move || -> ApiResult<(Value, crate::store::ConnectorInfo)> {
         let bad = |e: agnes_runtime::Error| ApiError::BadRequest(e.to_string());
         let trusted = agnes_runtime::signature::TrustedKeys::from_dir(&trusted_dir).map_err(ApiError::internal)?;
         let verified = agnes_runtime::signature::verify(&bytes, up.manifest.as_bytes(), &up.signature, &trusted).map_err(bad)?;
@@ -74,55 +74,68 @@ async fn upload(
             surface.imports.iter().map(|i| i.split('#').next().unwrap_or(i).to_string()).collect();
         let info = json!({"name": manifest.name, "version": manifest.version, "digest": component.digest,
                           "key_id": verified.key_id, "requests": {"dirs": manifest.requests.dirs}, "imports": interfaces});
-        st.db.blocking(|c| {
-            c.execute(
-                "INSERT INTO connectors VALUES (?, ?, ?, ?, ?, ?, CAST(? AS TIMESTAMP), ?)",
-                duckdb::params![
-                    manifest.name,
-                    manifest.version,
-                    component.digest,
-                    verified.key_id,
-                    info["requests"].to_string(),
-                    info["imports"].to_string(),
-                    crate::db::now(),
-                    by
-                ],
-            )?;
-            Ok(())
-        })?;
-        Ok(info)
+        let record = crate::store::ConnectorInfo {
+            name: manifest.name.clone(),
+            version: manifest.version.clone(),
+            digest: component.digest.clone(),
+            key_id: verified.key_id.clone(),
+            requests: info["requests"].clone(),
+            imports: info["imports"].clone(),
+            uploaded_at: crate::db::now(),
+            uploaded_by: by,
+        };
+        Ok((info, record))
     })
     .await
     .map_err(ApiError::internal)??;
+    let (stored, record) = stored;
+    state.store.record_connector(&record).await?;
     super::audit(
         &state,
-        &user,
+        &user.0,
         "connector.upload",
-        Some(format!("{}@{}", stored["name"], stored["version"])),
-        stored["digest"].as_str().map(str::to_string),
+        Some(format!("{}@{}", record.name, record.version)),
+        Some(record.digest.clone()),
     )
     .await;
     Ok(Json(stored))
 }
 
-async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Value>> {
-    user.0.require_admin()?;
-    let rows = state
-        .db
-        .call(|c| {
-            let mut stmt = c.prepare(
-                "SELECT name, version, digest, key_id, requests, imports, CAST(uploaded_at AS VARCHAR), uploaded_by \
-                 FROM connectors ORDER BY name, uploaded_at",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok(json!({"name": r.get::<_, String>(0)?, "version": r.get::<_, String>(1)?, "digest": r.get::<_, String>(2)?,
-                          "key_id": r.get::<_, String>(3)?,
-                          "requests": serde_json::from_str::<Value>(&r.get::<_, String>(4)?).unwrap_or_default(),
-                          "imports": serde_json::from_str::<Value>(&r.get::<_, String>(5)?).unwrap_or_default(),
-                          "uploaded_at": r.get::<_, String>(6)?, "uploaded_by": r.get::<_, String>(7)?}))
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+async fn list(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        json!({"connectors": state.store.list_connectors().await?}),
+    ))
+}
+
+/// Every uploaded version of one connector, oldest first, each with its `connector.toml`.
+async fn show(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let versions: Vec<Value> = state
+        .store
+        .list_connectors()
+        .await?
+        .into_iter()
+        .filter(|c| c.name == name)
+        .map(|c| {
+            let toml = state
+                .config
+                .data_dir
+                .join("connectors")
+                .join(&c.name)
+                .join(&c.version)
+                .join("connector.toml");
+            let mut v = serde_json::to_value(&c).unwrap_or_default();
+            v["manifest"] = json!(std::fs::read_to_string(toml).ok());
+            v
         })
-        .await?;
-    Ok(Json(json!({"connectors": rows})))
+        .collect();
+    if versions.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "no uploaded connector `{name}`; see `agnes admin connector list`"
+        )));
+    }
+    Ok(Json(json!({"name": name, "versions": versions})))
 }

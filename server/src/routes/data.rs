@@ -79,7 +79,7 @@ async fn download(
     )?;
     super::audit(
         &state,
-        &user,
+        &user.0,
         "data.download",
         Some(name.clone()),
         range.map(|(s, e)| format!("bytes {s}-{e}")),

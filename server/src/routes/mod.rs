@@ -6,7 +6,9 @@ pub mod connectors;
 pub mod data;
 pub mod health;
 pub mod query;
+pub mod registry;
 pub mod scan;
+pub mod sources;
 pub mod sync;
 pub mod tokens;
 pub mod webhooks;
@@ -41,23 +43,19 @@ pub(crate) fn readable_table(
 /// Records an audit entry without failing the request if the log write fails.
 pub(crate) async fn audit(
     state: &AppState,
-    user: &AuthUser,
+    who: &crate::store::Principal,
     action: &'static str,
     resource: Option<String>,
     detail: Option<String>,
 ) {
-    let name = user.0.name.clone();
     let r = state
-        .db
-        .call(move |c| {
-            crate::db::audit::record(
-                c,
-                Some(&name),
-                action,
-                resource.as_deref(),
-                detail.as_deref(),
-            )
-        })
+        .store
+        .audit(
+            Some(&who.name),
+            action,
+            resource.as_deref(),
+            detail.as_deref(),
+        )
         .await;
     if let Err(e) = r {
         tracing::warn!("error.type" = "audit", error = %e, "audit log write failed");

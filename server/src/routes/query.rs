@@ -45,7 +45,7 @@ async fn query(
     let detail: String = req.sql.chars().take(500).collect();
     super::audit(
         &state,
-        &user,
+        &user.0,
         if result.is_ok() {
             "query.run"
         } else {

@@ -146,7 +146,7 @@ async fn scan(
     .map_err(ApiError::internal)??;
     super::audit(
         &state,
-        &user,
+        &user.0,
         "data.scan",
         Some(name),
         Some(format!("{} bytes", ipc.len())),

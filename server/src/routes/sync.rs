@@ -1,72 +1,85 @@
-//! `/api/sync/...`: trigger, status, history, and the analyst's manifest.
+//! `/api/sync/...`: trigger, status, history, one run, and the analyst's manifest.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::auth::AuthUser;
-use crate::db::history;
+use super::admin::changed;
+use super::sources::optional_body;
+use crate::auth::{AdminUser, AuthUser};
 use crate::error::{ApiError, ApiQuery, ApiResult};
 use crate::state::AppState;
+use crate::sync::Target;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/sync/trigger", post(trigger))
         .route("/api/sync/status", get(status))
         .route("/api/sync/history", get(history_list))
+        .route("/api/sync/runs/{id}", get(run))
         .route("/api/sync/manifest", get(manifest))
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct TriggerReq {
+    /// Sources to sync; absent: every enabled source with tables.
     sources: Option<Vec<String>>,
     /// Start without the committed cursor state (incremental tables are rebuilt).
     #[serde(default)]
     full_refresh: bool,
 }
 
+/// 202 `{sync_id, runs: [{run_id, source, ...}]}`; `sync_id` is the first run's id.
 async fn trigger(
     State(state): State<AppState>,
-    user: AuthUser,
+    admin: AdminUser,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    user.0.require_admin()?;
-    let req: TriggerReq = if body.iter().all(u8::is_ascii_whitespace) {
-        TriggerReq::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest(format!("invalid trigger body: {e}")))?
+    let req: TriggerReq = optional_body(&body)?;
+    let target = match req.sources.clone() {
+        Some(s) => Target::Only(s),
+        None => Target::All,
     };
-    let id = crate::sync::trigger(
+    let runs = crate::sync::trigger(
         &state,
-        format!("manual:{}", user.0.name),
-        req.sources.clone(),
+        format!("manual:{}", admin.0.name),
+        target,
         req.full_refresh,
     )
     .await?;
-    super::audit(
+    let ids: Vec<String> = runs.iter().map(|r| r.run_id.to_string()).collect();
+    let resource = runs
+        .iter()
+        .map(|r| r.source.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let body = json!({"sync_id": runs.first().map(|r| r.run_id), "runs": runs});
+    let body = changed(
         &state,
-        &user,
+        &admin,
+        false,
         "sync.trigger",
-        req.sources.map(|s| s.join(",")),
-        Some(id.to_string()),
+        resource,
+        Some(ids.join(",")),
+        body,
     )
     .await;
-    Ok((StatusCode::ACCEPTED, Json(json!({"sync_id": id}))))
+    Ok((StatusCode::ACCEPTED, body))
 }
 
-async fn status(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Value>> {
-    user.0.require_admin()?;
-    let running = state
+async fn status(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Value>> {
+    let running: Vec<_> = state
         .running
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let last = state.db.call(|c| history::list(c, 1)).await?;
+        .values()
+        .cloned()
+        .collect();
+    let last = state.store.list_runs(None, 1).await?;
     let catalog = state.catalog();
     Ok(Json(json!({
         "running": running,
@@ -78,19 +91,37 @@ async fn status(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct HistoryQuery {
     limit: Option<usize>,
+    source: Option<String>,
 }
 
 async fn history_list(
     State(state): State<AppState>,
-    user: AuthUser,
+    _admin: AdminUser,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> ApiResult<Json<Value>> {
-    user.0.require_admin()?;
     let limit = q.limit.unwrap_or(20).min(1000);
-    let runs = state.db.call(move |c| history::list(c, limit)).await?;
+    let runs = state.store.list_runs(q.source.as_deref(), limit).await?;
     Ok(Json(json!({"runs": runs})))
+}
+
+/// One run with its table outcomes (`status` is `running` until it finishes).
+async fn run(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("run id `{id}` is not a number")))?;
+    let run = state
+        .store
+        .get_run(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no sync run {id}")))?;
+    Ok(Json(json!({"run": run})))
 }
 
 /// `{tables: {name: {hash, updated, size_bytes, rows, query_mode, source, description}}, server_time}`,

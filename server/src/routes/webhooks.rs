@@ -15,7 +15,6 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::db::registry;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -87,19 +86,26 @@ async fn jira(
         )
             .into_response());
     }
-    let source = hook.source.clone();
-    let entries: Vec<_> = state
-        .db
-        .call(registry::list)
+    let source_name = hook.source.clone();
+    let source = state.store.get_source(&source_name).await?.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no source `{source_name}` (the one [webhooks.jira] names)"
+        ))
+    })?;
+    let tables: Vec<String> = state
+        .store
+        .list_tables(Some(&source_name))
         .await?
         .into_iter()
-        .filter(|e| e.table.source == source)
+        .map(|t| t.spec.name)
         .collect();
-    if entries.is_empty() {
+    if tables.is_empty() {
         return Err(ApiError::NotFound(format!(
-            "no registered table has source `{source}`"
+            "source `{source_name}` has no tables"
         )));
     }
+    let source_ref = &source;
+    let source = source_name;
     if agnes_runtime::extract::published_state(&state.config.extracts_dir(), &source).is_none() {
         return Err(ApiError::Conflict(format!(
             "source `{source}` has not been synced yet; sync it once before webhooks apply"
@@ -107,15 +113,15 @@ async fn jira(
     }
     let report = match crate::sync::run_connector(
         &state,
-        &source,
-        &entries,
+        source_ref,
+        &tables,
         Some(("webhook", payload)),
         true,
     )
     .await
     {
-        Ok(Ok(report)) => report,
-        Ok(Err(agnes_runtime::Error::Busy { .. })) => {
+        Ok(report) => report,
+        Err(agnes_runtime::Error::Busy { .. }) => {
             let mut r = (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(json!({"error": "busy",
@@ -126,30 +132,18 @@ async fn jira(
                 .insert("retry-after", axum::http::HeaderValue::from_static("5"));
             return Ok(r);
         }
-        Ok(Err(e @ agnes_runtime::Error::Connector { .. })) => {
+        Err(e @ agnes_runtime::Error::Connector { .. }) => {
             return Err(ApiError::BadRequest(format!(
                 "the payload could not be applied: {e}"
             )));
         }
-        Ok(Err(e)) => return Err(ApiError::internal(format!("applying a jira webhook: {e}"))),
-        Err(e) => return Err(ApiError::internal(e)),
+        Err(e) => return Err(ApiError::internal(format!("applying a jira webhook: {e}"))),
     };
-    let rebuilt = {
-        let state = state.clone();
-        tokio::task::spawn_blocking(move || state.rebuild_catalog()).await
-    };
-    match rebuilt {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(ApiError::internal(e)),
-        Err(e) => return Err(ApiError::internal(e)),
-    }
+    state.rebuild_catalog().await.map_err(ApiError::internal)?;
     tracing::info!(issue = %key, event = %event, version = %report.version, "jira webhook applied");
-    let audited = key.clone();
     let _ = state
-        .db
-        .call(move |c| {
-            crate::db::audit::record(c, None, "webhook.jira", Some(&audited), Some(&event))
-        })
+        .store
+        .audit(None, "webhook.jira", Some(&key), Some(&event))
         .await;
     Ok(Json(json!({
         "applied": key,

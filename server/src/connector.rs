@@ -1,0 +1,210 @@
+//! A source's connector on this server: where its component is, loading it (verified
+//! before it is compiled, grant narrowed to request ∩ grant), checking a config against its
+//! `spec().config-schema`, and running `discover` for an admin to pick tables from.
+
+use std::path::{Path, PathBuf};
+
+use agnes_runtime::{Grant, Limits, LoadedComponent};
+use serde::Serialize;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::store::SourceSpec;
+
+/// The files of a source's connector.
+#[derive(Debug, Clone)]
+pub struct Located {
+    pub component: PathBuf,
+    pub manifest: Option<PathBuf>,
+    pub signature: PathBuf,
+}
+
+/// Resolves `<name>@<version>` to the upload under `<data_dir>/connectors/`, or takes a
+/// component path (development) with its manifest and signature.
+pub fn locate(spec: &SourceSpec, data_dir: &Path) -> ApiResult<Located> {
+    let path = Path::new(&spec.connector);
+    if path.is_absolute() {
+        return Ok(Located {
+            component: path.to_path_buf(),
+            manifest: spec.manifest.clone(),
+            signature: spec
+                .signature
+                .clone()
+                .unwrap_or_else(|| agnes_runtime::signature::default_path(path)),
+        });
+    }
+    let reference = &spec.connector;
+    let (name, version) = reference.split_once('@').ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "connector `{reference}`: use `<name>@<version>` of an upload or an absolute component path"
+        ))
+    })?;
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 100
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-+_".contains(c))
+            && s != "."
+            && s != ".."
+    };
+    let dir = data_dir.join("connectors").join(name).join(version);
+    if !ok(name) || !ok(version) || !dir.join("component.wasm").is_file() {
+        return Err(ApiError::BadRequest(format!(
+            "no uploaded connector `{reference}`; see `agnes admin connector list`"
+        )));
+    }
+    let component = dir.join("component.wasm");
+    Ok(Located {
+        signature: agnes_runtime::signature::default_path(&component),
+        manifest: Some(dir.join("connector.toml")),
+        component,
+    })
+}
+
+/// Loads the connector for a run (blocking): verified against the server's trusted keys
+/// before it is compiled, with the grant and limits narrowed to what its connector.toml
+/// requests. Without trusted keys it is refused unless the server allows unsigned
+/// connectors (development only; its connector.toml still narrows the grant).
+pub fn load(
+    state: &AppState,
+    spec: &SourceSpec,
+    located: Located,
+) -> Result<(LoadedComponent, Grant, Limits), agnes_runtime::Error> {
+    let runtime = &state.runtime;
+    let Some(dir) = state.config.trusted_keys.as_deref() else {
+        if !state.config.allow_unsigned_connectors {
+            return Err(agnes_runtime::Error::Signature {
+                reason:
+                    "this server runs only signed connectors: set `trusted_keys` in its config \
+                         (or `allow_unsigned_connectors = true`, for development only)"
+                        .into(),
+            });
+        }
+        let component = runtime.load_file(&located.component)?;
+        let Some(path) = &located.manifest else {
+            return Ok((component, spec.grant.clone(), spec.limits.clone()));
+        };
+        let m = agnes_runtime::manifest::ConnectorManifest::from_file(path)?;
+        let (grant, limits) = m.effective(&spec.grant, &spec.limits)?;
+        return Ok((component, grant, limits));
+    };
+    let keys = agnes_runtime::signature::TrustedKeys::from_dir(dir)?;
+    let manifest = located.manifest.ok_or_else(|| agnes_runtime::Error::Signature {
+        reason: format!(
+            "this server only runs signed connectors; give source `{}` its `manifest` (connector.toml)",
+            spec.name
+        ),
+    })?;
+    let (component, m, _) =
+        runtime.load_verified(&located.component, &manifest, &located.signature, &keys)?;
+    let (grant, limits) = m.effective(&spec.grant, &spec.limits)?;
+    Ok((component, grant, limits))
+}
+
+/// Runs `f` with the loaded connector on a blocking thread with its own small async
+/// runtime (connector calls are async; the server's executor never blocks on them).
+/// A refusal by the runtime (signature, grant, config, connector error) is a 400 that says
+/// why.
+async fn with_connector<T: Send + 'static>(
+    state: &AppState,
+    spec: &SourceSpec,
+    f: impl AsyncFnOnce(&agnes_runtime::Runtime, LoadedComponent, Grant, Limits) -> ApiResult<T>
+    + Send
+    + 'static,
+) -> ApiResult<T> {
+    let located = locate(spec, &state.config.data_dir)?;
+    let (state, spec) = (state.clone(), spec.clone());
+    tokio::task::spawn_blocking(move || {
+        let (component, grant, limits) =
+            load(&state, &spec, located).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ApiError::internal)?;
+        rt.block_on(f(&state.runtime, component, grant, limits))
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+/// Checks a source before it is stored: the connector loads (signature, request ∩ grant)
+/// and the config satisfies the connector's declared schema (the error names the key).
+pub async fn check(state: &AppState, spec: &SourceSpec) -> ApiResult<()> {
+    let config = spec.config.clone();
+    with_connector(
+        state,
+        spec,
+        async move |runtime, component, _grant, limits| {
+            let declared = runtime
+                .spec(&component, &limits)
+                .await
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            agnes_runtime::jsonschema::validate(&declared.config_schema, &config, "config").map_err(
+                |reason| {
+                    ApiError::BadRequest(format!(
+                        "the config does not fit connector {}@{}: {reason}",
+                        declared.name, declared.version
+                    ))
+                },
+            )
+        },
+    )
+    .await
+}
+
+/// One column of a discovered table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub data_type: String,
+    pub nullable: bool,
+}
+
+/// A table the connector offers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Discovered {
+    pub name: String,
+    pub description: Option<String>,
+    pub columns: Vec<Column>,
+    pub primary_key: Vec<String>,
+    pub cursor_field: Option<String>,
+    /// Whether it syncs incrementally (primary key + cursor).
+    pub incremental: bool,
+}
+
+/// Runs `discover` in the sandbox with the source's config and grant.
+pub async fn discover(state: &AppState, spec: &SourceSpec) -> ApiResult<Vec<Discovered>> {
+    let config = spec.config.to_string();
+    let tables = with_connector(
+        state,
+        spec,
+        async move |runtime, component, grant, limits| {
+            runtime
+                .discover(&component, &config, &grant, &limits)
+                .await
+                .map_err(|e| ApiError::BadRequest(format!("discover failed: {e}")))
+        },
+    )
+    .await?;
+    Ok(tables
+        .into_iter()
+        .map(|t| Discovered {
+            incremental: t.incremental(),
+            columns: t
+                .schema
+                .fields()
+                .iter()
+                .map(|f| Column {
+                    name: f.name().clone(),
+                    data_type: f.data_type().to_string(),
+                    nullable: f.is_nullable(),
+                })
+                .collect(),
+            name: t.name,
+            description: t.description,
+            primary_key: t.primary_key,
+            cursor_field: t.cursor_field,
+        })
+        .collect())
+}

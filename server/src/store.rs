@@ -1,0 +1,477 @@
+//! The state-store boundary: every piece of server state — users, tokens, groups, grants,
+//! sources and their tables, sync history, the audit log, connector uploads — is reached
+//! through [`Store`], whose methods are use cases with plain Rust types in their
+//! signatures (no driver types). Handlers, the sync orchestrator and the scheduler hold an
+//! `Arc<dyn Store>` and never see SQL.
+//!
+//! The embedded implementation is [`crate::db::Db`] (one DuckDB file, migrated by
+//! [`crate::db::migrations`]); a PostgreSQL implementation plugs in behind the same trait.
+
+use std::path::PathBuf;
+
+use agnes_runtime::{Grant, Limits};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiResult;
+
+/// Resource types a grant can name.
+pub const RESOURCE_TYPES: [&str; 2] = ["table", "source"];
+
+/// An authenticated caller, with everything the access check needs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Principal {
+    pub id: String,
+    pub name: String,
+    pub groups: Vec<String>,
+    /// `(resource_type, resource_id)` granted through any of the groups.
+    pub grants: Vec<(String, String)>,
+}
+
+impl Principal {
+    pub fn is_admin(&self) -> bool {
+        self.groups.iter().any(|g| g == "Admin")
+    }
+
+    /// The one access check for data: may this caller read `table` of `source`?
+    pub fn can_read(&self, table: &str, source: &str) -> bool {
+        self.is_admin()
+            || self.grants.iter().any(|(t, id)| {
+                (t == "table" && (id == table || id == "*")) || (t == "source" && id == source)
+            })
+    }
+
+    pub fn require_admin(&self) -> ApiResult<()> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(crate::error::ApiError::Forbidden(
+                "this needs membership of the Admin group".into(),
+            ))
+        }
+    }
+}
+
+/// A user, as an admin lists them.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UserInfo {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+    /// Set when the user was disabled: their tokens stop working.
+    pub disabled_at: Option<String>,
+    pub groups: Vec<String>,
+}
+
+/// A token's metadata (never its secret).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+    pub last_used_at: Option<String>,
+    /// The owner's name (set in the admin-wide listing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// One group with its members and grants.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupInfo {
+    pub name: String,
+    pub members: Vec<String>,
+    pub grants: Vec<(String, String)>,
+}
+
+/// One grant, with whether it names something that exists.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GrantInfo {
+    pub group: String,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub created_at: String,
+    /// True when no registered source or table has this name (`*` never dangles).
+    pub dangling: bool,
+}
+
+/// What an admin sends to create a source; also its stored form.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    pub name: String,
+    /// `<name>@<version>` of an uploaded connector, or (development) the absolute path of a
+    /// component file on the server.
+    pub connector: String,
+    /// With a path connector: its `connector.toml` (required when the server has trusted keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<PathBuf>,
+    /// With a path connector: its signature (default: `<connector>.sig`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<PathBuf>,
+    /// The connector's config: a JSON object, checked against the connector's
+    /// `spec().config-schema`.
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+    /// What a run of this source is granted (intersected with what the connector requests).
+    #[serde(default)]
+    pub grant: Grant,
+    #[serde(default)]
+    pub limits: Limits,
+    /// `every <n>s|m|h|d`, or absent for manual syncs only.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// A disabled source keeps its tables and extract but is never synced.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+pub(crate) fn empty_object() -> serde_json::Value {
+    serde_json::json!({})
+}
+fn yes() -> bool {
+    true
+}
+
+/// A stored source.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Source {
+    #[serde(flatten)]
+    pub spec: SourceSpec,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// What an admin sends to add a table to a source.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TableSpec {
+    pub name: String,
+    /// `local` (the connector's `read` copies it; parquet distributed).
+    #[serde(default = "local")]
+    pub query_mode: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Per-table options (a JSON object), kept for the connector and later query modes.
+    #[serde(default = "empty_object")]
+    pub options: serde_json::Value,
+}
+
+fn local() -> String {
+    "local".into()
+}
+
+/// A stored table of a source.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TableDef {
+    pub source: String,
+    #[serde(flatten)]
+    pub spec: TableSpec,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// The outcome of one table in one run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TableOutcome {
+    pub table: String,
+    /// `ok` or `failed`.
+    pub status: String,
+    pub rows: Option<i64>,
+    pub size_bytes: Option<i64>,
+    pub error: Option<String>,
+    pub finished_at: String,
+}
+
+/// One sync run of one source.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunInfo {
+    pub id: i64,
+    /// The source it ran (empty for runs recorded before sources existed and without outcomes).
+    pub source: String,
+    /// `manual:<user>`, `schedule` or `webhook`.
+    pub trigger: String,
+    pub full_refresh: bool,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// `running`, `ok`, `partial` or `failed`.
+    pub status: String,
+    /// Why the whole run failed, when it did before any table finished.
+    pub error: Option<String>,
+    pub tables: Vec<TableOutcome>,
+}
+
+/// One audit entry.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AuditEntry {
+    pub at: String,
+    pub user: Option<String>,
+    pub action: String,
+    pub resource: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Which audit entries to list.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Entries at or after this timestamp (`YYYY-MM-DD[ HH:MM:SS]`).
+    pub since: Option<String>,
+    /// Entries whose action equals this, or starts with it followed by `.` (`source` matches
+    /// `source.create`).
+    pub action: Option<String>,
+    pub limit: usize,
+}
+
+/// An uploaded connector version, as recorded.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ConnectorInfo {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+    pub key_id: String,
+    pub requests: serde_json::Value,
+    pub imports: serde_json::Value,
+    pub uploaded_at: String,
+    pub uploaded_by: String,
+}
+
+/// What deleting a source removed, and what it left pointing at nothing.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SourceRemoval {
+    pub source: String,
+    pub tables: Vec<String>,
+    /// Grants naming the source or one of its tables: kept (an admin decides), listed here.
+    pub dangling_grants: Vec<GrantInfo>,
+}
+
+/// The server's state. Every method is one use case, atomic on its own.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    // users and tokens
+    async fn count_users(&self) -> ApiResult<i64>;
+    /// Creates the first admin and its token, if there is no user yet.
+    async fn bootstrap(&self, name: &str) -> ApiResult<Option<String>>;
+    /// Creates a user (member of `Everyone` and of `groups`) with a first token.
+    async fn create_user(
+        &self,
+        name: &str,
+        groups: &[String],
+        expires_in_days: Option<u32>,
+    ) -> ApiResult<(String, TokenInfo, String)>;
+    async fn list_users(&self) -> ApiResult<Vec<UserInfo>>;
+    /// Disables a user: their tokens stop authenticating (kept for the audit trail).
+    async fn disable_user(&self, name: &str) -> ApiResult<()>;
+    async fn create_token(
+        &self,
+        user_id: &str,
+        name: &str,
+        expires_in_days: Option<u32>,
+    ) -> ApiResult<(TokenInfo, String)>;
+    /// The tokens of one user, or of everyone (`None`, with the owner's name).
+    async fn list_tokens(&self, user_id: Option<&str>) -> ApiResult<Vec<TokenInfo>>;
+    /// Revokes a token; `by` may revoke only their own unless an admin.
+    async fn revoke_token(&self, token_id: &str, by: &Principal) -> ApiResult<()>;
+    /// Resolves a bearer token, or `None` when unknown, revoked, expired or its user disabled.
+    async fn authenticate(&self, token: &str) -> ApiResult<Option<Principal>>;
+
+    // groups and grants
+    async fn create_group(&self, name: &str) -> ApiResult<()>;
+    async fn delete_group(&self, name: &str) -> ApiResult<()>;
+    async fn list_groups(&self) -> ApiResult<Vec<GroupInfo>>;
+    async fn add_member(&self, group: &str, user: &str) -> ApiResult<()>;
+    async fn remove_member(&self, group: &str, user: &str) -> ApiResult<()>;
+    async fn grant(&self, group: &str, resource_type: &str, resource_id: &str) -> ApiResult<()>;
+    async fn revoke_grant(
+        &self,
+        group: &str,
+        resource_type: &str,
+        resource_id: &str,
+    ) -> ApiResult<()>;
+    async fn list_grants(&self) -> ApiResult<Vec<GrantInfo>>;
+
+    // sources and tables
+    async fn create_source(&self, spec: &SourceSpec) -> ApiResult<Source>;
+    async fn update_source(&self, spec: &SourceSpec) -> ApiResult<Source>;
+    async fn get_source(&self, name: &str) -> ApiResult<Option<Source>>;
+    async fn list_sources(&self) -> ApiResult<Vec<Source>>;
+    /// Deletes a source and its tables; the caller removes its extract.
+    async fn delete_source(&self, name: &str) -> ApiResult<SourceRemoval>;
+    /// Adds tables to a source, all or none: a name taken by any source is a conflict that
+    /// names the owner.
+    async fn add_tables(&self, source: &str, tables: &[TableSpec]) -> ApiResult<Vec<TableDef>>;
+    async fn update_table(&self, source: &str, table: &TableSpec) -> ApiResult<TableDef>;
+    async fn remove_table(&self, source: &str, table: &str) -> ApiResult<()>;
+    /// The tables of one source, or of every source.
+    async fn list_tables(&self, source: Option<&str>) -> ApiResult<Vec<TableDef>>;
+
+    // sync history
+    async fn start_run(&self, source: &str, trigger: &str, full_refresh: bool) -> ApiResult<i64>;
+    async fn record_outcome(&self, run: i64, outcome: &TableOutcome) -> ApiResult<()>;
+    async fn finish_run(&self, run: i64, status: &str, error: Option<&str>) -> ApiResult<()>;
+    /// Marks runs a previous process left `running` as failed (start-up).
+    async fn abandon_running(&self) -> ApiResult<u64>;
+    /// The newest `limit` runs (of one source), newest first, with their table outcomes.
+    async fn list_runs(&self, source: Option<&str>, limit: usize) -> ApiResult<Vec<RunInfo>>;
+    async fn get_run(&self, id: i64) -> ApiResult<Option<RunInfo>>;
+    /// When each source last finished a run with at least one table ok (epoch seconds).
+    async fn last_success(&self) -> ApiResult<Vec<(String, i64)>>;
+
+    // audit log
+    async fn audit(
+        &self,
+        user: Option<&str>,
+        action: &str,
+        resource: Option<&str>,
+        detail: Option<&str>,
+    ) -> ApiResult<()>;
+    async fn list_audit(&self, filter: &AuditFilter) -> ApiResult<Vec<AuditEntry>>;
+
+    // connector uploads
+    async fn record_connector(&self, info: &ConnectorInfo) -> ApiResult<()>;
+    async fn list_connectors(&self) -> ApiResult<Vec<ConnectorInfo>>;
+}
+
+/// Parses `every 30s|15m|1h|1d`.
+pub fn parse_schedule(s: &str) -> Result<std::time::Duration, String> {
+    let err = || format!("schedule `{s}`: use `every <n>s|m|h|d`, e.g. `every 1h`");
+    let spec = s.trim().strip_prefix("every ").ok_or_else(err)?.trim();
+    let (num, unit) = spec.split_at(spec.len().saturating_sub(1));
+    let n: u64 = num.parse().map_err(|_| err())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(err()),
+    };
+    if secs < 10 {
+        return Err(format!(
+            "schedule `{s}`: the shortest interval is 10 seconds"
+        ));
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+/// The longest description kept.
+const MAX_DESCRIPTION: usize = 4096;
+
+fn check_description(what: &str, d: &Option<String>) -> ApiResult<()> {
+    match d {
+        Some(d) if d.len() > MAX_DESCRIPTION || d.chars().any(|c| c.is_control() && c != '\n') => {
+            Err(crate::error::ApiError::BadRequest(format!(
+                "{what} description must be at most {MAX_DESCRIPTION} bytes without control characters"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn bad_name(e: agnes_runtime::Error) -> crate::error::ApiError {
+    crate::error::ApiError::BadRequest(e.to_string())
+}
+
+impl SourceSpec {
+    /// Checks every field that can be checked without the connector; a clear 400 on the
+    /// first problem. (The connector's own checks — signature, request ∩ grant, config
+    /// schema — are [`crate::connector`]'s.)
+    pub fn validate(&self) -> ApiResult<()> {
+        use crate::error::ApiError::BadRequest;
+        agnes_runtime::names::validate_name("source", &self.name).map_err(bad_name)?;
+        if !self.config.is_object() {
+            return Err(BadRequest("config must be a JSON object".into()));
+        }
+        if self.connector.is_empty() {
+            return Err(BadRequest(
+                "connector: name an upload as `<name>@<version>` (see `agnes admin connector list`)".into(),
+            ));
+        }
+        let path = std::path::Path::new(&self.connector);
+        if path.is_absolute() {
+            if !path.is_file() {
+                return Err(BadRequest(format!(
+                    "connector {}: no such component file on the server",
+                    self.connector
+                )));
+            }
+        } else if !self.connector.contains('@') {
+            return Err(BadRequest(format!(
+                "connector `{}`: use `<name>@<version>` of an upload, or an absolute component path",
+                self.connector
+            )));
+        } else if self.manifest.is_some() || self.signature.is_some() {
+            return Err(BadRequest(
+                "manifest and signature come with an uploaded connector; set them only with a component path".into(),
+            ));
+        }
+        for d in &self.grant.dirs {
+            if !d.host.is_absolute() {
+                return Err(BadRequest(format!(
+                    "grant.dirs host {} must be absolute",
+                    d.host.display()
+                )));
+            }
+        }
+        self.grant
+            .clone()
+            .resolve(std::path::Path::new("/"))
+            .map_err(|e| BadRequest(e.to_string()))?;
+        if let Some(s) = &self.schedule {
+            parse_schedule(s).map_err(BadRequest)?;
+        }
+        check_description("source", &self.description)
+    }
+}
+
+/// The query modes a table may have today.
+pub const QUERY_MODES: [&str; 1] = ["local"];
+
+impl TableSpec {
+    pub fn validate(&self) -> ApiResult<()> {
+        use crate::error::ApiError::BadRequest;
+        agnes_runtime::names::validate_name("table", &self.name).map_err(bad_name)?;
+        if !QUERY_MODES.contains(&self.query_mode.as_str()) {
+            return Err(BadRequest(format!(
+                "table `{}`: query_mode `{}` is not supported yet; use one of {QUERY_MODES:?} \
+                 (materialized and remote come later)",
+                self.name, self.query_mode
+            )));
+        }
+        if !self.options.is_object() {
+            return Err(BadRequest(format!(
+                "table `{}`: options must be a JSON object",
+                self.name
+            )));
+        }
+        check_description("table", &self.description)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules() {
+        assert_eq!(
+            parse_schedule("every 15m").unwrap(),
+            std::time::Duration::from_secs(900)
+        );
+        assert_eq!(
+            parse_schedule("every 1d").unwrap(),
+            std::time::Duration::from_secs(86_400)
+        );
+        for bad in [
+            "daily",
+            "every",
+            "every 5",
+            "every 1w",
+            "every 1s",
+            "every -1h",
+        ] {
+            assert!(parse_schedule(bad).is_err(), "{bad}");
+        }
+    }
+}
