@@ -258,6 +258,52 @@ impl TestServer {
         format!("{}{path}", self.base)
     }
 
+    /// `method path` with `token` (if any) and a JSON body (if any): the status and the JSON
+    /// answer (`null` when the body is not JSON).
+    pub fn call(
+        &self,
+        method: &str,
+        token: Option<&str>,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(self.url(path));
+        if let Some(t) = token {
+            req = req.header("Authorization", bearer(t));
+        }
+        let bytes = match &body {
+            Some(b) => {
+                req = req.header("Content-Type", "application/json");
+                serde_json::to_vec(b).unwrap()
+            }
+            None => Vec::new(),
+        };
+        let r = http().run(req.body(bytes).unwrap()).unwrap();
+        let status = r.status().as_u16();
+        let bytes = read_bytes(r);
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// As the admin: `call` that must succeed; the JSON answer.
+    pub fn admin_call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let (status, v) = self.call(method, Some(&self.admin), path, body);
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {v}"
+        );
+        v
+    }
+
     /// Waits (bounded) until no sync is running.
     pub fn wait_for_sync(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);

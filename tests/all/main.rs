@@ -20,3 +20,4 @@ mod keboola;
 mod native;
 mod sandbox;
 mod server;
+mod sources;

@@ -11,21 +11,11 @@ use md5::{Digest, Md5};
 use serde_json::{Value, json};
 
 fn post(s: &TestServer, token: &str, path: &str, body: Value) -> (u16, Value) {
-    let r = http()
-        .post(&s.url(path))
-        .header("Authorization", &bearer(token))
-        .send_json(&body)
-        .unwrap();
-    (r.status().as_u16(), read_json(r))
+    s.call("POST", Some(token), path, Some(body))
 }
 
 fn get(s: &TestServer, token: Option<&str>, path: &str) -> (u16, Value) {
-    let mut req = http().get(&s.url(path));
-    if let Some(t) = token {
-        req = req.header("Authorization", &bearer(t));
-    }
-    let r = req.call().unwrap();
-    (r.status().as_u16(), read_json(r))
+    s.call("GET", token, path, None)
 }
 
 fn register_csv(s: &TestServer, name: &str, data: &Path) {

@@ -563,8 +563,7 @@ fn source(cmd: SourceCmd, out: &Output) -> Result<()> {
             let rows = list(&r, "sources")
                 .iter()
                 .map(|s| {
-                    let tables: Vec<String> =
-                        list(s, "tables").iter().map(|t| self::s(t)).collect();
+                    let tables: Vec<String> = list(s, "tables").iter().map(self::s).collect();
                     let last = &s["last_run"];
                     vec![
                         s["name"].clone(),

@@ -1,6 +1,7 @@
 //! Tests of the real `agnes` binary: arguments, output formats, exit codes.
 //! The runtime's behaviour itself is tested in `tests/all`; here only what the CLI adds.
 
+mod admin;
 mod analyst;
 
 use std::path::Path;

@@ -1,0 +1,375 @@
+//! `agnes admin ...` end to end against a real server on loopback that runs only signed
+//! connectors: every command, its `--json` answer parsed, its exit code.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use agnes_tests::{CSV_COMPONENT, TestServer, repo_root};
+use serde_json::{Value, json};
+
+struct Admin {
+    server: TestServer,
+    dir: tempfile::TempDir,
+}
+
+impl Admin {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_agnes"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("AGNES_SERVER", &self.server.base)
+            .env("AGNES_TOKEN", &self.server.admin)
+            .env("AGNES_CONFIG_DIR", self.dir.path().join("config"))
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    }
+
+    /// `agnes admin <args> --json`, which must succeed; its parsed stdout.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["admin"];
+        all.extend_from_slice(args);
+        all.push("--json");
+        let o = self.run(&all);
+        assert!(
+            o.status.success(),
+            "agnes {all:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+            panic!("agnes {all:?}: {e}: {}", String::from_utf8_lossy(&o.stdout))
+        })
+    }
+
+    /// `agnes admin <args>`, which must fail with `code`; its stderr.
+    fn fails(&self, code: i32, args: &[&str]) -> String {
+        let mut all = vec!["admin"];
+        all.extend_from_slice(args);
+        let o = self.run(&all);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(code), "agnes {all:?}: {err}");
+        err
+    }
+
+    fn p(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_string()
+    }
+}
+
+/// A server that trusts one key, and the csv component signed with it.
+fn setup() -> Admin {
+    let dir = tempfile::tempdir().unwrap();
+    let trusted = dir.path().join("trusted");
+    std::fs::create_dir(&trusted).unwrap();
+    let keygen = |prefix: &Path| {
+        let o = Command::new(env!("CARGO_BIN_EXE_agnes"))
+            .args(["connector", "keygen", prefix.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    keygen(&trusted.join("ops"));
+    std::fs::rename(trusted.join("ops.key"), dir.path().join("ops.key")).unwrap();
+    std::fs::copy(CSV_COMPONENT, dir.path().join("csv.wasm")).unwrap();
+    let manifest = repo_root().join("connectors-wasm/csv/connector.toml");
+    let o = Command::new(env!("CARGO_BIN_EXE_agnes"))
+        .args(["connector", "sign"])
+        .arg(dir.path().join("csv.wasm"))
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--key")
+        .arg(dir.path().join("ops.key"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::copy(&manifest, dir.path().join("connector.toml")).unwrap();
+    let server = TestServer::start_with(|c| {
+        c.trusted_keys = Some(trusted);
+        c.allow_unsigned_connectors = false;
+    });
+    Admin { server, dir }
+}
+
+#[test]
+fn every_admin_command_against_a_real_server() {
+    let a = setup();
+    let data = repo_root()
+        .join("examples/demo/data")
+        .canonicalize()
+        .unwrap();
+    let grant = json!({"dirs": [{"host": data, "guest": "/data"}]}).to_string();
+    std::fs::write(a.p("grant.json"), &grant).unwrap();
+
+    // connectors
+    let up = a.json(&[
+        "connector",
+        "upload",
+        &a.p("csv.wasm"),
+        "--manifest",
+        &a.p("connector.toml"),
+    ]);
+    assert_eq!(
+        (up["name"].as_str(), up["version"].as_str()),
+        (Some("csv"), Some("0.1.0")),
+        "{up}"
+    );
+    let list = a.json(&["connector", "list"]);
+    assert_eq!(list["connectors"][0]["digest"], up["digest"]);
+    let shown = a.json(&["connector", "show", "csv"]);
+    assert!(
+        shown["versions"][0]["manifest"]
+            .as_str()
+            .unwrap()
+            .contains("name = \"csv\""),
+        "{shown}"
+    );
+    a.fails(1, &["connector", "show", "nope"]);
+
+    // sources: a bad config is refused naming the key, exit 1, nothing stored
+    let err = a.fails(
+        1,
+        &[
+            "source",
+            "add",
+            "demo",
+            "--connector",
+            "csv@0.1.0",
+            "--config",
+            r#"{"dir": "/data", "delimiter": ";;"}"#,
+            "--grant",
+            &grant,
+        ],
+    );
+    assert!(err.contains("`config.delimiter`"), "{err}");
+    let err = a.fails(
+        2,
+        &[
+            "source",
+            "add",
+            "demo",
+            "--connector",
+            "csv@0.1.0",
+            "--config",
+            "{not json",
+        ],
+    );
+    assert!(err.contains("--config is not valid JSON"), "{err}");
+    let err = a.fails(2, &["source", "add", "demo"]);
+    assert!(err.contains("--connector is required"), "{err}");
+    assert_eq!(a.json(&["source", "list"])["sources"], json!([]));
+
+    let added = a.json(&[
+        "source",
+        "add",
+        "demo",
+        "--connector",
+        "csv@0.1.0",
+        "--config",
+        r#"{"dir": "/data"}"#,
+        "--grant",
+        &format!("@{}", a.p("grant.json")),
+        "--schedule",
+        "every 1h",
+        "--table",
+        "orders",
+        "--table",
+        "customers",
+    ]);
+    assert_eq!(added["source"]["name"], "demo");
+    assert_eq!(added["added"].as_array().unwrap().len(), 2, "{added}");
+    let found = a.json(&["source", "discover", "demo"]);
+    let registered: Vec<(&str, bool)> = found["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap(),
+                t["registered"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        registered,
+        [("customers", true), ("orders", true), ("products", false)]
+    );
+
+    // tables
+    let t = a.json(&["table", "add", "demo", "--all"]);
+    assert_eq!(t["added"][0]["name"], "products");
+    let t = a.json(&[
+        "table",
+        "update",
+        "demo",
+        "products",
+        "--description",
+        "the catalogue",
+    ]);
+    assert_eq!(t["table"]["description"], "the catalogue");
+    assert_eq!(
+        a.json(&["table", "list", "--source", "demo"])["tables"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    a.json(&["table", "remove", "demo", "products"]);
+    assert_eq!(
+        a.json(&["table", "list"])["tables"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    a.fails(2, &["table", "add", "demo"]);
+
+    // sync with --wait: the outcome of each table; history and status
+    let synced = a.json(&["source", "sync", "demo", "--wait"]);
+    let run = &synced["runs"][0];
+    assert_eq!(
+        (run["source"].as_str(), run["status"].as_str()),
+        (Some("demo"), Some("ok")),
+        "{synced}"
+    );
+    assert_eq!(run["tables"].as_array().unwrap().len(), 2);
+    let history = a.json(&["sync", "history", "--source", "demo"]);
+    assert_eq!(history["runs"][0]["id"], run["id"]);
+    let status = a.json(&["sync", "status"]);
+    assert_eq!(status["running"], json!([]));
+    assert_eq!(status["tables"], 2);
+    let waited = a.json(&["sync", "status", "--wait", "--source", "demo"]);
+    assert_eq!(waited["runs"][0]["id"], run["id"]);
+    let triggered = a.json(&["sync", "trigger", "--wait", "--full-refresh"]);
+    assert_eq!(triggered["runs"][0]["status"], "ok");
+
+    // source show/update; disabled → a sync is refused
+    let shown = a.json(&["source", "show", "demo"]);
+    assert_eq!(shown["source"]["schedule"], "every 1h");
+    assert_eq!(shown["runs"].as_array().unwrap().len(), 2);
+    let updated = a.json(&[
+        "source",
+        "update",
+        "demo",
+        "--no-schedule",
+        "--disable",
+        "--description",
+        "CSV demo",
+    ]);
+    assert_eq!(updated["source"]["schedule"], Value::Null);
+    assert_eq!(updated["source"]["enabled"], false);
+    let err = a.fails(1, &["source", "sync", "demo"]);
+    assert!(err.contains("disabled"), "{err}");
+    a.json(&["source", "update", "demo", "--enable"]);
+    a.fails(2, &["source", "update", "demo"]);
+
+    // users, groups, grants, tokens
+    let ana = a.json(&["user", "add", "ana", "--group", "Everyone"]);
+    assert!(ana["token"].as_str().unwrap().starts_with("agnes_"));
+    a.json(&["group", "add", "sales"]);
+    a.json(&["group", "add-member", "sales", "ana"]);
+    a.json(&["grant", "add", "sales", "--table", "orders"]);
+    a.json(&["grant", "add", "sales", "--source", "gone"]);
+    let grants = a.json(&["grant", "list"]);
+    let dangling: Vec<(&str, bool)> = grants["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["resource_id"].as_str().unwrap(),
+                g["dangling"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(dangling, [("gone", true), ("orders", false)]);
+    a.json(&["grant", "remove", "sales", "--source", "gone"]);
+    let groups = a.json(&["group", "list"]);
+    let sales = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "sales")
+        .unwrap();
+    assert_eq!(sales["members"], json!(["ana"]));
+    a.json(&["group", "remove-member", "sales", "ana"]);
+    a.json(&["group", "remove", "sales"]);
+    a.fails(2, &["grant", "add", "sales"]);
+    let users = a.json(&["user", "list"]);
+    assert_eq!(users["users"].as_array().unwrap().len(), 2);
+    let tokens = a.json(&["token", "list"]);
+    let ana_token = tokens["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["user"] == "ana")
+        .unwrap();
+    a.json(&["token", "revoke", ana_token["id"].as_str().unwrap()]);
+    let tokens = a.json(&["token", "list"]);
+    assert!(
+        tokens["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["user"] == "ana" && t["revoked_at"].is_string())
+    );
+    a.json(&["user", "disable", "ana"]);
+    assert!(a.json(&["user", "list"])["users"][1]["disabled_at"].is_string());
+
+    // the audit log, filtered
+    let audit = a.json(&["audit", "--action", "source", "--since", "2000-01-01"]);
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["source.update", "source.update", "source.create"]);
+
+    // human output for a list, and remove
+    let o = a.run(&["admin", "source", "list"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("demo") && text.contains("csv@0.1.0") && text.contains("customers, orders"),
+        "{text}"
+    );
+    let removed = a.json(&["source", "remove", "demo"]);
+    assert_eq!(removed["tables"], json!(["customers", "orders"]));
+    assert_eq!(removed["dangling_grants"], json!([]));
+    a.fails(1, &["source", "show", "demo"]);
+}
+
+#[test]
+fn a_failed_table_makes_sync_wait_exit_1() {
+    let a = setup();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("ok.csv"), "a,b\n1,2\n").unwrap();
+    let grant = json!({"dirs": [{"host": data.path().canonicalize().unwrap(), "guest": "/data"}]})
+        .to_string();
+    a.json(&[
+        "connector",
+        "upload",
+        &a.p("csv.wasm"),
+        "--manifest",
+        &a.p("connector.toml"),
+    ]);
+    a.json(&[
+        "source",
+        "add",
+        "files",
+        "--connector",
+        "csv@0.1.0",
+        "--config",
+        r#"{"dir": "/data"}"#,
+        "--grant",
+        &grant,
+        "--table",
+        "ok",
+    ]);
+    // a table the connector does not offer (its file is gone)
+    a.json(&["table", "add", "files", "missing"]);
+    let err = a.fails(1, &["source", "sync", "files", "--wait"]);
+    assert!(
+        err.contains("table(s) failed") && err.contains("files.missing"),
+        "{err}"
+    );
+}
