@@ -28,26 +28,22 @@ start_server "$AGNES" "$SERVER_DIR" "$DATA_DIR/server.log"
 trap 'kill $server 2>/dev/null || true' EXIT
 pretty() { python3 -m json.tool; }
 
-step "3. the admin registers the three tables (one source, one signed connector) and syncs"
+step "3. the admin uploads the signed connector, registers source 'demo' with every table it discovers, syncs"
+export AGNES_SERVER="$base" AGNES_TOKEN="$ADMIN"     # the admin CLI speaks the same REST API
 data="$(realpath examples/demo/data)"
-for t in customers orders products; do
-  api "$ADMIN" POST /api/admin/register-table -d "{\"name\": \"$t\", \"source\": \"demo\", \"connector\": \"$CSV\", \"manifest\": \"$(realpath "$MANIFEST")\",
-       \"config\": {\"dir\": \"/data\"}, \"grant\": {\"dirs\": [{\"host\": \"$data\", \"guest\": \"/data\"}]}}" >/dev/null
-done
-api "$ADMIN" POST /api/sync/trigger | pretty
-wait_for_sync "$ADMIN"
-api "$ADMIN" GET '/api/sync/history?limit=1' | python3 -c '
-import json, sys
-run = json.load(sys.stdin)["runs"][0]
-print("sync %s: %s" % (run["id"], run["status"]))
-for t in run["tables"]: print("  %s: %s, %s rows, %s bytes" % (t["table"], t["status"], t["rows"], t["size_bytes"]))'
+"$AGNES" admin connector upload "$CSV" --manifest "$MANIFEST"
+"$AGNES" admin source add demo --connector csv@0.1.0 --config '{"dir": "/data"}' \
+  --grant "{\"dirs\": [{\"host\": \"$data\", \"guest\": \"/data\"}]}" --schedule 'every 1h' --all-tables
+"$AGNES" admin source discover demo
+"$AGNES" admin source sync demo --wait
+"$AGNES" admin source list
 
 step "4. an analyst in group 'sales' gets 'orders' and 'customers', not 'products'"
-api "$ADMIN" POST /api/admin/groups -d '{"name": "sales"}' >/dev/null
-for t in orders customers; do
-  api "$ADMIN" POST /api/admin/grants -d "{\"group\": \"sales\", \"resource_type\": \"table\", \"resource_id\": \"$t\"}" >/dev/null
-done
-ANALYST=$(api "$ADMIN" POST /api/admin/users -d '{"name": "analyst", "groups": ["sales"]}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+"$AGNES" admin group add sales
+for t in orders customers; do "$AGNES" admin grant add sales --table "$t"; done
+ANALYST=$("$AGNES" admin user add analyst --group sales --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+"$AGNES" admin grant list
+unset AGNES_SERVER AGNES_TOKEN
 api "$ANALYST" GET /api/sync/manifest | pretty
 
 step "5. the analyst downloads orders (md5 = manifest hash) and queries"

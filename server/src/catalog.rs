@@ -47,14 +47,14 @@ pub struct Catalog {
     pub broken_sources: Vec<(String, String)>,
 }
 
+/// The registered tables, `(source, table)` → the admin's description (if any).
+pub type Registered = BTreeMap<(String, String), Option<String>>;
+
 /// Builds the catalog from `extracts_dir`, keeping owners from `previous`. Only the
 /// `(source, table)` pairs in `registered` are served: a removed table or a deleted source
-/// stops being served at once, and an extract nobody registered is never served.
-pub fn build(
-    extracts_dir: &Path,
-    previous: &Catalog,
-    registered: &std::collections::BTreeSet<(String, String)>,
-) -> Catalog {
+/// stops being served at once, and an extract nobody registered is never served. An
+/// admin's table description replaces the connector's.
+pub fn build(extracts_dir: &Path, previous: &Catalog, registered: &Registered) -> Catalog {
     let mut sources: Vec<String> = std::fs::read_dir(extracts_dir)
         .map(|rd| {
             rd.flatten()
@@ -77,13 +77,14 @@ pub fn build(
                     let (Some(md5), Some(rel)) = (m.md5, m.path) else {
                         continue;
                     };
-                    if !registered.contains(&(source.clone(), m.table_name.clone())) {
+                    let Some(described) = registered.get(&(source.clone(), m.table_name.clone()))
+                    else {
                         continue;
-                    }
+                    };
                     let entry = TableEntry {
                         name: m.table_name.clone(),
                         source: source.clone(),
-                        description: m.description,
+                        description: described.clone().or(m.description),
                         path: dir.join(rel),
                         md5,
                         size_bytes: m.size_bytes,

@@ -1,6 +1,6 @@
 //! `AppState`: what every handler shares.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::catalog::Catalog;
@@ -63,13 +63,13 @@ impl AppState {
     /// Re-reads every extract, serves the registered tables, rewrites
     /// `analytics/server.duckdb`, swaps the catalog.
     pub async fn rebuild_catalog(&self) -> Result<(), String> {
-        let registered: BTreeSet<(String, String)> = self
+        let registered: crate::catalog::Registered = self
             .store
             .list_tables(None)
             .await
             .map_err(|e| format!("listing tables: {}", e.detail()))?
             .into_iter()
-            .map(|t| (t.source, t.spec.name))
+            .map(|t| ((t.source, t.spec.name), t.spec.description))
             .collect();
         let state = self.clone();
         tokio::task::spawn_blocking(move || {

@@ -467,6 +467,15 @@ fn a_removed_table_stops_being_served_at_once() {
         Some(json!({"description": "orders, all"})),
     );
     assert_eq!(t["table"]["description"], "orders, all");
+    let manifest = s.admin_call("GET", "/api/sync/manifest", None);
+    assert_eq!(
+        manifest["tables"]["orders"]["description"], "orders, all",
+        "the admin's description is served"
+    );
+    assert_eq!(
+        manifest["tables"]["customers"]["description"], "CSV file customers.csv",
+        "without one, the connector's"
+    );
 }
 
 #[test]

@@ -201,6 +201,7 @@ async fn update(
         store_source(&state, &wanted, false).await?;
     }
     state.store.update_table(&r.source, &table).await?;
+    state.rebuild_catalog().await.map_err(ApiError::internal)?;
     let body = json!({"updated": name});
     Ok(changed(&state, &admin, false, "registry.update", name, None, body).await)
 }

@@ -443,6 +443,7 @@ async fn update_table(
         spec.options = o;
     }
     let updated = state.store.update_table(&source, &spec).await?;
+    state.rebuild_catalog().await.map_err(ApiError::internal)?;
     let body = json!({"table": updated});
     Ok(changed(
         &state,
