@@ -568,3 +568,17 @@ pub fn query_i64(extract_dir: &Path, sql: &str) -> i64 {
         .query_row(sql, [], |r| r.get(0))
         .unwrap()
 }
+
+/// The `keys` of every object in the JSON array `v`: one array per object
+/// (`pick(&tables, &["name", "registered"])` → `[["orders", true], ...]`), or with one key
+/// the values themselves (`pick(&tables, &["name"])` → `["orders", ...]`).
+pub fn pick(v: &serde_json::Value, keys: &[&str]) -> serde_json::Value {
+    let items = v.as_array().map(Vec::as_slice).unwrap_or(&[]);
+    items
+        .iter()
+        .map(|item| match keys {
+            [one] => item[*one].clone(),
+            _ => keys.iter().map(|k| item[*k].clone()).collect(),
+        })
+        .collect()
+}

@@ -57,10 +57,10 @@ pub fn save_credentials(server: &str, token: &str) -> Result<PathBuf> {
 #[derive(Debug, Clone, clap::Args, Default)]
 pub struct ServerArgs {
     /// Server URL (else AGNES_SERVER, else the config dir).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub server: Option<String>,
     /// Token (else AGNES_TOKEN, else the config dir's token file).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub token: Option<String>,
 }
 
@@ -166,67 +166,26 @@ impl Client {
         )
     }
 
-    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let what = format!("GET {path}");
-        let r = self
-            .agent
-            .get(&self.url(path))
-            .header("Authorization", &self.auth)
-            .call()
-            .map_err(|e| self.transport(e, &what))?;
-        let mut r = self.check(r, &what)?;
-        r.body_mut()
-            .with_config()
-            .limit(256 << 20)
-            .read_json()
-            .with_context(|| format!("{what}: invalid JSON"))
-    }
-
-    /// POSTs JSON; the checked response.
+    /// Sends `method` with an optional JSON body (any method, DELETE with a body too);
+    /// the checked response.
     fn send(
-        &self,
-        path: &str,
-        body: &serde_json::Value,
-    ) -> Result<ureq::http::Response<ureq::Body>> {
-        let what = format!("POST {path}");
-        let r = self
-            .agent
-            .post(&self.url(path))
-            .header("Authorization", &self.auth)
-            .send_json(body)
-            .map_err(|e| self.transport(e, &what))?;
-        self.check(r, &what)
-    }
-
-    pub fn post<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> Result<T> {
-        let mut r = self.send(path, body)?;
-        r.body_mut()
-            .with_config()
-            .limit(256 << 20)
-            .read_json()
-            .with_context(|| format!("POST {path}: invalid JSON"))
-    }
-
-    /// Sends `method` with an optional JSON body (any method, DELETE with a body too) and
-    /// reads the JSON answer.
-    pub fn call(
         &self,
         method: &str,
         path: &str,
         body: Option<&serde_json::Value>,
-    ) -> Result<serde_json::Value> {
+    ) -> Result<ureq::http::Response<ureq::Body>> {
         let what = format!("{method} {path}");
-        let bytes = match body {
-            Some(b) => serde_json::to_vec(b)?,
-            None => Vec::new(),
-        };
         let mut request = ureq::http::Request::builder()
             .method(method)
             .uri(self.url(path))
             .header("Authorization", &self.auth);
-        if body.is_some() {
-            request = request.header("Content-Type", "application/json");
-        }
+        let bytes = match body {
+            Some(b) => {
+                request = request.header("Content-Type", "application/json");
+                serde_json::to_vec(b)?
+            }
+            None => Vec::new(),
+        };
         let request = request
             .body(bytes)
             .with_context(|| format!("{what}: building the request"))?;
@@ -234,17 +193,45 @@ impl Client {
             .agent
             .run(request)
             .map_err(|e| self.transport(e, &what))?;
-        let mut r = self.check(r, &what)?;
-        r.body_mut()
+        self.check(r, &what)
+    }
+
+    /// `send`, and the answer read as JSON.
+    fn send_json<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<T> {
+        self.send(method, path, body)?
+            .body_mut()
             .with_config()
             .limit(256 << 20)
             .read_json()
-            .with_context(|| format!("{what}: invalid JSON"))
+            .with_context(|| format!("{method} {path}: invalid JSON"))
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send_json("GET", path, None)
+    }
+
+    pub fn post<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> Result<T> {
+        self.send_json("POST", path, Some(body))
+    }
+
+    /// Any method, with an optional JSON body; the JSON answer.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        self.send_json(method, path, body)
     }
 
     /// POSTs JSON and returns the raw response body (e.g. an Arrow IPC stream).
     pub fn post_bytes(&self, path: &str, body: &serde_json::Value) -> Result<Vec<u8>> {
-        let mut r = self.send(path, body)?;
+        let mut r = self.send("POST", path, Some(body))?;
         r.body_mut()
             .with_config()
             .limit(u64::MAX)

@@ -39,9 +39,9 @@ enum Command {
     Extract(cmd::extract::ExtractCmd),
     /// Run the server (REST API, sync scheduler).
     Serve(cmd::serve::ServeArgs),
-    /// Server administration.
-    #[command(subcommand)]
-    Admin(cmd::admin::AdminCmd),
+    /// Server administration: sources, tables, users, groups, grants, tokens, connectors,
+    /// syncs, the audit log.
+    Admin(cmd::admin::AdminArgs),
     /// Verify a token, save it, and create an analyst workspace here (or --dir).
     Init(cmd::analyst::InitArgs),
     /// Download the tables you may read whose content changed; drop those no longer granted.

@@ -48,18 +48,7 @@ impl Staging {
         }
         let versions_dir = extracts.join(VERSIONS).join(source);
         fs::create_dir_all(&versions_dir).map_err(Error::io("creating", &versions_dir))?;
-        let lock_path = versions_dir.join(".lock");
-        let lock = File::create(&lock_path).map_err(Error::io("creating", &lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(Error::Busy {
-                    source_name: source.to_string(),
-                    lock: lock_path,
-                });
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(Error::io("locking", &lock_path)(e)),
-        }
+        let lock = lock(&versions_dir, source)?;
         let version = new_version();
         let staging = Staging {
             extracts: extracts.to_path_buf(),
@@ -189,6 +178,21 @@ fn new_version() -> String {
     )
 }
 
+/// Takes `<versions_dir>/.lock`, held while the file stays open: one run (or removal) per
+/// source at a time; a second gets [`Error::Busy`].
+fn lock(versions_dir: &Path, source: &str) -> Result<File, Error> {
+    let lock_path = versions_dir.join(".lock");
+    let lock = File::create(&lock_path).map_err(Error::io("creating", &lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(fs::TryLockError::WouldBlock) => Err(Error::Busy {
+            source_name: source.to_string(),
+            lock: lock_path,
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(Error::io("locking", &lock_path)(e)),
+    }
+}
+
 /// Removes every version of `<extracts>/<source>` (a deleted source): the published link
 /// first (readers stop resolving it; files already open stay readable), then the versions.
 /// Takes the source's run lock, so a run in progress makes it fail with [`Error::Busy`].
@@ -202,18 +206,7 @@ pub fn remove(extracts: &Path, source: &str) -> Result<bool, Error> {
         return Ok(false);
     }
     fs::create_dir_all(&versions_dir).map_err(Error::io("creating", &versions_dir))?;
-    let lock_path = versions_dir.join(".lock");
-    let lock = File::create(&lock_path).map_err(Error::io("creating", &lock_path))?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(fs::TryLockError::WouldBlock) => {
-            return Err(Error::Busy {
-                source_name: source.to_string(),
-                lock: lock_path,
-            });
-        }
-        Err(fs::TryLockError::Error(e)) => return Err(Error::io("locking", &lock_path)(e)),
-    }
+    let lock = lock(&versions_dir, source)?;
     if linked {
         fs::remove_file(&link).map_err(Error::io("removing", &link))?;
     }

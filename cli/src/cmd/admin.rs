@@ -3,7 +3,7 @@
 //! Every command prints a short human summary, or the server's JSON answer with `--json`.
 //! Exit codes: 0 ok, 1 the request or a synced table failed, 2 bad usage or input.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -13,6 +13,15 @@ use serde_json::{Value, json};
 use super::analyst::{Format, encode, render};
 use crate::client::{Client, ServerArgs};
 use crate::output::Output;
+
+/// `agnes admin [--server URL] [--token T] <command>`.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(subcommand)]
+    command: AdminCmd,
+}
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCmd {
@@ -58,8 +67,6 @@ pub enum AdminCmd {
         action: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: usize,
-        #[command(flatten)]
-        server: ServerArgs,
     },
 }
 
@@ -109,20 +116,11 @@ pub enum SourceCmd {
         /// Add every table the connector discovers.
         #[arg(long, conflicts_with = "tables")]
         all_tables: bool,
-        #[command(flatten)]
-        server: ServerArgs,
     },
     /// Every source with its tables and last run.
-    List {
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    List,
     /// One source with its tables and latest runs.
-    Show {
-        name: String,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    Show { name: String },
     /// Change some fields of a source (checked like `add`).
     Update {
         name: String,
@@ -135,21 +133,11 @@ pub enum SourceCmd {
         enable: bool,
         #[arg(long, conflicts_with = "enable")]
         disable: bool,
-        #[command(flatten)]
-        server: ServerArgs,
     },
     /// Delete a source, its tables and its extract (lists grants left dangling).
-    Remove {
-        name: String,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    Remove { name: String },
     /// Run the connector's discover: the tables it offers, with their columns.
-    Discover {
-        name: String,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    Discover { name: String },
     /// Sync one source.
     Sync {
         name: String,
@@ -159,8 +147,6 @@ pub enum SourceCmd {
         /// Wait for the run, with a progress bar; exit 1 when a table failed.
         #[arg(long)]
         wait: bool,
-        #[command(flatten)]
-        server: ServerArgs,
     },
 }
 
@@ -177,15 +163,11 @@ pub enum TableCmd {
         /// `local` (parquet distributed to analysts).
         #[arg(long, default_value = "local")]
         query_mode: String,
-        #[command(flatten)]
-        server: ServerArgs,
     },
     /// Tables of every source, or of one.
     List {
         #[arg(long)]
         source: Option<String>,
-        #[command(flatten)]
-        server: ServerArgs,
     },
     /// Change a table's description, query mode or options.
     Update {
@@ -198,16 +180,9 @@ pub enum TableCmd {
         /// Per-table options, a JSON object (or @file).
         #[arg(long)]
         options: Option<String>,
-        #[command(flatten)]
-        server: ServerArgs,
     },
     /// Remove a table: it stops being served at once.
-    Remove {
-        source: String,
-        name: String,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    Remove { source: String, name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,18 +195,11 @@ pub enum UserCmd {
         groups: Vec<String>,
         #[arg(long)]
         expires_in_days: Option<u32>,
-        #[command(flatten)]
-        server: ServerArgs,
     },
-    List {
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    List,
     /// Disable a user: their tokens stop working at once.
     Disable {
         name: String,
-        #[command(flatten)]
-        server: ServerArgs,
     },
 }
 
@@ -239,30 +207,19 @@ pub enum UserCmd {
 pub enum GroupCmd {
     Add {
         name: String,
-        #[command(flatten)]
-        server: ServerArgs,
     },
-    List {
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    List,
     /// Delete a group with its memberships and grants.
     Remove {
         name: String,
-        #[command(flatten)]
-        server: ServerArgs,
     },
     AddMember {
         group: String,
         user: String,
-        #[command(flatten)]
-        server: ServerArgs,
     },
     RemoveMember {
         group: String,
         user: String,
-        #[command(flatten)]
-        server: ServerArgs,
     },
 }
 
@@ -294,34 +251,22 @@ pub enum GrantCmd {
         group: String,
         #[command(flatten)]
         resource: Resource,
-        #[command(flatten)]
-        server: ServerArgs,
     },
     /// Every grant; dangling ones name nothing registered.
-    List {
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    List,
     Remove {
         group: String,
         #[command(flatten)]
         resource: Resource,
-        #[command(flatten)]
-        server: ServerArgs,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCmd {
     /// Every user's tokens (never their secrets).
-    List {
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    List,
     Revoke {
         id: String,
-        #[command(flatten)]
-        server: ServerArgs,
     },
 }
 
@@ -335,18 +280,11 @@ pub enum ConnectorCmd {
         /// Default: `<component>.sig`.
         #[arg(long)]
         signature: Option<PathBuf>,
-        #[command(flatten)]
-        server: ServerArgs,
     },
-    List {
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    List,
     /// Every uploaded version of one connector, with its requests and connector.toml.
     Show {
         name: String,
-        #[command(flatten)]
-        server: ServerArgs,
     },
 }
 
@@ -361,8 +299,6 @@ pub enum SyncCmd {
         /// Wait for the runs, with a progress bar; exit 1 when a table failed.
         #[arg(long)]
         wait: bool,
-        #[command(flatten)]
-        server: ServerArgs,
     },
     /// Runs in progress and the last run. `--wait`: until the runs in progress (of
     /// `--source`) finish; exit 1 when one of them had a failed table.
@@ -371,8 +307,6 @@ pub enum SyncCmd {
         source: Option<String>,
         #[arg(long)]
         wait: bool,
-        #[command(flatten)]
-        server: ServerArgs,
     },
     /// Runs, newest first, with per-table outcomes.
     History {
@@ -380,8 +314,6 @@ pub enum SyncCmd {
         source: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: usize,
-        #[command(flatten)]
-        server: ServerArgs,
     },
 }
 
@@ -460,55 +392,96 @@ fn list<'a>(v: &'a Value, key: &str) -> &'a [Value] {
     v[key].as_array().map(Vec::as_slice).unwrap_or(&[])
 }
 
-pub fn run(cmd: AdminCmd, out: &Output) -> Result<()> {
-    match cmd {
+/// The values of `keys` in `v`, a table row.
+fn pick(v: &Value, keys: &[&str]) -> Vec<Value> {
+    keys.iter().map(|k| v[*k].clone()).collect()
+}
+
+/// The items of `v[key]` as one comma-separated cell.
+fn joined(v: &Value, key: &str) -> Value {
+    json!(list(v, key).iter().map(s).collect::<Vec<_>>().join(", "))
+}
+
+/// One request; prints `human(answer)`, or the answer itself with `--json`.
+fn act(
+    server: &ServerArgs,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    out: &Output,
+    human: impl FnOnce(&Value) -> String,
+) -> Result<()> {
+    let r = server.client()?.call(method, path, body.as_ref())?;
+    out.print(|| human(&r), || r.clone());
+    Ok(())
+}
+
+/// A GET whose `key` list is printed as a table: `columns` headers, `row` per item.
+fn listing(
+    server: &ServerArgs,
+    path: &str,
+    key: &str,
+    out: &Output,
+    columns: &[&str],
+    row: impl Fn(&Value) -> Vec<Value>,
+) -> Result<()> {
+    let r = server.client()?.call("GET", path, None)?;
+    let rows = list(&r, key).iter().map(row).collect();
+    print_table(out, columns, rows, r);
+    Ok(())
+}
+
+/// `path` with `?k=v&...` for the parameters that are set.
+fn with_query(path: &str, params: &[(&str, Option<String>)]) -> String {
+    let q: Vec<String> = params
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
+        .collect();
+    if q.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", q.join("&"))
+    }
+}
+
+pub fn run(args: AdminArgs, out: &Output) -> Result<()> {
+    let server = &args.server;
+    match args.command {
         AdminCmd::Bootstrap { name, serve } => super::serve::bootstrap(name, serve, out),
-        AdminCmd::Source(c) => source(c, out),
-        AdminCmd::Table(c) => table(c, out),
-        AdminCmd::User(c) => user(c, out),
-        AdminCmd::Group(c) => group(c, out),
-        AdminCmd::Grant(c) => grant(c, out),
-        AdminCmd::Token(c) => token(c, out),
-        AdminCmd::Connector(c) => connector(c, out),
-        AdminCmd::Sync(c) => sync(c, out),
+        AdminCmd::Source(c) => source(c, server, out),
+        AdminCmd::Table(c) => table(c, server, out),
+        AdminCmd::User(c) => user(c, server, out),
+        AdminCmd::Group(c) => group(c, server, out),
+        AdminCmd::Grant(c) => grant(c, server, out),
+        AdminCmd::Token(c) => token(c, server, out),
+        AdminCmd::Connector(c) => connector(c, server, out),
+        AdminCmd::Sync(c) => sync(c, server, out),
         AdminCmd::Audit {
             since,
             action,
             limit,
-            server,
         } => {
-            let mut q = format!("/api/admin/audit?limit={limit}");
-            if let Some(s) = since {
-                q.push_str(&format!("&since={}", encode(&s)));
-            }
-            if let Some(a) = action {
-                q.push_str(&format!("&action={}", encode(&a)));
-            }
-            let r = server.client()?.call("GET", &q, None)?;
-            let rows = list(&r, "entries")
-                .iter()
-                .map(|e| {
-                    vec![
-                        e["at"].clone(),
-                        e["user"].clone(),
-                        e["action"].clone(),
-                        e["resource"].clone(),
-                        e["detail"].clone(),
-                    ]
-                })
-                .collect();
-            print_table(
-                out,
-                &["at", "user", "action", "resource", "detail"],
-                rows,
-                r,
+            let path = with_query(
+                "/api/admin/audit",
+                &[
+                    ("limit", Some(limit.to_string())),
+                    ("since", since),
+                    ("action", action),
+                ],
             );
-            Ok(())
+            let columns = ["at", "user", "action", "resource", "detail"];
+            listing(server, &path, "entries", out, &columns, |e| {
+                pick(e, &columns)
+            })
         }
     }
 }
 
-fn source(cmd: SourceCmd, out: &Output) -> Result<()> {
+fn source_path(name: &str, rest: &str) -> String {
+    format!("/api/admin/sources/{}{rest}", encode(name))
+}
+
+fn source(cmd: SourceCmd, server: &ServerArgs, out: &Output) -> Result<()> {
     match cmd {
         SourceCmd::Add {
             name,
@@ -516,7 +489,6 @@ fn source(cmd: SourceCmd, out: &Output) -> Result<()> {
             disabled,
             tables,
             all_tables,
-            server,
         } => {
             let client = server.client()?;
             let mut body = fields.to_json()?;
@@ -528,108 +500,101 @@ fn source(cmd: SourceCmd, out: &Output) -> Result<()> {
             body.insert("name".into(), json!(name));
             body.insert("enabled".into(), json!(!disabled));
             let mut r = client.call("POST", "/api/admin/sources", Some(&Value::Object(body)))?;
-            let added = match (all_tables, tables.is_empty()) {
+            let add = match (all_tables, tables.is_empty()) {
                 (true, _) => Some(json!({"all": true})),
                 (false, false) => Some(
                     json!({"tables": tables.iter().map(|t| json!({"name": t})).collect::<Vec<_>>()}),
                 ),
                 (false, true) => None,
             };
-            if let Some(add) = added {
-                let path = format!("/api/admin/sources/{}/tables", encode(&name));
-                let t = client.call("POST", &path, Some(&add)).with_context(|| {
-                    format!("source `{name}` was created, but adding its tables failed")
-                })?;
+            if let Some(add) = add {
+                let t = client
+                    .call("POST", &source_path(&name, "/tables"), Some(&add))
+                    .with_context(|| {
+                        format!("source `{name}` was created, but adding its tables failed")
+                    })?;
                 r["added"] = t["added"].clone();
             }
             let n = list(&r, "added").len();
             out.print(
-                || {
-                    format!(
-                        "created source `{name}`{}",
-                        if n > 0 {
-                            format!(" with {n} table(s)")
-                        } else {
-                            String::new()
-                        }
-                    )
-                },
+                || format!("created source `{name}` with {n} table(s)"),
                 || r.clone(),
             );
             Ok(())
         }
-        SourceCmd::List { server } => {
-            let r = server.client()?.call("GET", "/api/admin/sources", None)?;
-            let rows = list(&r, "sources")
-                .iter()
-                .map(|s| {
-                    let tables: Vec<String> = list(s, "tables").iter().map(self::s).collect();
-                    let last = &s["last_run"];
+        SourceCmd::List => listing(
+            server,
+            "/api/admin/sources",
+            "sources",
+            out,
+            &[
+                "source",
+                "connector",
+                "enabled",
+                "schedule",
+                "tables",
+                "last run",
+                "finished",
+            ],
+            |src| {
+                let last = &src["last_run"];
+                let state = if src["running"].is_null() {
+                    s(&last["status"])
+                } else {
+                    "running".into()
+                };
+                [
+                    pick(src, &["name", "connector", "enabled", "schedule"]),
                     vec![
-                        s["name"].clone(),
-                        s["connector"].clone(),
-                        json!(if s["enabled"] == true { "yes" } else { "no" }),
-                        s["schedule"].clone(),
-                        json!(tables.join(", ")),
-                        json!(if s["running"].is_null() {
-                            self::s(&last["status"])
-                        } else {
-                            "running".into()
-                        }),
+                        joined(src, "tables"),
+                        json!(state),
                         last["finished_at"].clone(),
-                    ]
-                })
-                .collect();
-            print_table(
-                out,
-                &[
-                    "source",
-                    "connector",
-                    "enabled",
-                    "schedule",
-                    "tables",
-                    "last run",
-                    "finished",
-                ],
-                rows,
-                r,
-            );
-            Ok(())
-        }
-        SourceCmd::Show { name, server } => {
-            let r = server.client()?.call(
-                "GET",
-                &format!("/api/admin/sources/{}", encode(&name)),
-                None,
-            )?;
-            out.print(
-                || {
-                    let src = &r["source"];
-                    let mut text = format!(
-                        "source {}\n  connector   {}\n  enabled     {}\n  schedule    {}\n  config      {}\n  grant       {}\n  limits      {}\n  tables:",
-                        s(&src["name"]), s(&src["connector"]), s(&src["enabled"]), s(&src["schedule"]),
-                        src["config"], src["grant"], src["limits"]
-                    );
-                    for t in list(&r, "tables") {
-                        text.push_str(&format!("\n    {} ({}) {}", s(&t["name"]), s(&t["query_mode"]), s(&t["description"])));
-                    }
-                    text.push_str("\n  runs:");
-                    for run in list(&r, "runs") {
-                        text.push_str(&format!("\n    {} {} {} {}", s(&run["id"]), s(&run["status"]), s(&run["started_at"]), s(&run["error"])));
-                    }
-                    text
-                },
-                || r.clone(),
-            );
-            Ok(())
-        }
+                    ],
+                ]
+                .concat()
+            },
+        ),
+        SourceCmd::Show { name } => act(server, "GET", &source_path(&name, ""), None, out, |r| {
+            let src = &r["source"];
+            let mut text = format!("source {}", s(&src["name"]));
+            for key in [
+                "connector",
+                "enabled",
+                "schedule",
+                "description",
+                "config",
+                "grant",
+                "limits",
+            ] {
+                text.push_str(&format!("\n  {key:<12}{}", s(&src[key])));
+            }
+            text.push_str("\n  tables:");
+            for t in list(r, "tables") {
+                text.push_str(&format!(
+                    "\n    {} ({}) {}",
+                    s(&t["name"]),
+                    s(&t["query_mode"]),
+                    s(&t["description"])
+                ));
+            }
+            text.push_str("\n  runs:");
+            for run in list(r, "runs") {
+                text.push_str(&format!(
+                    "\n    {} {} {} {}",
+                    s(&run["id"]),
+                    s(&run["status"]),
+                    s(&run["started_at"]),
+                    s(&run["error"])
+                ));
+            }
+            text
+        }),
         SourceCmd::Update {
             name,
             fields,
             no_schedule,
             enable,
             disable,
-            server,
         } => {
             let mut body = fields.to_json()?;
             if no_schedule {
@@ -639,46 +604,36 @@ fn source(cmd: SourceCmd, out: &Output) -> Result<()> {
                 body.insert("enabled".into(), json!(enable));
             }
             if body.is_empty() {
-                bail!(UsageError("nothing to change: give at least one of --connector, --config, --grant, --limits, --schedule, --no-schedule, --enable, --disable, --description".into()));
+                bail!(UsageError(
+                    "nothing to change: give at least one of --connector, --config, --grant, --limits, --schedule, \
+                     --no-schedule, --enable, --disable, --description"
+                        .into()
+                ));
             }
-            let r = server.client()?.call(
-                "PATCH",
-                &format!("/api/admin/sources/{}", encode(&name)),
-                Some(&Value::Object(body)),
-            )?;
-            out.print(|| format!("updated source `{name}`"), || r.clone());
-            Ok(())
+            let body = Some(Value::Object(body));
+            act(server, "PATCH", &source_path(&name, ""), body, out, |_| {
+                format!("updated source `{name}`")
+            })
         }
-        SourceCmd::Remove { name, server } => {
-            let r = server.client()?.call(
-                "DELETE",
-                &format!("/api/admin/sources/{}", encode(&name)),
-                None,
-            )?;
-            out.print(
-                || {
-                    let mut text = format!(
-                        "removed source `{name}` and its tables ({})",
-                        list(&r, "tables").iter().map(s).collect::<Vec<_>>().join(", ")
-                    );
-                    for g in list(&r, "dangling_grants") {
-                        text.push_str(&format!(
-                            "\nwarning: grant of {} `{}` to `{}` now names nothing (remove it with `agnes admin grant remove`)",
-                            s(&g["resource_type"]), s(&g["resource_id"]), s(&g["group"])
-                        ));
-                    }
-                    text
-                },
-                || r.clone(),
-            );
-            Ok(())
+        SourceCmd::Remove { name } => {
+            act(server, "DELETE", &source_path(&name, ""), None, out, |r| {
+                let mut text = format!(
+                    "removed source `{name}` and its tables ({})",
+                    s(&joined(r, "tables"))
+                );
+                for g in list(r, "dangling_grants") {
+                    text.push_str(&format!(
+                    "\nwarning: the grant of {} `{}` to `{}` now names nothing (remove it with `agnes admin grant remove`)",
+                    s(&g["resource_type"]), s(&g["resource_id"]), s(&g["group"])
+                ));
+                }
+                text
+            })
         }
-        SourceCmd::Discover { name, server } => {
-            let r = server.client()?.call(
-                "POST",
-                &format!("/api/admin/sources/{}/discover", encode(&name)),
-                None,
-            )?;
+        SourceCmd::Discover { name } => {
+            let r = server
+                .client()?
+                .call("POST", &source_path(&name, "/discover"), None)?;
             let rows = list(&r, "tables")
                 .iter()
                 .map(|t| {
@@ -686,14 +641,15 @@ fn source(cmd: SourceCmd, out: &Output) -> Result<()> {
                         .iter()
                         .map(|c| format!("{} {}", s(&c["name"]), s(&c["type"])))
                         .collect();
+                    let sync = if t["incremental"] == true {
+                        "incremental"
+                    } else {
+                        "full"
+                    };
                     vec![
                         t["name"].clone(),
-                        json!(if t["registered"] == true { "yes" } else { "no" }),
-                        json!(if t["incremental"] == true {
-                            "incremental"
-                        } else {
-                            "full"
-                        }),
+                        t["registered"].clone(),
+                        json!(sync),
                         json!(cols.join(", ")),
                     ]
                 })
@@ -705,14 +661,10 @@ fn source(cmd: SourceCmd, out: &Output) -> Result<()> {
             name,
             full_refresh,
             wait,
-            server,
         } => {
             let client = server.client()?;
-            let r = client.call(
-                "POST",
-                &format!("/api/admin/sources/{}/sync", encode(&name)),
-                Some(&json!({"full_refresh": full_refresh})),
-            )?;
+            let body = json!({"full_refresh": full_refresh});
+            let r = client.call("POST", &source_path(&name, "/sync"), Some(&body))?;
             let id = r["run_id"]
                 .as_i64()
                 .context("the server returned no run_id")?;
@@ -728,7 +680,7 @@ fn source(cmd: SourceCmd, out: &Output) -> Result<()> {
     }
 }
 
-fn table(cmd: TableCmd, out: &Output) -> Result<()> {
+fn table(cmd: TableCmd, server: &ServerArgs, out: &Output) -> Result<()> {
     match cmd {
         TableCmd::Add {
             source,
@@ -736,7 +688,6 @@ fn table(cmd: TableCmd, out: &Output) -> Result<()> {
             all,
             description,
             query_mode,
-            server,
         } => {
             let body = if all {
                 json!({"all": true})
@@ -746,16 +697,21 @@ fn table(cmd: TableCmd, out: &Output) -> Result<()> {
                         .into()
                 ));
             } else {
-                json!({"tables": names.iter().map(|n| json!({"name": n, "description": description, "query_mode": query_mode})).collect::<Vec<_>>()})
+                let tables: Vec<Value> = names
+                    .iter()
+                    .map(|n| json!({"name": n, "description": description, "query_mode": query_mode}))
+                    .collect();
+                json!({ "tables": tables })
             };
-            let r = server.client()?.call(
+            act(
+                server,
                 "POST",
-                &format!("/api/admin/sources/{}/tables", encode(&source)),
-                Some(&body),
-            )?;
-            let added: Vec<String> = list(&r, "added").iter().map(|t| s(&t["name"])).collect();
-            out.print(
-                || {
+                &source_path(&source, "/tables"),
+                Some(body),
+                out,
+                |r| {
+                    let added: Vec<String> =
+                        list(r, "added").iter().map(|t| s(&t["name"])).collect();
                     format!(
                         "added to `{source}`: {}",
                         if added.is_empty() {
@@ -765,29 +721,19 @@ fn table(cmd: TableCmd, out: &Output) -> Result<()> {
                         }
                     )
                 },
-                || r.clone(),
-            );
-            Ok(())
+            )
         }
-        TableCmd::List { source, server } => {
-            let path = match &source {
-                Some(s) => format!("/api/admin/tables?source={}", encode(s)),
-                None => "/api/admin/tables".into(),
-            };
-            let r = server.client()?.call("GET", &path, None)?;
-            let rows = list(&r, "tables")
-                .iter()
-                .map(|t| {
-                    vec![
-                        t["name"].clone(),
-                        t["source"].clone(),
-                        t["query_mode"].clone(),
-                        t["description"].clone(),
-                    ]
-                })
-                .collect();
-            print_table(out, &["table", "source", "mode", "description"], rows, r);
-            Ok(())
+        TableCmd::List { source } => {
+            let path = with_query("/api/admin/tables", &[("source", source)]);
+            let keys = ["name", "source", "query_mode", "description"];
+            listing(
+                server,
+                &path,
+                "tables",
+                out,
+                &["table", "source", "mode", "description"],
+                |t| pick(t, &keys),
+            )
         }
         TableCmd::Update {
             source,
@@ -795,7 +741,6 @@ fn table(cmd: TableCmd, out: &Output) -> Result<()> {
             description,
             query_mode,
             options,
-            server,
         } => {
             let mut body = serde_json::Map::new();
             if let Some(d) = description {
@@ -812,372 +757,253 @@ fn table(cmd: TableCmd, out: &Output) -> Result<()> {
                     "nothing to change: give --description, --query-mode or --options".into()
                 ));
             }
-            let path = format!(
-                "/api/admin/sources/{}/tables/{}",
-                encode(&source),
-                encode(&name)
-            );
-            let r = server
-                .client()?
-                .call("PATCH", &path, Some(&Value::Object(body)))?;
-            out.print(|| format!("updated table `{name}`"), || r.clone());
-            Ok(())
+            let path = source_path(&source, &format!("/tables/{}", encode(&name)));
+            act(
+                server,
+                "PATCH",
+                &path,
+                Some(Value::Object(body)),
+                out,
+                |_| format!("updated table `{name}`"),
+            )
         }
-        TableCmd::Remove {
-            source,
-            name,
-            server,
-        } => {
-            let path = format!(
-                "/api/admin/sources/{}/tables/{}",
-                encode(&source),
-                encode(&name)
-            );
-            let r = server.client()?.call("DELETE", &path, None)?;
-            out.print(
-                || format!("removed table `{name}` of `{source}`"),
-                || r.clone(),
-            );
-            Ok(())
+        TableCmd::Remove { source, name } => {
+            let path = source_path(&source, &format!("/tables/{}", encode(&name)));
+            act(server, "DELETE", &path, None, out, |_| {
+                format!("removed table `{name}` of `{source}`")
+            })
         }
     }
 }
 
-fn user(cmd: UserCmd, out: &Output) -> Result<()> {
+fn user(cmd: UserCmd, server: &ServerArgs, out: &Output) -> Result<()> {
     match cmd {
         UserCmd::Add {
             name,
             groups,
             expires_in_days,
-            server,
         } => {
             let body = json!({"name": name, "groups": groups, "expires_in_days": expires_in_days});
-            let r = server
-                .client()?
-                .call("POST", "/api/admin/users", Some(&body))?;
-            out.print(
-                || {
-                    format!(
-                        "created user `{name}`; their token (shown once):\n{}",
-                        s(&r["token"])
-                    )
-                },
-                || r.clone(),
-            );
-            Ok(())
+            act(server, "POST", "/api/admin/users", Some(body), out, |r| {
+                format!(
+                    "created user `{name}`; their token (shown once):\n{}",
+                    s(&r["token"])
+                )
+            })
         }
-        UserCmd::List { server } => {
-            let r = server.client()?.call("GET", "/api/admin/users", None)?;
-            let rows = list(&r, "users")
-                .iter()
-                .map(|u| {
-                    let groups: Vec<String> = list(u, "groups").iter().map(s).collect();
-                    vec![
-                        u["name"].clone(),
-                        json!(groups.join(", ")),
-                        u["created_at"].clone(),
-                        u["disabled_at"].clone(),
-                    ]
-                })
-                .collect();
-            print_table(out, &["user", "groups", "created", "disabled"], rows, r);
-            Ok(())
+        UserCmd::List => {
+            let columns = ["user", "groups", "created", "disabled"];
+            listing(server, "/api/admin/users", "users", out, &columns, |u| {
+                vec![
+                    u["name"].clone(),
+                    joined(u, "groups"),
+                    u["created_at"].clone(),
+                    u["disabled_at"].clone(),
+                ]
+            })
         }
-        UserCmd::Disable { name, server } => {
-            let r = server.client()?.call(
-                "POST",
-                &format!("/api/admin/users/{}/disable", encode(&name)),
-                None,
-            )?;
-            out.print(|| format!("disabled user `{name}`"), || r.clone());
-            Ok(())
+        UserCmd::Disable { name } => {
+            let path = format!("/api/admin/users/{}/disable", encode(&name));
+            act(server, "POST", &path, None, out, |_| {
+                format!("disabled user `{name}`")
+            })
         }
     }
 }
 
-fn group(cmd: GroupCmd, out: &Output) -> Result<()> {
-    let (client, method, path, body, done) = match cmd {
-        GroupCmd::List { server } => {
-            let r = server.client()?.call("GET", "/api/admin/groups", None)?;
-            let rows = list(&r, "groups")
-                .iter()
-                .map(|g| {
-                    let members: Vec<String> = list(g, "members").iter().map(s).collect();
-                    let grants: Vec<String> = list(g, "grants")
-                        .iter()
-                        .map(|p| format!("{}:{}", s(&p[0]), s(&p[1])))
-                        .collect();
-                    vec![
-                        g["name"].clone(),
-                        json!(members.join(", ")),
-                        json!(grants.join(", ")),
-                    ]
-                })
-                .collect();
-            print_table(out, &["group", "members", "grants"], rows, r);
-            return Ok(());
-        }
-        GroupCmd::Add { name, server } => (
-            server.client()?,
+fn group(cmd: GroupCmd, server: &ServerArgs, out: &Output) -> Result<()> {
+    let members = |g: &str| format!("/api/admin/groups/{}/members", encode(g));
+    match cmd {
+        GroupCmd::List => listing(
+            server,
+            "/api/admin/groups",
+            "groups",
+            out,
+            &["group", "members", "grants"],
+            |g| {
+                let grants: Vec<String> = list(g, "grants")
+                    .iter()
+                    .map(|p| format!("{}:{}", s(&p[0]), s(&p[1])))
+                    .collect();
+                vec![
+                    g["name"].clone(),
+                    joined(g, "members"),
+                    json!(grants.join(", ")),
+                ]
+            },
+        ),
+        GroupCmd::Add { name } => act(
+            server,
             "POST",
-            "/api/admin/groups".to_string(),
+            "/api/admin/groups",
             Some(json!({"name": name})),
-            format!("created group `{name}`"),
+            out,
+            |_| format!("created group `{name}`"),
         ),
-        GroupCmd::Remove { name, server } => (
-            server.client()?,
-            "DELETE",
-            format!("/api/admin/groups/{}", encode(&name)),
-            None,
-            format!("removed group `{name}` with its memberships and grants"),
-        ),
-        GroupCmd::AddMember {
-            group,
-            user,
-            server,
-        } => (
-            server.client()?,
-            "POST",
-            format!("/api/admin/groups/{}/members", encode(&group)),
-            Some(json!({"user": user})),
-            format!("added `{user}` to `{group}`"),
-        ),
-        GroupCmd::RemoveMember {
-            group,
-            user,
-            server,
-        } => (
-            server.client()?,
-            "DELETE",
-            format!(
-                "/api/admin/groups/{}/members/{}",
-                encode(&group),
-                encode(&user)
-            ),
-            None,
-            format!("removed `{user}` from `{group}`"),
-        ),
+        GroupCmd::Remove { name } => {
+            let path = format!("/api/admin/groups/{}", encode(&name));
+            act(server, "DELETE", &path, None, out, |_| {
+                format!("removed group `{name}` with its memberships and grants")
+            })
+        }
+        GroupCmd::AddMember { group, user } => {
+            let body = Some(json!({ "user": user }));
+            act(server, "POST", &members(&group), body, out, |_| {
+                format!("added `{user}` to `{group}`")
+            })
+        }
+        GroupCmd::RemoveMember { group, user } => {
+            let path = format!("{}/{}", members(&group), encode(&user));
+            act(server, "DELETE", &path, None, out, |_| {
+                format!("removed `{user}` from `{group}`")
+            })
+        }
+    }
+}
+
+fn grant(cmd: GrantCmd, server: &ServerArgs, out: &Output) -> Result<()> {
+    let (method, done, group, resource) = match cmd {
+        GrantCmd::List => {
+            let columns = ["group", "type", "resource", "dangling"];
+            let keys = ["group", "resource_type", "resource_id", "dangling"];
+            return listing(server, "/api/admin/grants", "grants", out, &columns, |g| {
+                pick(g, &keys)
+            });
+        }
+        GrantCmd::Add { group, resource } => ("POST", "granted", group, resource),
+        GrantCmd::Remove { group, resource } => ("DELETE", "revoked", group, resource),
     };
-    let r = client.call(method, &path, body.as_ref())?;
-    out.print(|| done, || r);
-    Ok(())
+    let body = resource.body(&group);
+    let what = format!(
+        "{} `{}`",
+        s(&body["resource_type"]),
+        s(&body["resource_id"])
+    );
+    act(server, method, "/api/admin/grants", Some(body), out, |_| {
+        format!("{done} {what} (group `{group}`)")
+    })
 }
 
-fn grant(cmd: GrantCmd, out: &Output) -> Result<()> {
+fn token(cmd: TokenCmd, server: &ServerArgs, out: &Output) -> Result<()> {
     match cmd {
-        GrantCmd::Add {
-            group,
-            resource,
-            server,
-        } => {
-            let body = resource.body(&group);
-            let r = server
-                .client()?
-                .call("POST", "/api/admin/grants", Some(&body))?;
-            out.print(
-                || {
-                    format!(
-                        "granted {} `{}` to `{group}`",
-                        s(&body["resource_type"]),
-                        s(&body["resource_id"])
-                    )
-                },
-                || r.clone(),
-            );
-            Ok(())
+        TokenCmd::List => {
+            let columns = [
+                "id",
+                "user",
+                "name",
+                "prefix",
+                "created",
+                "expires",
+                "revoked",
+                "last used",
+            ];
+            let keys = [
+                "id",
+                "user",
+                "name",
+                "prefix",
+                "created_at",
+                "expires_at",
+                "revoked_at",
+                "last_used_at",
+            ];
+            listing(server, "/api/admin/tokens", "tokens", out, &columns, |t| {
+                pick(t, &keys)
+            })
         }
-        GrantCmd::Remove {
-            group,
-            resource,
-            server,
-        } => {
-            let body = resource.body(&group);
-            let r = server
-                .client()?
-                .call("DELETE", "/api/admin/grants", Some(&body))?;
-            out.print(
-                || {
-                    format!(
-                        "revoked {} `{}` from `{group}`",
-                        s(&body["resource_type"]),
-                        s(&body["resource_id"])
-                    )
-                },
-                || r.clone(),
-            );
-            Ok(())
-        }
-        GrantCmd::List { server } => {
-            let r = server.client()?.call("GET", "/api/admin/grants", None)?;
-            let rows = list(&r, "grants")
-                .iter()
-                .map(|g| {
-                    vec![
-                        g["group"].clone(),
-                        g["resource_type"].clone(),
-                        g["resource_id"].clone(),
-                        json!(if g["dangling"] == true {
-                            "dangling"
-                        } else {
-                            ""
-                        }),
-                    ]
-                })
-                .collect();
-            print_table(out, &["group", "type", "resource", "note"], rows, r);
-            Ok(())
+        TokenCmd::Revoke { id } => {
+            let path = format!("/api/tokens/{}", encode(&id));
+            act(server, "DELETE", &path, None, out, |_| {
+                format!("revoked token `{id}`")
+            })
         }
     }
 }
 
-fn token(cmd: TokenCmd, out: &Output) -> Result<()> {
-    match cmd {
-        TokenCmd::List { server } => {
-            let r = server.client()?.call("GET", "/api/admin/tokens", None)?;
-            let rows = list(&r, "tokens")
-                .iter()
-                .map(|t| {
-                    vec![
-                        t["id"].clone(),
-                        t["user"].clone(),
-                        t["name"].clone(),
-                        json!(format!("agnes_{}_…", s(&t["prefix"]))),
-                        t["created_at"].clone(),
-                        t["expires_at"].clone(),
-                        t["revoked_at"].clone(),
-                        t["last_used_at"].clone(),
-                    ]
-                })
-                .collect();
-            print_table(
-                out,
-                &[
-                    "id",
-                    "user",
-                    "name",
-                    "token",
-                    "created",
-                    "expires",
-                    "revoked",
-                    "last used",
-                ],
-                rows,
-                r,
-            );
-            Ok(())
-        }
-        TokenCmd::Revoke { id, server } => {
-            let r =
-                server
-                    .client()?
-                    .call("DELETE", &format!("/api/tokens/{}", encode(&id)), None)?;
-            out.print(|| format!("revoked token `{id}`"), || r.clone());
-            Ok(())
-        }
-    }
-}
-
-fn connector(cmd: ConnectorCmd, out: &Output) -> Result<()> {
+fn connector(cmd: ConnectorCmd, server: &ServerArgs, out: &Output) -> Result<()> {
     match cmd {
         ConnectorCmd::Upload {
             component,
             manifest,
             signature,
-            server,
         } => {
             use base64::Engine as _;
-            let bytes = std::fs::read(&component)
-                .with_context(|| format!("reading {}", component.display()))?;
-            let toml = std::fs::read_to_string(&manifest)
-                .with_context(|| format!("reading {}", manifest.display()))?;
+            let read =
+                |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
             let sig_path =
                 signature.unwrap_or_else(|| agnes_runtime::signature::default_path(&component));
-            let sig: Value = serde_json::from_str(
-                &std::fs::read_to_string(&sig_path)
-                    .with_context(|| format!("reading {}", sig_path.display()))?,
-            )
-            .with_context(|| format!("{} is not a signature file", sig_path.display()))?;
+            let sig: Value = serde_json::from_slice(&read(&sig_path)?)
+                .with_context(|| format!("{} is not a signature file", sig_path.display()))?;
             let body = json!({
-                "component_base64": base64::engine::general_purpose::STANDARD.encode(&bytes),
-                "manifest": toml,
+                "component_base64": base64::engine::general_purpose::STANDARD.encode(read(&component)?),
+                "manifest": String::from_utf8(read(&manifest)?).context("connector.toml is not UTF-8")?,
                 "signature": sig,
             });
-            let r = server
-                .client()?
-                .call("POST", "/api/admin/connectors", Some(&body))?;
-            out.print(
-                || {
+            act(
+                server,
+                "POST",
+                "/api/admin/connectors",
+                Some(body),
+                out,
+                |r| {
+                    let (n, v) = (s(&r["name"]), s(&r["version"]));
                     format!(
-                        "uploaded {}@{} (digest {}, signed by {}); use it as `--connector {}@{}`",
-                        s(&r["name"]),
-                        s(&r["version"]),
+                        "uploaded {n}@{v} (digest {}, signed by {}); use it as `--connector {n}@{v}`",
                         s(&r["digest"]),
-                        s(&r["key_id"]),
-                        s(&r["name"]),
-                        s(&r["version"])
+                        s(&r["key_id"])
                     )
                 },
-                || r.clone(),
-            );
-            Ok(())
+            )
         }
-        ConnectorCmd::List { server } => {
-            let r = server
-                .client()?
-                .call("GET", "/api/admin/connectors", None)?;
-            let rows = list(&r, "connectors")
-                .iter()
-                .map(|c| {
-                    vec![
-                        c["name"].clone(),
-                        c["version"].clone(),
-                        c["digest"].clone(),
-                        c["key_id"].clone(),
-                        c["uploaded_at"].clone(),
-                        c["uploaded_by"].clone(),
-                    ]
-                })
-                .collect();
-            print_table(
+        ConnectorCmd::List => {
+            let columns = ["connector", "version", "digest", "signer", "uploaded", "by"];
+            let keys = [
+                "name",
+                "version",
+                "digest",
+                "key_id",
+                "uploaded_at",
+                "uploaded_by",
+            ];
+            listing(
+                server,
+                "/api/admin/connectors",
+                "connectors",
                 out,
-                &["connector", "version", "digest", "signer", "uploaded", "by"],
-                rows,
-                r,
-            );
-            Ok(())
+                &columns,
+                |c| pick(c, &keys),
+            )
         }
-        ConnectorCmd::Show { name, server } => {
-            let r = server.client()?.call(
-                "GET",
-                &format!("/api/admin/connectors/{}", encode(&name)),
-                None,
-            )?;
-            out.print(
-                || {
-                    let mut text = String::new();
-                    for v in list(&r, "versions") {
-                        text.push_str(&format!(
-                            "{}@{}\n  digest   {}\n  signer   {}\n  imports  {}\n  requests {}\n  uploaded {} by {}\n",
-                            s(&v["name"]), s(&v["version"]), s(&v["digest"]), s(&v["key_id"]), v["imports"], v["requests"],
-                            s(&v["uploaded_at"]), s(&v["uploaded_by"])
-                        ));
+        ConnectorCmd::Show { name } => {
+            let path = format!("/api/admin/connectors/{}", encode(&name));
+            act(server, "GET", &path, None, out, |r| {
+                let mut text = String::new();
+                for v in list(r, "versions") {
+                    text.push_str(&format!("{}@{}", s(&v["name"]), s(&v["version"])));
+                    for key in [
+                        "digest",
+                        "key_id",
+                        "imports",
+                        "requests",
+                        "uploaded_at",
+                        "uploaded_by",
+                    ] {
+                        text.push_str(&format!("\n  {key:<12}{}", s(&v[key])));
                     }
-                    text.trim_end().to_string()
-                },
-                || r.clone(),
-            );
-            Ok(())
+                    text.push('\n');
+                }
+                text.trim_end().to_string()
+            })
         }
     }
 }
 
-fn sync(cmd: SyncCmd, out: &Output) -> Result<()> {
+fn sync(cmd: SyncCmd, server: &ServerArgs, out: &Output) -> Result<()> {
     match cmd {
         SyncCmd::Trigger {
             sources,
             full_refresh,
             wait,
-            server,
         } => {
             let client = server.client()?;
             let mut body = json!({"full_refresh": full_refresh});
@@ -1210,11 +1036,7 @@ fn sync(cmd: SyncCmd, out: &Output) -> Result<()> {
             );
             Ok(())
         }
-        SyncCmd::Status {
-            source,
-            wait,
-            server,
-        } => {
+        SyncCmd::Status { source, wait } => {
             let client = server.client()?;
             let r = client.call("GET", "/api/sync/status", None)?;
             let ids: Vec<i64> = list(&r, "running")
@@ -1223,20 +1045,20 @@ fn sync(cmd: SyncCmd, out: &Output) -> Result<()> {
                 .filter_map(|x| x["run_id"].as_i64())
                 .filter(|id| *id > 0)
                 .collect();
+            if wait && ids.is_empty() {
+                // nothing running: report the newest finished run (of the source)
+                let path = with_query(
+                    "/api/sync/history",
+                    &[("limit", Some("1".into())), ("source", source)],
+                );
+                let h = client.call("GET", &path, None)?;
+                let ids: Vec<i64> = list(&h, "runs")
+                    .iter()
+                    .filter_map(|x| x["id"].as_i64())
+                    .collect();
+                return wait_for(&client, &ids, out);
+            }
             if wait {
-                if ids.is_empty() {
-                    // nothing running: report the newest finished run (of the source)
-                    let path = match &source {
-                        Some(s) => format!("/api/sync/history?limit=1&source={}", encode(s)),
-                        None => "/api/sync/history?limit=1".into(),
-                    };
-                    let h = client.call("GET", &path, None)?;
-                    let ids: Vec<i64> = list(&h, "runs")
-                        .iter()
-                        .filter_map(|x| x["id"].as_i64())
-                        .collect();
-                    return wait_for(&client, &ids, out);
-                }
                 return wait_for(&client, &ids, out);
             }
             out.print(
@@ -1271,15 +1093,11 @@ fn sync(cmd: SyncCmd, out: &Output) -> Result<()> {
             );
             Ok(())
         }
-        SyncCmd::History {
-            source,
-            limit,
-            server,
-        } => {
-            let mut path = format!("/api/sync/history?limit={limit}");
-            if let Some(s) = &source {
-                path.push_str(&format!("&source={}", encode(s)));
-            }
+        SyncCmd::History { source, limit } => {
+            let path = with_query(
+                "/api/sync/history",
+                &[("limit", Some(limit.to_string())), ("source", source)],
+            );
             let r = server.client()?.call("GET", &path, None)?;
             let rows = list(&r, "runs")
                 .iter()

@@ -97,6 +97,17 @@ fn same_run(existing: &SourceSpec, wanted: &SourceSpec) -> bool {
         && (wanted.schedule.is_none() || existing.schedule == wanted.schedule)
 }
 
+/// The table `name`, whichever source it belongs to.
+async fn registered(state: &AppState, name: &str) -> ApiResult<crate::store::TableDef> {
+    state
+        .store
+        .list_tables(None)
+        .await?
+        .into_iter()
+        .find(|t| t.spec.name == name)
+        .ok_or_else(|| ApiError::NotFound(format!("table `{name}` is not registered")))
+}
+
 async fn register(
     State(state): State<AppState>,
     admin: AdminUser,
@@ -178,13 +189,7 @@ async fn update(
             r.name
         )));
     }
-    let current = state
-        .store
-        .list_tables(None)
-        .await?
-        .into_iter()
-        .find(|t| t.spec.name == name)
-        .ok_or_else(|| ApiError::NotFound(format!("table `{name}` is not registered")))?;
+    let current = registered(&state, &name).await?;
     if current.source != r.source {
         return Err(ApiError::BadRequest(format!(
             "table `{name}` belongs to source `{}`; to move it, remove it and register it again",
@@ -211,13 +216,7 @@ async fn unregister(
     admin: AdminUser,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let current = state
-        .store
-        .list_tables(None)
-        .await?
-        .into_iter()
-        .find(|t| t.spec.name == name)
-        .ok_or_else(|| ApiError::NotFound(format!("table `{name}` is not registered")))?;
+    let current = registered(&state, &name).await?;
     state.store.remove_table(&current.source, &name).await?;
     state.rebuild_catalog().await.map_err(ApiError::internal)?;
     let body = json!({"deleted": name});
