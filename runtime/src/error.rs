@@ -58,6 +58,18 @@ pub enum Error {
         message: String,
     },
 
+    /// A table's declared schema uses a type, a width, a depth or a name the host refuses.
+    #[error("table `{table}` column `{column}`: {reason}")]
+    InvalidSchema {
+        table: String,
+        column: String,
+        reason: String,
+    },
+
+    /// A state checkpoint the guest sent is not what the host can commit.
+    #[error("invalid state checkpoint: {reason}")]
+    InvalidState { reason: String },
+
     /// A batch the guest emitted is malformed or does not match its table's schema.
     #[error("invalid batch for table `{table}`: {reason}")]
     InvalidBatch { table: String, reason: String },

@@ -53,6 +53,7 @@ pub mod manifest;
 pub mod names;
 mod policy;
 mod run;
+pub mod schema;
 pub mod signature;
 pub mod sink;
 

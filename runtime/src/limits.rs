@@ -25,6 +25,13 @@ pub struct Limits {
     pub max_batch_mb: u64,
     /// Tables a connector may offer.
     pub max_tables: usize,
+    /// Columns of one table (at most [`crate::schema::MAX_COLUMNS`]).
+    pub max_columns: usize,
+    /// Levels of nesting (lists, structs, maps) in a column (at most
+    /// [`crate::schema::MAX_NESTING_DEPTH`]).
+    pub max_nesting_depth: usize,
+    /// `emit` calls over all tables.
+    pub max_batches: u64,
     /// Log lines kept per run (guest `log` calls plus stdout/stderr lines); later ones are
     /// counted and dropped.
     pub max_log_lines: u64,
@@ -40,6 +47,9 @@ impl Default for Limits {
             max_output_mb: 256 * 1024,
             max_batch_mb: 256,
             max_tables: 1000,
+            max_columns: 1000,
+            max_nesting_depth: 8,
+            max_batches: 100_000,
             max_log_lines: 10_000,
         }
     }

@@ -9,11 +9,48 @@ use crate::Error;
 const MAX_NAME: usize = 63;
 const MAX_COLUMN: usize = 255;
 
+/// The longest guest text kept in a name shown in an error.
+const SHOWN: usize = 128;
+
+/// A guest-supplied name as it may appear in an error or a log line: control and escape
+/// characters shown escaped (`\u{1b}`), cut after 128 characters with its full length
+/// noted, so a hostile name can neither flood a terminal nor rewrite it.
+pub fn shown(name: &str) -> String {
+    text(name, SHOWN, false)
+}
+
+/// Guest text (an error message, a log line) made safe to print: control characters other
+/// than newline and tab escaped, cut after `max` bytes with the full length noted.
+pub fn sanitized(message: &str, max: usize) -> String {
+    text(message, max, true)
+}
+
+fn text(s: &str, max: usize, keep_lines: bool) -> String {
+    let mut out = String::with_capacity(s.len().min(max) + 16);
+    for (i, c) in s.char_indices() {
+        if out.len() >= max {
+            out.push_str(&format!("… ({} bytes in all)", s.len()));
+            let _ = i;
+            break;
+        }
+        if c.is_control() && !(keep_lines && (c == '\n' || c == '\t')) {
+            out.extend(c.escape_default());
+        } else if matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        {
+            // zero-width and bidirectional overrides can disguise what a terminal shows
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Checks a table or source name. `kind` is "table" or "source" (used in the error).
 pub fn validate_name(kind: &'static str, name: &str) -> Result<(), Error> {
     let fail = |reason: &str| Error::UnsafeName {
         kind,
-        name: name.to_string(),
+        name: shown(name),
         reason: reason.to_string(),
     };
     let mut chars = name.chars();
@@ -41,7 +78,7 @@ pub fn validate_name(kind: &'static str, name: &str) -> Result<(), Error> {
 pub fn validate_column(table: &str, name: &str) -> Result<(), Error> {
     let fail = |reason: &str| Error::UnsafeName {
         kind: "column",
-        name: format!("{table}.{name}"),
+        name: shown(&format!("{table}.{name}")),
         reason: reason.to_string(),
     };
     if name.is_empty() {
@@ -59,6 +96,22 @@ pub fn validate_column(table: &str, name: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shown_text_is_bounded_and_escaped() {
+        let long = "x".repeat(50 << 20);
+        let s = shown(&long);
+        assert!(
+            s.len() < 200 && s.ends_with("(52428800 bytes in all)"),
+            "{s}"
+        );
+        assert_eq!(shown("a\u{1b}[2Kb\r"), "a\\u{1b}[2Kb\\r");
+        assert_eq!(
+            sanitized("line 1\nline 2\u{7}", 100),
+            "line 1\nline 2\\u{7}"
+        );
+        assert_eq!(shown("ok\u{202e}cod.exe"), "ok\\u{202e}cod.exe");
+    }
 
     #[test]
     fn accepts_safe_identifiers() {

@@ -16,7 +16,6 @@ use crate::bindings::agnes::connector::types::{ConnectorError, TableInfo};
 use crate::engine::{LoadedComponent, Runtime};
 use crate::error::{Phase, describe};
 use crate::extract::Staging;
-use crate::host::connector::validate_schema;
 use crate::host::output::GuestOutput;
 use crate::host::{RunState, SelectedTable};
 use crate::names::validate_name;
@@ -174,6 +173,9 @@ impl Runtime {
 
     fn store(&self, grant: &Grant, limits: &Limits) -> Result<Store<RunState>, Error> {
         let mut store = Store::new(&self.inner.engine, self.run_state(grant, limits)?);
+        // what one host call may copy out of the guest: a whole batch under max_batch_mb,
+        // never refused by wasmtime's own (128 MiB) default first
+        store.set_hostcall_fuel(limits.max_batch_bytes().saturating_add(1 << 20));
         store.limiter(|s| &mut s.store_limits);
         // Every epoch tick while guest code runs: count it against the CPU budget, and
         // yield to the executor so the wall-clock timeout can fire even while it spins.
@@ -373,6 +375,9 @@ impl Runtime {
         let staging = Staging::begin(&request.extracts_dir, &request.source)?;
         // nothing to grant: native code is not sandboxed by WASI
         let mut state = self.run_state(&Grant::default(), &request.limits)?;
+        for t in &tables {
+            crate::schema::validate(&t.name, &t.schema, &request.limits)?;
+        }
         let selected = select(&request, tables)?;
         prepare_read(&mut state, &staging, &selected)?;
         let result = read(&mut NativeEmitter { state: &mut state });
@@ -602,6 +607,7 @@ async fn discover_in(
     store: &mut Store<RunState>,
     config: &str,
 ) -> Result<Vec<TableSpec>, Error> {
+    let limits = store.data().limits.clone();
     let result = instance
         .agnes_connector_source()
         .call_discover(&mut *store, config)
@@ -609,11 +615,11 @@ async fn discover_in(
     let infos = settle(store, Phase::Discover, result)?;
     let mut tables: Vec<TableSpec> = Vec::with_capacity(infos.len());
     for info in infos {
-        let spec = table_spec(info)?;
+        let spec = table_spec(info, &limits)?;
         if tables.iter().any(|t| t.name == spec.name) {
             return Err(Error::UnsafeName {
                 kind: "table",
-                name: spec.name,
+                name: crate::names::shown(&spec.name),
                 reason: "the connector offers it twice".into(),
             });
         }
@@ -622,12 +628,23 @@ async fn discover_in(
     Ok(tables)
 }
 
-fn table_spec(info: TableInfo) -> Result<TableSpec, Error> {
+/// The longest table description a connector may declare.
+const MAX_DESCRIPTION: usize = 4096;
+
+fn table_spec(info: TableInfo, limits: &Limits) -> Result<TableSpec, Error> {
     validate_name("table", &info.name)?;
     let invalid = |reason: String| Error::InvalidBatch {
         table: info.name.clone(),
         reason,
     };
+    if let Some(d) = &info.description
+        && d.len() > MAX_DESCRIPTION
+    {
+        return Err(invalid(format!(
+            "its description is {} bytes; the limit is {MAX_DESCRIPTION}",
+            d.len()
+        )));
+    }
     let mut decoder = StreamDecoder::new();
     let mut buffer = Buffer::from(info.arrow_schema.clone());
     if let Some(_batch) = decoder
@@ -642,11 +659,12 @@ fn table_spec(info: TableInfo) -> Result<TableSpec, Error> {
     if !buffer.is_empty() {
         return Err(invalid("declared schema has trailing bytes".into()));
     }
-    validate_schema(&info.name, &schema)?;
+    crate::schema::validate(&info.name, &schema, limits)?;
     for key in info.primary_key.iter().chain(info.cursor_field.iter()) {
         if schema.field_with_name(key).is_err() {
             return Err(invalid(format!(
-                "primary key or cursor field `{key}` is not a column"
+                "primary key or cursor field `{}` is not a column",
+                crate::names::shown(key)
             )));
         }
     }
@@ -683,7 +701,7 @@ fn settle<T>(
             Err(Error::Connector {
                 phase,
                 kind,
-                message,
+                message: crate::names::sanitized(&message, MAX_GUEST_MESSAGE),
             })
         }
         Err(trap) => {
@@ -698,6 +716,9 @@ fn settle<T>(
         }
     }
 }
+
+/// The longest connector error message kept (it reaches logs, the history and terminals).
+const MAX_GUEST_MESSAGE: usize = 4096;
 
 fn check_state(state: String) -> Result<String, Error> {
     const MAX: usize = 1 << 20;

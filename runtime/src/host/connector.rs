@@ -8,7 +8,6 @@ use tracing::instrument;
 use super::RunState;
 use crate::bindings::agnes::connector::host::{Host, HostError};
 use crate::bindings::agnes::connector::types::{self, LogLevel};
-use crate::names::validate_column;
 use crate::{Error, Progress};
 
 const MAX_LOG_MESSAGE: usize = 4096;
@@ -31,11 +30,22 @@ impl Host for RunState {
             tracing::warn!("error.type" = "access_denied", "{msg}");
             return Ok(Err(HostError::AccessDenied(msg)));
         }
+        self.batches += 1;
+        if self.batches > self.limits.max_batches {
+            self.fail(Error::LimitExceeded {
+                limit: "max_batches",
+                detail: format!(
+                    "the run made more than {} emit calls",
+                    self.limits.max_batches
+                ),
+            });
+            wasmtime::bail!("batch count limit exceeded");
+        }
         if !self.selected.contains_key(&stream) {
             let mut selected: Vec<_> = self.selected.keys().cloned().collect();
             selected.sort();
             let err = Error::UnknownStream {
-                table: stream.clone(),
+                table: crate::names::shown(&stream),
                 selected: selected.join(", "),
             };
             let msg = err.to_string();
@@ -88,7 +98,7 @@ impl Host for RunState {
             return Ok(());
         }
         self.log_lines += 1;
-        let message = truncate(&message, MAX_LOG_MESSAGE);
+        let message = crate::names::sanitized(&message, MAX_LOG_MESSAGE);
         match level {
             LogLevel::Trace => tracing::trace!(target: "connector", "{message}"),
             LogLevel::Debug => tracing::debug!(target: "connector", "{message}"),
@@ -111,16 +121,25 @@ impl Host for RunState {
                 "state-checkpoint is only allowed during read".into(),
             )));
         }
+        // a refused checkpoint fails the run (as documented): publishing without the state
+        // the connector meant to commit would re-read or skip data on the next run
         if state.len() > MAX_STATE_BYTES {
-            return Ok(Err(HostError::LimitExceeded(format!(
-                "state is {} bytes; the limit is {MAX_STATE_BYTES}",
+            let detail = format!(
+                "a state checkpoint is {} bytes; the limit is {MAX_STATE_BYTES}",
                 state.len()
-            ))));
+            );
+            self.fail(Error::LimitExceeded {
+                limit: "state size",
+                detail: detail.clone(),
+            });
+            return Ok(Err(HostError::LimitExceeded(detail)));
         }
         if let Err(e) = serde_json::from_str::<serde_json::Value>(&state) {
-            return Ok(Err(HostError::InvalidBatch(format!(
-                "state is not valid JSON: {e}"
-            ))));
+            let reason = format!("a state checkpoint is not valid JSON: {e}");
+            self.fail(Error::InvalidState {
+                reason: reason.clone(),
+            });
+            return Ok(Err(HostError::InvalidBatch(reason)));
         }
         self.checkpoint = Some(state);
         Ok(Ok(()))
@@ -148,11 +167,11 @@ impl RunState {
                 && !same_fields(&schema, &table.schema)
             {
                 return Err(invalid(format!(
-                    "schema changed: the table was discovered as {} but the stream carries {}",
-                    describe_schema(&table.schema),
-                    describe_schema(&schema)
+                    "schema changed: {}",
+                    crate::schema::difference(&table.schema, &schema)
                 )));
             }
+            crate::schema::check_nulls(stream, &batch)?;
             let rows = batch.num_rows() as u64;
             if self.rows + accepted + rows > self.limits.max_rows {
                 return Err(Error::LimitExceeded {
@@ -179,9 +198,8 @@ impl RunState {
             && !same_fields(&schema, &table.schema)
         {
             return Err(invalid(format!(
-                "schema changed: the table was discovered as {} but the stream carries {}",
-                describe_schema(&table.schema),
-                describe_schema(&schema)
+                "schema changed: {}",
+                crate::schema::difference(&table.schema, &schema)
             )));
         }
         self.rows += accepted;
@@ -207,50 +225,6 @@ pub(crate) fn same_fields(a: &arrow_schema::Schema, b: &arrow_schema::Schema) ->
                 && x.data_type() == y.data_type()
                 && x.is_nullable() == y.is_nullable()
         })
-}
-
-pub(crate) fn describe_schema(s: &arrow_schema::Schema) -> String {
-    let fields: Vec<String> = s
-        .fields()
-        .iter()
-        .map(|f| format!("{}: {}", f.name(), f.data_type()))
-        .collect();
-    format!("({})", fields.join(", "))
-}
-
-/// Checks the schema a connector declared for a table: at least one column, safe and
-/// unique (case-insensitively, as DuckDB sees them) column names.
-pub(crate) fn validate_schema(table: &str, schema: &arrow_schema::Schema) -> Result<(), Error> {
-    if schema.fields().is_empty() {
-        return Err(Error::UnsafeName {
-            kind: "table",
-            name: table.into(),
-            reason: "it has no columns".into(),
-        });
-    }
-    let mut seen = std::collections::HashSet::new();
-    for f in schema.fields() {
-        validate_column(table, f.name())?;
-        if !seen.insert(f.name().to_lowercase()) {
-            return Err(Error::UnsafeName {
-                kind: "column",
-                name: format!("{table}.{}", f.name()),
-                reason: "it appears twice (column names are case-insensitive)".into(),
-            });
-        }
-    }
-    Ok(())
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]
@@ -413,24 +387,19 @@ mod tests {
                 .unwrap()
                 .is_ok()
         );
+        assert!(s.failure.is_none());
         assert!(s.state_checkpoint("not json".into()).unwrap().is_err());
-        assert!(s.state_checkpoint("\"".repeat(2 << 20)).unwrap().is_err());
-    }
-
-    #[test]
-    fn schemas_need_safe_unique_columns() {
-        let ok = Schema::new(vec![Field::new("a", DataType::Int64, true)]);
-        validate_schema("t", &ok).unwrap();
-        let dup = Schema::new(vec![
-            Field::new("a", DataType::Int64, true),
-            Field::new("A", DataType::Utf8, true),
-        ]);
         assert!(
-            validate_schema("t", &dup)
-                .unwrap_err()
-                .to_string()
-                .contains("twice")
+            matches!(s.failure.take(), Some(Error::InvalidState { .. })),
+            "a refused checkpoint fails the run even if the guest ignores the error"
         );
-        assert!(validate_schema("t", &Schema::empty()).is_err());
+        assert!(s.state_checkpoint("\"".repeat(2 << 20)).unwrap().is_err());
+        assert!(matches!(
+            s.failure,
+            Some(Error::LimitExceeded {
+                limit: "state size",
+                ..
+            })
+        ));
     }
 }

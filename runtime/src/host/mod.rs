@@ -46,6 +46,8 @@ pub(crate) struct RunState {
     pub failure: Option<Error>,
     pub rows: u64,
     pub bytes: u64,
+    /// `emit` calls so far.
+    pub batches: u64,
     pub log_lines: u64,
     /// Time spent in the host accepting batches (decode, validation, parquet).
     pub host_busy: std::time::Duration,
@@ -77,6 +79,7 @@ impl RunState {
             failure: None,
             rows: 0,
             bytes: 0,
+            batches: 0,
             log_lines: 0,
             host_busy: std::time::Duration::ZERO,
             logs_dropped: 0,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use md5::{Digest, Md5};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -55,25 +55,25 @@ pub struct TableWriter {
     rows: u64,
 }
 
-/// The schema as stored. Parquet has no second-precision timestamp: arrow-rs would write
-/// `Timestamp(Second)` as a bare INT64 that readers such as DuckDB see as a number, so such
-/// columns are stored as milliseconds. `None` when nothing needs converting.
+/// The schema as stored, when some column is stored as another type
+/// ([`crate::schema::stored_type`]: second timestamps as milliseconds, `Date64` as a
+/// millisecond timestamp, inside nested types too). `None` when nothing needs converting.
 pub(crate) fn storable(schema: &SchemaRef) -> Option<SchemaRef> {
-    let needs = |f: &arrow_schema::FieldRef| {
-        matches!(f.data_type(), DataType::Timestamp(TimeUnit::Second, _))
-    };
-    if !schema.fields().iter().any(needs) {
+    let stored: Vec<Option<DataType>> = schema
+        .fields()
+        .iter()
+        .map(|f| crate::schema::stored_type(f.data_type()))
+        .collect();
+    if stored.iter().all(Option::is_none) {
         return None;
     }
     let fields: Vec<Field> = schema
         .fields()
         .iter()
-        .map(|f| match f.data_type() {
-            DataType::Timestamp(TimeUnit::Second, tz) => f
-                .as_ref()
-                .clone()
-                .with_data_type(DataType::Timestamp(TimeUnit::Millisecond, tz.clone())),
-            _ => f.as_ref().clone(),
+        .zip(stored)
+        .map(|(f, t)| match t {
+            Some(t) => f.as_ref().clone().with_data_type(t),
+            None => f.as_ref().clone(),
         })
         .collect();
     Some(Arc::new(Schema::new_with_metadata(
@@ -161,6 +161,7 @@ impl TableWriter {
 #[cfg(test)]
 mod tests {
     use arrow_array::{Int64Array, StringArray, TimestampSecondArray};
+    use arrow_schema::TimeUnit;
 
     use super::*;
 
