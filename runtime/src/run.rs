@@ -115,6 +115,8 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// The committed cursor state.
     pub state: Option<String>,
+    /// Log lines (`log` calls, stdout and stderr lines) dropped over `max_log_lines`.
+    pub logs_dropped: u64,
     /// Of `elapsed`, the time the connector waited on the host accepting its batches (IPC
     /// decode, validation, queueing for the parquet encoder, which runs on its own thread).
     pub host_busy: Duration,
@@ -135,8 +137,9 @@ impl Runtime {
     /// preopens, no sockets, captured stdio), egress rules and secrets, limits.
     fn run_state(&self, grant: &Grant, limits: &Limits) -> Result<RunState, Error> {
         let stderr = GuestOutput::new("stderr", limits.max_log_lines);
+        let stdout = GuestOutput::new("stdout", limits.max_log_lines);
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(GuestOutput::new("stdout", limits.max_log_lines))
+        wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
@@ -162,13 +165,9 @@ impl Runtime {
             .memories(8)
             .trap_on_grow_failure(true)
             .build();
-        Ok(RunState::new(
-            wasi.build(),
-            egress,
-            stderr,
-            store_limits,
-            limits.clone(),
-        ))
+        let mut state = RunState::new(wasi.build(), egress, stderr, store_limits, limits.clone());
+        state.stdout = Some(stdout);
+        Ok(state)
     }
 
     fn store(&self, grant: &Grant, limits: &Limits) -> Result<Store<RunState>, Error> {
@@ -205,9 +204,24 @@ impl Runtime {
         component: &LoadedComponent,
         store: &mut Store<RunState>,
     ) -> Result<Connector, Error> {
-        let fail = |e: wasmtime::Error| Error::Instantiate {
-            digest: component.digest.clone(),
-            reason: describe(&e),
+        let memory_mb = store.data().limits.memory_mb;
+        let fail = |e: wasmtime::Error| {
+            let reason = describe(&e);
+            let lower = reason.to_lowercase();
+            if lower.contains("memory") && (lower.contains("grow") || lower.contains("limit")) {
+                // its initial memory does not fit: that is the limit, not a world mismatch
+                return Error::LimitExceeded {
+                    limit: "memory_mb",
+                    detail: format!(
+                        "the component needs more than memory_mb = {memory_mb} MiB of linear memory to start ({})",
+                        reason.lines().next().unwrap_or_default()
+                    ),
+                };
+            }
+            Error::Instantiate {
+                digest: component.digest.clone(),
+                reason,
+            }
         };
         let pre = match component.pre.get() {
             Some(pre) => pre,
@@ -429,6 +443,7 @@ impl NativeEmitter<'_> {
 struct Counts {
     rows: u64,
     bytes: u64,
+    logs_dropped: u64,
     host_busy: Duration,
     started: Instant,
     extracted_at: chrono::NaiveDateTime,
@@ -447,9 +462,19 @@ fn end_read(
         None => state.checkpoint.take(),
     };
     let sink = state.sink.take().expect("a read was prepared");
+    let logs_dropped = state.lines_dropped();
+    if logs_dropped > 0 {
+        tracing::warn!(
+            "error.type" = "log_limit",
+            dropped = logs_dropped,
+            limit = state.limits.max_log_lines,
+            "the connector logged more lines than max_log_lines; the rest were dropped"
+        );
+    }
     let counts = Counts {
         rows: state.rows,
         bytes: state.bytes,
+        logs_dropped,
         host_busy: state.host_busy,
         started,
         extracted_at,
@@ -595,6 +620,7 @@ fn publish(
         component_digest,
         tables: reports,
         rows: counts.rows,
+        logs_dropped: counts.logs_dropped,
         bytes_emitted: counts.bytes,
         elapsed: counts.started.elapsed(),
         state: new_state,

@@ -393,6 +393,7 @@ fn run_connector(args: RunArgs, out: &Output) -> Result<()> {
                 "size_bytes": report.size_bytes(),
                 "bytes_emitted": report.bytes_emitted,
                 "host_busy_seconds": report.host_busy.as_secs_f64(),
+                "logs_dropped": report.logs_dropped,
                 "seconds": report.elapsed.as_secs_f64(),
                 "tables": report.tables.iter().map(|t| json!({
                     "name": t.name, "rows": t.rows, "size_bytes": t.size_bytes, "md5": t.md5, "path": t.path, "merged": t.merged,

@@ -146,54 +146,50 @@ impl Host for RunState {
     }
 }
 
+/// An Arrow IPC end-of-stream marker.
+const EOS: [u8; 8] = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
+
 impl RunState {
     /// Decodes one emit's IPC messages, checks every batch against the table's declared
-    /// schema and the row limit, and writes it to the table's parquet file.
+    /// schema, its nullability and the row limit, and writes it to the table's parquet
+    /// file. An emit holds whole messages: a schema (once per stream), batches, and
+    /// optionally an end-of-stream marker, after which the next emit starts a new stream
+    /// with its schema.
     fn accept(&mut self, stream: &str, bytes: Vec<u8>) -> Result<(), Error> {
         let invalid = |reason: String| Error::InvalidBatch {
             table: stream.to_string(),
             reason,
         };
-        let table = self.selected.get_mut(stream).expect("checked by emit");
+        let ends_stream = bytes.ends_with(&EOS);
         let mut buffer = Buffer::from(bytes);
         let mut accepted = 0u64;
-        while !buffer.is_empty() {
+        loop {
+            let table = self.selected.get_mut(stream).expect("checked by emit");
             let batch = match table.decoder.decode(&mut buffer) {
                 Ok(Some(batch)) => batch,
                 Ok(None) => break,
                 Err(e) => return Err(invalid(format!("not valid Arrow IPC: {e}"))),
             };
-            if let Some(schema) = table.decoder.schema()
-                && !same_fields(&schema, &table.schema)
-            {
-                return Err(invalid(format!(
-                    "schema changed: {}",
-                    crate::schema::difference(&table.schema, &schema)
-                )));
-            }
-            crate::schema::check_nulls(stream, &batch)?;
-            let rows = batch.num_rows() as u64;
-            if self.rows + accepted + rows > self.limits.max_rows {
-                return Err(Error::LimitExceeded {
-                    limit: "max_rows",
-                    detail: format!("the run emitted more than {} rows", self.limits.max_rows),
-                });
-            }
-            // Write with the declared schema (same fields; metadata of the guest dropped).
-            let batch = batch
-                .with_schema(table.schema.clone())
-                .map_err(|e| invalid(e.to_string()))?;
-            self.sink
-                .as_mut()
-                .expect("a read has a sink")
-                .write(stream, &table.schema, batch)?;
-            accepted += rows;
+            self.take_batch(stream, batch, &mut accepted)?;
         }
+        let table = self.selected.get_mut(stream).expect("checked by emit");
         if table.decoder.finish().is_err() {
-            return Err(invalid(
-                "the emitted bytes end inside a message; emit whole IPC messages".into(),
-            ));
+            // A batch with an empty body (no rows) that ends the emit stays pending in the
+            // decoder until more bytes arrive. Probe with an end-of-stream marker: a pending
+            // empty body takes none of it; anything else is a message cut short.
+            let mut probe = Buffer::from(EOS.to_vec());
+            match table.decoder.decode(&mut probe) {
+                Ok(Some(batch)) if probe.len() == EOS.len() => {
+                    self.take_batch(stream, batch, &mut accepted)?
+                }
+                _ => {
+                    return Err(invalid(
+                        "the emitted bytes end inside a message; emit whole IPC messages".into(),
+                    ));
+                }
+            }
         }
+        let table = self.selected.get_mut(stream).expect("checked by emit");
         if let Some(schema) = table.decoder.schema()
             && !same_fields(&schema, &table.schema)
         {
@@ -201,6 +197,9 @@ impl RunState {
                 "schema changed: {}",
                 crate::schema::difference(&table.schema, &schema)
             )));
+        }
+        if ends_stream {
+            table.decoder = arrow_ipc::reader::StreamDecoder::new();
         }
         self.rows += accepted;
         table.rows += accepted;
@@ -213,6 +212,45 @@ impl RunState {
                 bytes: self.bytes,
             });
         }
+        Ok(())
+    }
+
+    /// One decoded batch: same fields as declared, no null where none may be, within the
+    /// row limit; written with the declared schema (the guest's metadata dropped).
+    fn take_batch(
+        &mut self,
+        stream: &str,
+        batch: arrow_array::RecordBatch,
+        accepted: &mut u64,
+    ) -> Result<(), Error> {
+        let invalid = |reason: String| Error::InvalidBatch {
+            table: stream.to_string(),
+            reason,
+        };
+        let table = self.selected.get(stream).expect("checked by emit");
+        if !same_fields(batch.schema_ref(), &table.schema) {
+            return Err(invalid(format!(
+                "schema changed: {}",
+                crate::schema::difference(&table.schema, batch.schema_ref())
+            )));
+        }
+        crate::schema::check_nulls(stream, &batch)?;
+        let rows = batch.num_rows() as u64;
+        if self.rows + *accepted + rows > self.limits.max_rows {
+            return Err(Error::LimitExceeded {
+                limit: "max_rows",
+                detail: format!("the run emitted more than {} rows", self.limits.max_rows),
+            });
+        }
+        let schema = table.schema.clone();
+        let batch = batch
+            .with_schema(schema.clone())
+            .map_err(|e| invalid(e.to_string()))?;
+        self.sink
+            .as_mut()
+            .expect("a read has a sink")
+            .write(stream, &schema, batch)?;
+        *accepted += rows;
         Ok(())
     }
 }
@@ -328,6 +366,41 @@ mod tests {
             panic!("{r:?}")
         };
         assert!(msg.contains("schema changed"), "{msg}");
+    }
+
+    #[test]
+    fn a_valid_empty_batch_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = state(dir.path(), Limits::default());
+        // schema + an empty batch, the stream left open (as the SDK's writer does)
+        let mut w = StreamWriter::try_new(Vec::new(), &schema("n")).unwrap();
+        w.write(&RecordBatch::new_empty(schema("n"))).unwrap();
+        let first = std::mem::take(w.get_mut());
+        s.emit("t".into(), first).unwrap().unwrap();
+        // more batches of the same stream, empty and not
+        w.write(&RecordBatch::new_empty(schema("n"))).unwrap();
+        s.emit("t".into(), std::mem::take(w.get_mut()))
+            .unwrap()
+            .unwrap();
+        w.write(
+            &RecordBatch::try_new(schema("n"), vec![Arc::new(Int64Array::from(vec![7]))]).unwrap(),
+        )
+        .unwrap();
+        s.emit("t".into(), std::mem::take(w.get_mut()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.rows, 1);
+        // the stream closed with its end-of-stream marker, then new streams with their schema
+        w.finish().unwrap();
+        s.emit("t".into(), std::mem::take(w.get_mut())).unwrap().unwrap();
+        s.emit("t".into(), ipc("n", &[])).unwrap().unwrap();
+        s.emit("t".into(), ipc("n", &[8, 9])).unwrap().unwrap();
+        assert_eq!(s.rows, 3);
+        // a second schema inside an open stream is refused
+        let mut w = StreamWriter::try_new(Vec::new(), &schema("n")).unwrap();
+        w.write(&RecordBatch::new_empty(schema("n"))).unwrap();
+        s.emit("t".into(), std::mem::take(w.get_mut())).unwrap().unwrap();
+        assert!(s.emit("t".into(), ipc("n", &[1])).unwrap().is_err());
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub(crate) struct RunState {
     pub on_progress: Option<crate::run::ProgressFn>,
     /// The guest's stderr, for the panic message of a trap.
     pub stderr: output::GuestOutput,
+    /// The guest's stdout (for its count of dropped lines).
+    pub stdout: Option<output::GuestOutput>,
 }
 
 impl RunState {
@@ -86,12 +88,20 @@ impl RunState {
             checkpoint: None,
             on_progress: None,
             stderr,
+            stdout: None,
         }
     }
 
     /// The first fatal error of the run: a host call's or a refused HTTP request's.
     pub(crate) fn take_failure(&mut self) -> Option<Error> {
         self.failure.take().or_else(|| self.egress.take_denial())
+    }
+
+    /// Log lines dropped over the budget: `log` calls, stdout and stderr lines.
+    pub(crate) fn lines_dropped(&self) -> u64 {
+        self.logs_dropped
+            + self.stderr.dropped()
+            + self.stdout.as_ref().map_or(0, output::GuestOutput::dropped)
     }
 
     /// Records the first fatal error of the run.

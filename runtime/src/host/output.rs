@@ -63,7 +63,7 @@ impl GuestOutput {
     }
 
     fn emit_line(&self, b: &mut Budget, line: &[u8]) {
-        let text = String::from_utf8_lossy(line).trim_end().to_string();
+        let text = crate::names::sanitized(String::from_utf8_lossy(line).trim_end(), MAX_LINE);
         if b.tail.len() == TAIL_LINES {
             b.tail.pop_front();
         }
@@ -76,12 +76,20 @@ impl GuestOutput {
         tracing::info!(target: "connector", stream = self.stream, "{text}");
     }
 
+    /// Lines past the budget, dropped from the log.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.lock().dropped
+    }
+
     /// The last lines written (including an unterminated one), oldest first.
     pub(crate) fn tail(&self) -> Vec<String> {
         let b = self.lock();
         let mut lines: Vec<String> = b.tail.iter().cloned().collect();
         if !b.partial.is_empty() {
-            lines.push(String::from_utf8_lossy(&b.partial).trim_end().to_string());
+            lines.push(crate::names::sanitized(
+                String::from_utf8_lossy(&b.partial).trim_end(),
+                MAX_LINE,
+            ));
         }
         lines
     }
