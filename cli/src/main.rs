@@ -92,7 +92,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // what a connector or a server said may reach this line: never let it steer
+            // the terminal (escape codes that erase the line and print a fake success)
+            eprintln!(
+                "error: {}",
+                agnes_runtime::names::sanitized(&format!("{e:#}"), 64 << 10)
+            );
             ExitCode::from(exit_code(&e))
         }
     }

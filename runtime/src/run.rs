@@ -732,7 +732,20 @@ fn settle<T>(
         }
         Err(trap) => {
             tracing::debug!(error = %describe(&trap), "guest trap with backtrace");
-            let mut reason = trap.root_cause().to_string();
+            let root = trap.root_cause().to_string();
+            if root.contains("fuel allocated for hostcalls") {
+                // wasmtime refused to copy one host call's arguments out of the guest: the
+                // only call that large is an emit over max_batch_mb
+                let limits = &store.data().limits;
+                return Err(Error::LimitExceeded {
+                    limit: "max_batch_mb",
+                    detail: format!(
+                        "one emit was larger than max_batch_mb = {} MiB; emit smaller batches",
+                        limits.max_batch_mb
+                    ),
+                });
+            }
+            let mut reason = crate::names::sanitized(&root, MAX_GUEST_MESSAGE);
             let tail = store.data().stderr.tail();
             if !tail.is_empty() {
                 reason.push_str("; guest stderr: ");

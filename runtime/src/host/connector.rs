@@ -392,14 +392,18 @@ mod tests {
         assert_eq!(s.rows, 1);
         // the stream closed with its end-of-stream marker, then new streams with their schema
         w.finish().unwrap();
-        s.emit("t".into(), std::mem::take(w.get_mut())).unwrap().unwrap();
+        s.emit("t".into(), std::mem::take(w.get_mut()))
+            .unwrap()
+            .unwrap();
         s.emit("t".into(), ipc("n", &[])).unwrap().unwrap();
         s.emit("t".into(), ipc("n", &[8, 9])).unwrap().unwrap();
         assert_eq!(s.rows, 3);
         // a second schema inside an open stream is refused
         let mut w = StreamWriter::try_new(Vec::new(), &schema("n")).unwrap();
         w.write(&RecordBatch::new_empty(schema("n"))).unwrap();
-        s.emit("t".into(), std::mem::take(w.get_mut())).unwrap().unwrap();
+        s.emit("t".into(), std::mem::take(w.get_mut()))
+            .unwrap()
+            .unwrap();
         assert!(s.emit("t".into(), ipc("n", &[1])).unwrap().is_err());
     }
 

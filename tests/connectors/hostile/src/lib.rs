@@ -18,6 +18,12 @@
 //! - `http`: GETs `url` with `headers` (values may hold `{{secret.NAME}}` placeholders) and
 //!   emits `http (status BIGINT, body VARCHAR)`; with `swallow`, a failed request is
 //!   recorded as status -1 and the read still returns Ok.
+//! - `loud_error`: fails `read` with a source error of `rows` bytes that starts with
+//!   terminal escape codes pretending the run succeeded.
+//! - `bad_checkpoint`: sends a state checkpoint that is not JSON, ignores the refusal, emits
+//!   the `good` rows and returns without a state.
+//! - `log_flood`: logs `rows` lines, then emits one row.
+//! - `big_batch`: emits one row whose label is `rows` bytes long, in one emit.
 
 use std::sync::Arc;
 
@@ -191,6 +197,29 @@ impl Connector for Hostile {
                 }
             }
             "error" => Err(Error::Source("the source said 503".into())),
+            "loud_error" => Err(Error::Source(format!(
+                "\u{1b}[2K\r\u{1b}[1Gsync ok: all tables published{}",
+                "x".repeat(config.rows.max(0) as usize)
+            ))),
+            "bad_checkpoint" => {
+                let _ignored = host::state_checkpoint("{not json");
+                ctx.emit("numbers", &numbers(0, config.rows))
+            }
+            "log_flood" => {
+                for i in 0..config.rows {
+                    agnes_connector_sdk::log(agnes_connector_sdk::Level::Info, &format!("line {i}"));
+                }
+                ctx.emit("numbers", &numbers(0, 1))
+            }
+            "big_batch" => {
+                let label = StringArray::from(vec!["y".repeat(config.rows.max(0) as usize)]);
+                let batch = RecordBatch::try_new(
+                    numbers_schema(),
+                    vec![Arc::new(Int64Array::from(vec![0])), Arc::new(label)],
+                )
+                .unwrap();
+                ctx.emit("numbers", &batch)
+            }
             "http" => {
                 let mut req = http::Request::get(config.url.clone());
                 for (k, v) in &config.headers {
