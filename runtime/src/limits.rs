@@ -23,6 +23,11 @@ pub struct Limits {
     pub max_output_mb: u64,
     /// Size of one `emit` call (one batch), in MiB.
     pub max_batch_mb: u64,
+    /// Memory the host may hold for the run's output, in MiB: a batch in memory may use an
+    /// eighth of it (dictionary values included), parquet row groups waiting to be
+    /// written a quarter (they are flushed early past it), the queue to the encoder the
+    /// rest. The guest's own memory is `memory_mb`.
+    pub host_memory_mb: u64,
     /// Tables a connector may offer.
     pub max_tables: usize,
     /// Columns of one table (at most [`crate::schema::MAX_COLUMNS`]).
@@ -45,7 +50,8 @@ impl Default for Limits {
             cpu_secs: 3600,
             max_rows: 10_000_000_000,
             max_output_mb: 256 * 1024,
-            max_batch_mb: 256,
+            max_batch_mb: 64,
+            host_memory_mb: 512,
             max_tables: 1000,
             max_columns: 1000,
             max_nesting_depth: 8,
@@ -64,6 +70,9 @@ impl Limits {
     }
     pub(crate) fn max_output_bytes(&self) -> u64 {
         self.max_output_mb.saturating_mul(1 << 20)
+    }
+    pub(crate) fn host_memory_bytes(&self) -> usize {
+        usize::try_from(self.host_memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
     }
     pub(crate) fn max_batch_bytes(&self) -> usize {
         usize::try_from(self.max_batch_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX)

@@ -521,7 +521,10 @@ fn prepare_read(
     staging: &Staging,
     selected: &[TableSpec],
 ) -> Result<(), Error> {
-    state.sink = Some(Sink::start(staging.data_dir())?);
+    state.sink = Some(Sink::start(
+        staging.data_dir(),
+        state.limits.host_memory_bytes(),
+    )?);
     state.selected = selected
         .iter()
         .map(|t| {

@@ -251,18 +251,18 @@ async fn issue20_a_valid_empty_batch_is_accepted() {
 #[tokio::test]
 async fn issue20_a_batch_under_max_batch_mb_is_never_refused_by_wasmtime() {
     let tmp = tempfile::tempdir().unwrap();
-    // 155 MB in one emit, under the default max_batch_mb of 256 (wasmtime's own copy limit
-    // is 128 MiB unless the host raises it)
-    let report = run_hostile_with(
-        tmp.path(),
-        "big_batch",
-        json!({"rows": 155 << 20}),
-        Limits::default(),
-    )
-    .await
-    .expect("a 155 MB batch under a 256 MiB limit");
+    // 155 MB in one emit under max_batch_mb = 256 (wasmtime's own copy limit is 128 MiB
+    // unless the host raises it), with a host budget that holds it
+    let limits = Limits {
+        max_batch_mb: 256,
+        host_memory_mb: 2048,
+        ..Limits::default()
+    };
+    let report = run_hostile_with(tmp.path(), "big_batch", json!({"rows": 155 << 20}), limits)
+        .await
+        .expect("a 155 MB batch under a 256 MiB limit");
     assert_eq!(report.rows, 1);
-    // over the limit: the error names max_batch_mb, whichever layer noticed
+    // over max_batch_mb: the error names it, whichever layer noticed
     let limits = Limits {
         max_batch_mb: 64,
         ..Limits::default()
@@ -275,6 +275,25 @@ async fn issue20_a_batch_under_max_batch_mb_is_never_refused_by_wasmtime() {
             &err,
             Error::LimitExceeded {
                 limit: "max_batch_mb",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // under max_batch_mb but more than the host may hold for one batch
+    let limits = Limits {
+        max_batch_mb: 256,
+        host_memory_mb: 256,
+        ..Limits::default()
+    };
+    let err = run_hostile_with(tmp.path(), "big_batch", json!({"rows": 100 << 20}), limits)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::LimitExceeded {
+                limit: "host_memory_mb",
                 ..
             }
         ),

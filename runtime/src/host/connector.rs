@@ -82,7 +82,7 @@ impl Host for RunState {
             Ok(()) => Ok(Ok(())),
             Err(err @ Error::LimitExceeded { .. }) => {
                 self.fail(err);
-                wasmtime::bail!("row limit exceeded");
+                wasmtime::bail!("an output limit was exceeded");
             }
             Err(err) => {
                 let msg = err.to_string();
@@ -235,6 +235,27 @@ impl RunState {
             )));
         }
         crate::schema::check_nulls(stream, &batch)?;
+        // the bytes the batch's arrays span (a decoded batch shares the emitted buffer, so
+        // capacities would count it once per column)
+        let in_memory: usize = batch
+            .columns()
+            .iter()
+            .map(|c| {
+                let data = c.to_data();
+                data.get_slice_memory_size()
+                    .unwrap_or_else(|_| c.get_array_memory_size())
+            })
+            .fold(0, usize::saturating_add);
+        if in_memory > self.limits.host_memory_bytes() / 8 {
+            return Err(Error::LimitExceeded {
+                limit: "host_memory_mb",
+                detail: format!(
+                    "one batch of `{stream}` holds {in_memory} bytes in memory (dictionaries included); a batch may use \
+                     an eighth of host_memory_mb = {} MiB: emit smaller batches",
+                    self.limits.host_memory_mb
+                ),
+            });
+        }
         let rows = batch.num_rows() as u64;
         if self.rows + *accepted + rows > self.limits.max_rows {
             return Err(Error::LimitExceeded {
@@ -294,7 +315,7 @@ mod tests {
             wasmtime::StoreLimitsBuilder::new().build(),
             limits,
         );
-        s.sink = Some(crate::sink::pipeline::Sink::start(dir.to_path_buf()).unwrap());
+        s.sink = Some(crate::sink::pipeline::Sink::start(dir.to_path_buf(), 512 << 20).unwrap());
         s.selected.insert(
             "t".into(),
             SelectedTable {

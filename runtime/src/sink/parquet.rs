@@ -138,6 +138,19 @@ impl TableWriter {
         Ok(())
     }
 
+    /// Bytes of the row group being built, in memory.
+    pub(crate) fn buffered(&self) -> usize {
+        self.writer.in_progress_size()
+    }
+
+    /// Writes the row group being built.
+    pub(crate) fn flush(&mut self) -> Result<(), Error> {
+        self.writer.flush().map_err(|e| Error::Parquet {
+            table: self.table.clone(),
+            reason: e.to_string(),
+        })
+    }
+
     /// Closes the file (footer, flush, fsync) and returns its size and md5.
     pub fn finish(self) -> Result<WrittenFile, Error> {
         let table = self.table;

@@ -30,8 +30,12 @@ pub(crate) struct Sink {
 }
 
 impl Sink {
-    /// Starts the encoder thread; files go to `<dir>/<table>.parquet`.
-    pub(crate) fn start(dir: PathBuf) -> Result<Sink, Error> {
+    /// Starts the encoder thread; files go to `<dir>/<table>.parquet`. Row groups waiting
+    /// in memory stay under a quarter of `memory_budget` bytes: a table's is flushed at a
+    /// sixteenth, and while all of them together exceed a quarter, the largest is flushed.
+    pub(crate) fn start(dir: PathBuf, memory_budget: usize) -> Result<Sink, Error> {
+        let table_cap = (memory_budget / 16).max(1 << 20);
+        let total_cap = (memory_budget / 4).max(1 << 20);
         let (tx, rx) = sync_channel::<Job>(QUEUE);
         let abort = Arc::new(AtomicBool::new(false));
         let stop = abort.clone();
@@ -51,6 +55,16 @@ impl Sink {
                         }
                     };
                     writer.write(&batch)?;
+                    if writer.buffered() > table_cap {
+                        writer.flush()?;
+                    }
+                    while writers.values().map(TableWriter::buffered).sum::<usize>() > total_cap {
+                        let largest = writers
+                            .values_mut()
+                            .max_by_key(|w| w.buffered())
+                            .expect("a writer holds the bytes");
+                        largest.flush()?;
+                    }
                 }
                 if stop.load(Ordering::Relaxed) {
                     return Ok(HashMap::new());
@@ -150,7 +164,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let schema: SchemaRef =
             Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
-        let mut sink = Sink::start(dir.path().to_path_buf()).unwrap();
+        let mut sink = Sink::start(dir.path().to_path_buf(), 512 << 20).unwrap();
         for _ in 0..10 {
             sink.write("a", &schema, batch(&schema, 100)).unwrap();
             sink.write("b", &schema, batch(&schema, 7)).unwrap();
@@ -162,12 +176,32 @@ mod tests {
     }
 
     #[test]
+    fn row_groups_are_flushed_by_bytes_within_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema: SchemaRef =
+            Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        // a 16 MiB budget: a table's row group is flushed past 1 MiB
+        let mut sink = Sink::start(dir.path().to_path_buf(), 16 << 20).unwrap();
+        for _ in 0..40 {
+            sink.write("a", &schema, batch(&schema, 65_536)).unwrap();
+        }
+        sink.finish().unwrap();
+        let file = std::fs::File::open(dir.path().join("a.parquet")).unwrap();
+        let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
+        let groups = parquet::file::reader::FileReader::metadata(&reader).num_row_groups();
+        assert!(
+            groups >= 2,
+            "flushed by bytes, not at a million rows: {groups} row group(s)"
+        );
+    }
+
+    #[test]
     fn an_encoder_error_reaches_the_next_write() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("gone");
         let schema: SchemaRef =
             Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
-        let mut sink = Sink::start(missing).unwrap();
+        let mut sink = Sink::start(missing, 512 << 20).unwrap();
         let mut err = None;
         for _ in 0..(QUEUE + 3) {
             if let Err(e) = sink.write("a", &schema, batch(&schema, 1)) {
