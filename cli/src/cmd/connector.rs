@@ -394,6 +394,7 @@ fn run_connector(args: RunArgs, out: &Output) -> Result<()> {
                 "bytes_emitted": report.bytes_emitted,
                 "host_busy_seconds": report.host_busy.as_secs_f64(),
                 "logs_dropped": report.logs_dropped,
+                "peak_rss_bytes": peak_rss_bytes(),
                 "seconds": report.elapsed.as_secs_f64(),
                 "tables": report.tables.iter().map(|t| json!({
                     "name": t.name, "rows": t.rows, "size_bytes": t.size_bytes, "md5": t.md5, "path": t.path, "merged": t.merged,
@@ -552,4 +553,18 @@ fn inspect(args: InspectArgs, out: &Output) -> Result<()> {
         },
     );
     Ok(())
+}
+
+/// The process's peak resident memory (`VmHWM`), where the OS reports it.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }

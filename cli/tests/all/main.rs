@@ -144,6 +144,36 @@ fn a_bad_run_config_exits_2_with_the_reason() {
     );
 }
 
+/// Issue 20: `memory_mb` bounds only the guest; the host's own memory for a run's output is
+/// bounded by `host_memory_mb` (row groups flushed by bytes). Measured in a process of its
+/// own: its peak RSS, as `agnes connector run --json` reports it. Without the bound this run
+/// peaked at 436 MB (600,000 rows of 1 KiB, two tables).
+#[test]
+fn issue20_host_memory_stays_under_its_budget_while_two_tables_flood_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("run.toml");
+    std::fs::write(
+        &config,
+        "source = \"src\"\n[config]\nmode = \"two_tables\"\nrows = 300000\nbatch = 2000\n\
+         [limits]\nmemory_mb = 256\nhost_memory_mb = 128\ntimeout_secs = 600\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out/src");
+    let o = run_connector(HOSTILE_COMPONENT, &config, &out, &["--json"], tmp.path());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["rows"], 600_000);
+    let peak = report["peak_rss_bytes"]
+        .as_u64()
+        .expect("Linux reports VmHWM");
+    // the budget, plus the process itself (runtime, compiled component, DuckDB)
+    assert!(
+        peak < (128 + 128) << 20,
+        "peak RSS {} MB over a 128 MiB host budget",
+        peak >> 20
+    );
+}
+
 #[test]
 fn a_failed_run_exits_1_and_says_nothing_was_published() {
     let tmp = tempfile::tempdir().unwrap();

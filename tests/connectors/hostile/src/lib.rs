@@ -24,6 +24,8 @@
 //!   the `good` rows and returns without a state.
 //! - `log_flood`: logs `rows` lines, then emits one row.
 //! - `big_batch`: emits one row whose label is `rows` bytes long, in one emit.
+//! - `two_tables`: offers `numbers` and `numbers_b` and emits `rows` rows to each, with
+//!   1 KiB labels that do not compress, in batches of `batch` rows.
 
 use std::sync::Arc;
 
@@ -106,6 +108,10 @@ impl Connector for Hostile {
             "unsafe_name" => Ok(vec![Table::new("bad;name", numbers_schema())]),
             "probe" => Ok(vec![Table::new("probe", probe_schema())]),
             "http" => Ok(vec![Table::new("http", http_schema())]),
+            "two_tables" => Ok(vec![
+                Table::new("numbers", numbers_schema()),
+                Table::new("numbers_b", numbers_schema()),
+            ]),
             "emit_in_discover" => {
                 let r = host::emit("numbers", &ipc_stream(&numbers(0, 1)));
                 Err(Error::AccessDenied(format!(
@@ -210,6 +216,38 @@ impl Connector for Hostile {
                     agnes_connector_sdk::log(agnes_connector_sdk::Level::Info, &format!("line {i}"));
                 }
                 ctx.emit("numbers", &numbers(0, 1))
+            }
+            "two_tables" => {
+                let mut seed = 0x2545_f491_4f6c_dd1du64;
+                let mut from = 0;
+                while from < config.rows {
+                    let to = (from + config.batch.max(1)).min(config.rows);
+                    for table in ["numbers", "numbers_b"] {
+                        let labels: Vec<String> = (from..to)
+                            .map(|_| {
+                                (0..64)
+                                    .map(|_| {
+                                        seed ^= seed << 13;
+                                        seed ^= seed >> 7;
+                                        seed ^= seed << 17;
+                                        format!("{:016x}", seed)
+                                    })
+                                    .collect()
+                            })
+                            .collect();
+                        let batch = RecordBatch::try_new(
+                            numbers_schema(),
+                            vec![
+                                Arc::new(Int64Array::from_iter_values(from..to)),
+                                Arc::new(StringArray::from(labels)),
+                            ],
+                        )
+                        .unwrap();
+                        ctx.emit(table, &batch)?;
+                    }
+                    from = to;
+                }
+                Ok(())
             }
             "big_batch" => {
                 let label = StringArray::from(vec!["y".repeat(config.rows.max(0) as usize)]);
