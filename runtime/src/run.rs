@@ -136,8 +136,9 @@ impl Runtime {
     /// The host side of one run, built from the grant only: WASI context (read-only
     /// preopens, no sockets, captured stdio), egress rules and secrets, limits.
     fn run_state(&self, grant: &Grant, limits: &Limits) -> Result<RunState, Error> {
-        let stderr = GuestOutput::new("stderr", limits.max_log_lines);
-        let stdout = GuestOutput::new("stdout", limits.max_log_lines);
+        let host_cpu = std::sync::Arc::<std::sync::atomic::AtomicU64>::default();
+        let stderr = GuestOutput::new("stderr", limits.max_log_lines, host_cpu.clone());
+        let stdout = GuestOutput::new("stdout", limits.max_log_lines, host_cpu.clone());
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
@@ -167,6 +168,7 @@ impl Runtime {
             .build();
         let mut state = RunState::new(wasi.build(), egress, stderr, store_limits, limits.clone());
         state.stdout = Some(stdout);
+        state.host_cpu = host_cpu;
         Ok(state)
     }
 
@@ -178,20 +180,11 @@ impl Runtime {
         store.limiter(|s| &mut s.store_limits);
         // Every epoch tick while guest code runs: count it against the CPU budget, and
         // yield to the executor so the wall-clock timeout can fire even while it spins.
-        let cpu_budget = limits
-            .cpu_secs
-            .saturating_mul(1000)
-            .div_ceil(crate::engine::EPOCH_TICK.as_millis() as u64);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut ctx| {
             let state = ctx.data_mut();
             state.cpu_ticks += 1;
-            if state.cpu_ticks > cpu_budget {
-                let limit = state.limits.cpu_secs;
-                state.fail(Error::LimitExceeded {
-                    limit: "cpu_secs",
-                    detail: format!("the guest ran for more than {limit} s of CPU time"),
-                });
+            if state.over_cpu_budget() {
                 return Ok(wasmtime::UpdateDeadline::Interrupt);
             }
             Ok(wasmtime::UpdateDeadline::Yield(1))

@@ -497,3 +497,38 @@ async fn issue20_readers_stay_fast_on_the_widest_and_deepest_extract_the_limits_
         "reading back took {took:?}"
     );
 }
+
+#[tokio::test]
+async fn issue20_host_time_spent_on_the_guests_output_counts_against_cpu_secs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(Int64Array::from_iter_values(0..65_536))],
+    )
+    .unwrap();
+    let mut w = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &schema).unwrap();
+    let mut first = true;
+    let mut req = request(tmp.path(), "src", json!({}), &[]);
+    req.limits = Limits {
+        cpu_secs: 1,
+        ..Limits::default()
+    };
+    // the "guest" is native: it uses no epoch ticks, all its cost is the host's
+    let err = runtime()
+        .run_native(req, vec![table("numbers", schema.clone())], |out| {
+            for _ in 0..50_000 {
+                w.write(&batch).unwrap();
+                let bytes = std::mem::take(w.get_mut());
+                out.emit("numbers", bytes)?;
+                first = false;
+            }
+            Ok(None)
+        })
+        .unwrap_err();
+    assert!(!first);
+    assert!(
+        matches!(&err, Error::LimitExceeded { limit: "cpu_secs", detail } if detail.contains("the host handling")),
+        "{err}"
+    );
+}

@@ -77,7 +77,15 @@ impl Host for RunState {
         self.bytes = new_bytes;
         let started = std::time::Instant::now();
         let accepted = self.accept(&stream, arrow_ipc);
-        self.host_busy += started.elapsed();
+        let spent = started.elapsed();
+        self.host_busy += spent;
+        self.host_cpu.fetch_add(
+            spent.as_nanos() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        if accepted.is_ok() && self.over_cpu_budget() {
+            wasmtime::bail!("cpu budget exceeded");
+        }
         match accepted {
             Ok(()) => Ok(Ok(())),
             Err(err @ Error::LimitExceeded { .. }) => {
@@ -301,7 +309,7 @@ mod tests {
 
     fn state(dir: &std::path::Path, limits: Limits) -> RunState {
         let wasi = wasmtime_wasi::WasiCtxBuilder::new().build();
-        let stderr = crate::host::output::GuestOutput::new("stderr", 10);
+        let stderr = crate::host::output::GuestOutput::new("stderr", 10, Default::default());
         let egress = crate::host::egress::Egress::new(
             &crate::Grant::default(),
             Default::default(),

@@ -58,6 +58,9 @@ pub(crate) struct RunState {
     pub stderr: output::GuestOutput,
     /// The guest's stdout (for its count of dropped lines).
     pub stdout: Option<output::GuestOutput>,
+    /// Nanoseconds the host spent on the guest's behalf (accepting batches, its log lines
+    /// and output), charged to `cpu_secs` with the guest's own time.
+    pub host_cpu: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RunState {
@@ -89,12 +92,42 @@ impl RunState {
             on_progress: None,
             stderr,
             stdout: None,
+            host_cpu: std::sync::Arc::default(),
         }
     }
 
     /// The first fatal error of the run: a host call's or a refused HTTP request's.
     pub(crate) fn take_failure(&mut self) -> Option<Error> {
         self.failure.take().or_else(|| self.egress.take_denial())
+    }
+
+    /// CPU charged to the run so far: the guest's epoch ticks plus the host's time on its
+    /// behalf.
+    pub(crate) fn cpu_used(&self) -> std::time::Duration {
+        crate::engine::EPOCH_TICK * self.cpu_ticks.min(u32::MAX as u64) as u32
+            + std::time::Duration::from_nanos(
+                self.host_cpu.load(std::sync::atomic::Ordering::Relaxed),
+            )
+    }
+
+    /// Fails the run when [`RunState::cpu_used`] passes `cpu_secs`; true if it did.
+    pub(crate) fn over_cpu_budget(&mut self) -> bool {
+        let used = self.cpu_used();
+        if used.as_secs() < self.limits.cpu_secs {
+            return false;
+        }
+        let host = std::time::Duration::from_nanos(
+            self.host_cpu.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        self.fail(Error::LimitExceeded {
+            limit: "cpu_secs",
+            detail: format!(
+                "the run used more than {} s of CPU time ({:.1} s of it the host handling the connector's batches and output)",
+                self.limits.cpu_secs,
+                host.as_secs_f64()
+            ),
+        });
+        true
     }
 
     /// Log lines dropped over the budget: `log` calls, stdout and stderr lines.

@@ -28,10 +28,16 @@ struct Budget {
 pub(crate) struct GuestOutput {
     stream: &'static str,
     budget: Arc<Mutex<Budget>>,
+    /// Nanoseconds the host spent handling this output, charged to the run's `cpu_secs`.
+    host_cpu: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl GuestOutput {
-    pub(crate) fn new(stream: &'static str, max_lines: u64) -> Self {
+    pub(crate) fn new(
+        stream: &'static str,
+        max_lines: u64,
+        host_cpu: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
         let budget = Budget {
             lines_left: max_lines,
             dropped: 0,
@@ -41,6 +47,7 @@ impl GuestOutput {
         GuestOutput {
             stream,
             budget: Arc::new(Mutex::new(budget)),
+            host_cpu,
         }
     }
 
@@ -49,6 +56,15 @@ impl GuestOutput {
     }
 
     fn write_bytes(&self, buf: &[u8]) {
+        let started = std::time::Instant::now();
+        self.write_lines(buf);
+        self.host_cpu.fetch_add(
+            started.elapsed().as_nanos() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    fn write_lines(&self, buf: &[u8]) {
         let mut b = self.lock();
         for chunk in buf.split_inclusive(|c| *c == b'\n') {
             if b.partial.len() < MAX_LINE {
@@ -165,7 +181,7 @@ mod tests {
 
     #[test]
     fn lines_are_bounded_and_the_tail_is_kept() {
-        let out = GuestOutput::new("stderr", 2);
+        let out = GuestOutput::new("stderr", 2, Arc::default());
         out.write_bytes(b"one\ntwo\nthr");
         out.write_bytes(b"ee\nfour\npartial");
         assert_eq!(
