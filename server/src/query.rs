@@ -6,7 +6,12 @@
 //! - `allowed_paths` = the caller's files, then `enable_external_access = false` and
 //!   `lock_configuration = true`: `read_csv('/etc/passwd')`, other parquet files, HTTP and
 //!   extension loading are refused by DuckDB itself;
-//! - memory and thread limits; a watchdog interrupts the query at its deadline.
+//! - memory and thread limits; a watchdog interrupts the query at its deadline;
+//! - no server path in sight: each table's file is reached through a symlink in a fresh
+//!   session directory (`<tmp>/agnes-query-<random>/<table>.parquet`), so view definitions,
+//!   settings and `filename` columns show only that; and the catalog's introspection
+//!   (`duckdb_settings()`, `current_setting`, `duckdb_views()`, `sqlite_master`,
+//!   `information_schema`, `pg_catalog`, ...) is refused, found with DuckDB's own parser.
 
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -43,6 +48,8 @@ const MAX_SQL: usize = 100_000;
 pub struct Sandbox {
     conn: duckdb::Connection,
     limits: QueryLimits,
+    /// The session directory of symlinks; removed with the sandbox.
+    _files: tempfile::TempDir,
 }
 
 fn rejected(e: duckdb::Error) -> ApiError {
@@ -66,11 +73,18 @@ impl Sandbox {
             .map_err(ApiError::internal)?;
         let conn =
             duckdb::Connection::open_in_memory_with_flags(config).map_err(ApiError::internal)?;
+        let files = tempfile::Builder::new()
+            .prefix("agnes-query-")
+            .tempdir()
+            .map_err(|e| ApiError::internal(format!("creating a query session directory: {e}")))?;
         let mut sql = String::new();
         let mut paths = Vec::new();
         for (name, path) in tables {
             agnes_runtime::names::validate_name("table", name).map_err(ApiError::internal)?;
-            let p = sql_string(&path.to_string_lossy());
+            let link = files.path().join(format!("{name}.parquet"));
+            std::os::unix::fs::symlink(path, &link)
+                .map_err(|e| ApiError::internal(format!("linking {}: {e}", link.display())))?;
+            let p = sql_string(&link.to_string_lossy());
             sql.push_str(&format!(
                 "CREATE VIEW \"{name}\" AS SELECT * FROM read_parquet({p});\n"
             ));
@@ -82,6 +96,7 @@ impl Sandbox {
         Ok(Sandbox {
             conn,
             limits: limits.clone(),
+            _files: files,
         })
     }
 
@@ -112,6 +127,7 @@ impl Sandbox {
     /// Runs one analyst query, at most `limit` rows.
     pub fn query(&self, sql: &str, limit: usize) -> ApiResult<QueryResult> {
         let sql = check_sql(sql)?;
+        self.refuse_introspection(sql)?;
         let inner = format!("(\n{sql}\n) AS agnes_q");
         self.with_deadline(|conn| {
             let columns = describe_query(conn, &format!("SELECT * FROM {inner}"))?;
@@ -152,6 +168,33 @@ impl Sandbox {
         })
     }
 
+    /// Refuses SQL that reads the catalog's own description of the session (settings,
+    /// views, system tables), found in the parse tree DuckDB itself produces.
+    fn refuse_introspection(&self, sql: &str) -> ApiResult<()> {
+        let tree: String = self
+            .conn
+            .query_row(
+                &format!("SELECT json_serialize_sql({})", sql_string(sql)),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(rejected)?;
+        let tree: serde_json::Value = serde_json::from_str(&tree).map_err(ApiError::internal)?;
+        if tree["error"] == true {
+            // not one statement DuckDB can serialise: the query itself will say why
+            return Ok(());
+        }
+        let mut found = None;
+        introspection(&tree, &mut found);
+        match found {
+            Some(name) => Err(ApiError::QueryRejected(format!(
+                "`{name}` describes the server's session and is not available in /api/query; \
+                 use /api/catalog/tables and /api/v2/schema/{{table}}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Runs a query built by the server (not analyst text) and returns Arrow batches.
     pub fn arrow(
         &self,
@@ -190,6 +233,51 @@ fn describe_query(conn: &duckdb::Connection, select: &str) -> ApiResult<Vec<Colu
         })
         .map_err(rejected)?;
     cols.collect::<Result<Vec<_>, _>>().map_err(rejected)
+}
+
+/// Catalog and settings introspection: function and table names, and schemas.
+fn is_introspection(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.starts_with("duckdb_")
+        || n.starts_with("pragma_")
+        || n.starts_with("sqlite_")
+        || matches!(
+            n.as_str(),
+            "current_setting"
+                | "getvariable"
+                | "information_schema"
+                | "pg_catalog"
+                | "which_secret"
+        )
+}
+
+/// Finds the first function, table or schema in a `json_serialize_sql` tree that is
+/// introspection.
+fn introspection(node: &serde_json::Value, found: &mut Option<String>) {
+    if found.is_some() {
+        return;
+    }
+    match node {
+        serde_json::Value::Object(map) => {
+            for key in ["function_name", "table_name", "schema_name", "catalog_name"] {
+                if let Some(name) = map.get(key).and_then(serde_json::Value::as_str)
+                    && is_introspection(name)
+                {
+                    *found = Some(name.to_string());
+                    return;
+                }
+            }
+            for v in map.values() {
+                introspection(v, found);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for v in items {
+                introspection(v, found);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Friendly first-line checks; the wrapping is what actually enforces one query.
@@ -331,6 +419,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("may not read it"), "{err}");
+    }
+
+    #[test]
+    fn no_server_path_is_revealed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sb = sandbox(tmp.path());
+        let server_dir = tmp.path().to_string_lossy().into_owned();
+        for sql in [
+            "SELECT * FROM duckdb_settings()",
+            "SELECT current_setting('allowed_paths')",
+            "SELECT sql FROM duckdb_views()",
+            "SELECT sql FROM sqlite_master",
+            "SELECT view_definition FROM information_schema.views",
+            "SELECT * FROM pg_catalog.pg_views",
+            "WITH s AS (SELECT * FROM main.duckdb_settings()) SELECT * FROM s",
+            "SELECT (SELECT value FROM DuckDB_Settings() LIMIT 1)",
+        ] {
+            let err = sb.query(sql, 100).expect_err(sql);
+            assert!(matches!(err, ApiError::QueryRejected(_)), "{sql}: {err:?}");
+            assert!(!err.to_string().contains(&server_dir), "{sql}: {err}");
+        }
+        // what is allowed shows no server path either
+        let r = sb
+            .query(
+                "SELECT filename FROM read_parquet('x', filename = true)",
+                10,
+            )
+            .map(|r| serde_json::to_string(&r.rows).unwrap())
+            .unwrap_or_else(|e| e.to_string());
+        assert!(!r.contains(&server_dir), "{r}");
+        let r = sb.query("SELECT * FROM orders", 10).unwrap();
+        assert!(!serde_json::to_string(&r).unwrap().contains(&server_dir));
     }
 
     #[test]
