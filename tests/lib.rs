@@ -217,8 +217,7 @@ impl TestServer {
             trusted_keys: None,
             // most tests register the built components by path; the signed path has its own tests
             allow_unsigned_connectors: true,
-            webhooks: Default::default(),
-            resolve: Default::default(),
+            ..Default::default()
         };
         adjust(&mut config);
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -335,7 +334,12 @@ impl Drop for TestServer {
 }
 
 async fn axum_serve(listener: tokio::net::TcpListener, app: axum::Router) {
-    axum::serve(listener, app).await.unwrap();
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .await
+    .unwrap();
 }
 
 /// An HTTP agent that returns every status as a response (not an error).

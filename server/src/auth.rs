@@ -45,6 +45,17 @@ impl FromRequestParts<AppState> for AuthUser {
         if let Some(p) = state.auth_cache.get(&key) {
             return Ok(AuthUser(p));
         }
+        let client = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        let per_minute = state.config.auth.failures_per_minute;
+        if let Some(wait) = state.auth_cache.locked_out(client, per_minute) {
+            return Err(ApiError::TooManyRequests(
+                format!("too many failed authentications from this address; retry in {wait} s"),
+                wait,
+            ));
+        }
         // single flight: concurrent first requests with one token resolve it once
         let flight = state.auth_cache.flight(&key);
         let _resolving = flight.lock().await;
@@ -52,9 +63,13 @@ impl FromRequestParts<AppState> for AuthUser {
             return Ok(AuthUser(p));
         }
         let principal = state.store.authenticate(&token).await?;
-        let principal = principal.ok_or_else(|| {
-            ApiError::Unauthorized("the token is unknown, revoked or expired".into())
-        })?;
+        let Some(principal) = principal else {
+            state.auth_cache.failed(client);
+            tracing::warn!("error.type" = "auth_failed", client = ?client, "authentication failed");
+            return Err(ApiError::Unauthorized(
+                "the token is unknown, revoked or expired".into(),
+            ));
+        };
         state.auth_cache.insert(key, principal.clone());
         Ok(AuthUser(principal))
     }
@@ -87,12 +102,16 @@ impl AdminUser {
 /// How long a resolved token is trusted without asking the database again.
 pub const AUTH_TTL: Duration = Duration::from_secs(5);
 
-/// Token hash → principal, for [`AUTH_TTL`].
+/// Token hash → principal, for [`AUTH_TTL`]; and failed authentications per client
+/// address, per minute.
 #[derive(Default)]
 pub struct AuthCache {
     entries: Mutex<HashMap<String, (Principal, Instant)>>,
     flights: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+    failures: Mutex<HashMap<Option<std::net::IpAddr>, (u32, Instant)>>,
 }
+
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 impl AuthCache {
     fn get(&self, key: &str) -> Option<Principal> {
@@ -117,6 +136,28 @@ impl AuthCache {
             entries.retain(|_, (_, at)| at.elapsed() < AUTH_TTL);
         }
         entries.insert(key, (principal, Instant::now()));
+    }
+
+    /// Seconds until `client` may try again, when it failed `per_minute` times in the
+    /// current window.
+    fn locked_out(&self, client: Option<std::net::IpAddr>, per_minute: u32) -> Option<u64> {
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let (count, since) = failures.get(&client)?;
+        let elapsed = since.elapsed();
+        (*count >= per_minute && elapsed < FAILURE_WINDOW)
+            .then(|| (FAILURE_WINDOW - elapsed).as_secs().max(1))
+    }
+
+    fn failed(&self, client: Option<std::net::IpAddr>) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if failures.len() > 100_000 {
+            failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+        }
+        let entry = failures.entry(client).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= FAILURE_WINDOW {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
     }
 
     /// Forgets every cached token: call after any change to tokens, users, members or grants.

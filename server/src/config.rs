@@ -27,6 +27,8 @@ pub struct ServerConfig {
     pub allow_unsigned_connectors: bool,
     /// Inbound webhooks from sources; none configured means none accepted.
     pub webhooks: Webhooks,
+    /// Authentication limits.
+    pub auth: AuthLimits,
     /// Pinned addresses for connectors' outbound HTTP host names, used instead of DNS
     /// (split-horizon names); still checked like DNS answers (non-public needs
     /// `allow_private` in the grant).
@@ -49,6 +51,22 @@ pub struct JiraWebhook {
     pub source: String,
     /// File holding the shared secret (read on every request, so it can be rotated).
     pub secret_file: PathBuf,
+}
+
+/// `[auth]`: how many failed authentications one client address may make per minute;
+/// past it, its requests get 429 with `Retry-After` (tokens verified recently still pass).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthLimits {
+    pub failures_per_minute: u32,
+}
+
+impl Default for AuthLimits {
+    fn default() -> Self {
+        AuthLimits {
+            failures_per_minute: 30,
+        }
+    }
 }
 
 /// Limits of one `/api/query` (and sample) session.
@@ -83,6 +101,7 @@ impl Default for ServerConfig {
             trusted_keys: None,
             allow_unsigned_connectors: false,
             webhooks: Webhooks::default(),
+            auth: AuthLimits::default(),
             resolve: Default::default(),
         }
     }

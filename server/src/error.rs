@@ -20,6 +20,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
     /// The SQL was refused by the query sandbox (not allowed, or invalid).
     #[error("{0}")]
     QueryRejected(String),
@@ -27,6 +29,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     RangeNotSatisfiable(String),
+    /// Too many failed authentications from this client: retry after the seconds given.
+    #[error("{0}")]
+    TooManyRequests(String, u64),
     #[error("query exceeded its time limit of {0} s")]
     QueryTimeout(u64),
     /// Anything else: logged with its cause, reported as `internal`.
@@ -42,10 +47,12 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::QueryRejected(_) => "query_rejected",
             ApiError::Conflict(_) => "conflict",
             ApiError::RangeNotSatisfiable(_) => "range_not_satisfiable",
             ApiError::QueryTimeout(_) => "query_timeout",
+            ApiError::TooManyRequests(..) => "too_many_requests",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -58,8 +65,10 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::QueryRejected(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::QueryTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -91,7 +100,15 @@ impl IntoResponse for ApiError {
             tracing::error!("error.type" = "internal", cause = %cause, "request failed");
         }
         let body = Json(json!({"code": self.code(), "message": self.to_string()}));
-        (self.status(), body).into_response()
+        let mut response = (self.status(), body).into_response();
+        if let ApiError::TooManyRequests(_, secs) = &self
+            && let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string())
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, v);
+        }
+        response
     }
 }
 
@@ -112,6 +129,12 @@ where
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::PayloadTooLarge(format!(
+                    "the request body is over this route's limit: {}",
+                    rejection.body_text()
+                )))
+            }
             Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
         }
     }

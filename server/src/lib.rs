@@ -65,10 +65,13 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
         .map_err(|e| format!("binding {listen}: {e}"))?;
     tracing::info!(%listen, "agnes server listening");
     tokio::spawn(sync::scheduler(state.clone(), tick));
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|e| format!("serving: {e}"))
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+    .map_err(|e| format!("serving: {e}"))
 }

@@ -897,3 +897,59 @@ fn without_trusted_keys_unsigned_connectors_are_refused_by_default() {
         "{registry}"
     );
 }
+
+#[test]
+fn issue20_failed_authentication_is_rate_limited_per_client() {
+    let s = TestServer::start_with(|c| c.auth.failures_per_minute = 5);
+    // the admin's token, verified once, stays usable from this address
+    assert_eq!(get(&s, Some(&s.admin), "/api/sync/manifest").0, 200);
+    for i in 0..5 {
+        let (st, body) = get(&s, Some("agnes_deadbeef_wrong"), "/api/sync/manifest");
+        assert_eq!(
+            (st, body["code"].as_str()),
+            (401, Some("unauthorized")),
+            "attempt {i}"
+        );
+    }
+    let r = http()
+        .get(&s.url("/api/sync/manifest"))
+        .header("Authorization", &bearer("agnes_deadbeef_wrong"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body = read_json(r);
+    assert_eq!(body["code"], "too_many_requests", "{body}");
+    // a token verified within the last seconds still passes; an unknown one does not even
+    // reach the database
+    assert_eq!(get(&s, Some(&s.admin), "/api/sync/manifest").0, 200);
+    let ana = user(&s, "ana", &[]);
+    assert_eq!(get(&s, Some(&ana), "/api/sync/manifest").0, 429);
+}
+
+#[test]
+fn issue20_request_bodies_are_bounded_and_refused_as_json() {
+    let s = TestServer::start();
+    let big = "x".repeat(3 << 20);
+    for path in ["/api/query", "/api/admin/sources", "/api/tokens"] {
+        let (st, body) = post(&s, &s.admin, path, json!({"sql": big}));
+        assert_eq!(
+            (st, body["code"].as_str()),
+            (413, Some("payload_too_large")),
+            "{path}: {body}"
+        );
+    }
+    // a raw body (no JSON extractor) is bounded the same way
+    let r = http()
+        .post(&s.url("/api/sync/trigger"))
+        .header("Authorization", &bearer(&s.admin))
+        .send(big.as_bytes())
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(read_json(r)["code"], "payload_too_large");
+}
