@@ -257,8 +257,7 @@ impl TestServer {
         format!("{}{path}", self.base)
     }
 
-    /// `method path` with `token` (if any) and a JSON body (if any): the status and the JSON
-    /// answer (`null` when the body is not JSON).
+    /// [`call`] on this server.
     pub fn call(
         &self,
         method: &str,
@@ -266,26 +265,7 @@ impl TestServer {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> (u16, serde_json::Value) {
-        let mut req = ureq::http::Request::builder()
-            .method(method)
-            .uri(self.url(path));
-        if let Some(t) = token {
-            req = req.header("Authorization", bearer(t));
-        }
-        let bytes = match &body {
-            Some(b) => {
-                req = req.header("Content-Type", "application/json");
-                serde_json::to_vec(b).unwrap()
-            }
-            None => Vec::new(),
-        };
-        let r = http().run(req.body(bytes).unwrap()).unwrap();
-        let status = r.status().as_u16();
-        let bytes = read_bytes(r);
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-        )
+        call(&self.base, method, token, path, body)
     }
 
     /// As the admin: `call` that must succeed; the JSON answer.
@@ -340,6 +320,37 @@ async fn axum_serve(listener: tokio::net::TcpListener, app: axum::Router) {
     )
     .await
     .unwrap();
+}
+
+/// `method <base><path>` with `token` (if any) and a JSON body (if any): the status and
+/// the JSON answer (`null` when the body is not JSON).
+pub fn call(
+    base: &str,
+    method: &str,
+    token: Option<&str>,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut req = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("{base}{path}"));
+    if let Some(t) = token {
+        req = req.header("Authorization", bearer(t));
+    }
+    let bytes = match &body {
+        Some(b) => {
+            req = req.header("Content-Type", "application/json");
+            serde_json::to_vec(b).unwrap()
+        }
+        None => Vec::new(),
+    };
+    let r = http().run(req.body(bytes).unwrap()).unwrap();
+    let status = r.status().as_u16();
+    let bytes = read_bytes(r);
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 /// An HTTP agent that returns every status as a response (not an error).

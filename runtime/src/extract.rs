@@ -193,6 +193,38 @@ fn lock(versions_dir: &Path, source: &str) -> Result<File, Error> {
     }
 }
 
+/// Removes what killed runs left behind — their `.tmp` staging directories and versions
+/// that never became current — for every source whose run lock is free (a run in progress
+/// elsewhere keeps its own). Call at start-up. Returns the sources cleaned.
+pub fn clean_stale(extracts: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(extracts.join(VERSIONS)) else {
+        return vec![];
+    };
+    let mut cleaned = Vec::new();
+    for entry in entries.flatten() {
+        let source = entry.file_name().to_string_lossy().into_owned();
+        if validate_name("source", &source).is_err() {
+            continue;
+        }
+        let versions_dir = entry.path();
+        let Ok(_lock) = lock(&versions_dir, &source) else {
+            continue;
+        };
+        let staging = Staging {
+            extracts: extracts.to_path_buf(),
+            source: source.clone(),
+            version: String::new(),
+            versions_dir,
+            _lock,
+            published: true, // nothing of its own to remove on drop
+        };
+        if staging.remove_stale().is_ok() {
+            cleaned.push(source);
+        }
+    }
+    cleaned
+}
+
 /// Removes every version of `<extracts>/<source>` (a deleted source): the published link
 /// first (readers stop resolving it; files already open stay readable), then the versions.
 /// Takes the source's run lock, so a run in progress makes it fail with [`Error::Busy`].
@@ -347,6 +379,37 @@ pub fn sample(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_staging_is_cleaned_unless_a_run_holds_the_source() {
+        let tmp = tempfile::tempdir().unwrap();
+        let busy = Staging::begin(tmp.path(), "b").unwrap();
+        for source in ["a", "b"] {
+            std::fs::create_dir_all(
+                tmp.path()
+                    .join(VERSIONS)
+                    .join(source)
+                    .join("20260101T000000.000000Z-1.tmp/data"),
+            )
+            .unwrap();
+        }
+        let cleaned = clean_stale(tmp.path());
+        assert_eq!(cleaned, ["a"]);
+        assert!(
+            !tmp.path()
+                .join(VERSIONS)
+                .join("a/20260101T000000.000000Z-1.tmp")
+                .exists()
+        );
+        assert!(
+            tmp.path()
+                .join(VERSIONS)
+                .join("b/20260101T000000.000000Z-1.tmp")
+                .exists(),
+            "a source with a run in progress is left alone"
+        );
+        drop(busy);
+    }
 
     fn publish_one(extracts: &Path, content: &str) -> PathBuf {
         let s = Staging::begin(extracts, "src").unwrap();

@@ -35,7 +35,16 @@ impl AppState {
             .await
             .map_err(|e| e.to_string())??;
         let store: Arc<dyn Store> = Arc::new(db);
-        store.abandon_running().await.map_err(|e| e.detail())?;
+        let abandoned = store.abandon_running().await.map_err(|e| e.detail())?;
+        // what a killed process left half-written: staging directories, unpublished versions
+        let extracts = config.extracts_dir();
+        let cleaned =
+            tokio::task::spawn_blocking(move || agnes_runtime::extract::clean_stale(&extracts))
+                .await
+                .map_err(|e| e.to_string())?;
+        if abandoned > 0 {
+            tracing::warn!(runs = abandoned, sources = ?cleaned, "runs left in progress by a previous process were marked failed");
+        }
         let runtime = agnes_runtime::Runtime::new(Some(&config.cache_dir()))
             .map_err(|e| e.to_string())?
             .with_resolve(config.resolve.clone());

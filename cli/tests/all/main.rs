@@ -3,6 +3,7 @@
 
 mod admin;
 mod analyst;
+mod chaos;
 
 use std::path::Path;
 use std::process::{Command, Output};
