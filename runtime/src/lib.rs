@@ -46,6 +46,8 @@ mod config;
 mod engine;
 mod error;
 pub mod extract;
+#[doc(hidden)]
+pub mod fuzz;
 mod host;
 pub mod jsonschema;
 mod limits;

@@ -669,9 +669,11 @@ fn table_spec(info: TableInfo, limits: &Limits) -> Result<TableSpec, Error> {
     }
     let mut decoder = StreamDecoder::new();
     let mut buffer = Buffer::from(info.arrow_schema.clone());
-    if let Some(_batch) = decoder
-        .decode(&mut buffer)
-        .map_err(|e| invalid(format!("declared schema is not Arrow IPC: {e}")))?
+    let decoded =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decoder.decode(&mut buffer)))
+            .map_err(|_| crate::host::connector::malformed(&info.name))?;
+    if let Some(_batch) =
+        decoded.map_err(|e| invalid(format!("declared schema is not Arrow IPC: {e}")))?
     {
         return Err(invalid("declared schema carries a record batch".into()));
     }

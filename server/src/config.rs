@@ -118,7 +118,7 @@ impl ServerConfig {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| format!("reading {}: {e}", path.display()))?;
-                toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+                Self::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?
             }
             None => ServerConfig::default(),
         };
@@ -136,6 +136,13 @@ impl ServerConfig {
                 .parse()
                 .map_err(|e| format!("AGNES_LISTEN={listen}: {e}"))?;
         }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses and validates a config file's text (no environment applied).
+    pub fn from_toml(text: &str) -> Result<ServerConfig, String> {
+        let config: ServerConfig = toml::from_str(text).map_err(|e| e.to_string())?;
         config.validate()?;
         Ok(config)
     }

@@ -27,6 +27,8 @@ pub mod config;
 pub mod connector;
 pub mod db;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod openapi;
 pub mod query;
 pub mod routes;

@@ -14,6 +14,7 @@
 mod bad_input;
 mod csv_extract;
 mod egress;
+mod fuzz;
 mod hardening;
 mod http_json;
 mod jira;

@@ -76,7 +76,12 @@ impl Host for RunState {
         }
         self.bytes = new_bytes;
         let started = std::time::Instant::now();
-        let accepted = self.accept(&stream, arrow_ipc);
+        // arrow-ipc can panic on some malformed messages (found by fuzzing: a dictionary
+        // field without an index type): a guest's bytes must never take the host down
+        let accepted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.accept(&stream, arrow_ipc)
+        }))
+        .unwrap_or_else(|_| Err(malformed(&stream)));
         let spent = started.elapsed();
         self.host_busy += spent;
         self.host_cpu.fetch_add(
@@ -151,6 +156,16 @@ impl Host for RunState {
         }
         self.checkpoint = Some(state);
         Ok(Ok(()))
+    }
+}
+
+/// The error for IPC bytes that made the Arrow decoder panic.
+pub(crate) fn malformed(table: &str) -> Error {
+    Error::InvalidBatch {
+        table: crate::names::shown(table),
+        reason: "not valid Arrow IPC: a malformed message made the decoder fail; emit what \
+                 arrow-ipc's StreamWriter writes"
+            .into(),
     }
 }
 

@@ -24,7 +24,8 @@ pub(crate) fn parse_range(value: Option<&str>, size: u64) -> ApiResult<Option<(u
     let Some(value) = value else { return Ok(None) };
     let bad = || {
         ApiError::RangeNotSatisfiable(format!(
-            "range `{value}` does not fit a file of {size} bytes; use one `bytes=start-end`"
+            "range `{}` does not fit a file of {size} bytes; use one `bytes=start-end`",
+            agnes_runtime::names::shown(value)
         ))
     };
     let spec = value.strip_prefix("bytes=").ok_or_else(bad)?;

@@ -37,6 +37,37 @@ pub(crate) fn signature_ok(secret: &[u8], body: &[u8], header: Option<&str>) -> 
     mac.verify_slice(&sig).is_ok()
 }
 
+/// A Jira issue event: `(webhookEvent, issue key, the whole payload)`; 400 for anything
+/// else.
+pub(crate) fn parse_event(body: &[u8]) -> ApiResult<(String, String, Value)> {
+    let payload: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+    let event = payload
+        .get("webhookEvent")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::BadRequest("no `webhookEvent`".into()))?
+        .to_string();
+    let key = payload
+        .get("issue")
+        .filter(|i| i.get("id").is_some())
+        .and_then(|i| i.get("key"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "`{}` carries no issue with an id and a key",
+                agnes_runtime::names::shown(&event)
+            ))
+        })?
+        .to_string();
+    if key.is_empty() || key.len() > 255 || key.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(format!(
+            "issue key `{}` is not a Jira key",
+            agnes_runtime::names::shown(&key)
+        )));
+    }
+    Ok((event, key, payload))
+}
+
 async fn jira(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -63,20 +94,7 @@ async fn jira(
             "missing or invalid X-Hub-Signature".into(),
         ));
     }
-    let payload: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
-    let event = payload
-        .get("webhookEvent")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::BadRequest("no `webhookEvent`".into()))?
-        .to_string();
-    let issue = payload
-        .get("issue")
-        .filter(|i| i.get("id").is_some() && i.get("key").and_then(Value::as_str).is_some())
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!("`{event}` carries no issue with an id and a key"))
-        })?;
-    let key = issue["key"].as_str().unwrap_or_default().to_string();
+    let (event, key, payload) = parse_event(&body)?;
     if event == "jira:issue_deleted" {
         // a merge cannot delete; the next full refresh drops the issue
         return Ok((
