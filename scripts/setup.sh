@@ -46,6 +46,11 @@ if [ ! -x /usr/local/bin/just ]; then
   # pip puts it in Python's scripts dir, which is not on every PATH: link it
   ln -sf "$(python3 -c 'import sysconfig;print(sysconfig.get_path("scripts"))')/just" /usr/local/bin/just
 fi
+if ! command -v openssl >/dev/null 2>&1; then
+  # the TLS test makes a self-signed certificate with it
+  log "installing openssl"
+  apt-get update -qq && apt-get install -y -qq openssl >/dev/null || die "apt-get install openssl failed"
+fi
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install --quiet --locked cargo-nextest || die "cargo install cargo-nextest failed"

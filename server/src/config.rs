@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub webhooks: Webhooks,
     /// Authentication limits.
     pub auth: AuthLimits,
+    /// HTTPS: the certificate chain and key (PEM); absent means plain HTTP (behind a proxy).
+    pub tls: Option<Tls>,
     /// Pinned addresses for connectors' outbound HTTP host names, used instead of DNS
     /// (split-horizon names); still checked like DNS answers (non-public needs
     /// `allow_private` in the grant).
@@ -51,6 +53,14 @@ pub struct JiraWebhook {
     pub source: String,
     /// File holding the shared secret (read on every request, so it can be rotated).
     pub secret_file: PathBuf,
+}
+
+/// `[tls]`: serve HTTPS with this certificate chain and private key (PEM files).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// `[auth]`: how many failed authentications one client address may make per minute;
@@ -102,6 +112,7 @@ impl Default for ServerConfig {
             allow_unsigned_connectors: false,
             webhooks: Webhooks::default(),
             auth: AuthLimits::default(),
+            tls: None,
             resolve: Default::default(),
         }
     }

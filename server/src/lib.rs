@@ -35,6 +35,7 @@ pub mod routes;
 pub mod state;
 pub mod store;
 pub mod sync;
+pub mod tls;
 
 pub use app::app;
 pub use config::ServerConfig;
@@ -61,12 +62,23 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
         }
     }
     let tick = std::time::Duration::from_secs(config.scheduler_tick_secs);
+    let tls = match &config.tls {
+        Some(t) => Some(tls::acceptor(&t.cert, &t.key)?),
+        None => None,
+    };
     let state = AppState::open(config).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("binding {listen}: {e}"))?;
-    tracing::info!(%listen, "agnes server listening");
+    tracing::info!(%listen, tls = tls.is_some(), "agnes server listening");
     tokio::spawn(sync::scheduler(state.clone(), tick));
+    if let Some(acceptor) = tls {
+        tls::serve(listener, acceptor, app(state), async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await;
+        return Ok(());
+    }
     axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),

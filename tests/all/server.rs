@@ -3,6 +3,7 @@
 //! with `{code, message}`; downloads during a sync are never torn.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use agnes_tests::{
     CSV_COMPONENT, HOSTILE_COMPONENT, TestServer, bearer, http, read_bytes, read_json, repo_root,
@@ -952,4 +953,126 @@ fn issue20_request_bodies_are_bounded_and_refused_as_json() {
         .unwrap();
     assert_eq!(r.status(), 413);
     assert_eq!(read_json(r)["code"], "payload_too_large");
+}
+
+/// A self-signed certificate for `localhost` / 127.0.0.1, made with the openssl CLI.
+fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let o = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args([
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ])
+        .output()
+        .expect("openssl");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (cert, key)
+}
+
+#[test]
+fn issue20_the_server_speaks_tls_when_configured() {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(tmp.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = agnes_server::ServerConfig {
+        data_dir: tmp.path().join("data"),
+        listen: format!("127.0.0.1:{port}").parse().unwrap(),
+        tls: Some(agnes_server::config::Tls {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.spawn(agnes_server::serve(config.clone()));
+    let answer = rt.block_on(async {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from_pem_file(&cert).unwrap())
+            .unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let tcp = loop {
+            match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                Ok(t) => break t,
+                Err(e) => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the TLS server did not start: {e}"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        };
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake with the server's certificate");
+        tls.write_all(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        tls.read_to_string(&mut answer).await.ok();
+        answer
+    });
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // plain HTTP to the TLS port gets no HTTP answer
+    let plain = http()
+        .get(&format!("http://127.0.0.1:{port}/api/health"))
+        .call();
+    assert!(plain.is_err() || plain.unwrap().status() != 200);
+    // a missing key is a start-up error naming it
+    let broken = agnes_server::ServerConfig {
+        tls: Some(agnes_server::config::Tls {
+            cert,
+            key: tmp.path().join("missing.pem"),
+        }),
+        ..config
+    };
+    let err = rt.block_on(agnes_server::serve(broken)).unwrap_err();
+    assert!(
+        err.contains("[tls] key") && err.contains("missing.pem"),
+        "{err}"
+    );
+    rt.shutdown_background();
 }
