@@ -532,3 +532,87 @@ async fn issue20_host_time_spent_on_the_guests_output_counts_against_cpu_secs() 
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn issue20_a_stdout_flood_counts_against_cpu_secs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        cpu_secs: 1,
+        ..Limits::default()
+    };
+    let err = run_hostile_with(
+        tmp.path(),
+        "stdout_flood",
+        json!({"rows": 2_000_000}),
+        limits,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::LimitExceeded {
+                limit: "cpu_secs",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn issue20_every_reader_stays_fast_on_the_widest_and_deepest_table_the_limits_allow() {
+    let s = agnes_tests::TestServer::start();
+    let source = json!({"name": "hostile", "connector": agnes_tests::HOSTILE_COMPONENT,
+                        "config": {"mode": "widest", "rows": 100}});
+    s.admin_call("POST", "/api/admin/sources", Some(source));
+    s.admin_call(
+        "POST",
+        "/api/admin/sources/hostile/tables",
+        Some(json!({"all": true})),
+    );
+    let started = std::time::Instant::now();
+    s.admin_call("POST", "/api/admin/sources/hostile/sync", None);
+    s.wait_for_sync();
+    let run = &s.admin_call("GET", "/api/sync/history?limit=1", None)["runs"][0];
+    assert_eq!(run["status"], "ok", "{run}");
+    // the catalog, the schema, a query, a download read by a local DuckDB
+    let catalog = s.admin_call("GET", "/api/catalog/tables", None);
+    assert_eq!(catalog["tables"][0]["rows"], 100, "{catalog}");
+    let schema = s.admin_call("GET", "/api/v2/schema/wide", None);
+    assert_eq!(schema["columns"].as_array().unwrap().len(), 1000);
+    let leaf = format!("deep{}", "[1]".repeat(8));
+    let q = s.admin_call(
+        "POST",
+        "/api/query",
+        Some(json!({"sql": format!("SELECT count(*) AS n, sum({leaf}) AS s, sum(c998) AS w FROM wide"), "limit": 10})),
+    );
+    assert_eq!(q["rows"][0], json!([100, 4950, 4950 * 998]), "{q}");
+    let sample = s.admin_call("GET", "/api/v2/sample/wide?n=5", None);
+    assert_eq!(sample["row_count"], 5);
+    let r = agnes_tests::http()
+        .get(&s.url("/api/data/wide/download"))
+        .header("Authorization", &agnes_tests::bearer(&s.admin))
+        .call()
+        .unwrap();
+    let bytes = agnes_tests::read_bytes(r);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &bytes).unwrap();
+    let conn = duckdb::Connection::open_in_memory().unwrap();
+    let n: i64 = conn
+        .query_row(
+            &format!(
+                "SELECT sum({leaf}) FROM read_parquet('{}')",
+                file.path().display()
+            ),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 4950);
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(60),
+        "sync and every reader took {took:?}"
+    );
+}

@@ -24,10 +24,15 @@
 //!   the `good` rows and returns without a state.
 //! - `log_flood`: logs `rows` lines, then emits one row.
 //! - `big_batch`: emits one row whose label is `rows` bytes long, in one emit.
+//! - `stdout_flood`: prints `rows` lines of 10 KB to stdout, then emits one row.
+//! - `widest`: offers `wide` with 999 BIGINT columns and one list nested 8 deep, and emits
+//!   `rows` rows (what the default limits allow at most).
 //! - `two_tables`: offers `numbers` and `numbers_b` and emits `rows` rows to each, with
 //!   1 KiB labels that do not compress, in batches of `batch` rows.
 
 use std::sync::Arc;
+
+use arrow_array::Array;
 
 use agnes_connector_sdk::arrow_array::{Int64Array, RecordBatch, StringArray};
 use agnes_connector_sdk::arrow_schema::{DataType, Field, Schema, SchemaRef};
@@ -75,6 +80,18 @@ fn numbers_schema() -> SchemaRef {
     ]))
 }
 
+fn widest_schema() -> SchemaRef {
+    let mut deep = DataType::Int64;
+    for _ in 0..8 {
+        deep = DataType::List(Arc::new(Field::new("item", deep, true)));
+    }
+    let mut fields: Vec<Field> = (0..999)
+        .map(|c| Field::new(format!("c{c}"), DataType::Int64, true))
+        .collect();
+    fields.push(Field::new("deep", deep, true));
+    Arc::new(Schema::new(fields))
+}
+
 fn probe_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("path", DataType::Utf8, false),
@@ -108,6 +125,7 @@ impl Connector for Hostile {
             "unsafe_name" => Ok(vec![Table::new("bad;name", numbers_schema())]),
             "probe" => Ok(vec![Table::new("probe", probe_schema())]),
             "http" => Ok(vec![Table::new("http", http_schema())]),
+            "widest" => Ok(vec![Table::new("wide", widest_schema())]),
             "two_tables" => Ok(vec![
                 Table::new("numbers", numbers_schema()),
                 Table::new("numbers_b", numbers_schema()),
@@ -216,6 +234,32 @@ impl Connector for Hostile {
                     agnes_connector_sdk::log(agnes_connector_sdk::Level::Info, &format!("line {i}"));
                 }
                 ctx.emit("numbers", &numbers(0, 1))
+            }
+            "stdout_flood" => {
+                let line = "z".repeat(10_000);
+                for _ in 0..config.rows {
+                    println!("{line}");
+                }
+                ctx.emit("numbers", &numbers(0, 1))
+            }
+            "widest" => {
+                let schema = widest_schema();
+                let rows = config.rows.max(0) as usize;
+                let mut columns: Vec<arrow_array::ArrayRef> = (0..999)
+                    .map(|c| {
+                        Arc::new(Int64Array::from_iter_values((0..rows as i64).map(|r| r * c)))
+                            as arrow_array::ArrayRef
+                    })
+                    .collect();
+                let mut deep: arrow_array::ArrayRef =
+                    Arc::new(Int64Array::from_iter_values(0..rows as i64));
+                for _ in 0..8 {
+                    let item = Arc::new(Field::new("item", deep.data_type().clone(), true));
+                    let offsets = arrow_buffer::OffsetBuffer::from_lengths(vec![1; rows]);
+                    deep = Arc::new(arrow_array::ListArray::new(item, offsets, deep, None));
+                }
+                columns.push(deep);
+                ctx.emit("wide", &RecordBatch::try_new(schema, columns).unwrap())
             }
             "two_tables" => {
                 let mut seed = 0x2545_f491_4f6c_dd1du64;
