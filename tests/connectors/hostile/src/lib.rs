@@ -231,7 +231,10 @@ impl Connector for Hostile {
             }
             "log_flood" => {
                 for i in 0..config.rows {
-                    agnes_connector_sdk::log(agnes_connector_sdk::Level::Info, &format!("line {i}"));
+                    agnes_connector_sdk::log(
+                        agnes_connector_sdk::Level::Info,
+                        &format!("line {i}"),
+                    );
                 }
                 ctx.emit("numbers", &numbers(0, 1))
             }
@@ -247,8 +250,9 @@ impl Connector for Hostile {
                 let rows = config.rows.max(0) as usize;
                 let mut columns: Vec<arrow_array::ArrayRef> = (0..999)
                     .map(|c| {
-                        Arc::new(Int64Array::from_iter_values((0..rows as i64).map(|r| r * c)))
-                            as arrow_array::ArrayRef
+                        Arc::new(Int64Array::from_iter_values(
+                            (0..rows as i64).map(|r| r * c),
+                        )) as arrow_array::ArrayRef
                     })
                     .collect();
                 let mut deep: arrow_array::ArrayRef =
