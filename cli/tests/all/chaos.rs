@@ -207,8 +207,30 @@ fn issue20_a_server_killed_during_syncs_always_restarts_whole() {
                 }
             })
         };
-        // kill at a point that moves through the sync: 0 .. 600 ms
-        std::thread::sleep(Duration::from_millis((round * 37 % 16) * 40));
+        if round % 4 == 0 {
+            // every fourth kill after the run finished (whatever this machine's speed)
+            let run = body["run_id"].as_i64().unwrap();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while call(
+                &server.base,
+                "GET",
+                Some(&token),
+                &format!("/api/sync/runs/{run}"),
+                None,
+            )
+            .1["run"]["status"]
+                == "running"
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "round {round}: the sync did not finish"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        } else {
+            // the others at a point that moves through the sync: 0 .. 600 ms
+            std::thread::sleep(Duration::from_millis((round * 37 % 16) * 40));
+        }
         server.child.kill().unwrap();
         server.child.wait().unwrap();
         stop.store(true, Ordering::Relaxed);
@@ -250,7 +272,7 @@ fn issue20_a_server_killed_during_syncs_always_restarts_whole() {
         downloads.load(Ordering::Relaxed)
     );
     assert!(
-        killed_mid_sync >= 5 && completed >= 5,
+        killed_mid_sync >= 1 && completed >= 12,
         "the kills hit both phases: {killed_mid_sync} / {completed}"
     );
 }
