@@ -52,6 +52,16 @@ fn native(
     })
 }
 
+/// Publishes a good extract, then runs table `numbers` of `schema` natively with `emits`:
+/// the run must fail and leave everything as it was. Returns the error.
+async fn refused(schema: SchemaRef, emits: Vec<Vec<u8>>, limits: Limits) -> Error {
+    let tmp = tempfile::tempdir().unwrap();
+    fails_cleanly(tmp.path(), || async {
+        native(tmp.path(), vec![table("numbers", schema)], emits, limits)
+    })
+    .await
+}
+
 fn nested_list(depth: usize) -> DataType {
     let mut dt = DataType::Int64;
     for _ in 0..depth {
@@ -62,17 +72,8 @@ fn nested_list(depth: usize) -> DataType {
 
 #[tokio::test]
 async fn issue20_lists_nested_past_the_limit_are_refused_at_discover() {
-    let tmp = tempfile::tempdir().unwrap();
     let schema = Arc::new(Schema::new(vec![Field::new("deep", nested_list(26), true)]));
-    let err = fails_cleanly(tmp.path(), || async {
-        native(
-            tmp.path(),
-            vec![table("numbers", schema)],
-            vec![],
-            Limits::default(),
-        )
-    })
-    .await;
+    let err = refused(schema, vec![], Limits::default()).await;
     assert!(
         matches!(&err, Error::LimitExceeded { limit: "max_nesting_depth", detail } if detail.contains("column `deep")),
         "{err}"
@@ -81,19 +82,10 @@ async fn issue20_lists_nested_past_the_limit_are_refused_at_discover() {
 
 #[tokio::test]
 async fn issue20_tables_wider_than_the_limit_are_refused() {
-    let tmp = tempfile::tempdir().unwrap();
     let fields: Vec<Field> = (0..40_000)
         .map(|i| Field::new(format!("c{i}"), DataType::Int64, true))
         .collect();
-    let err = fails_cleanly(tmp.path(), || async {
-        native(
-            tmp.path(),
-            vec![table("numbers", Arc::new(Schema::new(fields)))],
-            vec![],
-            Limits::default(),
-        )
-    })
-    .await;
+    let err = refused(Arc::new(Schema::new(fields)), vec![], Limits::default()).await;
     assert!(
         matches!(&err, Error::LimitExceeded { limit: "max_columns", detail } if detail.contains("40000 columns")),
         "{err}"
@@ -102,20 +94,16 @@ async fn issue20_tables_wider_than_the_limit_are_refused() {
 
 #[tokio::test]
 async fn issue20_a_null_dictionary_value_in_a_non_nullable_column_is_refused_not_stored_as_empty() {
-    let tmp = tempfile::tempdir().unwrap();
     let dict_type = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
     let schema = Arc::new(Schema::new(vec![Field::new("label", dict_type, false)]));
     let values = StringArray::from(vec![Some("a"), None]);
     let dict = DictionaryArray::new(Int32Array::from(vec![0, 1]), Arc::new(values));
     let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(dict) as ArrayRef]).unwrap();
-    let err = fails_cleanly(tmp.path(), || async {
-        native(
-            tmp.path(),
-            vec![table("numbers", schema.clone())],
-            vec![ipc(&schema, &[batch])],
-            Limits::default(),
-        )
-    })
+    let err = refused(
+        schema.clone(),
+        vec![ipc(&schema, &[batch])],
+        Limits::default(),
+    )
     .await;
     assert!(
         matches!(&err, Error::InvalidBatch { reason, .. } if reason.contains("column `label` is declared non-nullable but holds 1 null")),
@@ -126,7 +114,6 @@ async fn issue20_a_null_dictionary_value_in_a_non_nullable_column_is_refused_not
 #[tokio::test]
 async fn issue20_struct_children_differing_only_in_case_or_empty_are_refused() {
     for children in [vec!["A", "a"], vec![""]] {
-        let tmp = tempfile::tempdir().unwrap();
         let fields: Vec<Field> = children
             .iter()
             .map(|n| Field::new(*n, DataType::Int64, true))
@@ -136,15 +123,7 @@ async fn issue20_struct_children_differing_only_in_case_or_empty_are_refused() {
             DataType::Struct(fields.into()),
             true,
         )]));
-        let err = fails_cleanly(tmp.path(), || async {
-            native(
-                tmp.path(),
-                vec![table("numbers", schema)],
-                vec![],
-                Limits::default(),
-            )
-        })
-        .await;
+        let err = refused(schema, vec![], Limits::default()).await;
         assert!(
             matches!(err, Error::UnsafeName { .. } | Error::InvalidSchema { .. }),
             "{children:?}: {err}"
@@ -262,61 +241,33 @@ async fn issue20_a_batch_under_max_batch_mb_is_never_refused_by_wasmtime() {
         .await
         .expect("a 155 MB batch under a 256 MiB limit");
     assert_eq!(report.rows, 1);
-    // over max_batch_mb: the error names it, whichever layer noticed
-    let limits = Limits {
-        max_batch_mb: 64,
-        ..Limits::default()
-    };
-    let err = run_hostile_with(tmp.path(), "big_batch", json!({"rows": 100 << 20}), limits)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            &err,
-            Error::LimitExceeded {
-                limit: "max_batch_mb",
-                ..
-            }
-        ),
-        "{err}"
-    );
-    // under max_batch_mb but more than the host may hold for one batch
-    let limits = Limits {
-        max_batch_mb: 256,
-        host_memory_mb: 256,
-        ..Limits::default()
-    };
-    let err = run_hostile_with(tmp.path(), "big_batch", json!({"rows": 100 << 20}), limits)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            &err,
-            Error::LimitExceeded {
-                limit: "host_memory_mb",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    // over max_batch_mb (whichever layer noticed), or under it but more than the host may
+    // hold for one batch: the error names the limit
+    for (max_batch_mb, host_memory_mb, limit) in
+        [(64, 512, "max_batch_mb"), (256, 256, "host_memory_mb")]
+    {
+        let limits = Limits {
+            max_batch_mb,
+            host_memory_mb,
+            ..Limits::default()
+        };
+        let err = run_hostile_with(tmp.path(), "big_batch", json!({"rows": 100 << 20}), limits)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::LimitExceeded { limit: l, .. } if *l == limit),
+            "{limit}: {err}"
+        );
+    }
 }
 
 #[tokio::test]
 async fn issue20_a_nullability_mismatch_names_the_field() {
-    let tmp = tempfile::tempdir().unwrap();
     let declared = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
     let sent = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)]));
     let batch =
         RecordBatch::try_new(sent.clone(), vec![Arc::new(Int64Array::from(vec![1]))]).unwrap();
-    let err = fails_cleanly(tmp.path(), || async {
-        native(
-            tmp.path(),
-            vec![table("numbers", declared)],
-            vec![ipc(&sent, &[batch])],
-            Limits::default(),
-        )
-    })
-    .await;
+    let err = refused(declared, vec![ipc(&sent, &[batch])], Limits::default()).await;
     assert!(
         err.to_string().contains(
             "column 1 was discovered as `n` Int64 NOT NULL but the stream carries `n` Int64"
@@ -407,7 +358,6 @@ async fn issue20_date64_reads_back_as_a_timestamp_and_duration_and_interval_are_
 
 #[tokio::test]
 async fn issue20_the_number_of_batches_is_bounded() {
-    let tmp = tempfile::tempdir().unwrap();
     let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
     let mut emits = vec![ipc(&schema, &[RecordBatch::new_empty(schema.clone())])];
     let mut w = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &schema).unwrap();
@@ -420,15 +370,7 @@ async fn issue20_the_number_of_batches_is_bounded() {
         max_batches: 100,
         ..Limits::default()
     };
-    let err = fails_cleanly(tmp.path(), || async {
-        native(
-            tmp.path(),
-            vec![table("numbers", schema.clone())],
-            emits,
-            limits,
-        )
-    })
-    .await;
+    let err = refused(schema.clone(), emits, limits).await;
     assert!(
         matches!(
             &err,
