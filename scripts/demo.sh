@@ -37,6 +37,7 @@ data="$(realpath examples/demo/data)"
 "$AGNES" admin source discover demo
 "$AGNES" admin source sync demo --wait
 "$AGNES" admin source list
+"$AGNES" admin metrics import docs/metrics      # business metrics, each checked against the data
 
 step "4. an analyst in group 'sales' gets 'orders' and 'customers', not 'products'"
 "$AGNES" admin group add sales
@@ -63,4 +64,8 @@ cd "$WS"
 "$AGNES" pull            # nothing changed: nothing downloaded
 "$AGNES" catalog
 "$AGNES" describe orders -n 3
+"$AGNES" catalog --metrics                 # the canonical metrics this analyst may read
+"$AGNES" catalog --show revenue/total_revenue
 "$AGNES" query "SELECT c.name, count(*) AS orders, round(sum(o.amount), 2) AS spent FROM orders o JOIN customers c USING (customer_id) GROUP BY 1 ORDER BY spent DESC LIMIT 5"
+# a query with the metric's own SQL, on the local copy
+"$AGNES" query "SELECT date_trunc('month', ordered_at) AS month, round(sum(amount), 2) AS revenue FROM orders GROUP BY 1 ORDER BY 1 DESC LIMIT 3"

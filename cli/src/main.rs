@@ -4,6 +4,7 @@
 
 mod client;
 mod cmd;
+mod metrics;
 mod output;
 mod telemetry;
 mod workspace;

@@ -15,6 +15,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::admin::router())
         .merge(routes::sources::router())
         .merge(routes::registry::router())
+        .merge(routes::metrics::router())
         .merge(routes::connectors::router())
         .merge(routes::sync::router())
         .merge(routes::data::router())

@@ -29,6 +29,7 @@ pub mod db;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod metrics;
 pub mod openapi;
 pub mod query;
 pub mod routes;

@@ -168,9 +168,9 @@ impl Sandbox {
         })
     }
 
-    /// Refuses SQL that reads the catalog's own description of the session (settings,
-    /// views, system tables), found in the parse tree DuckDB itself produces.
-    fn refuse_introspection(&self, sql: &str) -> ApiResult<()> {
+    /// DuckDB's own parse tree of `sql` (`json_serialize_sql`), or `None` when it is not
+    /// one statement DuckDB can serialise (running it will say why).
+    fn parse_tree(&self, sql: &str) -> ApiResult<Option<serde_json::Value>> {
         let tree: String = self
             .conn
             .query_row(
@@ -180,10 +180,15 @@ impl Sandbox {
             )
             .map_err(rejected)?;
         let tree: serde_json::Value = serde_json::from_str(&tree).map_err(ApiError::internal)?;
-        if tree["error"] == true {
-            // not one statement DuckDB can serialise: the query itself will say why
+        Ok((tree["error"] != true).then_some(tree))
+    }
+
+    /// Refuses SQL that reads the catalog's own description of the session (settings,
+    /// views, system tables), found in the parse tree DuckDB itself produces.
+    fn refuse_introspection(&self, sql: &str) -> ApiResult<()> {
+        let Some(tree) = self.parse_tree(sql)? else {
             return Ok(());
-        }
+        };
         let mut found = None;
         introspection(&tree, &mut found);
         match found {
@@ -193,6 +198,23 @@ impl Sandbox {
             ))),
             None => Ok(()),
         }
+    }
+
+    /// The tables `sql` reads (base tables, not the names of its own CTEs), sorted; a
+    /// statement DuckDB cannot parse is refused with its message.
+    pub fn referenced_tables(&self, sql: &str) -> ApiResult<Vec<String>> {
+        let sql = check_sql(sql)?;
+        let Some(tree) = self.parse_tree(sql)? else {
+            // let DuckDB say what is wrong with it
+            self.conn.prepare(sql).map_err(rejected)?;
+            return Err(ApiError::QueryRejected("the SQL does not parse".into()));
+        };
+        let (mut tables, mut ctes) = (
+            std::collections::BTreeSet::new(),
+            std::collections::BTreeSet::new(),
+        );
+        collect_tables(&tree, &mut tables, &mut ctes);
+        Ok(tables.difference(&ctes).cloned().collect())
     }
 
     /// Runs a query built by the server (not analyst text) and returns Arrow batches.
@@ -274,6 +296,43 @@ fn introspection(node: &serde_json::Value, found: &mut Option<String>) {
         serde_json::Value::Array(items) => {
             for v in items {
                 introspection(v, found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Base-table names and CTE names anywhere in a `json_serialize_sql` tree.
+fn collect_tables(
+    node: &serde_json::Value,
+    tables: &mut std::collections::BTreeSet<String>,
+    ctes: &mut std::collections::BTreeSet<String>,
+) {
+    match node {
+        serde_json::Value::Object(map) => {
+            if map.get("type").and_then(serde_json::Value::as_str) == Some("BASE_TABLE")
+                && let Some(name) = map.get("table_name").and_then(serde_json::Value::as_str)
+            {
+                tables.insert(name.to_ascii_lowercase());
+            }
+            if let Some(entries) = map
+                .get("cte_map")
+                .and_then(|m| m.get("map"))
+                .and_then(serde_json::Value::as_array)
+            {
+                for entry in entries {
+                    if let Some(name) = entry.get("key").and_then(serde_json::Value::as_str) {
+                        ctes.insert(name.to_ascii_lowercase());
+                    }
+                }
+            }
+            for v in map.values() {
+                collect_tables(v, tables, ctes);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for v in items {
+                collect_tables(v, tables, ctes);
             }
         }
         _ => {}
@@ -451,6 +510,21 @@ mod tests {
         assert!(!r.contains(&server_dir), "{r}");
         let r = sb.query("SELECT * FROM orders", 10).unwrap();
         assert!(!serde_json::to_string(&r).unwrap().contains(&server_dir));
+    }
+
+    #[test]
+    fn referenced_tables_come_from_the_parse_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sb = sandbox(tmp.path());
+        assert_eq!(
+            sb.referenced_tables(
+                "WITH o AS (SELECT * FROM Orders) SELECT count(*) FROM o JOIN customers c ON true \
+                 WHERE o.id IN (SELECT id FROM products)"
+            )
+            .unwrap(),
+            ["customers", "orders", "products"]
+        );
+        assert!(sb.referenced_tables("SELEC broken").is_err());
     }
 
     #[test]

@@ -329,6 +329,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> ApiResult<()>;
     async fn list_audit(&self, filter: &AuditFilter) -> ApiResult<Vec<AuditEntry>>;
 
+    // business metrics
+    /// Creates or replaces a metric definition (by `id`).
+    async fn upsert_metric(&self, metric: &crate::metrics::Metric) -> ApiResult<()>;
+    /// Every metric, by category then name.
+    async fn list_metrics(&self) -> ApiResult<Vec<crate::metrics::Metric>>;
+    async fn get_metric(&self, id: &str) -> ApiResult<Option<crate::metrics::Metric>>;
+    async fn delete_metric(&self, id: &str) -> ApiResult<()>;
+
     // connector uploads
     async fn record_connector(&self, info: &ConnectorInfo) -> ApiResult<()>;
     async fn list_connectors(&self) -> ApiResult<Vec<ConnectorInfo>>;

@@ -19,6 +19,7 @@ mod hardening;
 mod http_json;
 mod jira;
 mod keboola;
+mod metrics;
 mod native;
 mod sandbox;
 mod server;

@@ -498,7 +498,9 @@ fn the_openapi_document_lists_every_route() {
                 .replace("{group}", "g")
                 .replace("{user}", "u")
                 .replace("{source}", "demo")
-                .replace("{table}", "orders"),
+                .replace("{table}", "orders")
+                .replace("{category}", "revenue")
+                .replace("{name}", "total"),
         );
         let agent = http();
         let r = match method {

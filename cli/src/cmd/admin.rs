@@ -57,6 +57,9 @@ pub enum AdminCmd {
     /// Sync runs: trigger, status, history.
     #[command(subcommand)]
     Sync(SyncCmd),
+    /// Business metric definitions.
+    #[command(subcommand)]
+    Metrics(MetricsCmd),
     /// The audit log, newest first.
     Audit {
         /// Entries at or after this time (`YYYY-MM-DD[ HH:MM:SS]`, UTC).
@@ -289,6 +292,24 @@ pub enum ConnectorCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum MetricsCmd {
+    /// Import every metric YAML file under a directory (one metric per file, e.g.
+    /// docs/metrics/): each is checked on the server (its SQL parses, reads served
+    /// tables, runs on the current data) and imported or refused with the reason; exits 1
+    /// when any file was refused.
+    Import {
+        dir: PathBuf,
+        /// Check only; store nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Every metric (admins see all).
+    List,
+    /// Delete a metric (`<category>/<name>`).
+    Remove { id: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum SyncCmd {
     /// Sync some sources (`--source`, repeatable) or every enabled one.
     Trigger {
@@ -456,6 +477,7 @@ pub fn run(args: AdminArgs, out: &Output) -> Result<()> {
         AdminCmd::Token(c) => token(c, server, out),
         AdminCmd::Connector(c) => connector(c, server, out),
         AdminCmd::Sync(c) => sync(c, server, out),
+        AdminCmd::Metrics(c) => metrics(c, server, out),
         AdminCmd::Audit {
             since,
             action,
@@ -1145,6 +1167,80 @@ fn sync(cmd: SyncCmd, server: &ServerArgs, out: &Output) -> Result<()> {
                 rows,
                 r,
             );
+            Ok(())
+        }
+    }
+}
+
+fn metrics(cmd: MetricsCmd, server: &ServerArgs, out: &Output) -> Result<()> {
+    match cmd {
+        MetricsCmd::List => {
+            let columns = ["id", "display name", "unit", "tables"];
+            listing(server, "/api/metrics", "metrics", out, &columns, |m| {
+                vec![
+                    m["id"].clone(),
+                    m["display_name"].clone(),
+                    m["unit"].clone(),
+                    joined(m, "tables"),
+                ]
+            })
+        }
+        MetricsCmd::Remove { id } => {
+            let path = format!("/api/admin/metrics/{id}");
+            act(server, "DELETE", &path, None, out, |_| {
+                format!("deleted metric `{id}`")
+            })
+        }
+        MetricsCmd::Import { dir, dry_run } => {
+            let mut valid = Vec::new();
+            let mut report: Vec<Value> = Vec::new();
+            for file in crate::metrics::files(&dir)? {
+                let shown = file
+                    .strip_prefix(&dir)
+                    .unwrap_or(&file)
+                    .display()
+                    .to_string();
+                match crate::metrics::read(&file) {
+                    Ok(Some(m)) => valid.push((shown, m)),
+                    Ok(None) => {}
+                    Err(e) => report.push(json!({"file": shown, "status": "refused", "error": e})),
+                }
+            }
+            let body = json!({"dry_run": dry_run, "metrics": valid.iter().map(|(_, m)| m).collect::<Vec<_>>()});
+            let r = server
+                .client()?
+                .call("POST", "/api/admin/metrics/import", Some(&body))?;
+            for ((file, _), o) in valid.iter().zip(list(&r, "metrics")) {
+                let mut o = o.clone();
+                o["file"] = json!(file);
+                report.push(o);
+            }
+            report.sort_by(|a, b| s(&a["file"]).cmp(&s(&b["file"])));
+            let refused = report.iter().filter(|o| o["status"] == "refused").count();
+            out.print(
+                || {
+                    report
+                        .iter()
+                        .map(|o| {
+                            let error = o["error"]
+                                .as_str()
+                                .map(|e| format!(": {e}"))
+                                .unwrap_or_default();
+                            format!(
+                                "{:<48} {:<9} {}{error}",
+                                s(&o["file"]),
+                                s(&o["status"]),
+                                s(&o["id"])
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                },
+                || json!({"metrics": report, "refused": refused, "dry_run": dry_run}),
+            );
+            if refused > 0 {
+                bail!("{refused} metric file(s) refused");
+            }
             Ok(())
         }
     }

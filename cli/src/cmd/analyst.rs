@@ -231,11 +231,65 @@ pub struct CatalogArgs {
     server: ServerArgs,
     #[arg(long)]
     workspace: Option<PathBuf>,
+    /// List the business metric definitions you may read instead of tables.
+    #[arg(long)]
+    metrics: bool,
+    /// Show one metric (`<category>/<name>`): its SQL, grain, notes, constraints.
+    #[arg(long, value_name = "ID")]
+    show: Option<String>,
+    /// With --metrics: only this category.
+    #[arg(long)]
+    category: Option<String>,
 }
 
-/// Tables you may read, and whether the local copy is current.
+/// Tables you may read, and whether the local copy is current; or metrics.
 pub fn catalog(args: CatalogArgs, out: &Output) -> Result<()> {
     let client = args.server.client()?;
+    if let Some(id) = &args.show {
+        let m: Value = client.get(&format!("/api/metrics/{id}"))?;
+        out.print(|| describe_metric(&m), || m.clone());
+        return Ok(());
+    }
+    if args.metrics {
+        let path = match &args.category {
+            Some(c) => format!("/api/metrics?category={}", encode(c)),
+            None => "/api/metrics".into(),
+        };
+        let r: Value = client.get(&path)?;
+        let metrics = r["metrics"].as_array().cloned().unwrap_or_default();
+        out.print(
+            || {
+                if metrics.is_empty() {
+                    return "no metrics you may read".into();
+                }
+                let columns = ["id", "display name", "unit", "grain", "tables"].map(String::from);
+                let rows: Vec<Vec<Value>> = metrics
+                    .iter()
+                    .map(|m| {
+                        let tables: Vec<&str> = m["tables"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str)
+                            .collect();
+                        vec![
+                            m["id"].clone(),
+                            m["display_name"].clone(),
+                            m["unit"].clone(),
+                            m["grain"].clone(),
+                            json!(tables.join(", ")),
+                        ]
+                    })
+                    .collect();
+                render(&columns, &rows, Format::Table)
+                    .unwrap_or_default()
+                    .trim_end()
+                    .to_string()
+            },
+            || json!({"metrics": metrics, "count": metrics.len()}),
+        );
+        return Ok(());
+    }
     let r: Value = client.get("/api/catalog/tables")?;
     let local = Workspace::find(args.workspace.as_deref())
         .and_then(|ws| ws.local_manifest())
@@ -295,6 +349,59 @@ pub fn catalog(args: CatalogArgs, out: &Output) -> Result<()> {
         },
     );
     Ok(())
+}
+
+/// One metric, as `agnes catalog --show` prints it: the canonical definition, SQL first.
+fn describe_metric(m: &Value) -> String {
+    let text = |v: &Value| match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut out = format!("{} — {}\n", text(&m["id"]), text(&m["display_name"]));
+    for (label, key) in [
+        ("type", "type"),
+        ("unit", "unit"),
+        ("grain", "grain"),
+        ("time column", "time_column"),
+        ("expression", "expression"),
+    ] {
+        if !m[key].is_null() {
+            out.push_str(&format!("{label:<12} {}\n", text(&m[key])));
+        }
+    }
+    let list =
+        |key: &str| -> Vec<String> { m[key].as_array().into_iter().flatten().map(text).collect() };
+    for (label, key) in [
+        ("tables", "tables"),
+        ("dimensions", "dimensions"),
+        ("synonyms", "synonyms"),
+    ] {
+        let items = list(key);
+        if !items.is_empty() {
+            out.push_str(&format!("{label:<12} {}\n", items.join(", ")));
+        }
+    }
+    if !m["description"].is_null() {
+        out.push_str(&format!("\n{}\n", text(&m["description"]).trim()));
+    }
+    out.push_str(&format!("\nSQL:\n{}\n", text(&m["sql"]).trim_end()));
+    if let Some(variants) = m["sql_variants"].as_object() {
+        for (name, sql) in variants {
+            out.push_str(&format!("\nSQL ({name}):\n{}\n", text(sql).trim_end()));
+        }
+    }
+    let notes = list("notes");
+    if !notes.is_empty() {
+        out.push_str("\nNotes:\n");
+        for n in notes {
+            out.push_str(&format!("  - {n}\n"));
+        }
+    }
+    if !m["validation"].is_null() {
+        out.push_str(&format!("\nConstraints:\n  {}\n", m["validation"]));
+    }
+    out.trim_end().to_string()
 }
 
 #[derive(Debug, Args)]

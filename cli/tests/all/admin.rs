@@ -232,6 +232,54 @@ fn every_admin_command_against_a_real_server() {
     let triggered = a.json(&["sync", "trigger", "--wait", "--full-refresh"]);
     assert_eq!(triggered["runs"][0]["status"], "ok");
 
+    // business metrics: the starter pack, checked against this server's data (products is
+    // not served here, so the metric that reads it is refused and the import exits 1)
+    let pack = repo_root().join("docs/metrics");
+    let o = a.run(&[
+        "admin",
+        "metrics",
+        "import",
+        pack.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["refused"], 1, "{report}");
+    let refused = report["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["status"] == "refused")
+        .unwrap();
+    assert_eq!(refused["file"], "sales/revenue_by_category.yml");
+    assert!(
+        refused["error"].as_str().unwrap().contains("`products`"),
+        "{refused}"
+    );
+    assert_eq!(a.json(&["metrics", "list"])["count"], 5);
+    let o = a.run(&["catalog", "--metrics", "--json"]);
+    let listed: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(listed["count"], 5, "{listed}");
+    let o = a.run(&["catalog", "--show", "revenue/total_revenue"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        text.contains("Total Revenue") && text.contains("SQL:") && text.contains("sum(amount)"),
+        "{text}"
+    );
+    let q = a.run(&[
+        "query",
+        "--remote",
+        "SELECT round(sum(amount), 2) AS revenue FROM orders",
+        "--json",
+    ]);
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+
     // source show/update; disabled → a sync is refused
     let shown = a.json(&["source", "show", "demo"]);
     assert_eq!(shown["source"]["schedule"], "every 1h");

@@ -13,6 +13,7 @@
 //! - 2: sources as records (`sources`, `source_tables`), per-source run history
 //!   (`source_runs`, `run_tables`), `users.disabled_at`; every table registration is
 //!   converted (grouped by source) and the old history is split per source.
+//! - 3: business metric definitions (`metrics`).
 
 use std::collections::BTreeMap;
 
@@ -28,6 +29,7 @@ pub(crate) enum Step {
 pub(crate) const MIGRATIONS: &[(&str, Step)] = &[
     ("initial schema", Step::Sql(V1)),
     ("sources as records", Step::Code(v2_sources)),
+    ("business metrics", Step::Sql(V3)),
 ];
 
 /// The schema version this binary writes.
@@ -152,6 +154,14 @@ CREATE TABLE run_tables (
     run_id BIGINT NOT NULL, table_name VARCHAR NOT NULL, status VARCHAR NOT NULL,
     rows BIGINT, size_bytes BIGINT, error VARCHAR, finished_at TIMESTAMP NOT NULL);
 CREATE TABLE user_status (user_id VARCHAR PRIMARY KEY, disabled_at TIMESTAMP NOT NULL);
+";
+
+/// Migration 3: business metric definitions (the definition is JSON; id, category, name
+/// are columns for lookups).
+const V3: &str = "
+CREATE TABLE metrics (
+    id VARCHAR PRIMARY KEY, category VARCHAR NOT NULL, name VARCHAR NOT NULL,
+    definition VARCHAR NOT NULL, updated_at TIMESTAMP NOT NULL);
 ";
 
 /// Migration 2: sources as records; registrations converted, history split per source.

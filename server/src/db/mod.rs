@@ -7,6 +7,7 @@ pub mod access;
 pub mod audit;
 pub mod connectors;
 pub mod history;
+pub mod metrics;
 pub mod migrations;
 pub mod sources;
 
@@ -335,6 +336,25 @@ impl Store for Db {
     async fn list_audit(&self, filter: &AuditFilter) -> ApiResult<Vec<AuditEntry>> {
         owned!(filter);
         self.call(move |c| audit::list(c, &filter)).await
+    }
+
+    async fn upsert_metric(&self, metric: &crate::metrics::Metric) -> ApiResult<()> {
+        owned!(metric);
+        self.call(move |c| metrics::upsert(c, &metric)).await
+    }
+
+    async fn list_metrics(&self) -> ApiResult<Vec<crate::metrics::Metric>> {
+        self.call(metrics::list).await
+    }
+
+    async fn get_metric(&self, id: &str) -> ApiResult<Option<crate::metrics::Metric>> {
+        owned!(id);
+        self.call(move |c| metrics::get(c, &id)).await
+    }
+
+    async fn delete_metric(&self, id: &str) -> ApiResult<()> {
+        owned!(id);
+        self.call(move |c| metrics::delete(c, &id)).await
     }
 
     async fn record_connector(&self, info: &ConnectorInfo) -> ApiResult<()> {

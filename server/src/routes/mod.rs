@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod connectors;
 pub mod data;
 pub mod health;
+pub mod metrics;
 pub mod query;
 pub mod registry;
 pub mod scan;
