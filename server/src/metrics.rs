@@ -104,7 +104,7 @@ impl Metric {
         if text > 256 << 10 {
             return bad(format!("metric `{}` is larger than 256 KiB", self.id));
         }
-        for (variant, _) in &self.sql_variants {
+        for variant in self.sql_variants.keys() {
             if !slug_ok(variant) {
                 return bad(format!(
                     "metric `{}`: variant `sql_{}` must be [a-z][a-z0-9_]*",
