@@ -16,6 +16,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::sources::router())
         .merge(routes::registry::router())
         .merge(routes::metrics::router())
+        .merge(routes::welcome::router())
         .merge(routes::connectors::router())
         .merge(routes::sync::router())
         .merge(routes::data::router())

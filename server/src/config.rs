@@ -27,6 +27,8 @@ pub struct ServerConfig {
     pub allow_unsigned_connectors: bool,
     /// Inbound webhooks from sources; none configured means none accepted.
     pub webhooks: Webhooks,
+    /// This deployment's name, as analysts' workspace CLAUDE.md shows it.
+    pub instance_name: String,
     /// Authentication limits.
     pub auth: AuthLimits,
     /// HTTPS: the certificate chain and key (PEM); absent means plain HTTP (behind a proxy).
@@ -112,6 +114,7 @@ impl Default for ServerConfig {
             allow_unsigned_connectors: false,
             webhooks: Webhooks::default(),
             auth: AuthLimits::default(),
+            instance_name: "Agnes".into(),
             tls: None,
             resolve: Default::default(),
         }

@@ -238,6 +238,14 @@ pub struct ConnectorInfo {
     pub uploaded_by: String,
 }
 
+/// An admin-set value.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Setting {
+    pub value: String,
+    pub updated_at: String,
+    pub updated_by: String,
+}
+
 /// What deleting a source removed, and what it left pointing at nothing.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SourceRemoval {
@@ -336,6 +344,11 @@ pub trait Store: Send + Sync + 'static {
     async fn list_metrics(&self) -> ApiResult<Vec<crate::metrics::Metric>>;
     async fn get_metric(&self, id: &str) -> ApiResult<Option<crate::metrics::Metric>>;
     async fn delete_metric(&self, id: &str) -> ApiResult<()>;
+
+    // settings
+    async fn get_setting(&self, key: &str) -> ApiResult<Option<Setting>>;
+    /// Sets `key` to `value`, or removes it (`None`: back to the default).
+    async fn put_setting(&self, key: &str, value: Option<&str>, by: &str) -> ApiResult<()>;
 
     // connector uploads
     async fn record_connector(&self, info: &ConnectorInfo) -> ApiResult<()>;

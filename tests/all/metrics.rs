@@ -217,3 +217,101 @@ fn a_metric_is_visible_only_when_every_table_it_reads_is_readable() {
     );
     assert_eq!(st, 403);
 }
+
+#[test]
+fn the_workspace_claude_md_is_rendered_per_caller_from_an_editable_template() {
+    let s = demo();
+    s.admin_call(
+        "POST",
+        "/api/admin/metrics/import",
+        Some(json!({"metrics": [
+            metric("revenue", "total_revenue", "SELECT sum(amount) FROM orders"),
+            metric("sales", "by_category", "SELECT p.category, sum(o.amount) FROM orders o JOIN products p USING (product_id) GROUP BY 1"),
+        ]})),
+    );
+    s.admin_call("POST", "/api/admin/groups", Some(json!({"name": "sales"})));
+    s.admin_call(
+        "POST",
+        "/api/admin/grants",
+        Some(json!({"group": "sales", "resource_type": "table", "resource_id": "orders"})),
+    );
+    let ana = s.admin_call(
+        "POST",
+        "/api/admin/users",
+        Some(json!({"name": "ana", "groups": ["sales"]})),
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, body) = s.call(
+        "GET",
+        Some(&ana),
+        "/api/welcome?server_url=https://agnes.example.com",
+        None,
+    );
+    assert_eq!(st, 200);
+    let content = body["content"].as_str().unwrap();
+    assert!(content.starts_with("<!-- agnes:welcome"), "{content}");
+    assert!(
+        content.contains("# Agnes — AI data analyst workspace"),
+        "{content}"
+    );
+    assert!(
+        content.contains("https://agnes.example.com") && content.contains("ana"),
+        "{content}"
+    );
+    assert!(
+        content.contains("Tables: `orders`"),
+        "only what ana may read: {content}"
+    );
+    assert!(
+        content.contains("Metrics: `revenue/total_revenue`"),
+        "{content}"
+    );
+    assert!(
+        !content.contains("by_category") && !content.contains("`customers`"),
+        "{content}"
+    );
+    assert!(
+        content.contains("Never invent metric SQL"),
+        "the rails are in it"
+    );
+
+    // an admin's own template, checked; reset goes back to the shipped one
+    let (st, err) = s.call(
+        "PUT",
+        Some(&s.admin),
+        "/api/admin/welcome",
+        Some(json!({"content": "hi {{ user.secret }}"})),
+    );
+    assert_eq!(st, 400, "{err}");
+    s.admin_call(
+        "PUT",
+        "/api/admin/welcome",
+        Some(json!({"content": "# {{ instance.name }} for {{ user.name }}: {{ tables }}"})),
+    );
+    let (_, body) = s.call("GET", Some(&ana), "/api/welcome", None);
+    assert_eq!(body["content"], "# Agnes for ana: `orders`");
+    let admin_view = s.admin_call("GET", "/api/admin/welcome", None);
+    assert_eq!(admin_view["updated_by"], "admin");
+    assert!(admin_view["default"].as_str().unwrap().contains("Rails"));
+    s.admin_call("DELETE", "/api/admin/welcome", None);
+    let (_, body) = s.call("GET", Some(&ana), "/api/welcome", None);
+    assert!(
+        body["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("<!-- agnes:welcome")
+    );
+    // analysts cannot change it
+    assert_eq!(
+        s.call(
+            "PUT",
+            Some(&ana),
+            "/api/admin/welcome",
+            Some(json!({"content": "x"}))
+        )
+        .0,
+        403
+    );
+}

@@ -41,18 +41,44 @@ pub fn init(args: InitArgs, out: &Output) -> Result<()> {
         _ => None,
     };
     let ws = Workspace::create(&args.dir)?;
+    let claude_md = write_claude_md(&client, &ws.root)?;
     out.print(
         || {
             format!(
-                "workspace ready in {}; {} tables available{}\nnext: agnes pull, then agnes catalog → agnes schema <t> → agnes describe <t> → agnes query \"...\"",
+                "workspace ready in {}; {} tables available{}; CLAUDE.md {claude_md}\nnext: agnes pull, then agnes catalog → agnes schema <t> → agnes describe <t> → agnes query \"...\"",
                 ws.root.display(),
                 manifest.tables.len(),
                 config_dir.as_ref().map(|d| format!("; credentials saved in {}", d.display())).unwrap_or_default()
             )
         },
-        || json!({"workspace": ws.root, "tables": manifest.tables.len(), "config_dir": config_dir}),
+        || json!({"workspace": ws.root, "tables": manifest.tables.len(), "config_dir": config_dir, "claude_md": claude_md}),
     );
     Ok(())
+}
+
+/// The first line of a CLAUDE.md that `agnes init` wrote (and may rewrite).
+const WELCOME_MARKER: &str = "<!-- agnes:welcome";
+
+/// Writes `<workspace>/CLAUDE.md` from the server's `/api/welcome` — unless the file exists
+/// and is not one `agnes init` wrote (the user's own is never clobbered). Returns what it did.
+fn write_claude_md(client: &crate::client::Client, root: &Path) -> Result<&'static str> {
+    let path = root.join("CLAUDE.md");
+    if let Ok(existing) = std::fs::read_to_string(&path)
+        && !existing.starts_with(WELCOME_MARKER)
+    {
+        return Ok("kept (yours)");
+    }
+    let server = client.url("");
+    let r: Value = client
+        .get(&format!("/api/welcome?server_url={}", encode(&server)))
+        .context("fetching the workspace CLAUDE.md (GET /api/welcome)")?;
+    let content = r["content"]
+        .as_str()
+        .context("/api/welcome answered no content")?;
+    let tmp = root.join(".CLAUDE.md.tmp");
+    std::fs::write(&tmp, content).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok("written")
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq)]

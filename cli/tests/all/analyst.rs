@@ -134,10 +134,26 @@ fn init_pull_query_and_incremental_pulls() {
         std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
         0o600
     );
+    let claude_md = std::fs::read_to_string(env.ws.path().join("CLAUDE.md")).unwrap();
+    assert!(claude_md.starts_with("<!-- agnes:welcome"), "{claude_md}");
+    assert!(
+        claude_md.contains("`orders`") && claude_md.contains(&env.server().base),
+        "{claude_md}"
+    );
     let hook = std::fs::read_to_string(env.ws.path().join(".claude/settings.json")).unwrap();
     assert!(
         hook.contains("agnes pull --quiet || true") && hook.contains("SessionStart"),
         "{hook}"
+    );
+    // a CLAUDE.md of the user's own is never clobbered by another init
+    std::fs::write(env.ws.path().join("CLAUDE.md"), "# my notes\n").unwrap();
+    let base = env.server().base.clone();
+    let o = env.agnes(&["init", "--server", &base, "--token", &env.ana]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("CLAUDE.md kept (yours)"));
+    assert_eq!(
+        std::fs::read_to_string(env.ws.path().join("CLAUDE.md")).unwrap(),
+        "# my notes\n"
     );
 
     let first = env.json(&["pull"]);

@@ -14,6 +14,7 @@
 //!   (`source_runs`, `run_tables`), `users.disabled_at`; every table registration is
 //!   converted (grouped by source) and the old history is split per source.
 //! - 3: business metric definitions (`metrics`).
+//! - 4: admin-editable settings (`settings`).
 
 use std::collections::BTreeMap;
 
@@ -30,6 +31,7 @@ pub(crate) const MIGRATIONS: &[(&str, Step)] = &[
     ("initial schema", Step::Sql(V1)),
     ("sources as records", Step::Code(v2_sources)),
     ("business metrics", Step::Sql(V3)),
+    ("settings", Step::Sql(V4)),
 ];
 
 /// The schema version this binary writes.
@@ -162,6 +164,13 @@ const V3: &str = "
 CREATE TABLE metrics (
     id VARCHAR PRIMARY KEY, category VARCHAR NOT NULL, name VARCHAR NOT NULL,
     definition VARCHAR NOT NULL, updated_at TIMESTAMP NOT NULL);
+";
+
+/// Migration 4: admin-editable settings (the workspace CLAUDE.md template, ...).
+const V4: &str = "
+CREATE TABLE settings (
+    key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL, updated_at TIMESTAMP NOT NULL,
+    updated_by VARCHAR NOT NULL);
 ";
 
 /// Migration 2: sources as records; registrations converted, history split per source.

@@ -357,6 +357,44 @@ impl Store for Db {
         self.call(move |c| metrics::delete(c, &id)).await
     }
 
+    async fn get_setting(&self, key: &str) -> ApiResult<Option<Setting>> {
+        owned!(key);
+        self.call(move |c| {
+            let found = c.query_row(
+                "SELECT value, CAST(updated_at AS VARCHAR), updated_by FROM settings WHERE key = ?",
+                [&key],
+                |r| {
+                    Ok(Setting {
+                        value: r.get(0)?,
+                        updated_at: r.get(1)?,
+                        updated_by: r.get(2)?,
+                    })
+                },
+            );
+            match found {
+                Ok(s) => Ok(Some(s)),
+                Err(duckdb::Error::QueryReturnedNoRows) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    async fn put_setting(&self, key: &str, value: Option<&str>, by: &str) -> ApiResult<()> {
+        let (key, value, by) = (key.to_owned(), value.map(str::to_owned), by.to_owned());
+        self.transaction(move |c| {
+            c.execute("DELETE FROM settings WHERE key = ?", [&key])?;
+            if let Some(value) = value {
+                c.execute(
+                    "INSERT INTO settings VALUES (?, ?, CAST(? AS TIMESTAMP), ?)",
+                    duckdb::params![key, value, now(), by],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn record_connector(&self, info: &ConnectorInfo) -> ApiResult<()> {
         owned!(info);
         self.call(move |c| connectors::insert(c, &info)).await

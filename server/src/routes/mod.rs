@@ -13,6 +13,7 @@ pub mod sources;
 pub mod sync;
 pub mod tokens;
 pub mod webhooks;
+pub mod welcome;
 
 use crate::auth::AuthUser;
 use crate::catalog::TableEntry;
