@@ -17,6 +17,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::registry::router())
         .merge(routes::metrics::router())
         .merge(routes::welcome::router())
+        .merge(routes::compat::router())
         .merge(routes::connectors::router())
         .merge(routes::sync::router())
         .merge(routes::data::router())
@@ -27,6 +28,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::map_response(json_errors))
+        .layer(middleware::from_fn(routes::compat::version_headers))
         .layer(middleware::from_fn(trace))
         .with_state(state)
 }
@@ -57,7 +59,7 @@ async fn json_errors(response: Response) -> Response {
     };
     let mut response = axum::response::IntoResponse::into_response((
         status,
-        axum::Json(serde_json::json!({"code": code, "message": message})),
+        axum::Json(serde_json::json!({"code": code, "message": message, "detail": message})),
     ));
     for (name, value) in parts.headers.iter() {
         if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {

@@ -99,7 +99,9 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(cause) = &self {
             tracing::error!("error.type" = "internal", cause = %cause, "request failed");
         }
-        let body = Json(json!({"code": self.code(), "message": self.to_string()}));
+        // `detail` is what the original Agnes client prints
+        let message = self.to_string();
+        let body = Json(json!({"code": self.code(), "message": message, "detail": message}));
         let mut response = (self.status(), body).into_response();
         if let ApiError::TooManyRequests(_, secs) = &self
             && let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string())

@@ -330,7 +330,7 @@ pub fn document() -> Value {
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {"Error": {"type": "object", "required": ["code", "message"],
-                "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "detail": {"type": "string", "description": "the same as message (the original Agnes client prints detail)"}}}}
         }
     })
 }

@@ -12,6 +12,7 @@
 //! - `server`: the REST server over real HTTP on loopback.
 
 mod bad_input;
+mod compat;
 mod csv_extract;
 mod egress;
 mod fuzz;

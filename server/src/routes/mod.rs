@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod catalog;
+pub mod compat;
 pub mod connectors;
 pub mod data;
 pub mod health;
