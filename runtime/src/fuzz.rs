@@ -92,6 +92,7 @@ pub fn emit(data: &[u8]) {
             schema,
             decoder: arrow_ipc::reader::StreamDecoder::new(),
             rows: 0,
+            held: 0,
         },
     );
     for chunk in [first, second, third] {

@@ -525,6 +525,7 @@ fn prepare_read(
                 schema: t.schema.clone(),
                 decoder: StreamDecoder::new(),
                 rows: 0,
+                held: 0,
             };
             (t.name.clone(), s)
         })

@@ -184,7 +184,9 @@ impl RunState {
             reason,
         };
         let ends_stream = bytes.ends_with(&EOS);
+        let emitted = bytes.len() as u64;
         let mut buffer = Buffer::from(bytes);
+        let batches_before = self.batches_taken;
         let mut accepted = 0u64;
         loop {
             let table = self.selected.get_mut(stream).expect("checked by emit");
@@ -221,8 +223,23 @@ impl RunState {
                 crate::schema::difference(&table.schema, &schema)
             )));
         }
+        if self.batches_taken == batches_before {
+            // dictionary (or schema) messages only: the decoder keeps them, delta ones grow
+            table.held += emitted;
+            if table.held > (self.limits.host_memory_bytes() / 8) as u64 {
+                return Err(Error::LimitExceeded {
+                    limit: "host_memory_mb",
+                    detail: format!(
+                        "table `{stream}` was sent {} bytes of dictionary and schema messages without a batch; \
+                         an eighth of host_memory_mb = {} MiB may be held",
+                        table.held, self.limits.host_memory_mb
+                    ),
+                });
+            }
+        }
         if ends_stream {
             table.decoder = arrow_ipc::reader::StreamDecoder::new();
+            table.held = 0;
         }
         self.rows += accepted;
         table.rows += accepted;
@@ -295,6 +312,7 @@ impl RunState {
             .expect("a read has a sink")
             .write(stream, &schema, batch)?;
         *accepted += rows;
+        self.batches_taken += 1;
         Ok(())
     }
 }
@@ -345,6 +363,7 @@ mod tests {
                 schema: schema("n"),
                 decoder: StreamDecoder::new(),
                 rows: 0,
+                held: 0,
             },
         );
         s
@@ -449,6 +468,78 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(s.emit("t".into(), ipc("n", &[1])).unwrap().is_err());
+    }
+
+    /// The IPC messages in `bytes` (continuation, length, metadata, body).
+    fn messages(bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i + 8 <= bytes.len() {
+            let len = i32::from_le_bytes(bytes[i + 4..i + 8].try_into().unwrap()) as usize;
+            if len == 0 {
+                break;
+            }
+            let meta = &bytes[i + 8..i + 8 + len];
+            let body = arrow_ipc::root_as_message(meta).unwrap().bodyLength() as usize;
+            out.push(bytes[i..i + 8 + len + body].to_vec());
+            i += 8 + len + body;
+        }
+        out
+    }
+
+    #[test]
+    fn dictionary_messages_without_batches_are_bounded() {
+        use arrow_array::{DictionaryArray, Int32Array, StringArray};
+        let dir = tempfile::tempdir().unwrap();
+        let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        let schema = Arc::new(Schema::new(vec![Field::new("d", dict, false)]));
+        let mut s = state(
+            dir.path(),
+            Limits {
+                host_memory_mb: 8, // an eighth: 1 MiB may be held
+                ..Limits::default()
+            },
+        );
+        s.selected.get_mut("t").unwrap().schema = schema.clone();
+        let batch = |tag: usize| {
+            let values =
+                StringArray::from_iter_values((0..4000).map(|i| format!("{tag}-{i:0>90}")));
+            let keys = Int32Array::from(vec![0]);
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(DictionaryArray::new(keys, Arc::new(values)))],
+            )
+            .unwrap()
+        };
+        let mut w = StreamWriter::try_new(Vec::new(), &schema).unwrap();
+        w.write(&batch(0)).unwrap();
+        s.emit("t".into(), std::mem::take(w.get_mut()))
+            .unwrap()
+            .unwrap();
+        // then only the replacement dictionaries (~400 KB each), never the batches
+        let mut refused = None;
+        for tag in 1..10 {
+            w.write(&batch(tag)).unwrap();
+            let parts = messages(&std::mem::take(w.get_mut()));
+            assert_eq!(parts.len(), 2, "a dictionary and a batch");
+            match s.emit("t".into(), parts[0].clone()) {
+                Ok(Ok(())) => {}
+                _ => {
+                    refused = Some(tag);
+                    break;
+                }
+            }
+        }
+        assert_eq!(
+            refused,
+            Some(3),
+            "the third 400 KB dictionary passes 1 MiB held"
+        );
+        assert!(
+            matches!(&s.failure, Some(Error::LimitExceeded { limit: "host_memory_mb", detail }) if detail.contains("dictionary")),
+            "{:?}",
+            s.failure
+        );
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub(crate) struct SelectedTable {
     pub decoder: StreamDecoder,
     /// Rows accepted for this table.
     pub rows: u64,
+    /// Bytes of emits that produced no batch (schema and dictionary messages): what the
+    /// decoder may be holding, bounded by `host_memory_mb`.
+    pub held: u64,
 }
 
 /// Everything the host keeps for one run; the store's data.
@@ -48,6 +51,8 @@ pub(crate) struct RunState {
     pub bytes: u64,
     /// `emit` calls so far.
     pub batches: u64,
+    /// Record batches decoded and accepted so far.
+    pub batches_taken: u64,
     pub log_lines: u64,
     /// Time spent in the host accepting batches (decode, validation, parquet).
     pub host_busy: std::time::Duration,
@@ -85,6 +90,7 @@ impl RunState {
             rows: 0,
             bytes: 0,
             batches: 0,
+            batches_taken: 0,
             log_lines: 0,
             host_busy: std::time::Duration::ZERO,
             logs_dropped: 0,
