@@ -59,3 +59,78 @@ fn the_original_clients_side_routes_answer_in_its_shapes() {
         assert_eq!(err["detail"], err["message"], "{path}: {err}");
     }
 }
+
+#[test]
+fn catalog_schema_and_sample_carry_the_original_clients_fields() {
+    let s = TestServer::start();
+    let data = agnes_tests::repo_root()
+        .join("examples/demo/data")
+        .canonicalize()
+        .unwrap();
+    s.admin_call(
+        "POST",
+        "/api/admin/sources",
+        Some(json!({"name": "demo", "connector": agnes_tests::CSV_COMPONENT, "config": {"dir": "/data"},
+                    "grant": {"dirs": [{"host": data, "guest": "/data"}]}})),
+    );
+    s.admin_call(
+        "POST",
+        "/api/admin/sources/demo/tables",
+        Some(json!({"tables": [{"name": "orders"}]})),
+    );
+    s.admin_call("POST", "/api/admin/sources/demo/sync", None);
+    s.wait_for_sync();
+
+    // catalog: ours plus id, source_type, sql_flavor, server_only; server_time on top
+    let catalog = s.admin_call("GET", "/api/v2/catalog", None);
+    assert!(catalog["server_time"].is_string());
+    let row = &catalog["tables"][0];
+    for (key, value) in [
+        ("id", json!("orders")),
+        ("name", json!("orders")),
+        ("source", json!("demo")),
+        ("source_type", json!("csv")),
+        ("query_mode", json!("local")),
+        ("sql_flavor", json!("duckdb")),
+        ("server_only", json!(false)),
+        ("rows", json!(2500)),
+    ] {
+        assert_eq!(row[key], value, "{key}: {row}");
+    }
+    assert!(
+        row["size_bytes"].as_i64().unwrap() > 0 && row["updated"].is_string(),
+        "{row}"
+    );
+
+    // schema: table_id, source_type, sql_flavor, columns with description
+    let schema = s.admin_call("GET", "/api/v2/schema/orders", None);
+    assert_eq!(
+        (schema["table_id"].as_str(), schema["sql_flavor"].as_str()),
+        (Some("orders"), Some("duckdb"))
+    );
+    assert_eq!(
+        schema["columns"][0],
+        json!({"name": "order_id", "type": "BIGINT", "nullable": true, "description": ""})
+    );
+
+    // sample: rows as objects by default (what the original prints); arrays on request
+    let sample = s.admin_call("GET", "/api/v2/sample/orders?n=2", None);
+    assert_eq!(
+        (sample["table_id"].as_str(), sample["source"].as_str()),
+        (Some("orders"), Some("demo"))
+    );
+    assert_eq!(sample["rows"][0]["order_id"], 1, "{sample}");
+    assert_eq!(sample["rows"].as_array().unwrap().len(), 2);
+    let arrays = s.admin_call("GET", "/api/v2/sample/orders?n=2&format=arrays", None);
+    assert_eq!(arrays["rows"][0][0], 1, "{arrays}");
+    assert_eq!(
+        s.call(
+            "GET",
+            Some(&s.admin),
+            "/api/v2/sample/orders?format=xml",
+            None
+        )
+        .0,
+        400
+    );
+}

@@ -484,7 +484,7 @@ pub fn describe(args: DescribeArgs, out: &Output) -> Result<()> {
     let client = args.server.client()?;
     let name = encode(&args.table);
     let schema: Value = client.get(&format!("/api/v2/schema/{name}"))?;
-    let sample: Value = client.get(&format!("/api/v2/sample/{name}?n={}", args.n))?;
+    let sample: Value = client.get(&format!("/api/v2/sample/{name}?n={}&format=arrays", args.n))?;
     let catalog: Value = client.get("/api/catalog/tables")?;
     let entry = catalog["tables"]
         .as_array()

@@ -224,7 +224,16 @@ fn init_pull_query_and_incremental_pulls() {
     let schema = env.json(&["schema", "orders"]);
     assert_eq!(
         schema["columns"][0],
-        json!({"name": "order_id", "type": "BIGINT", "nullable": true})
+        json!({"name": "order_id", "type": "BIGINT", "nullable": true, "description": ""})
+    );
+    assert_eq!(
+        (
+            schema["table_id"].as_str(),
+            schema["sql_flavor"].as_str(),
+            schema["source_type"].as_str()
+        ),
+        (Some("orders"), Some("duckdb"), Some("csv")),
+        "the original client's fields: {schema}"
     );
     let d = env.json(&["describe", "orders", "-n", "2"]);
     assert_eq!(d["sample"]["row_count"], 2);

@@ -20,14 +20,56 @@ pub fn router() -> Router<AppState> {
         .route("/api/v2/sample/{name}", get(sample))
 }
 
+/// The kind of source a table comes from, as the original API's `source_type`: the
+/// connector's name (`csv@0.1.0` → `csv`; a development path → its file stem).
+async fn source_types(state: &AppState) -> ApiResult<std::collections::HashMap<String, String>> {
+    Ok(state
+        .store
+        .list_sources()
+        .await?
+        .into_iter()
+        .map(|s| {
+            let c = &s.spec.connector;
+            let kind = match c.split_once('@') {
+                Some((name, _)) if !c.starts_with('/') => name.to_string(),
+                _ => std::path::Path::new(c)
+                    .file_stem()
+                    .map(|f| {
+                        f.to_string_lossy()
+                            .trim_start_matches("agnes_connector_")
+                            .to_string()
+                    })
+                    .unwrap_or_default(),
+            };
+            (s.spec.name, kind)
+        })
+        .collect())
+}
+
+/// `{tables: [...], server_time}`. Each row has ours (`name`, `source`, `md5`, `rows`,
+/// `size_bytes`, `updated`, `query_mode`, `description`) and the original API's `id`,
+/// `source_type`, `sql_flavor` (`duckdb`: what `/api/query` and local queries speak) and
+/// `server_only` (a remote table is queried on the server only).
 async fn tables(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Value>> {
     let catalog = state.catalog();
-    let tables: Vec<_> = catalog
+    let kinds = source_types(&state).await?;
+    let tables: Vec<Value> = catalog
         .tables
         .values()
         .filter(|t| user.0.can_read(&t.name, &t.source))
+        .map(|t| {
+            let mut v = serde_json::to_value(t).unwrap_or_default();
+            v["id"] = json!(t.name);
+            v["source_type"] = json!(kinds.get(&t.source).cloned().unwrap_or_default());
+            v["sql_flavor"] = json!("duckdb");
+            v["server_only"] = json!(t.query_mode == "remote");
+            v
+        })
         .collect();
-    Ok(Json(json!({"tables": tables})))
+    Ok(Json(json!({
+        "tables": tables,
+        "server_time": chrono::Utc::now().to_rfc3339(),
+    })))
 }
 
 async fn schema(
@@ -36,18 +78,36 @@ async fn schema(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let table = super::readable_table(&state, &user, &name)?;
+    let source = table.source.clone();
     let limits = state.config.query.clone();
     let columns = tokio::task::spawn_blocking(move || {
         Sandbox::open(&[(table.name.clone(), table.path.clone())], &limits)?.schema(&table.name)
     })
     .await
     .map_err(ApiError::internal)??;
-    Ok(Json(json!({"table": name, "columns": columns})))
+    let kinds = source_types(&state).await?;
+    let columns: Vec<Value> = columns
+        .into_iter()
+        .map(|c| json!({"name": c.name, "type": c.data_type, "nullable": c.nullable, "description": ""}))
+        .collect();
+    Ok(Json(json!({
+        "table": name,
+        "table_id": name,
+        "source": source,
+        "source_type": kinds.get(&source).cloned().unwrap_or_default(),
+        "sql_flavor": "duckdb",
+        "partition_by": null,
+        "clustered_by": [],
+        "columns": columns,
+    })))
 }
 
 #[derive(Deserialize)]
 struct SampleQuery {
     n: Option<usize>,
+    /// `objects` (default: rows as `{column: value}`, what the original client reads) or
+    /// `arrays` (rows as arrays in `columns` order).
+    format: Option<String>,
 }
 
 async fn sample(
@@ -57,6 +117,17 @@ async fn sample(
     ApiQuery(q): ApiQuery<SampleQuery>,
 ) -> ApiResult<Json<Value>> {
     let table = super::readable_table(&state, &user, &name)?;
+    let source = table.source.clone();
+    let arrays = match q.format.as_deref() {
+        None | Some("objects") => false,
+        Some("arrays") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "format `{}`: use objects or arrays",
+                agnes_runtime::names::shown(other)
+            )));
+        }
+    };
     let n = q.n.unwrap_or(5).min(1000);
     let limits = state.config.query.clone();
     let result = tokio::task::spawn_blocking(move || {
@@ -65,8 +136,25 @@ async fn sample(
     })
     .await
     .map_err(ApiError::internal)??;
-    super::audit(&state, &user.0, "data.sample", Some(name), None).await;
-    Ok(Json(
-        serde_json::to_value(result).map_err(ApiError::internal)?,
-    ))
+    super::audit(&state, &user.0, "data.sample", Some(name.clone()), None).await;
+    let mut body = serde_json::to_value(&result).map_err(ApiError::internal)?;
+    if !arrays {
+        body["rows"] = result
+            .rows
+            .iter()
+            .map(|r| {
+                Value::Object(
+                    result
+                        .columns
+                        .iter()
+                        .cloned()
+                        .zip(r.iter().cloned())
+                        .collect(),
+                )
+            })
+            .collect();
+    }
+    body["table_id"] = json!(name);
+    body["source"] = json!(source);
+    Ok(Json(body))
 }
