@@ -217,7 +217,8 @@ impl Sandbox {
         Ok(tables.difference(&ctes).cloned().collect())
     }
 
-    /// Runs a query built by the server (not analyst text) and returns Arrow batches.
+    /// Runs a query the server built (around an analyst's predicate: introspection is
+    /// refused here too) and returns Arrow batches.
     pub fn arrow(
         &self,
         sql: &str,
@@ -225,6 +226,7 @@ impl Sandbox {
         duckdb::arrow::datatypes::SchemaRef,
         Vec<duckdb::arrow::record_batch::RecordBatch>,
     )> {
+        self.refuse_introspection(sql)?;
         self.with_deadline(|conn| {
             let mut stmt = conn.prepare(sql).map_err(rejected)?;
             let arrow = stmt.query_arrow([]).map_err(rejected)?;

@@ -133,4 +133,40 @@ fn catalog_schema_and_sample_carry_the_original_clients_fields() {
         .0,
         400
     );
+
+    // scan/estimate take the original's `table_id` and `order_by`, answer its estimate fields
+    let est = s.admin_call(
+        "POST",
+        "/api/v2/scan/estimate",
+        Some(json!({"table_id": "orders", "where": "amount > 1000", "order_by": ["amount DESC"]})),
+    );
+    assert_eq!(est["engine"], "duckdb");
+    assert_eq!(est["estimated_scan_bytes"], 0);
+    assert_eq!(est["estimated_result_rows"], est["rows"]);
+    assert!(est["rows"].as_u64().unwrap() > 0);
+    for (order_by, needle) in [
+        (json!(["amount SIDEWAYS"]), "ASC or DESC"),
+        (json!(["nope"]), "name a column"),
+    ] {
+        let (st, err) = s.call(
+            "POST",
+            Some(&s.admin),
+            "/api/v2/scan",
+            Some(json!({"table_id": "orders", "order_by": order_by})),
+        );
+        assert_eq!(st, 400, "{err}");
+        assert!(err["message"].as_str().unwrap().contains(needle), "{err}");
+    }
+    // a predicate that tries to read the session's settings is refused like in /api/query
+    let (st, err) = s.call(
+        "POST",
+        Some(&s.admin),
+        "/api/v2/scan",
+        Some(json!({"table": "orders", "select": ["note"], "where": "note IN (SELECT value FROM duckdb_settings())"})),
+    );
+    assert_eq!(st, 400, "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("duckdb_settings"),
+        "{err}"
+    );
 }

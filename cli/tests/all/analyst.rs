@@ -409,6 +409,35 @@ fn snapshots_are_cut_on_the_server_and_queried_locally() {
         (limited["name"].as_str(), limited["rows"].as_u64()),
         (Some("customers_snapshot"), Some(7))
     );
+    // ordered, limited, expiring; refreshed with its saved request; pruned when expired
+    let top = env.json(&[
+        "snapshot",
+        "create",
+        "orders",
+        "--order-by",
+        "amount DESC,order_id",
+        "--limit",
+        "3",
+        "--ttl",
+        "1s",
+        "--as",
+        "top3",
+    ]);
+    assert_eq!(top["rows"], 3);
+    assert!(top["expires_at"].is_i64(), "{top}");
+    let ordered = env.json(&["query", "SELECT bool_and(amount >= (SELECT max(amount) FROM top3) - 0) AS first_is_max, max(amount) AS m FROM (SELECT * FROM top3 LIMIT 1)"]);
+    let max_all = env.json(&["query", "SELECT max(amount) AS m FROM orders"]);
+    assert_eq!(
+        ordered[0]["m"], max_all[0]["m"],
+        "the first row is the largest"
+    );
+    let again = env.json(&["snapshot", "refresh", "top3"]);
+    assert_eq!(again["rows"], 3);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let pruned = env.json(&["snapshot", "prune"]);
+    assert_eq!(pruned["dropped"], json!(["top3"]));
+    assert!(!env.ws.path().join("user/snapshots/top3.parquet").exists());
+    assert!(!env.ws.path().join("user/snapshots/top3.json").exists());
 
     let list = env.json(&["snapshot", "list"]);
     assert_eq!(

@@ -1,6 +1,7 @@
 //! Server-side filtered extracts for `agnes snapshot`:
 //! `POST /api/v2/scan/estimate` → `{rows, bytes}` and `POST /api/v2/scan` → an Arrow IPC
-//! stream. Body: `{table, select?: [columns], where?: "predicate", limit?}`. Runs in the
+//! stream. Body: `{table (or table_id), select?: [columns], where?: "predicate",
+//! order_by?: ["column [ASC|DESC]"], limit?}`. Runs in the
 //! query sandbox with only that table: columns must exist (they are quoted), the predicate
 //! is one SQL expression inside a single query.
 
@@ -28,7 +29,12 @@ pub fn router() -> Router<AppState> {
 #[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct ScanReq {
+    /// The table (`table_id`, as the original client sends it).
+    #[serde(alias = "table_id")]
     table: String,
+    /// `column`, `column ASC` or `column DESC`.
+    #[serde(default)]
+    order_by: Vec<String>,
     #[serde(default)]
     select: Vec<String>,
     #[serde(default, rename = "where")]
@@ -36,9 +42,19 @@ pub struct ScanReq {
     limit: Option<u64>,
 }
 
-/// Builds `(select list, FROM ... WHERE ...)` after checking the columns against the
-/// schema; also returns the table's column count.
-fn plan(sb: &Sandbox, table: &TableEntry, req: &ScanReq) -> ApiResult<(String, String, usize)> {
+/// What a scan runs: `SELECT {select} {from} {order}`.
+struct Plan {
+    select: String,
+    /// `FROM ... [WHERE ...]`
+    from: String,
+    /// `[ORDER BY ...]`
+    order: String,
+    /// The table's column count.
+    total: usize,
+}
+
+/// Builds the plan after checking the columns against the schema.
+fn plan(sb: &Sandbox, table: &TableEntry, req: &ScanReq) -> ApiResult<Plan> {
     let columns = sb.schema(&table.name)?;
     let select = if req.select.is_empty() {
         "*".to_string()
@@ -71,7 +87,41 @@ fn plan(sb: &Sandbox, table: &TableEntry, req: &ScanReq) -> ApiResult<(String, S
         }
         from.push_str(&format!(" WHERE ({p}\n)"));
     }
-    Ok((select, from, columns.len()))
+    let mut order = Vec::new();
+    for item in &req.order_by {
+        let mut words = item.split_whitespace();
+        let (column, direction) = (words.next().unwrap_or(""), words.next());
+        let direction = match direction.map(str::to_ascii_uppercase).as_deref() {
+            None | Some("ASC") => "ASC",
+            Some("DESC") => "DESC",
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "order_by `{}`: the direction must be ASC or DESC, not `{}`",
+                    agnes_runtime::names::shown(item),
+                    agnes_runtime::names::shown(other)
+                )));
+            }
+        };
+        if words.next().is_some() || !columns.iter().any(|c| c.name == column) {
+            return Err(ApiError::BadRequest(format!(
+                "order_by `{}`: name a column of `{}`, optionally followed by ASC or DESC",
+                agnes_runtime::names::shown(item),
+                table.name
+            )));
+        }
+        order.push(format!("\"{}\" {direction}", column.replace('"', "\"\"")));
+    }
+    let order = if order.is_empty() {
+        String::new()
+    } else {
+        format!(" ORDER BY {}", order.join(", "))
+    };
+    Ok(Plan {
+        select,
+        from,
+        order,
+        total: columns.len(),
+    })
 }
 
 fn open(state: &AppState, table: &TableEntry) -> ApiResult<Sandbox> {
@@ -92,7 +142,12 @@ async fn estimate(
     let (rows, selected, total) =
         tokio::task::spawn_blocking(move || -> ApiResult<(u64, usize, usize)> {
             let sb = open(&st, &table)?;
-            let (select, from, total) = plan(&sb, &table, &req)?;
+            let Plan {
+                select,
+                from,
+                total,
+                ..
+            } = plan(&sb, &table, &req)?;
             let r = sb.query(&format!("SELECT count(*) AS n {from}"), 1)?;
             let n = r
                 .rows
@@ -116,9 +171,13 @@ async fn estimate(
         0.0
     };
     let bytes = (rows as f64 * per_row * selected as f64 / total.max(1) as f64) as u64;
-    Ok(Json(
-        json!({"rows": rows, "bytes": bytes, "columns": selected}),
-    ))
+    // ours, and the fields the original client prints (a local table scans no billable
+    // bytes; the engine is DuckDB)
+    Ok(Json(json!({
+        "rows": rows, "bytes": bytes, "columns": selected,
+        "engine": "duckdb", "estimated_scan_bytes": 0,
+        "estimated_result_rows": rows, "estimated_result_bytes": bytes,
+    })))
 }
 
 async fn scan(
@@ -131,10 +190,14 @@ async fn scan(
     let st = state.clone();
     let ipc = tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
         let sb = open(&st, &table)?;
-        let (select, from, _) = plan(&sb, &table, &req)?;
+        let Plan {
+            select,
+            from,
+            order,
+            ..
+        } = plan(&sb, &table, &req)?;
         let limit = req.limit.map(|l| format!(" LIMIT {l}")).unwrap_or_default();
-        let (schema, batches) =
-            sb.arrow(&format!("SELECT * FROM (SELECT {select} {from}{limit})"))?;
+        let (schema, batches) = sb.arrow(&format!("SELECT {select} {from}{order}{limit}"))?;
         let mut w = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &schema)
             .map_err(ApiError::internal)?;
         for b in &batches {
