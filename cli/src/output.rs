@@ -26,13 +26,13 @@ impl Output {
     }
 }
 
-/// `1234567` → `1.2 MB`.
+/// `1234567` → `1.2 MiB` (binary units, as the original Agnes client prints them).
 pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut unit = 0;
-    while v >= 1000.0 && unit < UNITS.len() - 1 {
-        v /= 1000.0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
         unit += 1;
     }
     if unit == 0 {
@@ -60,7 +60,8 @@ mod tests {
     #[test]
     fn formats() {
         assert_eq!(super::bytes(999), "999 B");
-        assert_eq!(super::bytes(1_234_567), "1.2 MB");
+        assert_eq!(super::bytes(1_234_567), "1.2 MiB");
+        assert_eq!(super::bytes(1 << 30), "1.0 GiB");
         assert_eq!(super::count(1_234_567), "1,234,567");
         assert_eq!(super::count(12), "12");
     }

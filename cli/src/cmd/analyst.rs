@@ -362,16 +362,16 @@ pub fn catalog(args: CatalogArgs, out: &Output) -> Result<()> {
                 .to_string()
         },
         || {
-            json!(
-                tables
-                    .iter()
-                    .map(|t| {
-                        let mut t = t.clone();
-                        t["local"] = json!(status(&t));
-                        t
-                    })
-                    .collect::<Vec<_>>()
-            )
+            // `{tables, server_time}`, as the original client's `catalog --json` prints it
+            let tables: Vec<Value> = tables
+                .iter()
+                .map(|t| {
+                    let mut t = t.clone();
+                    t["local"] = json!(status(&t));
+                    t
+                })
+                .collect();
+            json!({"tables": tables, "server_time": r["server_time"]})
         },
     );
     Ok(())

@@ -164,7 +164,8 @@ fn init_pull_query_and_incremental_pulls() {
     );
     let orders = env.ws.path().join("server/parquet/orders.parquet");
     let manifest = env.json(&["catalog"]);
-    let entry = manifest
+    assert!(manifest["server_time"].is_string(), "{manifest}");
+    let entry = manifest["tables"]
         .as_array()
         .unwrap()
         .iter()
