@@ -144,10 +144,40 @@ pub fn query(args: QueryArgs, out: &Output) -> Result<()> {
         return Ok(());
     }
     match format {
-        Format::Table => println!(
-            "{}",
-            duckdb::arrow::util::pretty::pretty_format_batches(&batches)?
-        ),
+        // the same table layout as every other command (and `--remote`)
+        Format::Table => {
+            let columns: Vec<String> = match batches.first() {
+                Some(b) => b
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect(),
+                None => stmt.column_names(),
+            };
+            let mut json = Vec::new();
+            {
+                let mut w = arrow_json::ArrayWriter::new(&mut json);
+                let refs: Vec<&_> = batches.iter().collect();
+                w.write_batches(&refs)?;
+                w.finish()?;
+            }
+            let objects: Vec<serde_json::Map<String, Value>> = if json.is_empty() {
+                vec![]
+            } else {
+                serde_json::from_slice(&json)?
+            };
+            let rows: Vec<Vec<Value>> = objects
+                .iter()
+                .map(|o| {
+                    columns
+                        .iter()
+                        .map(|c| o.get(c).cloned().unwrap_or(Value::Null))
+                        .collect()
+                })
+                .collect();
+            print!("{}", render(&columns, &rows, Format::Table)?);
+        }
         Format::Csv => {
             let mut w = arrow_csv::Writer::new(std::io::stdout());
             for b in &batches {
