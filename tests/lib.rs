@@ -597,3 +597,41 @@ pub fn pick(v: &serde_json::Value, keys: &[&str]) -> serde_json::Value {
         })
         .collect()
 }
+
+/// POSTs `bytes` as the multipart field `file` named `file_name`: the status and JSON answer.
+pub fn upload(
+    base: &str,
+    token: &str,
+    path: &str,
+    file_name: &str,
+    bytes: &[u8],
+) -> (u16, serde_json::Value) {
+    let boundary = "agnes-test-boundary-7d1f";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let r = http()
+        .post(&format!("{base}{path}"))
+        .header("Authorization", &bearer(token))
+        .header(
+            "Content-Type",
+            &format!("multipart/form-data; boundary={boundary}"),
+        )
+        .send(&body[..]);
+    match r {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let bytes = read_bytes(r);
+            (
+                status,
+                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+            )
+        }
+        // a server that refuses early may close before the whole body is sent
+        Err(e) => (0, serde_json::json!({"transport_error": e.to_string()})),
+    }
+}

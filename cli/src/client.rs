@@ -229,6 +229,37 @@ impl Client {
         self.send_json(method, path, body)
     }
 
+    /// POSTs one file as the multipart field `file` named `file_name`; the JSON answer.
+    pub fn upload(&self, path: &str, file_name: &str, bytes: &[u8]) -> Result<serde_json::Value> {
+        let what = format!("POST {path}");
+        let boundary = format!("agnes-{:016x}", {
+            let mut b = [0u8; 8];
+            getrandom::fill(&mut b).map_err(|e| anyhow!("random: {e}"))?;
+            u64::from_le_bytes(b)
+        });
+        let mut body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let r = self
+            .agent
+            .post(&self.url(path))
+            .header("Authorization", &self.auth)
+            .header(
+                "Content-Type",
+                &format!("multipart/form-data; boundary={boundary}"),
+            )
+            .send(&body[..])
+            .map_err(|e| self.transport(e, &what))?;
+        let mut r = self.check(r, &what)?;
+        r.body_mut()
+            .read_json()
+            .with_context(|| format!("{what}: invalid JSON"))
+    }
+
     /// POSTs JSON and returns the raw response body (e.g. an Arrow IPC stream).
     pub fn post_bytes(&self, path: &str, body: &serde_json::Value) -> Result<Vec<u8>> {
         let mut r = self.send("POST", path, Some(body))?;

@@ -47,6 +47,9 @@ enum Command {
     Init(cmd::analyst::InitArgs),
     /// Download the tables you may read whose content changed; drop those no longer granted.
     Pull(cmd::pull::PullArgs),
+    /// Upload this workspace's Claude Code session transcripts and CLAUDE.local.md (new or
+    /// changed ones only; tokens redacted). Run by the SessionEnd hook.
+    Push(cmd::push::PushArgs),
     /// Run SQL on the local workspace (or, with --remote, on the server).
     Query(cmd::analyst::QueryArgs),
     /// The tables you may read, with size, freshness and local status.
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Admin(c) => cmd::admin::run(c, &out),
         Command::Init(a) => cmd::analyst::init(a, &out),
         Command::Pull(a) => cmd::pull::run(a, &out),
+        Command::Push(a) => cmd::push::run(a, &out),
         Command::Query(a) => cmd::analyst::query(a, &out),
         Command::Catalog(a) => cmd::analyst::catalog(a, &out),
         Command::Schema(a) => cmd::analyst::schema(a, &out),

@@ -6,7 +6,8 @@
 //! <root>/server/manifest.json          what is local: {tables: {name: {hash, size_bytes, rows, updated, source}}}
 //! <root>/user/duckdb/analytics.duckdb  one view per pulled table (agnes query runs here)
 //! <root>/user/snapshots/               filtered extracts (agnes snapshot)
-//! <root>/.claude/settings.json         SessionStart hook: agnes pull --quiet || true
+//! <root>/.claude/settings.json         hooks: SessionStart agnes pull, SessionEnd agnes push
+//! <root>/.agnes/pushed.json            what `agnes push` uploaded (name → sha256)
 //! ```
 
 use std::collections::BTreeMap;
@@ -167,8 +168,13 @@ impl Workspace {
         Ok(())
     }
 
+    /// Merges the agent hooks into `.claude/settings.json`, keeping the user's own:
+    /// SessionStart `agnes pull --quiet || true`, SessionEnd `agnes push --quiet || true`.
     fn install_claude_hook(&self) -> Result<()> {
-        const COMMAND: &str = "agnes pull --quiet || true";
+        const HOOKS: [(&str, &str); 2] = [
+            ("SessionStart", "agnes pull --quiet || true"),
+            ("SessionEnd", "agnes push --quiet || true"),
+        ];
         let path = self.root.join(".claude/settings.json");
         std::fs::create_dir_all(path.parent().unwrap())?;
         let mut settings: serde_json::Value = match std::fs::read_to_string(&path) {
@@ -177,24 +183,29 @@ impl Workspace {
             })?,
             Err(_) => serde_json::json!({}),
         };
-        if settings.to_string().contains(COMMAND) {
-            return Ok(());
+        let mut changed = false;
+        for (event, command) in HOOKS {
+            let hooks = settings
+                .as_object_mut()
+                .context(".claude/settings.json must be a JSON object")?
+                .entry("hooks")
+                .or_insert_with(|| serde_json::json!({}));
+            let list = hooks
+                .as_object_mut()
+                .context("`hooks` in .claude/settings.json must be an object")?
+                .entry(event)
+                .or_insert_with(|| serde_json::json!([]));
+            if list.to_string().contains(command) {
+                continue;
+            }
+            list.as_array_mut()
+                .with_context(|| format!("`hooks.{event}` must be an array"))?
+                .push(serde_json::json!({"hooks": [{"type": "command", "command": command}]}));
+            changed = true;
         }
-        let hooks = settings
-            .as_object_mut()
-            .context(".claude/settings.json must be a JSON object")?
-            .entry("hooks")
-            .or_insert_with(|| serde_json::json!({}));
-        let start = hooks
-            .as_object_mut()
-            .context("`hooks` in .claude/settings.json must be an object")?
-            .entry("SessionStart")
-            .or_insert_with(|| serde_json::json!([]));
-        start
-            .as_array_mut()
-            .context("`hooks.SessionStart` must be an array")?
-            .push(serde_json::json!({"hooks": [{"type": "command", "command": COMMAND}]}));
-        std::fs::write(&path, serde_json::to_vec_pretty(&settings)?)?;
+        if changed {
+            std::fs::write(&path, serde_json::to_vec_pretty(&settings)?)?;
+        }
         Ok(())
     }
 }

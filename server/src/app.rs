@@ -18,6 +18,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::metrics::router())
         .merge(routes::welcome::router())
         .merge(routes::compat::router())
+        .merge(routes::uploads::router())
         .merge(routes::connectors::router())
         .merge(routes::sync::router())
         .merge(routes::data::router())

@@ -170,3 +170,136 @@ fn catalog_schema_and_sample_carry_the_original_clients_fields() {
         "{err}"
     );
 }
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+fn stored(s: &TestServer) -> Vec<String> {
+    let mut names = Vec::new();
+    for dir in std::fs::read_dir(s.data_dir.path().join("user_sessions"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            names.push(f.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    names
+}
+
+#[test]
+fn session_uploads_are_capped_deduplicated_and_kept_per_user() {
+    let s = TestServer::start();
+    let ana = s.admin_call("POST", "/api/admin/users", Some(json!({"name": "ana"})))["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let up = |name: &str, bytes: &[u8]| {
+        agnes_tests::upload(&s.base, &ana, "/api/upload/sessions", name, bytes)
+    };
+    let transcript = b"{\"type\":\"user\",\"message\":\"hi\"}\n".repeat(100);
+    let (st, r) = up("4f1c.jsonl", &transcript);
+    assert_eq!((st, r["status"].as_str()), (200, Some("ok")), "{r}");
+    let (st, r) = up("4f1c.jsonl", &transcript);
+    assert_eq!(
+        (st, r["status"].as_str()),
+        (200, Some("unchanged")),
+        "same content: {r}"
+    );
+    // gzip, as the original client sends it once the server says `session-gzip`
+    let health = agnes_tests::http()
+        .get(&s.url("/api/health"))
+        .call()
+        .unwrap();
+    assert_eq!(health.headers()["x-agnes-accepts"], "session-gzip");
+    let (st, r) = up("9a2e.jsonl.gz", &gzip(&transcript));
+    assert_eq!(
+        (st, r["filename"].as_str(), r["size"].as_u64()),
+        (200, Some("9a2e.jsonl"), Some(transcript.len() as u64)),
+        "{r}"
+    );
+
+    // refusals store nothing
+    let before = stored(&s);
+    let bomb = gzip(&vec![0u8; 60 << 20]);
+    assert!(
+        bomb.len() < 1 << 20,
+        "a small upload that inflates past the cap"
+    );
+    let (st, r) = up("bomb.jsonl.gz", &bomb);
+    assert_eq!(
+        (st, r["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{r}"
+    );
+    let (st, r) = up("big.jsonl", &vec![b'x'; 51 << 20]);
+    assert!(st == 413 || st == 0, "over 50 MiB: {st} {r}");
+    let (st, _) = up("broken.jsonl.gz", b"\x1f\x8b not really gzip");
+    assert_eq!(st, 400);
+    for bad in ["../escape.jsonl", ".hidden", "a b.jsonl", ""] {
+        let (st, r) = up(bad, b"{}");
+        assert_eq!(st, 400, "{bad:?}: {r}");
+    }
+    assert_eq!(
+        stored(&s),
+        before,
+        "nothing stored by a refused upload, no temporary left"
+    );
+    assert_eq!(before, ["4f1c.jsonl", "9a2e.jsonl"]);
+
+    // CLAUDE.local.md, deduplicated too
+    let (st, r) = s.call(
+        "POST",
+        Some(&ana),
+        "/api/upload/local-md",
+        Some(json!({"content": "# notes"})),
+    );
+    assert_eq!((st, r["status"].as_str()), (200, Some("ok")));
+    let (_, r) = s.call(
+        "POST",
+        Some(&ana),
+        "/api/upload/local-md",
+        Some(json!({"content": "# notes"})),
+    );
+    assert_eq!(r["status"], "unchanged");
+
+    // admins list and download; analysts cannot
+    let listed = s.admin_call("GET", "/api/admin/sessions?user=ana", None);
+    assert_eq!(
+        agnes_tests::pick(&listed["sessions"], &["file"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let r = agnes_tests::http()
+        .get(&s.url("/api/admin/sessions/ana/9a2e.jsonl"))
+        .header("Authorization", &agnes_tests::bearer(&s.admin))
+        .call()
+        .unwrap();
+    assert_eq!(
+        agnes_tests::read_bytes(r),
+        transcript,
+        "stored decompressed"
+    );
+    assert_eq!(
+        s.call("GET", Some(&ana), "/api/admin/sessions", None).0,
+        403
+    );
+    assert_eq!(
+        s.call(
+            "GET",
+            Some(&s.admin),
+            "/api/admin/sessions/ana/..%2Fx",
+            None
+        )
+        .0,
+        400
+    );
+}

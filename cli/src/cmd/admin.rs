@@ -60,6 +60,9 @@ pub enum AdminCmd {
     /// Business metric definitions.
     #[command(subcommand)]
     Metrics(MetricsCmd),
+    /// Claude Code session transcripts analysts pushed.
+    #[command(subcommand)]
+    Sessions(SessionsCmd),
     /// The audit log, newest first.
     Audit {
         /// Entries at or after this time (`YYYY-MM-DD[ HH:MM:SS]`, UTC).
@@ -292,6 +295,23 @@ pub enum ConnectorCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum SessionsCmd {
+    /// Uploaded transcripts, newest first.
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Save one transcript.
+    Download {
+        user: String,
+        file: String,
+        /// Where to write it (default: the file name, here).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum MetricsCmd {
     /// Import every metric YAML file under a directory (one metric per file, e.g.
     /// docs/metrics/): each is checked on the server (its SQL parses, reads served
@@ -478,6 +498,7 @@ pub fn run(args: AdminArgs, out: &Output) -> Result<()> {
         AdminCmd::Connector(c) => connector(c, server, out),
         AdminCmd::Sync(c) => sync(c, server, out),
         AdminCmd::Metrics(c) => metrics(c, server, out),
+        AdminCmd::Sessions(c) => sessions(c, server, out),
         AdminCmd::Audit {
             since,
             action,
@@ -1166,6 +1187,38 @@ fn sync(cmd: SyncCmd, server: &ServerArgs, out: &Output) -> Result<()> {
                 ],
                 rows,
                 r,
+            );
+            Ok(())
+        }
+    }
+}
+
+fn sessions(cmd: SessionsCmd, server: &ServerArgs, out: &Output) -> Result<()> {
+    match cmd {
+        SessionsCmd::List { user } => {
+            let path = with_query("/api/admin/sessions", &[("user", user)]);
+            let keys = ["user", "file", "size", "uploaded_at"];
+            listing(
+                server,
+                &path,
+                "sessions",
+                out,
+                &["user", "file", "bytes", "uploaded"],
+                |v| pick(v, &keys),
+            )
+        }
+        SessionsCmd::Download { user, file, output } => {
+            let target = output.unwrap_or_else(|| PathBuf::from(&file));
+            let mut f = std::fs::File::create(&target)
+                .with_context(|| format!("creating {}", target.display()))?;
+            let path = format!("/api/admin/sessions/{}/{}", encode(&user), encode(&file));
+            let (n, _) = server
+                .client()?
+                .download(&path, 0, &mut f)
+                .map_err(|e| e.into_inner())?;
+            out.print(
+                || format!("saved {user}/{file} ({n} bytes) to {}", target.display()),
+                || json!({"user": user, "file": file, "bytes": n, "path": target}),
             );
             Ok(())
         }

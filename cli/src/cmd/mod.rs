@@ -5,5 +5,6 @@ pub mod analyst;
 pub mod connector;
 pub mod extract;
 pub mod pull;
+pub mod push;
 pub mod serve;
 pub mod snapshot;

@@ -510,3 +510,81 @@ fn snapshots_are_cut_on_the_server_and_queried_locally() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn push_uploads_new_or_grown_transcripts_once_with_tokens_redacted() {
+    let env = setup();
+    // init installed both hooks, next to whatever the user had
+    let hooks = std::fs::read_to_string(env.ws.path().join(".claude/settings.json")).unwrap();
+    assert!(
+        hooks.contains("SessionEnd") && hooks.contains("agnes push --quiet || true"),
+        "{hooks}"
+    );
+
+    let claude = tempfile::tempdir().unwrap();
+    let root = env.ws.path().canonicalize().unwrap();
+    let encoded: String = root
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let sessions = claude.path().join("projects").join(encoded);
+    std::fs::create_dir_all(&sessions).unwrap();
+    let line = format!("{{\"cmd\": \"agnes init --token {}\"}}\n", env.ana);
+    std::fs::write(sessions.join("s1.jsonl"), &line).unwrap();
+    std::fs::write(sessions.join("notes.txt"), "not a transcript").unwrap();
+    std::fs::create_dir_all(env.ws.path().join(".claude")).unwrap();
+    std::fs::write(env.ws.path().join(".claude/CLAUDE.local.md"), "# my rules").unwrap();
+    let push = |extra: &[&str]| {
+        let mut args = vec!["push", "--json"];
+        args.extend_from_slice(extra);
+        let o = Command::new(env!("CARGO_BIN_EXE_agnes"))
+            .args(&args)
+            .current_dir(env.ws.path())
+            .env("AGNES_CONFIG_DIR", env.config.path())
+            .env("CLAUDE_CONFIG_DIR", claude.path())
+            .env_remove("AGNES_SERVER")
+            .env_remove("AGNES_TOKEN")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()
+    };
+    let dry = push(&["--dry-run"]);
+    assert_eq!(
+        (dry["sessions"].as_array().unwrap().len(), &dry["local_md"]),
+        (1, &json!(true)),
+        "{dry}"
+    );
+    let first = push(&[]);
+    assert_eq!(first["uploaded"], json!(["s1.jsonl"]), "{first}");
+    assert_eq!(first["local_md"], true);
+    let again = push(&[]);
+    assert_eq!(
+        (again["uploaded"].clone(), again["unchanged"].clone()),
+        (json!([]), json!(1)),
+        "nothing new"
+    );
+    std::fs::write(
+        sessions.join("s1.jsonl"),
+        format!("{line}{{\"more\": 1}}\n"),
+    )
+    .unwrap();
+    assert_eq!(
+        push(&[])["uploaded"],
+        json!(["s1.jsonl"]),
+        "a grown transcript goes again"
+    );
+
+    // what the server keeps has the token redacted
+    let r = http()
+        .get(&env.server().url("/api/admin/sessions/ana/s1.jsonl"))
+        .header("Authorization", &bearer(&env.server().admin))
+        .call()
+        .unwrap();
+    let kept = String::from_utf8(agnes_tests::read_bytes(r)).unwrap();
+    assert!(
+        kept.contains("agnes_[REDACTED]") && !kept.contains(&env.ana),
+        "{kept}"
+    );
+}

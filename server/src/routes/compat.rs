@@ -52,5 +52,10 @@ pub async fn version_headers(request: Request, next: Next) -> Response {
         "x-agnes-min-version",
         axum::http::HeaderValue::from_static("0.0.0"),
     );
+    // what the original client probes before gzip-compressing a session upload
+    headers.insert(
+        "x-agnes-accepts",
+        axum::http::HeaderValue::from_static("session-gzip"),
+    );
     response
 }

@@ -13,6 +13,7 @@ pub mod scan;
 pub mod sources;
 pub mod sync;
 pub mod tokens;
+pub mod uploads;
 pub mod webhooks;
 pub mod welcome;
 
