@@ -60,6 +60,7 @@ export AGNES_CONFIG_DIR="$PWD/$DATA_DIR/analyst-config"
 WS="$DATA_DIR/workspace"; rm -rf "$WS" "$AGNES_CONFIG_DIR"
 "$AGNES" init --server "$base" --token "$ANALYST" --dir "$WS"
 cd "$WS"
+head -n 12 CLAUDE.md                        # the agent rails, written by init from /api/welcome
 "$AGNES" pull
 "$AGNES" pull            # nothing changed: nothing downloaded
 "$AGNES" catalog
@@ -69,3 +70,5 @@ cd "$WS"
 "$AGNES" query "SELECT c.name, count(*) AS orders, round(sum(o.amount), 2) AS spent FROM orders o JOIN customers c USING (customer_id) GROUP BY 1 ORDER BY spent DESC LIMIT 5"
 # a query with the metric's own SQL, on the local copy
 "$AGNES" query "SELECT date_trunc('month', ordered_at) AS month, round(sum(amount), 2) AS revenue FROM orders GROUP BY 1 ORDER BY 1 DESC LIMIT 3"
+# what the SessionEnd hook would upload at the end of a Claude Code session here
+"$AGNES" push --dry-run
