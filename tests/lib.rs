@@ -283,6 +283,33 @@ impl TestServer {
         v
     }
 
+    /// Registers source `demo` (the csv component over `examples/demo/data`) with `tables`
+    /// (JSON table specs, or `{"all": true}`), syncs it and waits.
+    pub fn with_demo_source(&self, tables: serde_json::Value) -> &Self {
+        let data = repo_root()
+            .join("examples/demo/data")
+            .canonicalize()
+            .unwrap();
+        let (st, body) = self.call(
+            "POST",
+            Some(&self.admin),
+            "/api/admin/sources",
+            Some(serde_json::json!({"name": "demo", "connector": CSV_COMPONENT, "config": {"dir": "/data"},
+                   "grant": {"dirs": [{"host": data, "guest": "/data"}]}, "description": "the demo CSVs"})),
+        );
+        assert_eq!(st, 201, "{body}");
+        self.admin_call("POST", "/api/admin/sources/demo/tables", Some(tables));
+        let (st, body) = self.call(
+            "POST",
+            Some(&self.admin),
+            "/api/admin/sources/demo/sync",
+            None,
+        );
+        assert_eq!(st, 202, "{body}");
+        self.wait_for_sync();
+        self
+    }
+
     /// Waits (bounded) until no sync is running.
     pub fn wait_for_sync(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);

@@ -63,23 +63,7 @@ fn the_original_clients_side_routes_answer_in_its_shapes() {
 #[test]
 fn catalog_schema_and_sample_carry_the_original_clients_fields() {
     let s = TestServer::start();
-    let data = agnes_tests::repo_root()
-        .join("examples/demo/data")
-        .canonicalize()
-        .unwrap();
-    s.admin_call(
-        "POST",
-        "/api/admin/sources",
-        Some(json!({"name": "demo", "connector": agnes_tests::CSV_COMPONENT, "config": {"dir": "/data"},
-                    "grant": {"dirs": [{"host": data, "guest": "/data"}]}})),
-    );
-    s.admin_call(
-        "POST",
-        "/api/admin/sources/demo/tables",
-        Some(json!({"tables": [{"name": "orders"}]})),
-    );
-    s.admin_call("POST", "/api/admin/sources/demo/sync", None);
-    s.wait_for_sync();
+    s.with_demo_source(json!({"tables": [{"name": "orders"}]}));
 
     // catalog: ours plus id, source_type, sql_flavor, server_only; server_time on top
     let catalog = s.admin_call("GET", "/api/v2/catalog", None);

@@ -2,7 +2,7 @@
 //! data and reports per metric; a caller sees a metric only when every table it reads is
 //! readable by them.
 
-use agnes_tests::{CSV_COMPONENT, TestServer, pick, repo_root};
+use agnes_tests::{TestServer, pick};
 use serde_json::{Value, json};
 
 fn metric(category: &str, name: &str, sql: &str) -> Value {
@@ -11,25 +11,7 @@ fn metric(category: &str, name: &str, sql: &str) -> Value {
 
 fn demo() -> TestServer {
     let s = TestServer::start();
-    let data = repo_root()
-        .join("examples/demo/data")
-        .canonicalize()
-        .unwrap();
-    s.admin_call(
-        "POST",
-        "/api/admin/sources",
-        Some(
-            json!({"name": "demo", "connector": CSV_COMPONENT, "config": {"dir": "/data"},
-                    "grant": {"dirs": [{"host": data, "guest": "/data"}]}}),
-        ),
-    );
-    s.admin_call(
-        "POST",
-        "/api/admin/sources/demo/tables",
-        Some(json!({"all": true})),
-    );
-    s.admin_call("POST", "/api/admin/sources/demo/sync", None);
-    s.wait_for_sync();
+    s.with_demo_source(json!({"all": true}));
     s
 }
 

@@ -22,24 +22,7 @@ fn csv_source(name: &str, config: Value) -> Value {
 /// A server with source `demo` (csv) holding customers, orders and products, synced once.
 fn demo() -> TestServer {
     let s = TestServer::start();
-    let (st, body) = s.call(
-        "POST",
-        Some(&s.admin),
-        "/api/admin/sources",
-        Some(csv_source("demo", json!({"dir": "/data"}))),
-    );
-    assert_eq!(st, 201, "{body}");
-    assert_eq!(body["source"]["connector"], CSV_COMPONENT);
-    let added = s.admin_call(
-        "POST",
-        "/api/admin/sources/demo/tables",
-        Some(json!({"tables": [{"name": "customers"}, {"name": "orders", "description": "all orders"}, {"name": "products"}]})),
-    );
-    assert_eq!(added["added"].as_array().unwrap().len(), 3, "{added}");
-    let (st, body) = s.call("POST", Some(&s.admin), "/api/admin/sources/demo/sync", None);
-    assert_eq!(st, 202, "{body}");
-    assert!(body["run_id"].as_i64().unwrap() > 0, "{body}");
-    s.wait_for_sync();
+    s.with_demo_source(json!({"tables": [{"name": "customers"}, {"name": "orders", "description": "all orders"}, {"name": "products"}]}));
     s
 }
 
