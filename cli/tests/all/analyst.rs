@@ -145,9 +145,39 @@ fn init_pull_query_and_incremental_pulls() {
         hook.contains("agnes pull --quiet || true") && hook.contains("SessionStart"),
         "{hook}"
     );
+    // init merges into a settings.json with the user's own hooks and settings, once
+    let settings = env.ws.path().join(".claude/settings.json");
+    std::fs::write(
+        &settings,
+        r#"{"model": "opus", "hooks": {"SessionStart": [{"hooks": [{"type": "command", "command": "echo mine"}]}], "Stop": []}}"#,
+    )
+    .unwrap();
+    let base = env.server().base.clone();
+    for _ in 0..2 {
+        let o = env.agnes(&["init", "--server", &base, "--token", &env.ana]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let merged: Value = serde_json::from_str(&std::fs::read_to_string(&settings).unwrap()).unwrap();
+    assert_eq!(merged["model"], "opus");
+    assert_eq!(merged["hooks"]["Stop"], json!([]));
+    let start = merged["hooks"]["SessionStart"].to_string();
+    assert!(
+        start.contains("echo mine") && start.contains("agnes pull --quiet"),
+        "{start}"
+    );
+    assert_eq!(
+        merged["hooks"]["SessionStart"].as_array().unwrap().len(),
+        2,
+        "added once: {merged}"
+    );
+    assert!(
+        merged["hooks"]["SessionEnd"]
+            .to_string()
+            .contains("agnes push --quiet"),
+        "{merged}"
+    );
     // a CLAUDE.md of the user's own is never clobbered by another init
     std::fs::write(env.ws.path().join("CLAUDE.md"), "# my notes\n").unwrap();
-    let base = env.server().base.clone();
     let o = env.agnes(&["init", "--server", &base, "--token", &env.ana]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("CLAUDE.md kept (yours)"));
