@@ -113,6 +113,16 @@ fn every_admin_command_against_a_real_server() {
         (Some("csv"), Some("0.1.0")),
         "{up}"
     );
+    // every request the signed connector.toml makes, for the security reviewer
+    assert_eq!(up["requests"]["dirs"], json!(["/data"]), "{up}");
+    assert_eq!(
+        (
+            up["requests"]["http"].clone(),
+            up["requests"]["secrets"].clone()
+        ),
+        (json!([]), json!([]))
+    );
+    assert!(up["requests"]["limits"].is_object(), "{up}");
     let list = a.json(&["connector", "list"]);
     assert_eq!(list["connectors"][0]["digest"], up["digest"]);
     let shown = a.json(&["connector", "show", "csv"]);

@@ -73,7 +73,7 @@ async fn upload(
         let interfaces: std::collections::BTreeSet<String> =
             surface.imports.iter().map(|i| i.split('#').next().unwrap_or(i).to_string()).collect();
         let info = json!({"name": manifest.name, "version": manifest.version, "digest": component.digest,
-                          "key_id": verified.key_id, "requests": {"dirs": manifest.requests.dirs}, "imports": interfaces});
+                          "key_id": verified.key_id, "requests": manifest.requests, "imports": interfaces});
         let record = crate::store::ConnectorInfo {
             name: manifest.name.clone(),
             version: manifest.version.clone(),
