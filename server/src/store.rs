@@ -324,8 +324,8 @@ pub trait Store: Send + Sync + 'static {
     /// The newest `limit` runs (of one source), newest first, with their table outcomes.
     async fn list_runs(&self, source: Option<&str>, limit: usize) -> ApiResult<Vec<RunInfo>>;
     async fn get_run(&self, id: i64) -> ApiResult<Option<RunInfo>>;
-    /// When each source last finished a run with at least one table ok (epoch seconds).
-    async fn last_success(&self) -> ApiResult<Vec<(String, i64)>>;
+    /// When each source last started a run, whatever its outcome (epoch seconds).
+    async fn last_attempt(&self) -> ApiResult<Vec<(String, i64)>>;
 
     // audit log
     async fn audit(

@@ -284,8 +284,8 @@ pub(crate) async fn run_connector(
     })
 }
 
-/// Every `tick`, triggers the sources that are due (never synced, or last synced longer
-/// ago than their schedule). Runs until the process ends.
+/// Every `tick`, triggers the sources that are due (never run, or last run — successful
+/// or not — longer ago than their schedule). Runs until the process ends.
 pub async fn scheduler(state: AppState, tick: Duration) {
     let mut interval = tokio::time::interval(tick);
     loop {
@@ -301,7 +301,7 @@ pub async fn scheduler(state: AppState, tick: Duration) {
 pub async fn schedule_once(state: &AppState) -> ApiResult<Vec<Running>> {
     let sources = state.store.list_sources().await?;
     let tables = state.store.list_tables(None).await?;
-    let last = state.store.last_success().await?;
+    let last = state.store.last_attempt().await?;
     let now = chrono::Utc::now().timestamp();
     let due: Vec<String> = {
         let running = state.running.lock().unwrap_or_else(|p| p.into_inner());
@@ -313,11 +313,13 @@ pub async fn schedule_once(state: &AppState) -> ApiResult<Vec<Running>> {
                 let Some(Ok(every)) = s.spec.schedule.as_deref().map(parse_schedule) else {
                     return false;
                 };
-                let last_ok = last
+                // one interval after the last attempt: a failing source is retried once
+                // per interval, not at every tick
+                let tried = last
                     .iter()
                     .find(|(n, _)| n == &s.spec.name)
                     .map(|(_, at)| *at);
-                last_ok.is_none_or(|at| now - at >= every.as_secs() as i64)
+                tried.is_none_or(|at| now - at >= every.as_secs() as i64)
             })
             .map(|s| s.spec.name)
             .collect()

@@ -547,6 +547,35 @@ fn the_scheduler_syncs_due_tables_only() {
     let (_, hist) = get(&s, Some(&s.admin), "/api/sync/history");
     assert_eq!(hist["runs"][0]["trigger"], "schedule");
     assert_eq!(hist["runs"][0]["status"], "ok");
+
+    // a source that fails is retried one interval later, not at every tick
+    s.admin_call(
+        "POST",
+        "/api/admin/sources",
+        Some(json!({"name": "flaky", "connector": HOSTILE_COMPONENT, "config": {"mode": "error"}, "schedule": "every 1h"})),
+    );
+    s.admin_call(
+        "POST",
+        "/api/admin/sources/flaky/tables",
+        Some(json!({"tables": [{"name": "numbers"}]})),
+    );
+    let first = s
+        .block_on(agnes_server::sync::schedule_once(&s.state))
+        .unwrap();
+    assert_eq!(
+        first.iter().map(|r| r.source.as_str()).collect::<Vec<_>>(),
+        ["flaky"]
+    );
+    s.wait_for_sync();
+    let (_, hist) = get(&s, Some(&s.admin), "/api/sync/history?source=flaky");
+    assert_eq!(hist["runs"][0]["status"], "failed", "{hist}");
+    let again = s
+        .block_on(agnes_server::sync::schedule_once(&s.state))
+        .unwrap();
+    assert!(
+        again.is_empty(),
+        "failed a moment ago: not due again for an hour"
+    );
 }
 
 #[test]

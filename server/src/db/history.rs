@@ -108,12 +108,12 @@ pub fn list(
     Ok(out)
 }
 
-/// When each source last finished a run with at least one table ok (`(source, epoch
-/// seconds)`), for the scheduler.
-pub fn last_success(conn: &duckdb::Connection) -> ApiResult<Vec<(String, i64)>> {
+/// When each source last started a run, whatever its outcome (`(source, epoch seconds)`),
+/// for the scheduler: a source is due one interval after its last attempt, so a failing
+/// source is retried once per interval, not at every scheduler tick.
+pub fn last_attempt(conn: &duckdb::Connection) -> ApiResult<Vec<(String, i64)>> {
     let mut stmt = conn.prepare(
-        "SELECT r.source, CAST(epoch(max(t.finished_at)) AS BIGINT) FROM source_runs r \
-         JOIN run_tables t ON t.run_id = r.id WHERE t.status = 'ok' GROUP BY r.source",
+        "SELECT source, CAST(epoch(max(started_at)) AS BIGINT) FROM source_runs GROUP BY source",
     )?;
     Ok(stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?

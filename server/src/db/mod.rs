@@ -308,8 +308,8 @@ impl Store for Db {
             .await
     }
 
-    async fn last_success(&self) -> ApiResult<Vec<(String, i64)>> {
-        self.call(history::last_success).await
+    async fn last_attempt(&self) -> ApiResult<Vec<(String, i64)>> {
+        self.call(history::last_attempt).await
     }
 
     async fn audit(
