@@ -10,7 +10,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use crate::Limits;
 use crate::bindings::agnes::connector::host::Host;
-use crate::host::{RunState, SelectedTable};
+use crate::host::RunState;
 
 /// The declared schemas an emit is checked against; the first input byte picks one.
 fn schemas() -> &'static [SchemaRef] {
@@ -67,34 +67,9 @@ pub fn emit(data: &[u8]) {
         host_memory_mb: 256,
         ..Limits::default()
     };
-    let Ok(egress) = crate::host::egress::Egress::new(
-        &crate::Grant::default(),
-        Default::default(),
-        crate::host::egress::tls_config(),
-    ) else {
+    let Ok(mut state) = RunState::reading(dir.path(), limits, 256 << 20, "t", schema) else {
         return;
     };
-    let stderr = crate::host::output::GuestOutput::new("stderr", 10, Default::default());
-    let mut state = RunState::new(
-        wasmtime_wasi::WasiCtxBuilder::new().build(),
-        egress,
-        stderr,
-        wasmtime::StoreLimitsBuilder::new().build(),
-        limits.clone(),
-    );
-    let Ok(sink) = crate::sink::pipeline::Sink::start(dir.path().to_path_buf(), 256 << 20) else {
-        return;
-    };
-    state.sink = Some(sink);
-    state.selected.insert(
-        "t".into(),
-        SelectedTable {
-            schema,
-            decoder: arrow_ipc::reader::StreamDecoder::new(),
-            rows: 0,
-            held: 0,
-        },
-    );
     for chunk in [first, second, third] {
         match state.emit("t".into(), chunk.to_vec()) {
             Ok(Ok(())) => {}

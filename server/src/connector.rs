@@ -117,14 +117,19 @@ async fn with_connector<T: Send + 'static>(
     tokio::task::spawn_blocking(move || {
         let (component, grant, limits) =
             load(&state, &spec, located).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(ApiError::internal)?;
-        rt.block_on(f(&state.runtime, component, grant, limits))
+        block_on(f(&state.runtime, component, grant, limits)).map_err(ApiError::internal)?
     })
     .await
     .map_err(ApiError::internal)?
+}
+
+/// Drives `fut` to completion on a fresh current-thread runtime, from a blocking task, so a
+/// connector's CPU-bound work and blocking writes stay off the server's async workers.
+pub(crate) fn block_on<T>(fut: impl std::future::Future<Output = T>) -> std::io::Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(rt.block_on(fut))
 }
 
 /// Checks a source before it is stored: the connector loads (signature, request ∩ grant)

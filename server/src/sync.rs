@@ -74,83 +74,114 @@ pub async fn trigger(
             .filter(|s| s.spec.enabled && has_tables(&s.spec.name))
             .collect(),
     };
-    let started = {
-        // reserve under the lock, so two triggers cannot both take a source
-        let mut running = state.running.lock().unwrap_or_else(|p| p.into_inner());
-        let mut take = Vec::new();
-        for s in chosen {
-            if let Some(r) = running.get(&s.spec.name) {
-                if matches!(target, Target::Only(_)) {
-                    return Err(ApiError::Conflict(format!(
-                        "source `{}` is syncing (run {}, started {}); wait for it",
-                        s.spec.name, r.run_id, r.started_at
-                    )));
-                }
-                continue;
+    // reserve each source under the lock, so two triggers cannot both take one; a refusal
+    // below drops what was reserved
+    let mut reserved = Vec::new();
+    for s in chosen {
+        match reserve(state, &s.spec.name, &trigger, full_refresh) {
+            Ok(r) => reserved.push((r, s)),
+            Err(busy) if matches!(target, Target::Only(_)) => {
+                return Err(ApiError::Conflict(format!(
+                    "source `{}` is syncing (run {}, started {}); wait for it",
+                    busy.source, busy.run_id, busy.started_at
+                )));
             }
-            take.push(s);
-        }
-        if take.is_empty() {
-            return Err(ApiError::Conflict(
-                "nothing to sync: every enabled source with tables is syncing already, or there is none \
-                 (add one with `agnes admin source add`)"
-                    .into(),
-            ));
-        }
-        for s in &take {
-            running.insert(
-                s.spec.name.clone(),
-                Running {
-                    run_id: 0,
-                    source: s.spec.name.clone(),
-                    trigger: trigger.clone(),
-                    full_refresh,
-                    started_at: crate::db::now(),
-                },
-            );
-        }
-        take
-    };
-    let mut runs = Vec::with_capacity(started.len());
-    for s in &started {
-        match state
-            .store
-            .start_run(&s.spec.name, &trigger, full_refresh)
-            .await
-        {
-            Ok(id) => {
-                let mut running = state.running.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(r) = running.get_mut(&s.spec.name) {
-                    r.run_id = id;
-                    runs.push(r.clone());
-                }
-            }
-            Err(e) => {
-                release(state, started.iter().map(|s| s.spec.name.as_str()));
-                return Err(e);
-            }
+            Err(_) => {}
         }
     }
-    let (state, queue) = (state.clone(), runs.clone());
+    if reserved.is_empty() {
+        return Err(ApiError::Conflict(
+            "nothing to sync: every enabled source with tables is syncing already, or there is none \
+             (add one with `agnes admin source add`)"
+                .into(),
+        ));
+    }
+    let mut runs = Vec::with_capacity(reserved.len());
+    for (r, s) in &reserved {
+        let id = state
+            .store
+            .start_run(&s.spec.name, &trigger, full_refresh)
+            .await?;
+        runs.push(r.started(id));
+    }
+    let state = state.clone();
     tokio::spawn(async move {
-        for (run, source) in queue.iter().zip(started) {
-            run_source(&state, run.run_id, &source, full_refresh).await;
-            release(&state, [source.spec.name.as_str()]);
+        for (r, source) in reserved {
+            run_source(&state, r.run_id(), &source, full_refresh).await;
         }
     });
     Ok(runs)
 }
 
-fn release<'a>(state: &AppState, names: impl IntoIterator<Item = &'a str>) {
+/// A source taken in [`AppState::running`]: no other sync (or deletion) of it starts while
+/// this lives; dropping it releases the source.
+pub(crate) struct Reservation {
+    state: AppState,
+    source: String,
+}
+
+/// Takes `source`, or answers the run that holds it.
+pub(crate) fn reserve(
+    state: &AppState,
+    source: &str,
+    trigger: &str,
+    full_refresh: bool,
+) -> Result<Reservation, Running> {
     let mut running = state.running.lock().unwrap_or_else(|p| p.into_inner());
-    for n in names {
-        running.remove(n);
+    if let Some(r) = running.get(source) {
+        return Err(r.clone());
+    }
+    running.insert(
+        source.to_string(),
+        Running {
+            run_id: 0,
+            source: source.to_string(),
+            trigger: trigger.to_string(),
+            full_refresh,
+            started_at: crate::db::now(),
+        },
+    );
+    Ok(Reservation {
+        state: state.clone(),
+        source: source.to_string(),
+    })
+}
+
+impl Reservation {
+    fn with<T>(&self, f: impl FnOnce(&mut Running) -> T) -> T {
+        let mut running = self.state.running.lock().unwrap_or_else(|p| p.into_inner());
+        f(running
+            .get_mut(&self.source)
+            .expect("a reservation keeps its entry"))
+    }
+
+    /// Records the run's id; the entry as `/api/sync/status` shows it.
+    fn started(&self, run_id: i64) -> Running {
+        self.with(|r| {
+            r.run_id = run_id;
+            r.clone()
+        })
+    }
+
+    fn run_id(&self) -> i64 {
+        self.with(|r| r.run_id)
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.state
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.source);
     }
 }
 
 /// Runs one source and records the run: one outcome per table, the run's status
 /// (`ok`, `partial`, `failed`) and error, then rebuilds the catalog.
 async fn run_source(state: &AppState, run: i64, source: &Source, full_refresh: bool) {
+    // listed now, not at trigger: a table added while the source waited in the queue syncs too
     let names: Vec<String> = match state.store.list_tables(Some(&source.spec.name)).await {
         Ok(t) => t.into_iter().map(|t| t.spec.name).collect(),
         Err(e) => {
@@ -265,15 +296,13 @@ pub(crate) async fn run_connector(
         let (component, grant, limits) = crate::connector::load(&state, &spec, located)?;
         request.grant = grant;
         request.limits = limits;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| agnes_runtime::Error::Io {
+        crate::connector::block_on(state.runtime.run(&component, request, None)).map_err(|e| {
+            agnes_runtime::Error::Io {
                 action: "starting",
                 path: "sync runtime".into(),
                 error: e,
-            })?;
-        rt.block_on(state.runtime.run(&component, request, None))
+            }
+        })?
     })
     .await
     .unwrap_or_else(|e| {

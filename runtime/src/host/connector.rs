@@ -332,41 +332,14 @@ mod tests {
     use std::sync::Arc;
 
     use arrow_array::{Int64Array, RecordBatch};
-    use arrow_ipc::reader::StreamDecoder;
     use arrow_ipc::writer::StreamWriter;
     use arrow_schema::{DataType, Field, Schema};
 
     use super::*;
     use crate::Limits;
-    use crate::host::SelectedTable;
 
     fn state(dir: &std::path::Path, limits: Limits) -> RunState {
-        let wasi = wasmtime_wasi::WasiCtxBuilder::new().build();
-        let stderr = crate::host::output::GuestOutput::new("stderr", 10, Default::default());
-        let egress = crate::host::egress::Egress::new(
-            &crate::Grant::default(),
-            Default::default(),
-            crate::host::egress::tls_config(),
-        )
-        .unwrap();
-        let mut s = RunState::new(
-            wasi,
-            egress,
-            stderr,
-            wasmtime::StoreLimitsBuilder::new().build(),
-            limits,
-        );
-        s.sink = Some(crate::sink::pipeline::Sink::start(dir.to_path_buf(), 512 << 20).unwrap());
-        s.selected.insert(
-            "t".into(),
-            SelectedTable {
-                schema: schema("n"),
-                decoder: StreamDecoder::new(),
-                rows: 0,
-                held: 0,
-            },
-        );
-        s
+        RunState::reading(dir, limits, 512 << 20, "t", schema("n")).unwrap()
     }
 
     fn schema(col: &str) -> Arc<Schema> {

@@ -102,6 +102,40 @@ impl RunState {
         }
     }
 
+    /// A state with no guest, no egress and no WASI, mid-`read` of one `table`: what the
+    /// emit path's tests and fuzz target drive directly.
+    pub(crate) fn reading(
+        dir: &std::path::Path,
+        limits: Limits,
+        sink_budget: usize,
+        table: &str,
+        schema: SchemaRef,
+    ) -> Result<Self, Error> {
+        let egress = egress::Egress::new(
+            &crate::Grant::default(),
+            Default::default(),
+            egress::tls_config(),
+        )?;
+        let mut state = RunState::new(
+            wasmtime_wasi::WasiCtxBuilder::new().build(),
+            egress,
+            output::GuestOutput::new("stderr", 10, Default::default()),
+            wasmtime::StoreLimitsBuilder::new().build(),
+            limits,
+        );
+        state.sink = Some(Sink::start(dir.to_path_buf(), sink_budget)?);
+        state.selected.insert(
+            table.to_string(),
+            SelectedTable {
+                schema,
+                decoder: StreamDecoder::new(),
+                rows: 0,
+                held: 0,
+            },
+        );
+        Ok(state)
+    }
+
     /// The first fatal error of the run: a host call's or a refused HTTP request's.
     pub(crate) fn take_failure(&mut self) -> Option<Error> {
         self.failure.take().or_else(|| self.egress.take_denial())

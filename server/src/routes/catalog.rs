@@ -20,30 +20,20 @@ pub fn router() -> Router<AppState> {
         .route("/api/v2/sample/{name}", get(sample))
 }
 
-/// The kind of source a table comes from, as the original API's `source_type`: the
+/// The kind of source a connector reference makes, as the original API's `source_type`: the
 /// connector's name (`csv@0.1.0` → `csv`; a development path → its file stem).
-async fn source_types(state: &AppState) -> ApiResult<std::collections::HashMap<String, String>> {
-    Ok(state
-        .store
-        .list_sources()
-        .await?
-        .into_iter()
-        .map(|s| {
-            let c = &s.spec.connector;
-            let kind = match c.split_once('@') {
-                Some((name, _)) if !c.starts_with('/') => name.to_string(),
-                _ => std::path::Path::new(c)
-                    .file_stem()
-                    .map(|f| {
-                        f.to_string_lossy()
-                            .trim_start_matches("agnes_connector_")
-                            .to_string()
-                    })
-                    .unwrap_or_default(),
-            };
-            (s.spec.name, kind)
-        })
-        .collect())
+fn source_type(connector: &str) -> String {
+    match connector.split_once('@') {
+        Some((name, _)) if !connector.starts_with('/') => name.to_string(),
+        _ => std::path::Path::new(connector)
+            .file_stem()
+            .map(|f| {
+                f.to_string_lossy()
+                    .trim_start_matches("agnes_connector_")
+                    .to_string()
+            })
+            .unwrap_or_default(),
+    }
 }
 
 /// `{tables: [...], server_time}`. Each row has ours (`name`, `source`, `md5`, `rows`,
@@ -52,7 +42,13 @@ async fn source_types(state: &AppState) -> ApiResult<std::collections::HashMap<S
 /// `server_only` (a remote table is queried on the server only).
 async fn tables(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Value>> {
     let catalog = state.catalog();
-    let kinds = source_types(&state).await?;
+    let kinds: std::collections::HashMap<String, String> = state
+        .store
+        .list_sources()
+        .await?
+        .into_iter()
+        .map(|s| (s.spec.name, source_type(&s.spec.connector)))
+        .collect();
     let tables: Vec<Value> = catalog
         .tables
         .values()
@@ -85,7 +81,12 @@ async fn schema(
     })
     .await
     .map_err(ApiError::internal)??;
-    let kinds = source_types(&state).await?;
+    let kind = state
+        .store
+        .get_source(&source)
+        .await?
+        .map(|s| source_type(&s.spec.connector))
+        .unwrap_or_default();
     let columns: Vec<Value> = columns
         .into_iter()
         .map(|c| json!({"name": c.name, "type": c.data_type, "nullable": c.nullable, "description": ""}))
@@ -94,7 +95,7 @@ async fn schema(
         "table": name,
         "table_id": name,
         "source": source,
-        "source_type": kinds.get(&source).cloned().unwrap_or_default(),
+        "source_type": kind,
         "sql_flavor": "duckdb",
         "partition_by": null,
         "clustered_by": [],

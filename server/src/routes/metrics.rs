@@ -30,7 +30,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The first table of `metric` the caller may not read (or that is not served).
-fn unreadable(state: &AppState, user: &AuthUser, metric: &Metric) -> Option<String> {
+pub(super) fn unreadable(state: &AppState, user: &AuthUser, metric: &Metric) -> Option<String> {
     if user.0.is_admin() {
         return None;
     }

@@ -211,38 +211,19 @@ async fn update(
     Ok(changed(&state, &admin, false, "source.update", name, detail, body).await)
 }
 
-/// Marks `source` busy for the duration of `f`: no sync of it can start meanwhile.
+/// Runs `f` with `source` reserved: no sync of it can start meanwhile.
 async fn while_idle<T>(
     state: &AppState,
     source: &str,
     f: impl AsyncFnOnce() -> ApiResult<T>,
 ) -> ApiResult<T> {
-    {
-        let mut running = state.running.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(r) = running.get(source) {
-            return Err(ApiError::Conflict(format!(
-                "source `{source}` is syncing (run {}); try again when it finishes",
-                r.run_id
-            )));
-        }
-        running.insert(
-            source.to_string(),
-            crate::sync::Running {
-                run_id: 0,
-                source: source.to_string(),
-                trigger: "admin".into(),
-                full_refresh: false,
-                started_at: crate::db::now(),
-            },
-        );
-    }
-    let result = f().await;
-    state
-        .running
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(source);
-    result
+    let _held = crate::sync::reserve(state, source, "admin", false).map_err(|r| {
+        ApiError::Conflict(format!(
+            "source `{source}` is syncing (run {}); try again when it finishes",
+            r.run_id
+        ))
+    })?;
+    f().await
 }
 
 /// Deletes a source: its extract (under the source's run lock), its tables, and lists the

@@ -39,18 +39,28 @@ const PLACEHOLDERS: [&str; 5] = [
 ];
 const MAX_TEMPLATE: usize = 200_000;
 
-/// Every `{{ name }}` in `template`, in order.
-fn placeholders(template: &str) -> Vec<&str> {
-    let mut found = Vec::new();
+/// `template` split at its placeholders: `(text before, Some((name, raw "{{ … }}")))`, the
+/// last piece with `None`. An unclosed `{{` is text.
+fn pieces(template: &str) -> Vec<(&str, Option<(&str, &str)>)> {
+    let mut out = Vec::new();
     let mut rest = template;
     while let Some(start) = rest.find("{{") {
         let Some(len) = rest[start..].find("}}") else {
             break;
         };
-        found.push(rest[start + 2..start + len].trim());
+        let raw = &rest[start..start + len + 2];
+        out.push((&rest[..start], Some((raw[2..raw.len() - 2].trim(), raw))));
         rest = &rest[start + len + 2..];
     }
-    found
+    out.push((rest, None));
+    out
+}
+
+/// Every `{{ name }}` in `template`, in order.
+fn placeholders(template: &str) -> impl Iterator<Item = &str> {
+    pieces(template)
+        .into_iter()
+        .filter_map(|(_, p)| p.map(|(name, _)| name))
 }
 
 fn check(template: &str) -> ApiResult<()> {
@@ -59,10 +69,7 @@ fn check(template: &str) -> ApiResult<()> {
             "the template must be 1 to {MAX_TEMPLATE} bytes"
         )));
     }
-    if let Some(unknown) = placeholders(template)
-        .into_iter()
-        .find(|p| !PLACEHOLDERS.contains(p))
-    {
+    if let Some(unknown) = placeholders(template).find(|p| !PLACEHOLDERS.contains(p)) {
         return Err(ApiError::BadRequest(format!(
             "unknown placeholder `{{{{ {} }}}}`; use {}",
             agnes_runtime::names::shown(unknown),
@@ -74,20 +81,15 @@ fn check(template: &str) -> ApiResult<()> {
 
 fn render(template: &str, values: &[(&str, String)]) -> String {
     let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        let Some(len) = rest[start..].find("}}") else {
-            break;
-        };
-        out.push_str(&rest[..start]);
-        let name = rest[start + 2..start + len].trim();
-        match values.iter().find(|(k, _)| *k == name) {
-            Some((_, v)) => out.push_str(v),
-            None => out.push_str(&rest[start..start + len + 2]),
+    for (text, placeholder) in pieces(template) {
+        out.push_str(text);
+        if let Some((name, raw)) = placeholder {
+            match values.iter().find(|(k, _)| *k == name) {
+                Some((_, v)) => out.push_str(v),
+                None => out.push_str(raw),
+            }
         }
-        rest = &rest[start + len + 2..];
     }
-    out.push_str(rest);
     out
 }
 
@@ -116,15 +118,7 @@ async fn welcome(
         .list_metrics()
         .await?
         .into_iter()
-        .filter(|m| {
-            user.0.is_admin()
-                || m.tables.iter().chain(m.table_name.iter()).all(|t| {
-                    catalog
-                        .tables
-                        .get(t)
-                        .is_some_and(|e| user.0.can_read(&e.name, &e.source))
-                })
-        })
+        .filter(|m| super::metrics::unreadable(&state, &user, m).is_none())
         .map(|m| m.id)
         .collect();
     let server_url = q.server_url.unwrap_or_else(|| {
