@@ -24,7 +24,7 @@ pub struct LoadedComponent {
     pub digest: String,
     /// The component linked against the host's imports (type-checked once, on the first
     /// instantiation; every later one reuses it).
-    pub(crate) pre: Arc<std::sync::OnceLock<crate::bindings::ConnectorPre<RunState>>>,
+    pub(crate) pre: Arc<std::sync::OnceLock<crate::world::Pre>>,
 }
 
 impl LoadedComponent {
@@ -81,7 +81,12 @@ impl Runtime {
         };
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link)?;
-        crate::bindings::Connector::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+        crate::bindings::v1::Connector::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(link)?;
+        crate::bindings::v2::Connector::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |s| s,
         )

@@ -40,9 +40,9 @@ pub enum Error {
     Compile { digest: String, reason: String },
 
     /// The component imports something the host does not provide, or its exports do not
-    /// match the `agnes:connector@0.1.0` world.
+    /// match the `agnes:connector@0.1.0` or `@0.2.0` world.
     #[error(
-        "instantiating component {digest}: {reason} (is it built against agnes:connector@0.1.0?)"
+        "instantiating component {digest}: {reason} (is it built against agnes:connector@0.1.0 or @0.2.0?)"
     )]
     Instantiate { digest: String, reason: String },
 
@@ -114,6 +114,32 @@ pub enum Error {
     #[error("connector tried {attempt}, which is denied: {reason}")]
     EgressDenied { attempt: String, reason: String },
 
+    /// A granted database could not be reached or refused the login. Names the grant,
+    /// never the password.
+    #[error("database `{name}` ({target}): {reason}")]
+    Database {
+        name: String,
+        target: String,
+        reason: String,
+    },
+
+    /// The guest sent a database message the host does not forward.
+    #[error("database `{name}`: the connector sent {what}, which the host does not forward")]
+    DatabaseDenied { name: String, what: String },
+
+    /// The connector does not implement a call (0.1.0 components have no query or
+    /// estimate; a 0.2.0 one says what it supports in its spec).
+    #[error("connector `{connector}` does not support {call}: {reason}")]
+    Unsupported {
+        connector: String,
+        call: &'static str,
+        reason: String,
+    },
+
+    /// A query request is not valid for the table: names the part refused.
+    #[error("query of table `{table}`: {reason}")]
+    InvalidRequest { table: String, reason: String },
+
     /// An incremental run cannot be merged into the previous extract of a table.
     #[error(
         "merging table `{table}` into its previous extract: {reason}; run a full refresh (--full-refresh) to rebuild it"
@@ -168,6 +194,8 @@ pub enum Phase {
     Check,
     Discover,
     Read,
+    Estimate,
+    Query,
 }
 
 impl std::fmt::Display for Phase {
@@ -177,6 +205,8 @@ impl std::fmt::Display for Phase {
             Phase::Check => "check",
             Phase::Discover => "discover",
             Phase::Read => "read",
+            Phase::Estimate => "estimate",
+            Phase::Query => "query",
         })
     }
 }

@@ -54,18 +54,21 @@ mod limits;
 pub mod manifest;
 pub mod names;
 mod policy;
+pub mod query;
 mod run;
 pub mod schema;
 pub mod signature;
 pub mod sink;
+mod world;
 
 pub use config::RunConfig;
 pub use engine::{LoadedComponent, Runtime, Surface};
 pub use error::{Error, Phase};
 pub use host::egress::ResolveOverrides;
 pub use limits::Limits;
-pub use policy::{DirGrant, Grant, HttpGrant, SecretGrant};
+pub use policy::{DatabaseGrant, DatabaseKind, DirGrant, Grant, HttpGrant, SecretGrant, TlsMode};
 pub use run::{
     ConnectorSpec, NativeEmitter, Progress, ProgressFn, RunReport, RunRequest, TableReport,
     TableSpec,
 };
+pub use world::{Capabilities, Estimate, World};

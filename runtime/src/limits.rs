@@ -40,6 +40,10 @@ pub struct Limits {
     /// Log lines kept per run (guest `log` calls plus stdout/stderr lines); later ones are
     /// counted and dropped.
     pub max_log_lines: u64,
+    /// Database connections a run may open (`database.connect` calls).
+    pub max_db_connections: u32,
+    /// Bytes a run may read from its database connections, in MiB.
+    pub max_db_read_mb: u64,
 }
 
 impl Default for Limits {
@@ -57,6 +61,8 @@ impl Default for Limits {
             max_nesting_depth: 8,
             max_batches: 100_000,
             max_log_lines: 10_000,
+            max_db_connections: 4,
+            max_db_read_mb: 256 * 1024,
         }
     }
 }
@@ -73,6 +79,9 @@ impl Limits {
     }
     pub(crate) fn host_memory_bytes(&self) -> usize {
         usize::try_from(self.host_memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+    }
+    pub(crate) fn max_db_read_bytes(&self) -> u64 {
+        self.max_db_read_mb.saturating_mul(1 << 20)
     }
     pub(crate) fn max_batch_bytes(&self) -> usize {
         usize::try_from(self.max_batch_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX)

@@ -18,6 +18,11 @@
 //! hosts = ["*.atlassian.net"]   # the only hosts the host will send it to
 //! description = "Jira API token as email:token"
 //!
+//! [[requests.databases]]  # databases the host opens and logs in to for it (0.2.0)
+//! name = "warehouse"
+//! kind = "postgres"
+//! description = "the analytics replica, read-only"
+//!
 //! [requests.limits]     # what it needs at most; the operator's limits cap these
 //! memory_mb = 256
 //! timeout_secs = 900
@@ -55,9 +60,25 @@ pub struct Requests {
     /// Secrets the host injects.
     #[serde(default)]
     pub secrets: Vec<SecretRequest>,
+    /// Databases the host connects to for it (`agnes:connector@0.2.0` `database`).
+    #[serde(default)]
+    pub databases: Vec<DatabaseRequest>,
     /// Resource limits the connector asks for.
     #[serde(default)]
     pub limits: LimitRequests,
+}
+
+/// One database a connector wants the host to open.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseRequest {
+    /// The name the connector passes to `database.connect` and the operator grants as
+    /// `[grant.databases.NAME]`.
+    pub name: String,
+    #[serde(default)]
+    pub kind: crate::policy::DatabaseKind,
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 /// One host a connector wants to call.
@@ -115,6 +136,9 @@ impl Requests {
         }
         for s in &self.secrets {
             out.push(format!("secret {} -> {}", s.name, s.hosts.join(", ")));
+        }
+        for d in &self.databases {
+            out.push(format!("database {} ({})", d.name, d.kind));
         }
         let l = &self.limits;
         for (name, v) in [
@@ -204,6 +228,18 @@ impl ConnectorManifest {
                     ),
                 });
             }
+        }
+        let mut seen = Vec::new();
+        for d in &m.requests.databases {
+            crate::names::validate_name("database", &d.name).map_err(|e| Error::Manifest {
+                reason: format!("requests.databases: {e}"),
+            })?;
+            if seen.contains(&&d.name) {
+                return Err(Error::Manifest {
+                    reason: format!("requests.databases: `{}` is declared twice", d.name),
+                });
+            }
+            seen.push(&d.name);
         }
         let l = &m.requests.limits;
         if [l.memory_mb, l.timeout_secs, l.cpu_secs, l.max_output_mb].contains(&Some(0)) {
@@ -323,6 +359,29 @@ impl ConnectorManifest {
             secrets.insert(s.name.clone(), g);
         }
 
+        let mut databases = std::collections::BTreeMap::new();
+        for d in &self.requests.databases {
+            let Some(g) = grant.databases.get(&d.name) else {
+                return Err(not_granted(
+                    format!("database {} ({})", d.name, d.kind),
+                    format!(
+                        "add [grant.databases.{}] with host, database, user and password",
+                        d.name
+                    ),
+                ));
+            };
+            if g.kind != d.kind {
+                return Err(not_granted(
+                    format!("database {} ({})", d.name, d.kind),
+                    format!(
+                        "[grant.databases.{}] is kind = \"{}\", the connector speaks {}",
+                        d.name, g.kind, d.kind
+                    ),
+                ));
+            }
+            databases.insert(d.name.clone(), g.clone());
+        }
+
         let mut effective = limits.clone();
         let l = &self.requests.limits;
         for (name, requested, cap) in [
@@ -350,6 +409,7 @@ impl ConnectorManifest {
                 dirs,
                 http,
                 secrets,
+                databases,
             },
             effective,
         ))
@@ -361,6 +421,56 @@ mod tests {
     use super::*;
     use crate::DirGrant;
     use crate::policy::SecretGrant;
+
+    fn pg_grant() -> crate::DatabaseGrant {
+        toml::from_str("host = \"db.example.com\"\ndatabase = \"app\"\nuser = \"reader\"").unwrap()
+    }
+
+    #[test]
+    fn databases_must_be_granted_with_the_requested_kind() {
+        let m = ConnectorManifest::parse(
+            "name = \"pg\"\nversion = \"1\"\n[[requests.databases]]\nname = \"warehouse\"\nkind = \"postgres\"\n",
+        )
+        .unwrap();
+        assert_eq!(m.requests.lines(), vec!["database warehouse (postgres)"]);
+        let err = effective_grant(&m, &Grant::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("database warehouse") && err.contains("[grant.databases.warehouse]"),
+            "{err}"
+        );
+        let grant = Grant {
+            databases: [
+                ("warehouse".to_string(), pg_grant()),
+                ("other".to_string(), pg_grant()),
+            ]
+            .into(),
+            ..Grant::default()
+        };
+        let g = effective_grant(&m, &grant).unwrap();
+        assert_eq!(g.databases.keys().collect::<Vec<_>>(), ["warehouse"]);
+        let g = &g.databases["warehouse"];
+        assert_eq!(
+            (g.port, g.tls),
+            (5432, crate::TlsMode::VerifyFull),
+            "secure defaults"
+        );
+        assert_eq!(
+            format!("{g:?}"),
+            "postgres://reader@db.example.com:5432/app (tls verify-full)"
+        );
+        for bad in [
+            "[[requests.databases]]\nname = \"Bad Name\"",
+            "[[requests.databases]]\nname = \"a\"\n[[requests.databases]]\nname = \"a\"",
+            "[[requests.databases]]\nname = \"a\"\nkind = \"mysql\"",
+        ] {
+            assert!(
+                ConnectorManifest::parse(&format!("name = \"x\"\nversion = \"1\"\n{bad}")).is_err(),
+                "{bad}"
+            );
+        }
+    }
 
     fn dir(g: &str) -> DirGrant {
         DirGrant {
@@ -406,11 +516,15 @@ mod tests {
                 dirs: vec![dir("/data")],
                 http: vec![rule("api.example.com")],
                 secrets: [("token".to_string(), SecretGrant::default())].into(),
+                databases: [("db".to_string(), pg_grant())].into(),
             },
         )
         .unwrap();
         assert!(
-            g.dirs.is_empty() && g.http.is_empty() && g.secrets.is_empty(),
+            g.dirs.is_empty()
+                && g.http.is_empty()
+                && g.secrets.is_empty()
+                && g.databases.is_empty(),
             "{g:?}"
         );
     }

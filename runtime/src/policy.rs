@@ -22,6 +22,96 @@ pub struct Grant {
     /// The guest never sees a value; see [`crate::host`]'s egress for how it is used.
     #[serde(default)]
     pub secrets: BTreeMap<String, SecretGrant>,
+    /// Databases the host connects to and logs in to for the guest, by the name the
+    /// connector requests (`[[requests.databases]]`). The password never enters the guest.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub databases: BTreeMap<String, DatabaseGrant>,
+}
+
+/// Which wire protocol a database speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DatabaseKind {
+    /// PostgreSQL (frontend/backend protocol 3.0).
+    #[default]
+    Postgres,
+}
+
+impl std::fmt::Display for DatabaseKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DatabaseKind::Postgres => "postgres",
+        })
+    }
+}
+
+/// How the host secures a database connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS, without checking the server's certificate (protects against passive
+    /// eavesdropping only).
+    Require,
+    /// TLS with the certificate checked against the roots (Mozilla's, or `ca_file`) and
+    /// the host name. The default.
+    #[default]
+    VerifyFull,
+}
+
+/// One database the host opens for the guest: where, as whom, how.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseGrant {
+    #[serde(default)]
+    pub kind: DatabaseKind,
+    /// Host name or IP literal.
+    pub host: String,
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    /// The database to connect to.
+    pub database: String,
+    /// The role to log in as. Grant a read-only role: the host also makes every session
+    /// read-only (`default_transaction_read_only`), but only the role's privileges are a
+    /// hard boundary.
+    pub user: String,
+    /// Where the host reads the password (`env` or `file`); absent for `trust` logins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretGrant>,
+    #[serde(default)]
+    pub tls: TlsMode,
+    /// PEM file of the certificate authorities `verify-full` trusts instead of Mozilla's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// The host may resolve to loopback, private or link-local addresses.
+    #[serde(default)]
+    pub allow_private: bool,
+}
+
+fn default_pg_port() -> u16 {
+    5432
+}
+
+impl std::fmt::Debug for DatabaseGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.target())
+    }
+}
+
+impl DatabaseGrant {
+    /// `postgres://user@host:port/database (tls)`: what messages name; never the password.
+    pub fn target(&self) -> String {
+        let tls = match self.tls {
+            TlsMode::Disable => "no tls",
+            TlsMode::Require => "tls",
+            TlsMode::VerifyFull => "tls verify-full",
+        };
+        format!(
+            "{}://{}@{}:{}/{} ({tls})",
+            self.kind, self.user, self.host, self.port, self.database
+        )
+    }
 }
 
 /// Outbound HTTP to one host (or a `*.suffix` pattern).
@@ -200,6 +290,45 @@ impl Grant {
                         "[[grant.http]] host = \"*\" would grant the whole internet; name the hosts"
                             .into(),
                 });
+            }
+        }
+        for (name, d) in &mut self.databases {
+            crate::names::validate_name("database", name)?;
+            let fail = |reason: String| Error::Policy {
+                reason: format!("[grant.databases.{name}]: {reason}"),
+            };
+            if d.host.is_empty() || d.host.len() > 253 || d.host.contains(['/', ' ', '@']) {
+                return Err(fail(format!("host `{}` is not a host name", d.host)));
+            }
+            if d.port == 0 {
+                return Err(fail("port 0 is not a port".into()));
+            }
+            if d.database.is_empty()
+                || d.user.is_empty()
+                || d.database.contains('\0')
+                || d.user.contains('\0')
+            {
+                return Err(fail("give the database and user".into()));
+            }
+            if let Some(p) = &mut d.password {
+                if p.env.is_some() == p.file.is_some() {
+                    return Err(fail("password: give exactly one of `env` or `file`".into()));
+                }
+                if !p.hosts.is_empty() {
+                    return Err(fail(
+                        "password: `hosts` does not apply to a database".into(),
+                    ));
+                }
+                if let Some(f) = &mut p.file
+                    && f.is_relative()
+                {
+                    *f = base.join(&*f);
+                }
+            }
+            if let Some(f) = &mut d.ca_file
+                && f.is_relative()
+            {
+                *f = base.join(&*f);
             }
         }
         for (name, s) in &mut self.secrets {

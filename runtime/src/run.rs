@@ -11,8 +11,6 @@ use arrow_schema::SchemaRef;
 use wasmtime::{Store, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use crate::bindings::Connector;
-use crate::bindings::agnes::connector::types::{ConnectorError, TableInfo};
 use crate::engine::{LoadedComponent, Runtime};
 use crate::error::{Phase, describe};
 use crate::extract::Staging;
@@ -22,6 +20,7 @@ use crate::names::validate_name;
 use crate::sink::duckdb::{ExtractTable, write_extract};
 use crate::sink::parquet::{TableWriter, WrittenFile};
 use crate::sink::pipeline::Sink;
+use crate::world::{Capabilities, GuestError, Instance, Pre, TableInfo, World};
 use crate::{Error, Grant, Limits};
 
 /// What to run.
@@ -53,6 +52,10 @@ pub struct ConnectorSpec {
     pub config_schema: serde_json::Value,
     /// `(name, description)` of the streams known without looking at the source.
     pub streams: Vec<(String, Option<String>)>,
+    /// The world the component implements.
+    pub world: World,
+    /// Which calls it answers.
+    pub capabilities: Capabilities,
 }
 
 /// A table as `discover` described it, after validation.
@@ -158,6 +161,11 @@ impl Runtime {
             self.inner.resolve_overrides.clone(),
             self.inner.tls.clone(),
         )?;
+        let databases = crate::host::database::Databases::new(
+            grant,
+            self.inner.resolve_overrides.clone(),
+            self.inner.tls.clone(),
+        )?;
         let store_limits = StoreLimitsBuilder::new()
             .memory_size(limits.memory_bytes())
             .instances(32)
@@ -166,13 +174,20 @@ impl Runtime {
             .memories(8)
             .trap_on_grow_failure(true)
             .build();
-        let mut state = RunState::new(wasi.build(), egress, stderr, store_limits, limits.clone());
+        let mut state = RunState::new(
+            wasi.build(),
+            egress,
+            databases,
+            stderr,
+            store_limits,
+            limits.clone(),
+        );
         state.stdout = Some(stdout);
         state.host_cpu = host_cpu;
         Ok(state)
     }
 
-    fn store(&self, grant: &Grant, limits: &Limits) -> Result<Store<RunState>, Error> {
+    pub(crate) fn store(&self, grant: &Grant, limits: &Limits) -> Result<Store<RunState>, Error> {
         let mut store = Store::new(&self.inner.engine, self.run_state(grant, limits)?);
         // what one host call may copy out of the guest: a whole batch under max_batch_mb,
         // never refused by wasmtime's own (128 MiB) default first
@@ -192,11 +207,11 @@ impl Runtime {
         Ok(store)
     }
 
-    async fn instantiate(
+    pub(crate) async fn instantiate(
         &self,
         component: &LoadedComponent,
         store: &mut Store<RunState>,
-    ) -> Result<Connector, Error> {
+    ) -> Result<Instance, Error> {
         let memory_mb = store.data().limits.memory_mb;
         let fail = |e: wasmtime::Error| {
             let reason = describe(&e);
@@ -219,18 +234,14 @@ impl Runtime {
         let pre = match component.pre.get() {
             Some(pre) => pre,
             None => {
-                let pre = self
-                    .inner
-                    .linker
-                    .instantiate_pre(&component.component)
+                let pre = Pre::new(&self.inner.engine, &self.inner.linker, &component.component)
                     .map_err(fail)?;
-                let pre = crate::bindings::ConnectorPre::new(pre).map_err(fail)?;
                 // a concurrent first instantiation may have set it; either is the same
                 let _ = component.pre.set(pre);
                 component.pre.get().expect("set above")
             }
         };
-        pre.instantiate_async(store).await.map_err(fail)
+        pre.instantiate(store).await.map_err(fail)
     }
 
     /// Builds a store (WASI context, egress, limits) for an empty grant and instantiates
@@ -252,11 +263,8 @@ impl Runtime {
         let work = async {
             let mut store = self.store(&Grant::default(), limits)?;
             let instance = self.instantiate(component, &mut store).await?;
-            let result = instance
-                .agnes_connector_source()
-                .call_spec(&mut store)
-                .await
-                .map(Ok);
+            let world = instance.world();
+            let result = instance.spec(&mut store).await.map(Ok);
             let spec = settle(&mut store, Phase::Spec, result)?;
             let bad = |message: String| Error::Connector {
                 phase: Phase::Spec,
@@ -278,11 +286,9 @@ impl Runtime {
                 name: spec.name,
                 version: spec.version,
                 config_schema,
-                streams: spec
-                    .streams
-                    .into_iter()
-                    .map(|s| (s.name, s.description))
-                    .collect(),
+                streams: spec.streams,
+                world,
+                capabilities: spec.capabilities,
             })
         };
         tokio::time::timeout(timeout, work)
@@ -343,8 +349,7 @@ impl Runtime {
         prepare_read(store.data_mut(), &staging, &selected)?;
         let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();
         let result = instance
-            .agnes_connector_source()
-            .call_read(
+            .read(
                 &mut store,
                 &request.config,
                 &names,
@@ -509,7 +514,7 @@ fn select(request: &RunRequest, tables: Vec<TableSpec>) -> Result<Vec<TableSpec>
 }
 
 /// Opens the read: emits go to `staging`'s data dir, for the selected tables only.
-fn prepare_read(
+pub(crate) fn prepare_read(
     state: &mut RunState,
     staging: &Staging,
     selected: &[TableSpec],
@@ -526,6 +531,7 @@ fn prepare_read(
                 decoder: StreamDecoder::new(),
                 rows: 0,
                 held: 0,
+                adopt: false,
             };
             (t.name.clone(), s)
         })
@@ -625,16 +631,13 @@ fn publish(
     })
 }
 
-async fn discover_in(
-    instance: &Connector,
+pub(crate) async fn discover_in(
+    instance: &Instance,
     store: &mut Store<RunState>,
     config: &str,
 ) -> Result<Vec<TableSpec>, Error> {
     let limits = store.data().limits.clone();
-    let result = instance
-        .agnes_connector_source()
-        .call_discover(&mut *store, config)
-        .await;
+    let result = instance.discover(&mut *store, config).await;
     let infos = settle(store, Phase::Discover, result)?;
     let mut tables: Vec<TableSpec> = Vec::with_capacity(infos.len());
     for info in infos {
@@ -704,31 +707,21 @@ fn table_spec(info: TableInfo, limits: &Limits) -> Result<TableSpec, Error> {
 
 /// Turns the outcome of a guest call into the run's result. A failure a host call
 /// recorded wins over whatever the guest made of it.
-fn settle<T>(
+pub(crate) fn settle<T>(
     store: &mut Store<RunState>,
     phase: Phase,
-    result: wasmtime::Result<Result<T, ConnectorError>>,
+    result: wasmtime::Result<Result<T, GuestError>>,
 ) -> Result<T, Error> {
     if let Some(failure) = store.data_mut().take_failure() {
         return Err(failure);
     }
     match result {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => {
-            let (kind, message) = match e {
-                ConnectorError::Config(m) => ("config", m),
-                ConnectorError::Source(m) => ("source", m),
-                ConnectorError::Io(m) => ("io", m),
-                ConnectorError::AccessDenied(m) => ("access denied", m),
-                ConnectorError::LimitExceeded(m) => ("limit exceeded", m),
-                ConnectorError::Internal(m) => ("internal", m),
-            };
-            Err(Error::Connector {
-                phase,
-                kind,
-                message: crate::names::sanitized(&message, MAX_GUEST_MESSAGE),
-            })
-        }
+        Ok(Err(GuestError { kind, message })) => Err(Error::Connector {
+            phase,
+            kind,
+            message: crate::names::sanitized(&message, MAX_GUEST_MESSAGE),
+        }),
         Err(trap) => {
             tracing::debug!(error = %describe(&trap), "guest trap with backtrace");
             let root = trap.root_cause().to_string();

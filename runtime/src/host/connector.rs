@@ -216,6 +216,7 @@ impl RunState {
         }
         let table = self.selected.get_mut(stream).expect("checked by emit");
         if let Some(schema) = table.decoder.schema()
+            && !table.adopt
             && !same_fields(&schema, &table.schema)
         {
             return Err(invalid(format!(
@@ -267,6 +268,15 @@ impl RunState {
             table: stream.to_string(),
             reason,
         };
+        let table = self.selected.get_mut(stream).expect("checked by emit");
+        if table.adopt {
+            // the result of admin SQL: its first batch says what the table is
+            let fields = batch.schema_ref().fields().clone();
+            let schema = std::sync::Arc::new(arrow_schema::Schema::new(fields));
+            crate::schema::validate(stream, &schema, &self.limits)?;
+            table.schema = schema;
+            table.adopt = false;
+        }
         let table = self.selected.get(stream).expect("checked by emit");
         if !same_fields(batch.schema_ref(), &table.schema) {
             return Err(invalid(format!(

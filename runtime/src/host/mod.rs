@@ -3,8 +3,10 @@
 //! grant only, guest stdout/stderr in [`output`].
 
 pub(crate) mod connector;
+pub mod database;
 pub(crate) mod egress;
 pub(crate) mod output;
+mod v2;
 
 use std::collections::HashMap;
 
@@ -27,6 +29,9 @@ pub(crate) struct SelectedTable {
     /// Bytes of emits that produced no batch (schema and dictionary messages): what the
     /// decoder may be holding, bounded by `host_memory_mb`.
     pub held: u64,
+    /// The schema is not known in advance (the result of admin SQL): the first batch's
+    /// schema, once validated, becomes the table's.
+    pub adopt: bool,
 }
 
 /// Everything the host keeps for one run; the store's data.
@@ -35,6 +40,8 @@ pub(crate) struct RunState {
     pub http: WasiHttpCtx,
     /// The `wasi:http` hooks: the grant's egress rules and secrets.
     pub egress: egress::Egress,
+    /// The granted databases and the connections opened (world 0.2.0).
+    pub databases: database::Databases,
     pub resources: ResourceTable,
     /// Epoch ticks (10 ms) observed while guest code ran: its CPU time.
     pub cpu_ticks: u64,
@@ -72,6 +79,7 @@ impl RunState {
     pub(crate) fn new(
         wasi: WasiCtx,
         egress: egress::Egress,
+        databases: database::Databases,
         stderr: output::GuestOutput,
         store_limits: StoreLimits,
         limits: Limits,
@@ -80,6 +88,7 @@ impl RunState {
             wasi,
             http: WasiHttpCtx::new(),
             egress,
+            databases,
             resources: ResourceTable::new(),
             cpu_ticks: 0,
             store_limits,
@@ -116,9 +125,15 @@ impl RunState {
             Default::default(),
             egress::tls_config(),
         )?;
+        let databases = database::Databases::new(
+            &crate::Grant::default(),
+            Default::default(),
+            egress::tls_config(),
+        )?;
         let mut state = RunState::new(
             wasmtime_wasi::WasiCtxBuilder::new().build(),
             egress,
+            databases,
             output::GuestOutput::new("stderr", 10, Default::default()),
             wasmtime::StoreLimitsBuilder::new().build(),
             limits,
@@ -131,6 +146,7 @@ impl RunState {
                 decoder: StreamDecoder::new(),
                 rows: 0,
                 held: 0,
+                adopt: false,
             },
         );
         Ok(state)
