@@ -4,7 +4,14 @@
 //! [`Connector`]: it describes itself ([`Connector::spec`]), lists its tables with their
 //! Arrow schemas ([`Connector::discover`]) and reads them, handing Arrow
 //! [`RecordBatch`]es to [`ReadContext::emit`]. [`export_connector!`] turns the type into a
-//! WebAssembly component of the `agnes:connector@0.1.0` world; the raw bindings stay hidden.
+//! WebAssembly component of the `agnes:connector@0.2.0` world; the raw bindings stay hidden.
+//!
+//! A connector that can answer queries at its source also implements
+//! [`Connector::query`] (and [`Connector::estimate`]) and says so in its [`Spec`]; the
+//! host hands it a validated, structured [`query::Request`] (or admin SQL), never analyst
+//! text. Databases are opened by the host, which logs in for the connector:
+//! [`database::connect`] returns the authenticated stream and [`postgres`] speaks
+//! PostgreSQL over it.
 //!
 //! ```ignore
 //! use agnes_connector_sdk::{export_connector, Connector, Error, ReadContext, Spec, Table};
@@ -47,9 +54,14 @@ use arrow_array::RecordBatch;
 use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{ArrowError, SchemaRef};
 
+pub mod database;
 pub mod http;
 pub mod json;
+pub mod postgres;
 
+/// The structured request of `query` and `estimate`: the filter expression and its
+/// renderers (re-exported `agnes-query`).
+pub use agnes_query as query;
 pub use arrow_array;
 pub use arrow_schema;
 pub use serde_json;
@@ -65,7 +77,7 @@ pub mod __private {
 pub mod bindings {
     wit_bindgen::generate!({
         world: "connector",
-        path: "../../wit/connector",
+        path: "../../wit/connector-0.2",
         pub_export_macro: true,
         export_macro_name: "__agnes_export_world",
         default_bindings_module: "agnes_connector_sdk::bindings",
@@ -103,6 +115,8 @@ pub enum Error {
     LimitExceeded(String),
     /// A bug in the connector.
     Internal(String),
+    /// The connector does not implement this call.
+    Unsupported(String),
 }
 
 impl std::fmt::Display for Error {
@@ -114,6 +128,7 @@ impl std::fmt::Display for Error {
             Error::AccessDenied(m) => ("access denied", m),
             Error::LimitExceeded(m) => ("limit exceeded", m),
             Error::Internal(m) => ("internal", m),
+            Error::Unsupported(m) => ("unsupported", m),
         };
         write!(f, "{kind}: {msg}")
     }
@@ -150,6 +165,7 @@ impl From<host::HostError> for Error {
                 Error::Internal(format!("host rejected batch: {m}"))
             }
             host::HostError::UnknownStream(m) => Error::Internal(format!("unknown stream: {m}")),
+            host::HostError::Unavailable(m) => Error::Source(m),
         }
     }
 }
@@ -163,6 +179,7 @@ impl From<Error> for wit::ConnectorError {
             Error::AccessDenied(m) => wit::ConnectorError::AccessDenied(m),
             Error::LimitExceeded(m) => wit::ConnectorError::LimitExceeded(m),
             Error::Internal(m) => wit::ConnectorError::Internal(m),
+            Error::Unsupported(m) => wit::ConnectorError::Unsupported(m),
         }
     }
 }
@@ -176,6 +193,10 @@ pub struct Spec {
     pub config_schema: serde_json::Value,
     /// Streams known without looking at the source (may be empty).
     pub streams: Vec<(String, Option<String>)>,
+    /// The connector answers [`Connector::query`].
+    pub query: bool,
+    /// The connector answers [`Connector::estimate`].
+    pub estimate: bool,
 }
 
 impl Spec {
@@ -186,7 +207,21 @@ impl Spec {
             version: version.into(),
             config_schema: serde_json::json!({"type": "object"}),
             streams: Vec::new(),
+            query: false,
+            estimate: false,
         }
+    }
+
+    /// Declares that the connector implements [`Connector::query`].
+    pub fn supports_query(mut self) -> Self {
+        self.query = true;
+        self
+    }
+
+    /// Declares that the connector implements [`Connector::estimate`].
+    pub fn supports_estimate(mut self) -> Self {
+        self.estimate = true;
+        self
     }
 
     /// Sets the JSON Schema of the config.
@@ -258,6 +293,46 @@ pub trait Connector {
 
     /// Reads the selected streams ([`ReadContext::streams`]) and emits their batches.
     fn read(config: &Self::Config, ctx: &mut ReadContext) -> Result<(), Error>;
+
+    /// Says what [`Connector::query`] of `request` would cost, without running it. Declare
+    /// it with [`Spec::supports_estimate`].
+    fn estimate(_config: &Self::Config, _request: &QueryRequest) -> Result<Estimate, Error> {
+        Err(Error::Unsupported("this connector does not estimate queries".into()))
+    }
+
+    /// Runs `request` at the source and emits the result to the stream
+    /// [`QueryRequest::table`] through `ctx` (emit the schema even for no rows: an empty
+    /// batch does). Returns the rows emitted. Declare it with [`Spec::supports_query`].
+    fn query(
+        _config: &Self::Config,
+        _request: &QueryRequest,
+        _ctx: &mut ReadContext,
+    ) -> Result<u64, Error> {
+        Err(Error::Unsupported("this connector does not answer queries".into()))
+    }
+}
+
+/// What [`Connector::query`] and [`Connector::estimate`] are asked: the host built and
+/// validated it against the table's columns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryRequest {
+    /// The table; also the stream to emit the result to.
+    pub table: String,
+    /// Columns, filter, order and limit (for a structured request).
+    pub request: query::Request,
+    /// Admin-authored SQL in the source's dialect (materialized tables): run it as given;
+    /// `request` is then empty.
+    pub sql: Option<String>,
+}
+
+/// What a query would cost, best effort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Estimate {
+    pub rows: Option<u64>,
+    pub scan_bytes: Option<u64>,
+    pub result_bytes: Option<u64>,
+    /// The numbers are exact, not a planner's guess.
+    pub exact: bool,
 }
 
 /// The read side of a run: which streams to read, the last committed state, and the
@@ -302,9 +377,17 @@ impl ReadContext {
     }
 
     /// Sends one batch of `stream` to the host. The first batch of a stream carries its
-    /// schema; later ones only the data. Empty batches are skipped.
+    /// schema; later ones only the data. An empty batch sends only the schema, when the
+    /// stream has none yet (so an empty query result still has its columns).
     pub fn emit(&mut self, stream: &str, batch: &RecordBatch) -> Result<(), Error> {
         if batch.num_rows() == 0 {
+            if !self.writers.contains_key(stream) {
+                let mut w = StreamWriter::try_new(Vec::new(), batch.schema_ref())?;
+                let bytes = std::mem::take(w.get_mut());
+                host::emit(stream, &bytes)?;
+                self.bytes += bytes.len() as u64;
+                self.writers.insert(stream.to_string(), w);
+            }
             return Ok(());
         }
         let writer = match self.writers.get_mut(stream) {
@@ -367,7 +450,77 @@ pub mod __export {
                 .into_iter()
                 .map(|(name, description)| wit::StreamSpec { name, description })
                 .collect(),
+            capabilities: {
+                let mut c = wit::Capabilities::READ;
+                if spec.query {
+                    c = c | wit::Capabilities::QUERY;
+                }
+                if spec.estimate {
+                    c = c | wit::Capabilities::ESTIMATE;
+                }
+                c
+            },
         }
+    }
+
+    fn to_request(r: wit::QueryRequest) -> Result<QueryRequest, Error> {
+        let filter = match &r.filter {
+            Some(json) => Some(
+                query::Expr::from_json(json)
+                    .map_err(|e| Error::Internal(format!("the host sent {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(QueryRequest {
+            request: query::Request {
+                table: r.table.clone(),
+                columns: r.columns,
+                filter,
+                order_by: r
+                    .order_by
+                    .into_iter()
+                    .map(|k| query::OrderKey {
+                        column: k.column,
+                        descending: k.descending,
+                    })
+                    .collect(),
+                limit: r.limit,
+            },
+            table: r.table,
+            sql: r.sql,
+        })
+    }
+
+    pub fn estimate<C: Connector>(
+        config: String,
+        request: wit::QueryRequest,
+    ) -> Result<wit::CostEstimate, wit::ConnectorError> {
+        let config: C::Config = parse_config(&config)?;
+        let e = C::estimate(&config, &to_request(request)?)?;
+        Ok(wit::CostEstimate {
+            rows: e.rows,
+            scan_bytes: e.scan_bytes,
+            result_bytes: e.result_bytes,
+            exact: e.exact,
+        })
+    }
+
+    pub fn query<C: Connector>(
+        config: String,
+        request: wit::QueryRequest,
+    ) -> Result<wit::QuerySummary, wit::ConnectorError> {
+        let config: C::Config = parse_config(&config)?;
+        let request = to_request(request)?;
+        let mut ctx = ReadContext {
+            streams: vec![request.table.clone()],
+            state: None,
+            new_state: None,
+            writers: HashMap::new(),
+            rows: 0,
+            bytes: 0,
+        };
+        let rows = C::query(&config, &request, &mut ctx)?;
+        Ok(wit::QuerySummary { rows })
     }
 
     pub fn check<C: Connector>(config: String) -> Result<(), wit::ConnectorError> {
@@ -442,6 +595,18 @@ macro_rules! export_connector {
                     state: Option<String>,
                 ) -> Result<Option<String>, $crate::bindings::agnes::connector::types::ConnectorError> {
                     $crate::__export::read::<$connector>(config, streams, state)
+                }
+                fn estimate(
+                    config: String,
+                    request: $crate::bindings::agnes::connector::types::QueryRequest,
+                ) -> Result<$crate::bindings::agnes::connector::types::CostEstimate, $crate::bindings::agnes::connector::types::ConnectorError> {
+                    $crate::__export::estimate::<$connector>(config, request)
+                }
+                fn query(
+                    config: String,
+                    request: $crate::bindings::agnes::connector::types::QueryRequest,
+                ) -> Result<$crate::bindings::agnes::connector::types::QuerySummary, $crate::bindings::agnes::connector::types::ConnectorError> {
+                    $crate::__export::query::<$connector>(config, request)
                 }
             }
             $crate::bindings::__agnes_export_world!(__AgnesComponent);
