@@ -27,6 +27,7 @@ fn main() {
                 ("JIRA_COMPONENT", "agnes_connector_jira"),
                 ("KEBOOLA_COMPONENT", "agnes_connector_keboola"),
                 ("SYNTH_COMPONENT", "agnes_connector_synth"),
+                ("POSTGRES_COMPONENT", "agnes_connector_postgres"),
             ][..],
         ),
         (

@@ -3,6 +3,8 @@
 
 include!(concat!(env!("OUT_DIR"), "/components.rs"));
 
+pub mod pg;
+
 use std::path::{Path, PathBuf};
 
 /// The repository root.

@@ -9,6 +9,7 @@
 //! - `jira`: the jira connector against a local Jira stand-in, and the server's Jira webhook.
 //! - `keboola`: the keboola connector against a local Storage API stand-in.
 //! - `native`: `Runtime::run_native` makes the same extract as the component.
+//! - `postgres`: connector world 0.2.0 and the postgres connector on a real PostgreSQL.
 //! - `server`: the REST server over real HTTP on loopback.
 
 mod bad_input;
@@ -22,6 +23,7 @@ mod jira;
 mod keboola;
 mod metrics;
 mod native;
+mod postgres;
 mod sandbox;
 mod server;
 mod sources;

@@ -76,7 +76,13 @@ pub struct PgColumn {
 
 impl PgColumn {
     fn column(&self) -> Column {
-        Column::new(&self.name, self.type_oid, self.typmod, self.elem_oid, !self.not_null)
+        Column::new(
+            &self.name,
+            self.type_oid,
+            self.typmod,
+            self.elem_oid,
+            !self.not_null,
+        )
     }
 }
 
@@ -151,7 +157,9 @@ fn in_list(items: &[String]) -> String {
 impl Config {
     fn validate(&self) -> Result<(), Error> {
         if self.schemas.is_empty() {
-            return Err(Error::Config("`schemas` must name at least one schema".into()));
+            return Err(Error::Config(
+                "`schemas` must name at least one schema".into(),
+            ));
         }
         if self.batch_rows == 0 || self.batch_rows > 1 << 20 {
             return Err(Error::Config("`batch_rows` must be 1 to 1048576".into()));
@@ -161,7 +169,10 @@ impl Config {
 }
 
 /// The relations of the configured schemas the role may read.
-pub fn catalog(pg: &mut Client<impl std::io::Read + std::io::Write>, config: &Config) -> Result<Vec<Relation>, Error> {
+pub fn catalog(
+    pg: &mut Client<impl std::io::Read + std::io::Write>,
+    config: &Config,
+) -> Result<Vec<Relation>, Error> {
     let schemas = in_list(&config.schemas);
     let rows = pg.simple_query(&format!(
         "SELECT n.nspname, c.relname, COALESCE(obj_description(c.oid, 'pg_class'), ''), \
@@ -236,7 +247,10 @@ pub fn catalog(pg: &mut Client<impl std::io::Read + std::io::Write>, config: &Co
         if !fresh {
             log(
                 Level::Warn,
-                &format!("{}.{} is skipped: its table name `{}` is taken", r.schema, r.name, r.table),
+                &format!(
+                    "{}.{} is skipped: its table name `{}` is taken",
+                    r.schema, r.name, r.table
+                ),
             );
         }
         fresh
@@ -246,8 +260,11 @@ pub fn catalog(pg: &mut Client<impl std::io::Read + std::io::Write>, config: &Co
 
 fn table_of(config: &Config, rel: &Relation) -> Result<Table, Error> {
     let columns: Vec<Column> = rel.columns.iter().map(PgColumn::column).collect();
-    let mut t = Table::new(&rel.table, agnes_connector_sdk::postgres::arrow::schema(&columns))
-        .primary_key(rel.primary_key.clone());
+    let mut t = Table::new(
+        &rel.table,
+        agnes_connector_sdk::postgres::arrow::schema(&columns),
+    )
+    .primary_key(rel.primary_key.clone());
     t.description = rel
         .description
         .clone()
@@ -301,7 +318,10 @@ fn find<'a>(rels: &'a [Relation], table: &str) -> Result<&'a Relation, Error> {
 }
 
 /// The statement of a request, its parameters and (for a structured request) its columns.
-fn statement(rels: &[Relation], request: &QueryRequest) -> Result<(String, Vec<String>, Option<Vec<Column>>), Error> {
+fn statement(
+    rels: &[Relation],
+    request: &QueryRequest,
+) -> Result<(String, Vec<String>, Option<Vec<Column>>), Error> {
     if let Some(sql) = &request.sql {
         return Ok((sql.clone(), Vec::new(), None));
     }
@@ -322,7 +342,13 @@ fn statement(rels: &[Relation], request: &QueryRequest) -> Result<(String, Vec<S
                 .ok_or_else(|| Error::Config(format!("`{n}` is not a column of `{}`", rel.table)))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let stmt = render(&request.request, &rel.quoted(), &all, &|c| quote_ident(c), Literals::Bind);
+    let stmt = render(
+        &request.request,
+        &rel.quoted(),
+        &all,
+        &|c| quote_ident(c),
+        Literals::Bind,
+    );
     Ok((stmt.sql, stmt.params, Some(columns)))
 }
 
@@ -385,7 +411,8 @@ impl Connector for Postgres {
             let mut select = format!("SELECT {} FROM {}", rel.select_list(), rel.quoted());
             if let Some(cursor) = &table.cursor_field {
                 let q = quote_ident(cursor);
-                let max = pg.simple_query(&format!("SELECT max({q})::text FROM {}", rel.quoted()))?;
+                let max =
+                    pg.simple_query(&format!("SELECT max({q})::text FROM {}", rel.quoted()))?;
                 if let Some(prev) = previous.get(&stream) {
                     select.push_str(&format!(" WHERE {q} > {}", quote_literal(prev)));
                 }
@@ -424,7 +451,15 @@ impl Connector for Postgres {
             None => pg
                 .describe(&sql, 0)?
                 .into_iter()
-                .map(|c| Column::new(c.name, c.type_oid, c.typmod, array_element(c.type_oid), true))
+                .map(|c| {
+                    Column::new(
+                        c.name,
+                        c.type_oid,
+                        c.typmod,
+                        array_element(c.type_oid),
+                        true,
+                    )
+                })
                 .collect(),
         };
         let binary: Vec<bool> = columns.iter().map(Column::binary).collect();
@@ -460,8 +495,9 @@ impl Connector for Postgres {
                 Ok(())
             },
         )?;
-        let plan: serde_json::Value = serde_json::from_str(&plan)
-            .map_err(|e| Error::Source(format!("EXPLAIN answered something other than JSON: {e}")))?;
+        let plan: serde_json::Value = serde_json::from_str(&plan).map_err(|e| {
+            Error::Source(format!("EXPLAIN answered something other than JSON: {e}"))
+        })?;
         let root = &plan[0]["Plan"];
         let rows = root["Plan Rows"].as_f64().map(|r| r.max(0.0) as u64);
         let width = root["Plan Width"].as_f64().map(|w| w.max(0.0) as u64);
@@ -472,7 +508,11 @@ impl Connector for Postgres {
         for (schema, relation) in &scanned {
             let size = pg.simple_query(&format!(
                 "SELECT pg_table_size({}::regclass)",
-                quote_literal(&format!("{}.{}", quote_ident(schema), quote_ident(relation)))
+                quote_literal(&format!(
+                    "{}.{}",
+                    quote_ident(schema),
+                    quote_ident(relation)
+                ))
             ))?;
             scan_bytes += size
                 .first()
@@ -517,7 +557,10 @@ mod tests {
     #[test]
     fn table_names_are_safe_identifiers() {
         assert_eq!(table_name("public", "Orders", false), "orders");
-        assert_eq!(table_name("sales", "order items", true), "sales_order_items");
+        assert_eq!(
+            table_name("sales", "order items", true),
+            "sales_order_items"
+        );
         assert_eq!(table_name("public", "2024", false), "t_2024");
         assert_eq!(table_name("public", &"x".repeat(100), false).len(), 63);
     }

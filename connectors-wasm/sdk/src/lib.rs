@@ -297,7 +297,9 @@ pub trait Connector {
     /// Says what [`Connector::query`] of `request` would cost, without running it. Declare
     /// it with [`Spec::supports_estimate`].
     fn estimate(_config: &Self::Config, _request: &QueryRequest) -> Result<Estimate, Error> {
-        Err(Error::Unsupported("this connector does not estimate queries".into()))
+        Err(Error::Unsupported(
+            "this connector does not estimate queries".into(),
+        ))
     }
 
     /// Runs `request` at the source and emits the result to the stream
@@ -308,7 +310,9 @@ pub trait Connector {
         _request: &QueryRequest,
         _ctx: &mut ReadContext,
     ) -> Result<u64, Error> {
-        Err(Error::Unsupported("this connector does not answer queries".into()))
+        Err(Error::Unsupported(
+            "this connector does not answer queries".into(),
+        ))
     }
 }
 
@@ -382,7 +386,9 @@ impl ReadContext {
     pub fn emit(&mut self, stream: &str, batch: &RecordBatch) -> Result<(), Error> {
         if batch.num_rows() == 0 {
             if !self.writers.contains_key(stream) {
+                // the schema and an empty batch: whole messages the host can take
                 let mut w = StreamWriter::try_new(Vec::new(), batch.schema_ref())?;
+                w.write(batch)?;
                 let bytes = std::mem::take(w.get_mut());
                 host::emit(stream, &bytes)?;
                 self.bytes += bytes.len() as u64;

@@ -166,9 +166,7 @@ impl<S: Read + Write> Client<S> {
                 .read(&mut self.buf[self.end..])
                 .map_err(|e| Error::Io(format!("database: {e}")))?;
             if n == 0 {
-                return Err(Error::Source(
-                    "the database closed the connection".into(),
-                ));
+                return Err(Error::Source("the database closed the connection".into()));
             }
             self.end += n;
         }
@@ -204,7 +202,8 @@ impl<S: Read + Write> Client<S> {
                     return Err(short());
                 }
                 let base = body.start as u32;
-                self.fields.push(Some((base + at as u32, base + end as u32)));
+                self.fields
+                    .push(Some((base + at as u32, base + end as u32)));
                 at = end;
             }
         }
@@ -247,7 +246,8 @@ impl<S: Read + Write> Client<S> {
 
     /// Describes what `sql` would return, without running it.
     pub fn describe(&mut self, sql: &str, params: usize) -> Result<Vec<ResultColumn>, Error> {
-        frontend::parse("", sql, std::iter::repeat_n(0u32, params), &mut self.out).map_err(source)?;
+        frontend::parse("", sql, std::iter::repeat_n(0u32, params), &mut self.out)
+            .map_err(source)?;
         frontend::describe(b'S', "", &mut self.out).map_err(source)?;
         frontend::sync(&mut self.out);
         self.send()?;
@@ -295,8 +295,13 @@ impl<S: Read + Write> Client<S> {
         binary: &[bool],
         on_row: &mut dyn FnMut(&Row<'_>) -> Result<(), Error>,
     ) -> Result<u64, Error> {
-        frontend::parse("", sql, std::iter::repeat_n(0u32, params.len()), &mut self.out)
-            .map_err(source)?;
+        frontend::parse(
+            "",
+            sql,
+            std::iter::repeat_n(0u32, params.len()),
+            &mut self.out,
+        )
+        .map_err(source)?;
         let formats: Vec<i16> = binary.iter().map(|b| i16::from(*b)).collect();
         let result_formats: Vec<i16> = if binary.is_empty() { vec![1] } else { formats };
         frontend::bind(
@@ -420,7 +425,10 @@ impl<S: Read + Write> Client<S> {
                         if !complete {
                             break at;
                         }
-                        let row = Row { data, fields: &fields };
+                        let row = Row {
+                            data,
+                            fields: &fields,
+                        };
                         if let Err(e) = on_row(&row) {
                             failed = Some(e);
                             break data.len();
@@ -531,7 +539,12 @@ mod tests {
             data.extend(msg(b'C', b"COPY 50\0"));
             data.extend(msg(b'Z', b"I"));
             for chunk in [3usize, 100, 1 << 20] {
-                let mut c = Client::new(Canned { data: data.clone(), at: 0, chunk, written: vec![] });
+                let mut c = Client::new(Canned {
+                    data: data.clone(),
+                    at: 0,
+                    chunk,
+                    written: vec![],
+                });
                 let mut seen = Vec::new();
                 let n = c
                     .copy_out_binary("SELECT 1", &mut |row| {
@@ -543,7 +556,11 @@ mod tests {
                     })
                     .unwrap();
                 assert_eq!(n, 50);
-                assert_eq!(seen, (0..50).collect::<Vec<_>>(), "split {split} chunk {chunk}");
+                assert_eq!(
+                    seen,
+                    (0..50).collect::<Vec<_>>(),
+                    "split {split} chunk {chunk}"
+                );
             }
         }
     }
@@ -555,10 +572,21 @@ mod tests {
         data.extend(msg(b'T', &[0, 0]));
         data.extend(msg(b'D', &tuple(&[Some(b"1")])[..]));
         data.extend(msg(b'Z', b"I"));
-        let mut c = Client::new(Canned { data, at: 0, chunk: 5, written: vec![] });
+        let mut c = Client::new(Canned {
+            data,
+            at: 0,
+            chunk: 5,
+            written: vec![],
+        });
         let err = c.simple_query("SELECT * FROM x").unwrap_err();
-        assert_eq!(err, Error::Source("relation \"x\" does not exist (42P01)".into()));
+        assert_eq!(
+            err,
+            Error::Source("relation \"x\" does not exist (42P01)".into())
+        );
         // the session is usable again
-        assert_eq!(c.simple_query("SELECT 1").unwrap(), vec![vec![Some("1".to_string())]]);
+        assert_eq!(
+            c.simple_query("SELECT 1").unwrap(),
+            vec![vec![Some("1".to_string())]]
+        );
     }
 }

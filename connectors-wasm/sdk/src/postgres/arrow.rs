@@ -103,8 +103,9 @@ fn scalar(type_oid: u32, typmod: i32) -> Option<DataType> {
             Some((p, s)) if p <= 38 => DataType::Decimal128(p as u8, s as i8),
             _ => return None, // exact text
         },
-        oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME | oid::JSON | oid::JSONB
-        | oid::UUID => DataType::Utf8,
+        oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME | oid::JSON | oid::JSONB | oid::UUID => {
+            DataType::Utf8
+        }
         oid::BYTEA => DataType::Binary,
         oid::DATE => DataType::Date32,
         oid::TIME => DataType::Time64(TimeUnit::Microsecond),
@@ -205,7 +206,9 @@ impl Decoder {
                 (oid::FLOAT4, _) => Decoder::F32(Float32Builder::new()),
                 (oid::FLOAT8, _) => Decoder::F64(Float64Builder::new()),
                 (oid::NUMERIC, DataType::Decimal128(p, s)) => Decoder::Decimal(
-                    Decimal128Builder::new().with_precision_and_scale(*p, *s).expect("valid"),
+                    Decimal128Builder::new()
+                        .with_precision_and_scale(*p, *s)
+                        .expect("valid"),
                     *s as u32,
                 ),
                 (oid::JSONB, _) => Decoder::Jsonb(StringBuilder::new()),
@@ -261,7 +264,10 @@ impl Decoder {
             Decoder::Jsonb(b) => {
                 let (version, text) = v.split_first().ok_or_else(|| bad(column, "empty jsonb"))?;
                 if *version != 1 {
-                    return Err(bad(column, &format!("jsonb version {version} is not supported")));
+                    return Err(bad(
+                        column,
+                        &format!("jsonb version {version} is not supported"),
+                    ));
                 }
                 b.append_value(
                     std::str::from_utf8(text).map_err(|_| bad(column, "jsonb is not UTF-8"))?,
@@ -275,7 +281,10 @@ impl Decoder {
             Decoder::Date(b) => {
                 let d = t::date_from_sql(v).map_err(conv)?;
                 if d == i32::MAX || d == i32::MIN {
-                    return Err(bad(column, "an infinite date has no Arrow value; cast it in SQL"));
+                    return Err(bad(
+                        column,
+                        "an infinite date has no Arrow value; cast it in SQL",
+                    ));
                 }
                 b.append_value(d + PG_EPOCH_DAYS)
             }
@@ -288,7 +297,10 @@ impl Decoder {
                         "an infinite timestamp has no Arrow value; cast it in SQL",
                     ));
                 }
-                b.append_value(ts.checked_add(PG_EPOCH_MICROS).ok_or_else(|| bad(column, "timestamp out of range"))?)
+                b.append_value(
+                    ts.checked_add(PG_EPOCH_MICROS)
+                        .ok_or_else(|| bad(column, "timestamp out of range"))?,
+                )
             }
             Decoder::List {
                 elem_oid,
@@ -343,7 +355,8 @@ impl Decoder {
                 ..
             } => {
                 let values = child.finish();
-                let offs = arrow_buffer::OffsetBuffer::new(std::mem::replace(offsets, vec![0]).into());
+                let offs =
+                    arrow_buffer::OffsetBuffer::new(std::mem::replace(offsets, vec![0]).into());
                 let validity = arrow_buffer::NullBuffer::from(std::mem::take(nulls));
                 Arc::new(ListArray::new(field.clone(), offs, values, Some(validity)))
             }
@@ -353,7 +366,14 @@ impl Decoder {
 
 fn format_uuid(u: &[u8; 16]) -> String {
     let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 /// A binary `numeric` as the unscaled integer of a decimal with `scale` digits after
@@ -371,14 +391,22 @@ pub fn numeric_to_i128(v: &[u8], scale: u32, column: &str) -> Result<i128, Error
     match sign {
         0x0000 | 0x4000 => {}
         0xC000 => return Err(bad(column, "NaN has no decimal value; cast it in SQL")),
-        _ => return Err(bad(column, "an infinite numeric has no decimal value; cast it in SQL")),
+        _ => {
+            return Err(bad(
+                column,
+                "an infinite numeric has no decimal value; cast it in SQL",
+            ));
+        }
     }
     let overflow = || bad(column, "the value does not fit its declared precision");
     // value = sum(digit[i] * 10000^(weight - i)); unscaled = value * 10^scale
     let mut acc: i128 = 0;
     for i in 0..ndigits {
         let d = u16::from_be_bytes([v[8 + 2 * i], v[9 + 2 * i]]) as i128;
-        acc = acc.checked_mul(10_000).and_then(|a| a.checked_add(d)).ok_or_else(overflow)?;
+        acc = acc
+            .checked_mul(10_000)
+            .and_then(|a| a.checked_add(d))
+            .ok_or_else(overflow)?;
     }
     // exponent (base 10) of the last digit group, plus the scale
     let exp = 4 * (weight - ndigits as i32 + 1) + scale as i32;
@@ -408,7 +436,13 @@ pub struct Column {
 
 impl Column {
     /// A column of type `type_oid`/`typmod` (array element `elem_oid`, or 0).
-    pub fn new(name: impl Into<String>, type_oid: u32, typmod: i32, elem_oid: u32, nullable: bool) -> Column {
+    pub fn new(
+        name: impl Into<String>,
+        type_oid: u32,
+        typmod: i32,
+        elem_oid: u32,
+        nullable: bool,
+    ) -> Column {
         let (data_type, read) = column_type(type_oid, typmod, elem_oid);
         Column {
             name: name.into(),
@@ -521,29 +555,56 @@ mod tests {
         let v = numeric(1, 0, 4, &[1, 2345, 6789]);
         assert_eq!(numeric_to_i128(&v, 4, "c").unwrap(), 123_456_789);
         assert_eq!(numeric_to_i128(&v, 6, "c").unwrap(), 12_345_678_900);
-        assert!(numeric_to_i128(&v, 2, "c").is_err(), "digits would be dropped");
+        assert!(
+            numeric_to_i128(&v, 2, "c").is_err(),
+            "digits would be dropped"
+        );
         // -0.05 = [500] weight -1
         let v = numeric(-1, 0x4000, 2, &[500]);
         assert_eq!(numeric_to_i128(&v, 2, "c").unwrap(), -5);
         // 0
         assert_eq!(numeric_to_i128(&numeric(0, 0, 0, &[]), 3, "c").unwrap(), 0);
         // 1e8 = [1] weight 2
-        assert_eq!(numeric_to_i128(&numeric(2, 0, 0, &[1]), 0, "c").unwrap(), 100_000_000);
-        assert!(numeric_to_i128(&numeric(0, 0xC000, 0, &[]), 0, "c").unwrap_err().to_string().contains("NaN"));
+        assert_eq!(
+            numeric_to_i128(&numeric(2, 0, 0, &[1]), 0, "c").unwrap(),
+            100_000_000
+        );
+        assert!(
+            numeric_to_i128(&numeric(0, 0xC000, 0, &[]), 0, "c")
+                .unwrap_err()
+                .to_string()
+                .contains("NaN")
+        );
         assert_eq!(numeric_precision(((12 << 16) | 2) + 4), Some((12, 2)));
         assert_eq!(numeric_precision(-1), None);
     }
 
     #[test]
     fn types_map_as_documented() {
-        assert_eq!(column_type(oid::NUMERIC, ((10 << 16) | 2) + 4, 0).0, DataType::Decimal128(10, 2));
-        assert_eq!(column_type(oid::NUMERIC, -1, 0), (DataType::Utf8, Read::Text));
-        assert_eq!(column_type(oid::NUMERIC, ((50 << 16) | 2) + 4, 0).1, Read::Text);
+        assert_eq!(
+            column_type(oid::NUMERIC, ((10 << 16) | 2) + 4, 0).0,
+            DataType::Decimal128(10, 2)
+        );
+        assert_eq!(
+            column_type(oid::NUMERIC, -1, 0),
+            (DataType::Utf8, Read::Text)
+        );
+        assert_eq!(
+            column_type(oid::NUMERIC, ((50 << 16) | 2) + 4, 0).1,
+            Read::Text
+        );
         assert_eq!(
             column_type(1007, -1, oid::INT4).0,
             DataType::List(Arc::new(Field::new("item", DataType::Int32, true)))
         );
-        assert_eq!(column_type(600, -1, 0), (DataType::Utf8, Read::Text), "point as text");
-        assert_eq!(format_uuid(&[0xab; 16]), "abababab-abab-abab-abab-abababababab");
+        assert_eq!(
+            column_type(600, -1, 0),
+            (DataType::Utf8, Read::Text),
+            "point as text"
+        );
+        assert_eq!(
+            format_uuid(&[0xab; 16]),
+            "abababab-abab-abab-abab-abababababab"
+        );
     }
 }

@@ -27,6 +27,10 @@
 //! - `stdout_flood`: prints `rows` lines of 10 KB to stdout, then emits one row.
 //! - `widest`: offers `wide` with 999 BIGINT columns and one list nested 8 deep, and emits
 //!   `rows` rows (what the default limits allow at most).
+//! - `db`: opens `connections` connections to database `database` (default `main`),
+//!   runs each of `sql` on the first with the simple query protocol, and with `copy_data`
+//!   sends a raw COPY FROM STDIN data message; every outcome is a row of `probe (path
+//!   VARCHAR, outcome VARCHAR)`. A refused connect fails the read unless `swallow`.
 //! - `two_tables`: offers `numbers` and `numbers_b` and emits `rows` rows to each, with
 //!   1 KiB labels that do not compress, in batches of `batch` rows.
 
@@ -56,6 +60,22 @@ pub struct Config {
     headers: Vec<(String, String)>,
     #[serde(default)]
     swallow: bool,
+    #[serde(default = "default_database")]
+    database: String,
+    #[serde(default = "default_connections")]
+    connections: u32,
+    #[serde(default)]
+    sql: Vec<String>,
+    #[serde(default)]
+    copy_data: bool,
+}
+
+fn default_database() -> String {
+    "main".into()
+}
+
+fn default_connections() -> u32 {
+    1
 }
 
 fn http_schema() -> SchemaRef {
@@ -123,7 +143,7 @@ impl Connector for Hostile {
     fn discover(config: &Config) -> Result<Vec<Table>, Error> {
         match config.mode.as_str() {
             "unsafe_name" => Ok(vec![Table::new("bad;name", numbers_schema())]),
-            "probe" => Ok(vec![Table::new("probe", probe_schema())]),
+            "probe" | "db" => Ok(vec![Table::new("probe", probe_schema())]),
             "http" => Ok(vec![Table::new("http", http_schema())]),
             "widest" => Ok(vec![Table::new("wide", widest_schema())]),
             "two_tables" => Ok(vec![
@@ -305,6 +325,51 @@ impl Connector for Hostile {
                 )
                 .unwrap();
                 ctx.emit("numbers", &batch)
+            }
+            "db" => {
+                use std::io::Write;
+                let mut steps: Vec<(String, String)> = Vec::new();
+                let mut conns = Vec::new();
+                for i in 0..config.connections {
+                    match agnes_connector_sdk::database::connect(&config.database) {
+                        Ok(c) => {
+                            steps.push((format!("connect {i}"), "ok".into()));
+                            conns.push(c);
+                        }
+                        Err(e) if config.swallow => {
+                            steps.push((format!("connect {i}"), e.to_string()))
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                if !conns.is_empty() {
+                    let mut first = conns.remove(0);
+                    if config.copy_data {
+                        let outcome = match first.write(b"d\0\0\0\x081\t2\n") {
+                            Ok(_) => "sent".to_string(),
+                            Err(e) => e.to_string(),
+                        };
+                        steps.push(("copy_data".into(), outcome));
+                    }
+                    let mut pg = agnes_connector_sdk::postgres::Client::new(first);
+                    for sql in &config.sql {
+                        let outcome = match pg.simple_query(sql) {
+                            Ok(rows) => format!("ok: {rows:?}"),
+                            Err(e) => e.to_string(),
+                        };
+                        steps.push((sql.clone(), outcome));
+                    }
+                }
+                let (paths, outcomes): (Vec<String>, Vec<String>) = steps.into_iter().unzip();
+                let batch = RecordBatch::try_new(
+                    probe_schema(),
+                    vec![
+                        Arc::new(StringArray::from(paths)),
+                        Arc::new(StringArray::from(outcomes)),
+                    ],
+                )
+                .unwrap();
+                ctx.emit("probe", &batch)
             }
             "http" => {
                 let mut req = http::Request::get(config.url.clone());
