@@ -20,7 +20,7 @@ connectors:
 # Sign every built connector with its connector.toml: `just sign keys/ops.key`
 # (writes <component>.wasm.sig next to each; `agnes connector keygen` makes a key).
 sign key: connectors build
-    for c in csv http-json jira keboola; do \
+    for c in csv http-json jira keboola postgres; do \
       wasm={{wasm_target}}/wasm32-wasip2/release/agnes_connector_$(echo $c | tr - _).wasm; \
       {{agnes}} connector sign "$wasm" --manifest connectors-wasm/$c/connector.toml --key {{key}}; \
     done

@@ -5,6 +5,8 @@
 #   2. the official prebuilt libduckdb.so 1.5.6   (npm: @duckdb/node-bindings-linux-x64, sha256 pinned)
 #      into /opt/agnes-deps/duckdb-1.5.6, which .cargo/config.toml links against (with an rpath)
 #   3. just (PyPI: rust-just) and cargo-nextest, if missing
+#   4. PostgreSQL server and client (Debian `postgresql`), if missing: the tests and the
+#      benchmark start private clusters as the `postgres` user (never as root)
 #
 # Run as root (sudo) on Debian bookworm x86_64. A re-run takes a few seconds.
 set -euo pipefail
@@ -51,8 +53,19 @@ if ! command -v openssl >/dev/null 2>&1; then
   log "installing openssl"
   apt-get update -qq && apt-get install -y -qq openssl >/dev/null || die "apt-get install openssl failed"
 fi
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v psql >/dev/null 2>&1 || ! id postgres >/dev/null 2>&1; then
+  log "installing PostgreSQL (Debian postgresql)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null \
+    || die "apt-get install postgresql failed"
+  # the tests start their own clusters; the packaged one is not needed
+  if command -v pg_ctlcluster >/dev/null 2>&1; then
+    for c in /etc/postgresql/*/main; do
+      [ -d "$c" ] && pg_ctlcluster "$(basename "$(dirname "$c")")" main stop 2>/dev/null || true
+    done
+  fi
+fi
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install --quiet --locked cargo-nextest || die "cargo install cargo-nextest failed"
 fi
-log "ready: just $(just --version | cut -d' ' -f2), libduckdb $DUCKDB_DIR, $(grep WASM_RUSTC /etc/agnes/wasm-toolchain.env)"
+log "ready: just $(just --version | cut -d' ' -f2), libduckdb $DUCKDB_DIR, $(grep WASM_RUSTC /etc/agnes/wasm-toolchain.env), $(ls -d /usr/lib/postgresql/*/bin | tail -1)"

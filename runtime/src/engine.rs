@@ -161,6 +161,11 @@ impl Runtime {
         surface
     }
 
+    /// The connector world the component implements, from the interfaces it exports.
+    pub fn world(&self, component: &LoadedComponent) -> Option<crate::World> {
+        crate::world::World::of(&self.inner.engine, &component.component)
+    }
+
     /// Verifies the component's signature over its bytes and `connector.toml` against the
     /// trusted keys, and only then compiles it. Returns the component, the parsed manifest
     /// and who signed it.

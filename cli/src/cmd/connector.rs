@@ -485,6 +485,9 @@ fn inspect(args: InspectArgs, out: &Output) -> Result<()> {
         }
     };
     let surface = runtime.surface(&loaded);
+    let world = runtime
+        .world(&loaded)
+        .map_or_else(|| "none (exports no agnes:connector source)".to_string(), |w| w.to_string());
     let requested = manifest
         .as_ref()
         .map(|m| m.requests.lines())
@@ -510,7 +513,11 @@ fn inspect(args: InspectArgs, out: &Output) -> Result<()> {
     };
     out.print(
         || {
-            let mut s = format!("component {}\n  digest  {}\n  signer  {signer}\n", args.component.display(), loaded.digest);
+            let mut s = format!(
+                "component {}\n  digest  {}\n  signer  {signer}\n  world   {world}\n",
+                args.component.display(),
+                loaded.digest
+            );
             match &manifest {
                 Some(m) => {
                     s.push_str(&format!("  connector {} {}\nrequests ({}):\n", m.name, m.version, requested.len()));
@@ -545,7 +552,7 @@ fn inspect(args: InspectArgs, out: &Output) -> Result<()> {
         },
         || {
             json!({
-                "digest": loaded.digest, "signer": signer, "key_id": key,
+                "digest": loaded.digest, "signer": signer, "key_id": key, "world": world,
                 "connector": manifest.as_ref().map(|m| json!({"name": m.name, "version": m.version})),
                 "requests": manifest.as_ref().map(|m| &m.requests), "imports": surface.imports, "exports": surface.exports,
                 "diff": diff.as_ref().map(|(d, i, e, r)| json!({"from": d, "imports": i, "exports": e, "requests": r})),

@@ -8,7 +8,7 @@ mod chaos;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use agnes_tests::{CSV_COMPONENT, HOSTILE_COMPONENT, repo_root};
+use agnes_tests::{CSV_COMPONENT, HOSTILE_COMPONENT, POSTGRES_COMPONENT, repo_root};
 
 fn agnes(args: &[&str], cache: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_agnes"))
@@ -457,8 +457,13 @@ fn inspect_shows_the_capability_surface_and_what_changed() {
         .map(|i| i.as_str().unwrap())
         .collect();
     assert!(
-        imports.contains(&"agnes:connector/host@0.1.0#emit"),
+        imports.contains(&"agnes:connector/host@0.2.0#emit"),
         "{imports:?}"
+    );
+    assert_eq!(v["world"], "agnes:connector@0.2.0");
+    assert!(
+        !imports.iter().any(|i| i.starts_with("agnes:connector/database")),
+        "the csv connector opens no database: {imports:?}"
     );
     assert!(
         imports.iter().any(|i| i.starts_with("wasi:filesystem/")),
@@ -472,9 +477,31 @@ fn inspect_shows_the_capability_surface_and_what_changed() {
         !imports.iter().any(|i| i.starts_with("wasi:http/")),
         "nor outbound HTTP"
     );
-    assert_eq!(v["exports"].as_array().unwrap().len(), 4);
+    assert_eq!(v["exports"].as_array().unwrap().len(), 6);
     assert_eq!(v["requests"]["dirs"], serde_json::json!(["/data"]));
     assert!(v["digest"].as_str().unwrap().starts_with("sha256:"));
+
+    // a database connector: the database import and its request, for the reviewer
+    let manifest = repo_root().join("connectors-wasm/postgres/connector.toml");
+    let o = agnes(
+        &["connector", "inspect", POSTGRES_COMPONENT, "--manifest", manifest.to_str().unwrap()],
+        tmp.path(),
+    );
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    for line in [
+        "world   agnes:connector@0.2.0",
+        "  database main (postgres)",
+        "  agnes:connector/database@0.2.0#connect",
+        "  agnes:connector/source@0.2.0#query",
+    ] {
+        assert!(out.contains(line), "{line} in:\n{out}");
+    }
+    assert!(!out.contains("wasi:sockets/"), "no raw sockets: {out}");
+    // a component built against 0.1.0 says so
+    let old = repo_root().join("tests/fixtures/synth-0.1.0.wasm");
+    let o = agnes(&["connector", "inspect", old.to_str().unwrap()], tmp.path());
+    assert!(text(&o.stdout).contains("world   agnes:connector@0.1.0"), "{}", text(&o.stdout));
 
     let o = agnes(
         &[
