@@ -6,6 +6,7 @@ export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", "/var/tmp/agne
 wasm_target := CARGO_TARGET_DIR / "wasm"
 agnes := CARGO_TARGET_DIR / "debug/agnes"
 csv_wasm := wasm_target / "wasm32-wasip2/release/agnes_connector_csv.wasm"
+pg_wasm := wasm_target / "wasm32-wasip2/release/agnes_connector_postgres.wasm"
 
 default:
     @just --list
@@ -32,7 +33,7 @@ build:
 # The demo: the csv component syncs the bundled dataset, the server serves it, an analyst
 # with a grant downloads and queries it over REST (scripts/demo.sh).
 demo: connectors build
-    scripts/demo.sh {{agnes}} {{csv_wasm}}
+    scripts/demo.sh {{agnes}} {{csv_wasm}} {{pg_wasm}}
 
 # The whole test suite (host crates, end-to-end with real components, guest unit tests).
 test:

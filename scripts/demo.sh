@@ -5,7 +5,7 @@
 #   scripts/demo.sh <agnes binary> <csv component>
 set -euo pipefail
 cd "$(dirname "$0")/.."
-AGNES="$1"; CSV="$(realpath "$2")"
+AGNES="$1"; CSV="$(realpath "$2")"; PG_WASM="$(realpath "$3")"
 DATA_DIR=./agnes-data
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -39,9 +39,34 @@ data="$(realpath examples/demo/data)"
 "$AGNES" admin source list
 "$AGNES" admin metrics import docs/metrics      # business metrics, each checked against the data
 
-step "4. an analyst in group 'sales' gets 'orders' and 'customers', not 'products'"
+step "3b. a PostgreSQL warehouse: the server logs in, the postgres connector (world 0.2.0) gets a read-only session"
+. scripts/lib-pg.sh
+start_pg "$(mktemp -d /tmp/agnes-demo-pg.XXXXXX)"
+trap 'kill $server 2>/dev/null || true; stop_pg' EXIT
+PG_PASSWORD_FILE="$(realpath "$DATA_DIR")/pg_password"
+head -c 18 /dev/urandom | base64 > "$PG_PASSWORD_FILE"; chmod 600 "$PG_PASSWORD_FILE"
+psql_admin -d postgres -c "CREATE DATABASE warehouse" \
+  -c "CREATE ROLE agnes_reader LOGIN PASSWORD '$(cat "$PG_PASSWORD_FILE")'"
+psql_admin -d warehouse -c "
+  CREATE TABLE shipments (shipment_id int PRIMARY KEY, order_id int NOT NULL, carrier text,
+                          shipped_at timestamptz NOT NULL, weight_kg numeric(8,2), updated_at timestamptz NOT NULL);
+  INSERT INTO shipments SELECT g, g, (ARRAY['DHL','UPS','PPL'])[g % 3 + 1],
+         '2024-12-01'::timestamptz + g * interval '17 minutes', round((g % 97) * 0.37 + 0.5, 2), now()
+    FROM generate_series(1, 2500) g;
+  GRANT USAGE ON SCHEMA public TO agnes_reader; GRANT SELECT ON shipments TO agnes_reader;"
+PG_MANIFEST=connectors-wasm/postgres/connector.toml
+"$AGNES" connector sign "$PG_WASM" --manifest "$PG_MANIFEST" --key "$KEYS/demo.key"
+"$AGNES" connector inspect "$PG_WASM" --manifest "$PG_MANIFEST" | head -n 8   # what a reviewer sees
+"$AGNES" admin connector upload "$PG_WASM" --manifest "$PG_MANIFEST"
+"$AGNES" admin source add warehouse --connector postgres@0.2.0 --config '{"cursors": {"shipments": "updated_at"}}' \
+  --grant "{\"databases\": {\"main\": {\"host\": \"127.0.0.1\", \"port\": $PG_PORT, \"database\": \"warehouse\",
+           \"user\": \"agnes_reader\", \"password\": {\"file\": \"$PG_PASSWORD_FILE\"}, \"tls\": \"disable\", \"allow_private\": true}}}" \
+  --all-tables
+"$AGNES" admin source sync warehouse --wait
+
+step "4. an analyst in group 'sales' gets 'orders', 'customers' and 'shipments', not 'products'"
 "$AGNES" admin group add sales
-for t in orders customers; do "$AGNES" admin grant add sales --table "$t"; done
+for t in orders customers shipments; do "$AGNES" admin grant add sales --table "$t"; done
 ANALYST=$("$AGNES" admin user add analyst --group sales --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 "$AGNES" admin grant list
 unset AGNES_SERVER AGNES_TOKEN
@@ -70,5 +95,7 @@ head -n 12 CLAUDE.md                        # the agent rails, written by init f
 "$AGNES" query "SELECT c.name, count(*) AS orders, round(sum(o.amount), 2) AS spent FROM orders o JOIN customers c USING (customer_id) GROUP BY 1 ORDER BY spent DESC LIMIT 5"
 # a query with the metric's own SQL, on the local copy
 "$AGNES" query "SELECT date_trunc('month', ordered_at) AS month, round(sum(amount), 2) AS revenue FROM orders GROUP BY 1 ORDER BY 1 DESC LIMIT 3"
+# the PostgreSQL table beside the CSV ones
+"$AGNES" query "SELECT s.carrier, count(*) AS shipments, round(sum(o.amount), 2) AS revenue FROM shipments s JOIN orders o USING (order_id) GROUP BY 1 ORDER BY 1"
 # what the SessionEnd hook would upload at the end of a Claude Code session here
 "$AGNES" push --dry-run

@@ -979,3 +979,130 @@ async fn a_guest_cannot_go_beyond_its_database_grant() {
     assert_eq!(outcomes[4].1, "ok: [[Some(\"2\")]]");
     assert_eq!(pg.psql("app", "SELECT count(*) FROM orders"), "2");
 }
+
+/// Files under `dir` (recursively) whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(p);
+            } else if ft.is_file()
+                && std::fs::read(&p)
+                    .unwrap()
+                    .windows(needle.len())
+                    .any(|w| w == needle.as_bytes())
+            {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_postgres_source_in_the_server_never_records_its_password() {
+    let pg = PgCluster::start();
+    pg.psql(
+        "app",
+        "CREATE TABLE orders (id int PRIMARY KEY, country text);
+                    INSERT INTO orders SELECT g, 'CZ' FROM generate_series(1, 100) g;",
+    );
+    pg.grant_select();
+    let s = agnes_tests::TestServer::start();
+    let secrets = tempfile::tempdir().unwrap();
+    let good = password_file(secrets.path(), READER_PASSWORD);
+    let db = |password: &Path| {
+        json!({"databases": {"main": {
+            "host": "127.0.0.1", "port": pg.port, "database": "app", "user": "reader",
+            "password": {"file": password}, "tls": "disable", "allow_private": true
+        }}})
+    };
+    let manifest = agnes_tests::repo_root().join("connectors-wasm/postgres/connector.toml");
+    let (st, body) = s.call(
+        "POST",
+        Some(&s.admin),
+        "/api/admin/sources",
+        Some(
+            json!({"name": "warehouse", "connector": agnes_tests::POSTGRES_COMPONENT,
+                    "manifest": manifest, "config": {}, "grant": db(&good)}),
+        ),
+    );
+    assert_eq!(st, 201, "{body}");
+    s.admin_call(
+        "POST",
+        "/api/admin/sources/warehouse/tables",
+        Some(json!({"all": true})),
+    );
+    s.admin_call("POST", "/api/admin/sources/warehouse/sync", None);
+    s.wait_for_sync();
+    let run = &s.admin_call("GET", "/api/sync/history?source=warehouse&limit=1", None)["runs"][0];
+    assert_eq!(run["status"], "ok", "{run}");
+    let manifest = s.admin_call("GET", "/api/sync/manifest", None);
+    assert_eq!(manifest["tables"]["orders"]["rows"], 100, "{manifest}");
+
+    // a component built against 0.1.0 is a source of the same server, served beside it
+    let legacy = agnes_tests::repo_root().join("tests/fixtures/synth-0.1.0.wasm");
+    let (st, body) = s.call(
+        "POST",
+        Some(&s.admin),
+        "/api/admin/sources",
+        Some(json!({"name": "legacy", "connector": legacy, "config": {"rows": 50}})),
+    );
+    assert_eq!(st, 201, "{body}");
+    s.admin_call(
+        "POST",
+        "/api/admin/sources/legacy/tables",
+        Some(json!({"all": true})),
+    );
+    s.admin_call("POST", "/api/admin/sources/legacy/sync", None);
+    s.wait_for_sync();
+    let manifest = s.admin_call("GET", "/api/sync/manifest", None);
+    assert_eq!(
+        (
+            &manifest["tables"]["orders"]["rows"],
+            &manifest["tables"]["synth"]["rows"]
+        ),
+        (&json!(100), &json!(50)),
+        "{manifest}"
+    );
+
+    // the operator rotates to a wrong password: the sync fails naming the grant
+    let wrong = "Wrong-rotated-pw-5c1e";
+    let other = tempfile::tempdir().unwrap();
+    let bad = password_file(other.path(), wrong);
+    s.admin_call(
+        "PATCH",
+        "/api/admin/sources/warehouse",
+        Some(json!({"grant": db(&bad)})),
+    );
+    s.admin_call("POST", "/api/admin/sources/warehouse/sync", None);
+    s.wait_for_sync();
+    let history = s.admin_call("GET", "/api/sync/history?source=warehouse", None);
+    let run = &history["runs"][0];
+    assert_eq!(run["status"], "failed", "{run}");
+    let text = history.to_string();
+    assert!(
+        text.contains("database `main`") && text.contains("password authentication failed"),
+        "{text}"
+    );
+    let audit = s.admin_call("GET", "/api/admin/audit", None).to_string();
+    for secret in [wrong, READER_PASSWORD] {
+        assert!(!text.contains(secret), "the sync history holds a password");
+        assert!(!audit.contains(secret), "the audit log holds a password");
+        assert!(
+            !pg.log().contains(secret),
+            "the server log holds a password"
+        );
+        assert!(
+            files_containing(s.data_dir.path(), secret).is_empty(),
+            "a file of the server's data dir holds a password"
+        );
+    }
+    // the previous extract still serves
+    let manifest = s.admin_call("GET", "/api/sync/manifest", None);
+    assert_eq!(manifest["tables"]["orders"]["rows"], 100, "{manifest}");
+}

@@ -36,7 +36,10 @@ fn reset_peak_rss() {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let rows: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10_000_000);
+    let rows: u64 = args
+        .get(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10_000_000);
     let reps: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let component = runtime()
@@ -56,7 +59,10 @@ fn main() {
         ),
     );
     pg.grant_select();
-    let size: u64 = pg.psql("app", "SELECT pg_table_size('big')").parse().unwrap();
+    let size: u64 = pg
+        .psql("app", "SELECT pg_table_size('big')")
+        .parse()
+        .unwrap();
     eprintln!(
         "loaded {rows} rows ({:.0} MB) in {:.1} s",
         size as f64 / 1e6,
@@ -77,8 +83,22 @@ fn main() {
         // the source's own limit: psql reading the binary COPY stream into /dev/null
         let t = Instant::now();
         let status = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &pg.port.to_string(), "-U", "postgres", "-d", "app", "-X", "-q"])
-            .args(["-c", "COPY (SELECT id, x, label, at FROM big) TO STDOUT (FORMAT binary)"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &pg.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "app",
+                "-X",
+                "-q",
+            ])
+            .args([
+                "-c",
+                "COPY (SELECT id, x, label, at FROM big) TO STDOUT (FORMAT binary)",
+            ])
             .stdout(Stdio::null())
             .status()
             .unwrap();
@@ -97,14 +117,18 @@ fn main() {
         };
         reset_peak_rss();
         let t = Instant::now();
-        let report = rt.block_on(runtime().run(&component, request, None)).unwrap();
+        let report = rt
+            .block_on(runtime().run(&component, request, None))
+            .unwrap();
         t_wasm.push(t.elapsed().as_secs_f64());
         peak = peak.max(peak_rss_mb());
         assert_eq!(report.rows, rows);
         parquet_mb = report.size_bytes() as f64 / 1e6;
     }
     let (p, w) = (median(&mut t_psql), median(&mut t_wasm));
-    println!("### 8. PostgreSQL: the postgres component vs `psql` COPY binary (the source's limit)");
+    println!(
+        "### 8. PostgreSQL: the postgres component vs `psql` COPY binary (the source's limit)"
+    );
     println!();
     println!(
         "{rows} rows (int8, float8, 20-byte text, timestamptz; {:.0} MB in PostgreSQL), local cluster over loopback, SCRAM login by the host, median of {reps}:",

@@ -485,9 +485,10 @@ fn inspect(args: InspectArgs, out: &Output) -> Result<()> {
         }
     };
     let surface = runtime.surface(&loaded);
-    let world = runtime
-        .world(&loaded)
-        .map_or_else(|| "none (exports no agnes:connector source)".to_string(), |w| w.to_string());
+    let world = runtime.world(&loaded).map_or_else(
+        || "none (exports no agnes:connector source)".to_string(),
+        |w| w.to_string(),
+    );
     let requested = manifest
         .as_ref()
         .map(|m| m.requests.lines())

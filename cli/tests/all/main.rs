@@ -462,7 +462,9 @@ fn inspect_shows_the_capability_surface_and_what_changed() {
     );
     assert_eq!(v["world"], "agnes:connector@0.2.0");
     assert!(
-        !imports.iter().any(|i| i.starts_with("agnes:connector/database")),
+        !imports
+            .iter()
+            .any(|i| i.starts_with("agnes:connector/database")),
         "the csv connector opens no database: {imports:?}"
     );
     assert!(
@@ -484,7 +486,13 @@ fn inspect_shows_the_capability_surface_and_what_changed() {
     // a database connector: the database import and its request, for the reviewer
     let manifest = repo_root().join("connectors-wasm/postgres/connector.toml");
     let o = agnes(
-        &["connector", "inspect", POSTGRES_COMPONENT, "--manifest", manifest.to_str().unwrap()],
+        &[
+            "connector",
+            "inspect",
+            POSTGRES_COMPONENT,
+            "--manifest",
+            manifest.to_str().unwrap(),
+        ],
         tmp.path(),
     );
     let out = text(&o.stdout);
@@ -501,7 +509,11 @@ fn inspect_shows_the_capability_surface_and_what_changed() {
     // a component built against 0.1.0 says so
     let old = repo_root().join("tests/fixtures/synth-0.1.0.wasm");
     let o = agnes(&["connector", "inspect", old.to_str().unwrap()], tmp.path());
-    assert!(text(&o.stdout).contains("world   agnes:connector@0.1.0"), "{}", text(&o.stdout));
+    assert!(
+        text(&o.stdout).contains("world   agnes:connector@0.1.0"),
+        "{}",
+        text(&o.stdout)
+    );
 
     let o = agnes(
         &[
