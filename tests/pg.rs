@@ -207,6 +207,30 @@ impl PgCluster {
         }
     }
 
+    /// Turns TLS on with `cert` and `key` (PEM), reloading the server.
+    pub fn enable_tls(&self, cert: &Path, key: &Path) {
+        let data = self.data();
+        std::fs::copy(cert, data.join("server.crt")).unwrap();
+        std::fs::copy(key, data.join("server.key")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        if self.as_postgres {
+            for f in ["server.crt", "server.key"] {
+                std::os::unix::fs::chown(data.join(f), Some(id("-u")), Some(id("-g"))).unwrap();
+            }
+        }
+        append(&data.join("postgresql.conf"), "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        self.psql("postgres", "SELECT pg_reload_conf()");
+        // the reload is asynchronous: wait until new sessions see it
+        for _ in 0..100 {
+            if self.psql("postgres", "SHOW ssl") == "on" {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the server did not turn TLS on:\n{}", self.log());
+    }
+
     /// The postmaster's pid.
     pub fn pid(&self) -> i32 {
         let text = std::fs::read_to_string(self.data().join("postmaster.pid")).unwrap();

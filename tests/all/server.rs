@@ -1010,48 +1010,13 @@ fn issue20_request_bodies_are_bounded_and_refused_as_json() {
     }
 }
 
-/// A self-signed certificate for `localhost` / 127.0.0.1, made with the openssl CLI.
-fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let o = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .args([
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-addext",
-            "extendedKeyUsage=serverAuth",
-        ])
-        .output()
-        .expect("openssl");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    (cert, key)
-}
-
 #[test]
 fn issue20_the_server_speaks_tls_when_configured() {
     use rustls::pki_types::pem::PemObject;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let tmp = tempfile::tempdir().unwrap();
-    let (cert, key) = self_signed(tmp.path());
+    let (cert, key) = agnes_tests::self_signed(tmp.path());
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

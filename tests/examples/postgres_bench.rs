@@ -54,10 +54,10 @@ fn main() {
             "CREATE UNLOGGED TABLE big (id int8 NOT NULL, x float8, label text, at timestamptz);
              INSERT INTO big SELECT g, g * 0.5, substr(md5(g::text), 1, 20),
                     '2024-01-01 00:00:00+00'::timestamptz + g * interval '1 second'
-               FROM generate_series(1, {rows}) g;
-             VACUUM ANALYZE big;"
+               FROM generate_series(1, {rows}) g;"
         ),
     );
+    pg.psql("app", "VACUUM ANALYZE big");
     pg.grant_select();
     let size: u64 = pg
         .psql("app", "SELECT pg_table_size('big')")
