@@ -213,13 +213,20 @@ impl PgCluster {
         std::fs::copy(cert, data.join("server.crt")).unwrap();
         std::fs::copy(key, data.join("server.key")).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
         if self.as_postgres {
             for f in ["server.crt", "server.key"] {
                 std::os::unix::fs::chown(data.join(f), Some(id("-u")), Some(id("-g"))).unwrap();
             }
         }
-        append(&data.join("postgresql.conf"), "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        append(
+            &data.join("postgresql.conf"),
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        );
         self.psql("postgres", "SELECT pg_reload_conf()");
         // the reload is asynchronous: wait until new sessions see it
         for _ in 0..100 {

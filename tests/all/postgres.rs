@@ -1113,7 +1113,10 @@ async fn tls_is_negotiated_and_verified_as_granted() {
     let tmp = tempfile::tempdir().unwrap();
     let (cert, key) = agnes_tests::self_signed(tmp.path());
     pg.enable_tls(&cert, &key);
-    pg.psql("app", "CREATE TABLE t (n int); INSERT INTO t VALUES (1), (2), (3);");
+    pg.psql(
+        "app",
+        "CREATE TABLE t (n int); INSERT INTO t VALUES (1), (2), (3);",
+    );
     pg.grant_select();
     let pw = password_file(tmp.path(), READER_PASSWORD);
     let run = |tls: agnes_runtime::TlsMode, ca: Option<PathBuf>, name: &str| {
@@ -1121,21 +1124,50 @@ async fn tls_is_negotiated_and_verified_as_granted() {
         g.tls = tls;
         g.ca_file = ca;
         let extracts = tmp.path().join(name);
-        async move { runtime().run(postgres(), pg_request(&extracts, grant_main(g), json!({})), None).await }
+        async move {
+            runtime()
+                .run(
+                    postgres(),
+                    pg_request(&extracts, grant_main(g), json!({})),
+                    None,
+                )
+                .await
+        }
     };
     // encrypted, certificate not checked
-    assert_eq!(run(agnes_runtime::TlsMode::Require, None, "a").await.unwrap().rows, 3);
+    assert_eq!(
+        run(agnes_runtime::TlsMode::Require, None, "a")
+            .await
+            .unwrap()
+            .rows,
+        3
+    );
     // verified against the operator's CA file, for the IP the grant names
-    assert_eq!(run(agnes_runtime::TlsMode::VerifyFull, Some(cert.clone()), "b").await.unwrap().rows, 3);
+    assert_eq!(
+        run(agnes_runtime::TlsMode::VerifyFull, Some(cert.clone()), "b")
+            .await
+            .unwrap()
+            .rows,
+        3
+    );
     // verified against Mozilla's roots: a self-signed certificate is refused
-    let err = run(agnes_runtime::TlsMode::VerifyFull, None, "c").await.unwrap_err();
-    assert!(err.to_string().contains("TLS handshake") && err.to_string().contains("certificate"), "{err}");
+    let err = run(agnes_runtime::TlsMode::VerifyFull, None, "c")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("TLS handshake") && err.to_string().contains("certificate"),
+        "{err}"
+    );
     // the session really is encrypted
     let extracts = tmp.path().join("probe");
     let mut g = pg.grant("reader", Some(&pw));
     g.tls = agnes_runtime::TlsMode::Require;
-    run_hostile_db(&extracts, grant_main(g), json!({"sql": ["SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"]}))
-        .await
-        .unwrap();
+    run_hostile_db(
+        &extracts,
+        grant_main(g),
+        json!({"sql": ["SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"]}),
+    )
+    .await
+    .unwrap();
     assert_eq!(probe(&extracts)[1].1, "ok: [[Some(\"t\")]]");
 }
