@@ -43,7 +43,8 @@ test:
       CARGO_TARGET_DIR={{wasm_target}}-native \
       "$WASM_CARGO" test --locked --lib --target x86_64-unknown-linux-gnu \
         -p agnes-connector-sdk -p agnes-connector-csv -p agnes-connector-http-json \
-        -p agnes-connector-jira -p agnes-connector-keboola -p agnes-connector-synth
+        -p agnes-connector-jira -p agnes-connector-keboola -p agnes-connector-synth \
+        -p agnes-connector-postgres
 
 # Every benchmark at full size (10M rows, ~1 GB files; ~15 min); writes docs/benchmarks.md.
 bench: connectors
