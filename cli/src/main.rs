@@ -97,6 +97,17 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // a reader that closed stdout early (`agnes query ... | head`) is not an error
+            for cause in e.chain() {
+                if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+                    output::exit_on_closed_stdout(io);
+                }
+                if let Some(arrow_schema::ArrowError::IoError(_, io)) =
+                    cause.downcast_ref::<arrow_schema::ArrowError>()
+                {
+                    output::exit_on_closed_stdout(io);
+                }
+            }
             // what a connector or a server said may reach this line: never let it steer
             // the terminal (escape codes that erase the line and print a fake success)
             eprintln!(

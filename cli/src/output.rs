@@ -18,11 +18,26 @@ impl Output {
         if self.quiet {
             return;
         }
-        if self.json {
-            println!("{}", json());
+        let text = if self.json {
+            json().to_string()
         } else {
-            println!("{}", human());
+            human()
+        };
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        if let Err(e) = writeln!(stdout, "{text}").and_then(|_| stdout.flush()) {
+            exit_on_closed_stdout(&e);
+            eprintln!("error: writing to stdout: {e}");
+            std::process::exit(1);
         }
+    }
+}
+
+/// Stdout closed by its reader (`agnes ... | head`): stop quietly and successfully, as
+/// Unix tools do, instead of panicking on the next print.
+pub fn exit_on_closed_stdout(e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
     }
 }
 

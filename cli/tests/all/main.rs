@@ -643,3 +643,34 @@ file = "token"
         text(&o.stderr)
     );
 }
+
+#[test]
+fn a_reader_closing_stdout_early_is_not_an_error() {
+    use std::io::Read;
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = repo_root().join("connectors-wasm/postgres/connector.toml");
+    // `agnes connector inspect ... | head -n 1`: the reader goes away after one line
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agnes"))
+        .args(["connector", "inspect", POSTGRES_COMPONENT, "--manifest"])
+        .arg(&manifest)
+        .env("AGNES_CACHE_DIR", tmp.path())
+        .env("RUST_BACKTRACE", "0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // closed before the command writes anything
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit {status}: {stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+        "{stderr}"
+    );
+}
