@@ -37,6 +37,28 @@ pub struct ServerConfig {
     /// (split-horizon names); still checked like DNS answers (non-public needs
     /// `allow_private` in the grant).
     pub resolve: std::collections::HashMap<String, Vec<std::net::IpAddr>>,
+    /// Guardrails of remote tables (queries pushed to the source).
+    pub remote: RemoteLimits,
+}
+
+/// `[remote]`: what a scan of a remote table may cost.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemoteLimits {
+    /// A scan whose estimated scanned bytes exceed this is refused
+    /// (`remote_scan_too_large`); a table's option `max_scan_bytes` overrides it. 0 = off.
+    pub max_scan_bytes: u64,
+    /// Estimated bytes scanned per user per UTC day, over all remote scans; 0 = off.
+    pub daily_scan_bytes_per_user: u64,
+}
+
+impl Default for RemoteLimits {
+    fn default() -> Self {
+        RemoteLimits {
+            max_scan_bytes: 5 << 30,
+            daily_scan_bytes_per_user: 100 << 30,
+        }
+    }
 }
 
 /// `[webhooks.*]`: which source an inbound webhook updates and how it is authenticated.
@@ -117,6 +139,7 @@ impl Default for ServerConfig {
             instance_name: "Agnes".into(),
             tls: None,
             resolve: Default::default(),
+            remote: RemoteLimits::default(),
         }
     }
 }

@@ -18,6 +18,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    /// A bad request with its own machine-readable code (e.g. `remote_scan_too_large`).
+    #[error("{1}")]
+    Refused(&'static str, String),
     #[error("{0}")]
     MethodNotAllowed(String),
     #[error("{0}")]
@@ -46,6 +49,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::Refused(code, _) => code,
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::QueryRejected(_) => "query_rejected",
@@ -62,7 +66,9 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::BadRequest(_) | ApiError::QueryRejected(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::QueryRejected(_) | ApiError::Refused(..) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

@@ -32,6 +32,7 @@ pub mod fuzz;
 pub mod metrics;
 pub mod openapi;
 pub mod query;
+pub mod remote;
 pub mod routes;
 pub mod state;
 pub mod store;
