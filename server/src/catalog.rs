@@ -47,13 +47,24 @@ pub struct Catalog {
     pub broken_sources: Vec<(String, String)>,
 }
 
-/// The registered tables, `(source, table)` → the admin's description (if any).
-pub type Registered = BTreeMap<(String, String), Option<String>>;
+/// A registered table as the catalog needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegisteredTable {
+    /// The admin's description, if any.
+    pub description: Option<String>,
+    pub query_mode: String,
+    /// When it was registered (a remote table's `updated`).
+    pub created_at: String,
+}
+
+/// The registered tables, by `(source, table)`.
+pub type Registered = BTreeMap<(String, String), RegisteredTable>;
 
 /// Builds the catalog from `extracts_dir`, keeping owners from `previous`. Only the
 /// `(source, table)` pairs in `registered` are served: a removed table or a deleted source
 /// stops being served at once, and an extract nobody registered is never served. An
-/// admin's table description replaces the connector's.
+/// admin's table description replaces the connector's. A `remote` table has no extract: it
+/// is served (listed, described, scanned at its source) as soon as it is registered.
 pub fn build(extracts_dir: &Path, previous: &Catalog, registered: &Registered) -> Catalog {
     let mut sources: Vec<String> = std::fs::read_dir(extracts_dir)
         .map(|rd| {
@@ -77,14 +88,16 @@ pub fn build(extracts_dir: &Path, previous: &Catalog, registered: &Registered) -
                     let (Some(md5), Some(rel)) = (m.md5, m.path) else {
                         continue;
                     };
-                    let Some(described) = registered.get(&(source.clone(), m.table_name.clone()))
-                    else {
+                    let Some(reg) = registered.get(&(source.clone(), m.table_name.clone())) else {
                         continue;
                     };
+                    if reg.query_mode == "remote" {
+                        continue;
+                    }
                     let entry = TableEntry {
                         name: m.table_name.clone(),
                         source: source.clone(),
-                        description: described.clone().or(m.description),
+                        description: reg.description.clone().or(m.description),
                         path: dir.join(rel),
                         md5,
                         size_bytes: m.size_bytes,
@@ -99,6 +112,24 @@ pub fn build(extracts_dir: &Path, previous: &Catalog, registered: &Registered) -
                 tracing::warn!("error.type" = "broken_extract", source = %source, error = %e, "extract not served");
                 catalog.broken_sources.push((source, e.to_string()));
             }
+        }
+    }
+    for ((source, name), reg) in registered {
+        if reg.query_mode == "remote" {
+            candidates
+                .entry(name.clone())
+                .or_default()
+                .push(TableEntry {
+                    name: name.clone(),
+                    source: source.clone(),
+                    description: reg.description.clone(),
+                    path: PathBuf::new(),
+                    md5: String::new(),
+                    size_bytes: 0,
+                    rows: 0,
+                    updated: reg.created_at.clone(),
+                    query_mode: "remote".into(),
+                });
         }
     }
     for (name, mut entries) in candidates {
@@ -129,7 +160,7 @@ pub fn write_analytics_db(path: &Path, catalog: &Catalog) -> Result<(), String> 
     let result = (|| {
         let conn = duckdb::Connection::open(&tmp).map_err(|e| e.to_string())?;
         let mut sql = String::from("BEGIN;\n");
-        for t in catalog.tables.values() {
+        for t in catalog.tables.values().filter(|t| t.query_mode != "remote") {
             sql.push_str(&format!(
                 "CREATE VIEW \"{}\" AS SELECT * FROM read_parquet({});\n",
                 t.name,

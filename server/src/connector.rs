@@ -213,3 +213,87 @@ pub async fn discover(state: &AppState, spec: &SourceSpec) -> ApiResult<Vec<Disc
         })
         .collect())
 }
+
+/// What the source's connector says about itself (run in the sandbox, nothing granted).
+pub async fn spec(state: &AppState, spec: &SourceSpec) -> ApiResult<agnes_runtime::ConnectorSpec> {
+    with_connector(
+        state,
+        spec,
+        async move |runtime, component, _grant, limits| {
+            runtime
+                .spec(&component, &limits)
+                .await
+                .map_err(|e| ApiError::BadRequest(format!("spec failed: {e}")))
+        },
+    )
+    .await
+}
+
+/// Why a remote call failed, as the analyst sees it: a request the host refused is 400
+/// naming the part; anything else (the source, the connector) is 502-worthy detail in a
+/// 400 too, since the analyst can often fix it by narrowing the request.
+fn remote_error(e: agnes_runtime::Error) -> ApiError {
+    match e {
+        agnes_runtime::Error::InvalidRequest { .. } => {
+            ApiError::Refused("invalid_request", e.to_string())
+        }
+        other => ApiError::BadRequest(format!("the source could not answer: {other}")),
+    }
+}
+
+/// `estimate` of `request` on `table` of the source (in the sandbox, with its grant).
+pub async fn estimate(
+    state: &AppState,
+    spec: &SourceSpec,
+    table: &str,
+    request: agnes_runtime::query::QueryRequest,
+) -> ApiResult<agnes_runtime::Estimate> {
+    let (config, table) = (spec.config.to_string(), table.to_string());
+    with_connector(
+        state,
+        spec,
+        async move |runtime, component, grant, limits| {
+            let call = agnes_runtime::query::QueryCall {
+                config,
+                grant,
+                limits,
+                table,
+                request,
+            };
+            runtime
+                .estimate(&component, &call)
+                .await
+                .map_err(remote_error)
+        },
+    )
+    .await
+}
+
+/// `query` of `request` on `table`: the result's parquet file under `out_dir`.
+pub async fn query(
+    state: &AppState,
+    spec: &SourceSpec,
+    table: &str,
+    request: agnes_runtime::query::QueryRequest,
+    out_dir: PathBuf,
+) -> ApiResult<agnes_runtime::query::QueryReport> {
+    let (config, table) = (spec.config.to_string(), table.to_string());
+    with_connector(
+        state,
+        spec,
+        async move |runtime, component, grant, limits| {
+            let call = agnes_runtime::query::QueryCall {
+                config,
+                grant,
+                limits,
+                table,
+                request,
+            };
+            runtime
+                .query(&component, &call, &out_dir)
+                .await
+                .map_err(remote_error)
+        },
+    )
+    .await
+}

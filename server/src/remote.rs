@@ -14,6 +14,11 @@ use sqlparser::ast::{self, BinaryOperator, UnaryOperator};
 use sqlparser::dialect::GenericDialect;
 use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
 
+/// What a remote table's `where` may say, for analysts (the schema endpoint shows it).
+pub const WHERE_SYNTAX: &str = "one SQL expression over the table's columns: = <> < <= > >=, AND OR NOT, \
+    IN (...), BETWEEN, LIKE / ILIKE, IS [NOT] NULL, + - * / %, literals (12, 1.5, 'text', TRUE, NULL, \
+    DATE '2024-01-31', TIMESTAMP '2024-01-31 10:00:00'); no functions, subqueries, comments or `;`";
+
 /// The longest `where` text accepted.
 pub const MAX_WHERE: usize = 64 * 1024;
 
@@ -69,7 +74,9 @@ fn refuse<T>(what: impl std::fmt::Display) -> Result<T, String> {
         shown.truncate(end);
         shown.push('…');
     }
-    Err(format!("`{shown}` is not allowed in a remote where; {ALLOWED}"))
+    Err(format!(
+        "`{shown}` is not allowed in a remote where; {ALLOWED}"
+    ))
 }
 
 fn convert(e: &ast::Expr, table: &str, depth: usize) -> Result<Expr, String> {
@@ -231,9 +238,7 @@ fn typed(t: &ast::DataType, v: &ast::Value, whole: &ast::Expr) -> Result<Expr, S
     };
     Ok(Expr::Literal(match t {
         ast::DataType::Date => Literal::Date(s.clone()),
-        ast::DataType::Timestamp(..) | ast::DataType::Datetime(_) => {
-            Literal::Timestamp(s.clone())
-        }
+        ast::DataType::Timestamp(..) | ast::DataType::Datetime(_) => Literal::Timestamp(s.clone()),
         _ => return refuse(whole),
     }))
 }
@@ -316,4 +321,122 @@ mod tests {
         assert!(order_key("amount sideways").is_err());
         assert!(order_key("a b c").is_err());
     }
+}
+
+/// What an analyst asks of a remote table (the fields of `/api/v2/scan`).
+pub struct ScanAsk<'a> {
+    pub select: &'a [String],
+    pub predicate: Option<&'a str>,
+    pub order_by: &'a [String],
+    pub limit: Option<u64>,
+}
+
+/// The structured request of a scan of remote table `table`.
+pub fn request(table: &str, ask: &ScanAsk<'_>) -> Result<agnes_query::Request, String> {
+    let filter = match ask.predicate.map(str::trim).filter(|p| !p.is_empty()) {
+        Some(p) => Some(parse_where(p, table)?),
+        None => None,
+    };
+    Ok(agnes_query::Request {
+        table: table.to_string(),
+        columns: ask.select.to_vec(),
+        filter,
+        order_by: ask
+            .order_by
+            .iter()
+            .map(|o| order_key(o))
+            .collect::<Result<_, _>>()?,
+        limit: ask.limit,
+    })
+}
+
+/// A scan's guardrails: the scan cap (the table's `max_scan_bytes` option, else the
+/// server's) and the caller's daily budget, both against the connector's estimate.
+pub struct Guard {
+    pub cap: u64,
+    pub budget: u64,
+    /// Estimated bytes the caller scanned today (UTC) before this scan.
+    pub used_today: u64,
+}
+
+impl Guard {
+    /// Reads the cap and today's use.
+    pub async fn load(
+        state: &crate::state::AppState,
+        user: &str,
+        source: &str,
+        table: &str,
+    ) -> crate::error::ApiResult<Guard> {
+        let limits = &state.config.remote;
+        let option = state
+            .store
+            .list_tables(Some(source))
+            .await?
+            .into_iter()
+            .find(|t| t.spec.name == table)
+            .and_then(|t| {
+                t.spec
+                    .options
+                    .get("max_scan_bytes")
+                    .and_then(|v| v.as_u64())
+            });
+        let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        let entries = state
+            .store
+            .list_audit(&crate::store::AuditFilter {
+                since: Some(today),
+                action: Some(SCAN_ACTION.into()),
+                limit: 1_000_000,
+            })
+            .await?;
+        let used_today = entries
+            .iter()
+            .filter(|e| e.user.as_deref() == Some(user))
+            .filter_map(|e| e.detail.as_deref().and_then(scanned_bytes))
+            .fold(0u64, u64::saturating_add);
+        Ok(Guard {
+            cap: option.unwrap_or(limits.max_scan_bytes),
+            budget: limits.daily_scan_bytes_per_user,
+            used_today,
+        })
+    }
+
+    /// Refuses a scan whose estimate is over the cap or the remaining budget.
+    pub fn check(&self, table: &str, scan_bytes: u64) -> crate::error::ApiResult<()> {
+        use crate::error::ApiError::Refused;
+        if self.cap > 0 && scan_bytes > self.cap {
+            return Err(Refused(
+                "remote_scan_too_large",
+                format!(
+                    "scanning `{table}` as asked would read about {scan_bytes} bytes at the source, over the \
+                     scan cap of {} bytes; narrow it (`agnes snapshot create {table} --where ... --select ...`) \
+                     or ask an admin to raise the table's max_scan_bytes",
+                    self.cap
+                ),
+            ));
+        }
+        if self.budget > 0 && self.used_today.saturating_add(scan_bytes) > self.budget {
+            return Err(Refused(
+                "remote_budget_exceeded",
+                format!(
+                    "this scan (about {scan_bytes} bytes at the source) would take you over your daily remote \
+                     scan budget of {} bytes ({} used today, UTC); narrow it or try tomorrow",
+                    self.budget, self.used_today
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The audit action of a remote scan; its detail starts with `scanned_bytes=N`.
+pub const SCAN_ACTION: &str = "data.remote_scan";
+
+fn scanned_bytes(detail: &str) -> Option<u64> {
+    detail
+        .strip_prefix("scanned_bytes=")?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }

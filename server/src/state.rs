@@ -78,7 +78,14 @@ impl AppState {
             .await
             .map_err(|e| format!("listing tables: {}", e.detail()))?
             .into_iter()
-            .map(|t| ((t.source, t.spec.name), t.spec.description))
+            .map(|t| {
+                let reg = crate::catalog::RegisteredTable {
+                    description: t.spec.description,
+                    query_mode: t.spec.query_mode,
+                    created_at: t.created_at,
+                };
+                ((t.source, t.spec.name), reg)
+            })
             .collect();
         let state = self.clone();
         tokio::task::spawn_blocking(move || {

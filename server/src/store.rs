@@ -447,7 +447,7 @@ impl SourceSpec {
 }
 
 /// The query modes a table may have today.
-pub const QUERY_MODES: [&str; 1] = ["local"];
+pub const QUERY_MODES: [&str; 2] = ["local", "remote"];
 
 impl TableSpec {
     pub fn validate(&self) -> ApiResult<()> {
@@ -456,7 +456,7 @@ impl TableSpec {
         if !QUERY_MODES.contains(&self.query_mode.as_str()) {
             return Err(BadRequest(format!(
                 "table `{}`: query_mode `{}` is not supported yet; use one of {QUERY_MODES:?} \
-                 (materialized and remote come later)",
+                 (materialized comes later)",
                 self.name, self.query_mode
             )));
         }

@@ -183,7 +183,12 @@ impl Drop for Reservation {
 async fn run_source(state: &AppState, run: i64, source: &Source, full_refresh: bool) {
     // listed now, not at trigger: a table added while the source waited in the queue syncs too
     let names: Vec<String> = match state.store.list_tables(Some(&source.spec.name)).await {
-        Ok(t) => t.into_iter().map(|t| t.spec.name).collect(),
+        // remote tables stay at the source: nothing to copy
+        Ok(t) => t
+            .into_iter()
+            .filter(|t| t.spec.query_mode != "remote")
+            .map(|t| t.spec.name)
+            .collect(),
         Err(e) => {
             let _ = state
                 .store

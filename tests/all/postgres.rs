@@ -1171,3 +1171,263 @@ async fn tls_is_negotiated_and_verified_as_granted() {
     .unwrap();
     assert_eq!(probe(&extracts)[1].1, "ok: [[Some(\"t\")]]");
 }
+
+/// `POST /api/v2/scan` as `token`: the rows of the Arrow IPC answer, or the error JSON.
+fn scan_rows(
+    s: &agnes_tests::TestServer,
+    token: &str,
+    body: serde_json::Value,
+) -> Result<(usize, Vec<String>), (u16, serde_json::Value)> {
+    let r = agnes_tests::http()
+        .post(&s.url("/api/v2/scan"))
+        .header("Authorization", &agnes_tests::bearer(token))
+        .send_json(&body)
+        .unwrap();
+    let status = r.status().as_u16();
+    if status != 200 {
+        return Err((status, agnes_tests::read_json(r)));
+    }
+    let bytes = agnes_tests::read_bytes(r);
+    let reader =
+        arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+    let columns = reader
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let rows = reader.map(|b| b.unwrap().num_rows()).sum();
+    Ok((rows, columns))
+}
+
+#[test]
+fn remote_tables_are_scanned_at_the_source_within_their_guardrails() {
+    let pg = PgCluster::start();
+    pg.psql(
+        "app",
+        "CREATE TABLE events (id int8 PRIMARY KEY, country text, amount numeric(10,2), day date);
+         INSERT INTO events SELECT g, (ARRAY['CZ','DE','US'])[g % 3 + 1], g * 0.5, '2024-01-01'::date + g % 90
+           FROM generate_series(1, 20000) g;
+         CREATE TABLE other (id int);
+         ANALYZE events;",
+    );
+    pg.grant_select();
+    let table_bytes: u64 = pg
+        .psql("app", "SELECT pg_table_size('events')")
+        .parse()
+        .unwrap();
+    // a budget for one full scan and a half
+    let s = agnes_tests::TestServer::start_with(|c| {
+        c.remote.daily_scan_bytes_per_user = table_bytes * 3 / 2
+    });
+    let secrets = tempfile::tempdir().unwrap();
+    let pw = password_file(secrets.path(), READER_PASSWORD);
+    let grant = json!({"databases": {"main": {"host": "127.0.0.1", "port": pg.port, "database": "app",
+        "user": "reader", "password": {"file": pw}, "tls": "disable", "allow_private": true}}});
+    let manifest = agnes_tests::repo_root().join("connectors-wasm/postgres/connector.toml");
+    s.admin_call(
+        "POST",
+        "/api/admin/sources",
+        Some(
+            json!({"name": "wh", "connector": agnes_tests::POSTGRES_COMPONENT,
+        "manifest": manifest, "config": {}, "grant": grant}),
+        ),
+    );
+    // a remote table needs a table the connector offers
+    let (st, err) = s.call(
+        "POST",
+        Some(&s.admin),
+        "/api/admin/sources/wh/tables",
+        Some(json!({"tables": [{"name": "nope", "query_mode": "remote"}]})),
+    );
+    assert_eq!(st, 400, "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not offer a table `nope`"),
+        "{err}"
+    );
+    s.admin_call(
+        "POST",
+        "/api/admin/sources/wh/tables",
+        Some(json!({"tables": [
+        {"name": "events", "query_mode": "remote"}, {"name": "other"}]})),
+    );
+    s.admin_call("POST", "/api/admin/sources/wh/sync", None);
+    s.wait_for_sync();
+    // a connector that cannot query cannot have remote tables
+    s.with_demo_source(json!({"tables": [{"name": "orders"}]}));
+    let (st, err) = s.call(
+        "PATCH",
+        Some(&s.admin),
+        "/api/admin/sources/demo/tables/orders",
+        Some(json!({"query_mode": "remote"})),
+    );
+    assert_eq!(st, 400, "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot answer queries"),
+        "{err}"
+    );
+
+    s.admin_call("POST", "/api/admin/groups", Some(json!({"name": "sales"})));
+    s.admin_call(
+        "POST",
+        "/api/admin/grants",
+        Some(json!({"group": "sales", "resource_type": "table", "resource_id": "events"})),
+    );
+    let ana = s.admin_call(
+        "POST",
+        "/api/admin/users",
+        Some(json!({"name": "ana", "groups": ["sales"]})),
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bob = s.admin_call(
+        "POST",
+        "/api/admin/users",
+        Some(json!({"name": "bob", "groups": []})),
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // listed as remote, not copied, not downloadable
+    let (_, m) = s.call("GET", Some(&ana), "/api/sync/manifest", None);
+    assert_eq!(m["tables"]["events"]["query_mode"], "remote", "{m}");
+    assert!(
+        !s.data_dir
+            .path()
+            .join("extracts/wh/data/events.parquet")
+            .exists()
+    );
+    let (st, err) = s.call("GET", Some(&ana), "/api/data/events/download", None);
+    assert_eq!(
+        (st, err["code"].as_str()),
+        (400, Some("remote_table")),
+        "{err}"
+    );
+    // schema from the connector, a sample with the limit pushed down
+    let (st, schema) = s.call("GET", Some(&ana), "/api/v2/schema/events", None);
+    assert_eq!(st, 200, "{schema}");
+    assert_eq!(
+        (
+            schema["query_mode"].as_str(),
+            schema["columns"].as_array().map(Vec::len)
+        ),
+        (Some("remote"), Some(4)),
+        "{schema}"
+    );
+    assert!(
+        schema["where_syntax"]
+            .as_str()
+            .unwrap()
+            .contains("no functions")
+    );
+    let (st, sample) = s.call("GET", Some(&ana), "/api/v2/sample/events?n=3", None);
+    assert_eq!(
+        (st, sample["rows"].as_array().map(Vec::len)),
+        (200, Some(3)),
+        "{sample}"
+    );
+    // no grant, no scan
+    assert_eq!(
+        scan_rows(&s, &bob, json!({"table": "events"}))
+            .unwrap_err()
+            .0,
+        403
+    );
+
+    // the where is pushed to the source: PostgreSQL's count, and the connector emitted
+    // exactly those rows (the audit records what it read)
+    let expected: usize = pg.psql("app", "SELECT count(*) FROM events WHERE country = 'CZ' AND amount > 100 AND day < '2024-02-01'").parse().unwrap();
+    let (st, est) = s.call("POST", Some(&ana), "/api/v2/scan/estimate",
+        Some(json!({"table": "events", "where": "country = 'CZ' AND amount > 100 AND day < DATE '2024-02-01'"})));
+    assert_eq!(st, 200, "{est}");
+    assert!(
+        est["estimated_scan_bytes"].as_u64().unwrap() >= table_bytes,
+        "{est}"
+    );
+    assert!(est["would_refuse"].is_null(), "{est}");
+    let (rows, columns) = scan_rows(&s, &ana, json!({"table": "events", "select": ["id", "amount"],
+        "where": "country = 'CZ' AND amount > 100 AND day < DATE '2024-02-01'", "order_by": ["amount DESC"]})).unwrap();
+    assert_eq!(
+        (rows, columns),
+        (expected, vec!["id".to_string(), "amount".to_string()])
+    );
+    let audit = s.admin_call("GET", "/api/admin/audit?action=data.remote_scan", None);
+    let detail = audit.to_string();
+    assert!(detail.contains(&format!("rows={expected} ")), "{detail}");
+
+    // refused before anything reaches the connector, naming the part
+    for (bad, why) in [
+        ("id IN (SELECT id FROM other)", "subquery"),
+        ("lower(country) = 'cz'", "function `lower`"),
+        ("other.id = 1", "not a column of `events`"),
+        ("id = 1 -- OR 1=1", "comments"),
+        ("id = 1; DELETE FROM events", "`;`"),
+        ("nope = 1", "`nope` is not a column"),
+        ("country > 1", "compares a text with a number"),
+    ] {
+        let (st, err) = scan_rows(&s, &ana, json!({"table": "events", "where": bad})).unwrap_err();
+        assert_eq!(
+            (st, err["code"].as_str()),
+            (400, Some("invalid_request")),
+            "{bad}: {err}"
+        );
+        assert!(
+            err["message"].as_str().unwrap().contains(why),
+            "{bad}: {err}"
+        );
+    }
+
+    // the budget: today's scans (one full scan already) plus this one's estimate; a narrow
+    // scan by the primary key still fits, another full scan does not
+    assert_eq!(
+        scan_rows(&s, &ana, json!({"table": "events", "where": "id < 10"}))
+            .unwrap()
+            .0,
+        9
+    );
+    let (st, err) =
+        scan_rows(&s, &ana, json!({"table": "events", "where": "amount > 0"})).unwrap_err();
+    assert_eq!(
+        (st, err["code"].as_str()),
+        (400, Some("remote_budget_exceeded")),
+        "{err}"
+    );
+    // the cap, per table, suggests a snapshot
+    s.admin_call(
+        "PATCH",
+        "/api/admin/sources/wh/tables/events",
+        Some(json!({"options": {"max_scan_bytes": 1000}})),
+    );
+    let (st, err) = scan_rows(&s, &ana, json!({"table": "events"})).unwrap_err();
+    assert_eq!(
+        (st, err["code"].as_str()),
+        (400, Some("remote_scan_too_large")),
+        "{err}"
+    );
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("agnes snapshot create events --where"),
+        "{err}"
+    );
+    let refused = s
+        .admin_call(
+            "GET",
+            "/api/admin/audit?action=data.remote_scan_refused",
+            None,
+        )
+        .to_string();
+    assert!(
+        refused.contains("remote_scan_too_large") && refused.contains("remote_budget_exceeded"),
+        "{refused}"
+    );
+}

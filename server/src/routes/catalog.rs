@@ -75,12 +75,32 @@ async fn schema(
 ) -> ApiResult<Json<Value>> {
     let table = super::readable_table(&state, &user, &name)?;
     let source = table.source.clone();
-    let limits = state.config.query.clone();
-    let columns = tokio::task::spawn_blocking(move || {
-        Sandbox::open(&[(table.name.clone(), table.path.clone())], &limits)?.schema(&table.name)
-    })
-    .await
-    .map_err(ApiError::internal)??;
+    let remote = table.query_mode == "remote";
+    let columns: Vec<(String, String, bool)> = if remote {
+        // the data stays at the source: its connector says what the table is
+        let src = super::sources::require_source(&state, &source).await?;
+        crate::connector::discover(&state, &src.spec)
+            .await?
+            .into_iter()
+            .find(|t| t.name == table.name)
+            .ok_or_else(|| {
+                ApiError::NotFound(format!("the source no longer offers `{}`", table.name))
+            })?
+            .columns
+            .into_iter()
+            .map(|c| (c.name, c.data_type, c.nullable))
+            .collect()
+    } else {
+        let limits = state.config.query.clone();
+        tokio::task::spawn_blocking(move || {
+            Sandbox::open(&[(table.name.clone(), table.path.clone())], &limits)?.schema(&table.name)
+        })
+        .await
+        .map_err(ApiError::internal)??
+        .into_iter()
+        .map(|c| (c.name, c.data_type, c.nullable))
+        .collect()
+    };
     let kind = state
         .store
         .get_source(&source)
@@ -89,14 +109,18 @@ async fn schema(
         .unwrap_or_default();
     let columns: Vec<Value> = columns
         .into_iter()
-        .map(|c| json!({"name": c.name, "type": c.data_type, "nullable": c.nullable, "description": ""}))
+        .map(|(name, ty, nullable)| json!({"name": name, "type": ty, "nullable": nullable, "description": ""}))
         .collect();
     Ok(Json(json!({
         "table": name,
         "table_id": name,
         "source": source,
         "source_type": kind,
-        "sql_flavor": "duckdb",
+        "query_mode": if remote { "remote" } else { "local" },
+        // local tables are queried with DuckDB; a remote table's where is the portable
+        // subset the server parses and pushes to the source
+        "sql_flavor": if remote { "remote" } else { "duckdb" },
+        "where_syntax": if remote { Some(crate::remote::WHERE_SYNTAX) } else { None },
         "partition_by": null,
         "clustered_by": [],
         "columns": columns,
@@ -131,12 +155,34 @@ async fn sample(
     };
     let n = q.n.unwrap_or(5).min(1000);
     let limits = state.config.query.clone();
+    // a remote table's sample is a query at the source with the limit pushed down
+    let out = tempfile::tempdir().map_err(ApiError::internal)?;
+    let path = if table.query_mode == "remote" {
+        let src = super::sources::require_source(&state, &source).await?;
+        let request = agnes_runtime::query::QueryRequest::Structured(agnes_query::Request {
+            table: table.name.clone(),
+            limit: Some(n as u64),
+            ..Default::default()
+        });
+        crate::connector::query(
+            &state,
+            &src.spec,
+            &table.name,
+            request,
+            out.path().to_path_buf(),
+        )
+        .await?
+        .path
+    } else {
+        table.path.clone()
+    };
     let result = tokio::task::spawn_blocking(move || {
-        Sandbox::open(&[(table.name.clone(), table.path.clone())], &limits)?
+        Sandbox::open(&[(table.name.clone(), path)], &limits)?
             .query(&format!("SELECT * FROM \"{}\"", table.name), n)
     })
     .await
     .map_err(ApiError::internal)??;
+    drop(out);
     super::audit(&state, &user.0, "data.sample", Some(name.clone()), None).await;
     let mut body = serde_json::to_value(&result).map_err(ApiError::internal)?;
     if !arrays {

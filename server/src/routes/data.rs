@@ -62,6 +62,15 @@ async fn download(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let table = super::readable_table(&state, &user, &name)?;
+    if table.query_mode == "remote" {
+        return Err(ApiError::Refused(
+            "remote_table",
+            format!(
+                "`{name}` is a remote table: its data stays at the source. Cut what you need with \
+                 `agnes snapshot create {name} --where ...`, or query it with `agnes query --remote`"
+            ),
+        ));
+    }
     let etag = format!("\"{}\"", table.md5);
     if let Some(inm) = headers
         .get(header::IF_NONE_MATCH)

@@ -139,9 +139,11 @@ async fn import(
     let tables: Vec<(String, std::path::PathBuf)> = catalog
         .tables
         .values()
+        .filter(|t| t.query_mode != "remote")
         .map(|t| (t.name.clone(), t.path.clone()))
         .collect();
-    let served: std::collections::BTreeSet<String> = catalog.tables.keys().cloned().collect();
+    let served: std::collections::BTreeSet<String> =
+        tables.iter().map(|(name, _)| name.clone()).collect();
     let limits = state.config.query.clone();
     let metrics = req.metrics;
     let checked =

@@ -131,12 +131,57 @@ fn open(state: &AppState, table: &TableEntry) -> ApiResult<Sandbox> {
     )
 }
 
+impl ScanReq {
+    fn ask(&self) -> crate::remote::ScanAsk<'_> {
+        crate::remote::ScanAsk {
+            select: &self.select,
+            predicate: self.predicate.as_deref(),
+            order_by: &self.order_by,
+            limit: self.limit,
+        }
+    }
+}
+
+/// A remote table's request, source and the connector's estimate.
+async fn remote_estimate(
+    state: &AppState,
+    table: &TableEntry,
+    req: &ScanReq,
+) -> ApiResult<(
+    crate::store::Source,
+    agnes_runtime::query::QueryRequest,
+    agnes_runtime::Estimate,
+)> {
+    let request = crate::remote::request(&table.name, &req.ask())
+        .map_err(|m| ApiError::Refused("invalid_request", m))?;
+    let request = agnes_runtime::query::QueryRequest::Structured(request);
+    let source = super::sources::require_source(state, &table.source).await?;
+    let estimate =
+        crate::connector::estimate(state, &source.spec, &table.name, request.clone()).await?;
+    Ok((source, request, estimate))
+}
+
 async fn estimate(
     State(state): State<AppState>,
     user: AuthUser,
     ApiJson(req): ApiJson<ScanReq>,
 ) -> ApiResult<Json<Value>> {
     let table = super::readable_table(&state, &user, &req.table)?;
+    if table.query_mode == "remote" {
+        let (_, _, e) = remote_estimate(&state, &table, &req).await?;
+        let guard =
+            crate::remote::Guard::load(&state, &user.0.name, &table.source, &table.name).await?;
+        let scan = e.scan_bytes.unwrap_or(0);
+        let refused = guard.check(&table.name, scan).err().map(|r| r.to_string());
+        return Ok(Json(json!({
+            "rows": e.rows, "bytes": e.result_bytes, "exact": e.exact,
+            "columns": if req.select.is_empty() { Value::Null } else { json!(req.select.len()) },
+            "engine": "remote", "estimated_scan_bytes": scan,
+            "estimated_result_rows": e.rows, "estimated_result_bytes": e.result_bytes,
+            "max_scan_bytes": guard.cap, "daily_budget_bytes": guard.budget,
+            "scanned_today_bytes": guard.used_today, "would_refuse": refused,
+        })));
+    }
     let entry = table.clone();
     let st = state.clone();
     let (rows, selected, total) =
@@ -186,6 +231,9 @@ async fn scan(
     ApiJson(req): ApiJson<ScanReq>,
 ) -> ApiResult<Response> {
     let table = super::readable_table(&state, &user, &req.table)?;
+    if table.query_mode == "remote" {
+        return remote_scan(&state, &user, &table, &req).await;
+    }
     let name = req.table.clone();
     let st = state.clone();
     let ipc = tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
@@ -213,6 +261,76 @@ async fn scan(
         "data.scan",
         Some(name),
         Some(format!("{} bytes", ipc.len())),
+    )
+    .await;
+    Ok((
+        [(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
+        Body::from(ipc),
+    )
+        .into_response())
+}
+
+/// A scan of a remote table: estimated, checked against the scan cap and the caller's
+/// daily budget, run at the source by its connector (projection, filter, order and limit
+/// pushed down), answered as an Arrow IPC stream, audited with the bytes scanned.
+async fn remote_scan(
+    state: &AppState,
+    user: &AuthUser,
+    table: &TableEntry,
+    req: &ScanReq,
+) -> ApiResult<Response> {
+    let (source, request, estimate) = remote_estimate(state, table, req).await?;
+    let scan_bytes = estimate.scan_bytes.or(estimate.result_bytes).unwrap_or(0);
+    let guard = crate::remote::Guard::load(state, &user.0.name, &table.source, &table.name).await?;
+    if let Err(refused) = guard.check(&table.name, scan_bytes) {
+        super::audit(
+            state,
+            &user.0,
+            "data.remote_scan_refused",
+            Some(table.name.clone()),
+            Some(format!(
+                "estimated_scan_bytes={scan_bytes}: {}",
+                refused.code()
+            )),
+        )
+        .await;
+        return Err(refused);
+    }
+    let out = tempfile::tempdir().map_err(ApiError::internal)?;
+    let report = crate::connector::query(
+        state,
+        &source.spec,
+        &table.name,
+        request,
+        out.path().to_path_buf(),
+    )
+    .await?;
+    let limits = state.config.query.clone();
+    let (name, path) = (table.name.clone(), report.path.clone());
+    let ipc = tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
+        let sb = Sandbox::open(&[(name.clone(), path)], &limits)?;
+        let (schema, batches) = sb.arrow(&format!("SELECT * FROM \"{name}\""))?;
+        let mut w = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &schema)
+            .map_err(ApiError::internal)?;
+        for b in &batches {
+            w.write(b).map_err(ApiError::internal)?;
+        }
+        w.into_inner().map_err(ApiError::internal)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    drop(out);
+    super::audit(
+        state,
+        &user.0,
+        crate::remote::SCAN_ACTION,
+        Some(table.name.clone()),
+        Some(format!(
+            "scanned_bytes={scan_bytes} rows={} result_bytes={} source_read_bytes={}",
+            report.rows,
+            ipc.len(),
+            report.db_bytes_read
+        )),
     )
     .await;
     Ok((

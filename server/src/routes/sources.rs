@@ -382,6 +382,12 @@ async fn add_tables(
             ));
         }
     };
+    let remote: Vec<&str> = specs
+        .iter()
+        .filter(|t| t.query_mode == "remote")
+        .map(|t| t.name.as_str())
+        .collect();
+    check_remote(&state, &source.spec, &remote).await?;
     let added = state.store.add_tables(&name, &specs).await?;
     state.rebuild_catalog().await.map_err(ApiError::internal)?;
     let names: Vec<&str> = added.iter().map(|t| t.spec.name.as_str()).collect();
@@ -389,6 +395,42 @@ async fn add_tables(
     let body = json!({"added": added});
     let body = changed(&state, &admin, false, "table.add", name, detail, body).await;
     Ok((StatusCode::CREATED, body))
+}
+
+/// A remote table needs a connector that answers queries, and a table it offers.
+async fn check_remote(
+    state: &AppState,
+    source: &crate::store::SourceSpec,
+    tables: &[&str],
+) -> ApiResult<()> {
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let spec = crate::connector::spec(state, source).await?;
+    if !spec.capabilities.query {
+        return Err(ApiError::BadRequest(format!(
+            "source `{}`: its connector `{}` cannot answer queries (it supports: {}), so its \
+             tables cannot be remote; remote tables need an agnes:connector@0.2.0 connector with query",
+            source.name,
+            spec.name,
+            spec.capabilities.names().join(", ")
+        )));
+    }
+    let offered = crate::connector::discover(state, source).await?;
+    for t in tables {
+        if !offered.iter().any(|o| &o.name == t) {
+            return Err(ApiError::BadRequest(format!(
+                "source `{}` does not offer a table `{t}` to query remotely (offered: {})",
+                source.name,
+                offered
+                    .iter()
+                    .map(|o| o.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -422,6 +464,10 @@ async fn update_table(
     }
     if let Some(o) = p.options {
         spec.options = o;
+    }
+    if spec.query_mode == "remote" {
+        let src = require_source(&state, &source).await?;
+        check_remote(&state, &src.spec, &[spec.name.as_str()]).await?;
     }
     let updated = state.store.update_table(&source, &spec).await?;
     state.rebuild_catalog().await.map_err(ApiError::internal)?;
