@@ -297,3 +297,31 @@ pub async fn query(
     )
     .await
 }
+
+/// The columns of table `table` as the source's connector declares them, with the kind
+/// of value each holds (what a filter on it may do).
+pub async fn table_columns(
+    state: &AppState,
+    spec: &SourceSpec,
+    table: &str,
+) -> ApiResult<Vec<(String, agnes_query::Kind)>> {
+    let (config, table) = (spec.config.to_string(), table.to_string());
+    with_connector(
+        state,
+        spec,
+        async move |runtime, component, grant, limits| {
+            let tables = runtime
+                .discover(&component, &config, &grant, &limits)
+                .await
+                .map_err(|e| ApiError::BadRequest(format!("discover failed: {e}")))?;
+            let t = tables
+                .into_iter()
+                .find(|t| t.name == table)
+                .ok_or_else(|| {
+                    ApiError::NotFound(format!("the source no longer offers `{table}`"))
+                })?;
+            Ok(agnes_runtime::query::columns_of(&t.schema))
+        },
+    )
+    .await
+}

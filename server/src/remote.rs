@@ -314,6 +314,66 @@ mod tests {
         assert!(parse_where(&"x".repeat(MAX_WHERE + 1), "t").is_err());
     }
 
+    fn cols() -> Vec<(String, agnes_query::Kind)> {
+        use agnes_query::Kind;
+        [
+            ("id", Kind::Number),
+            ("country", Kind::Text),
+            ("amount", Kind::Number),
+        ]
+        .into_iter()
+        .map(|(n, k)| (n.to_string(), k))
+        .collect()
+    }
+
+    #[test]
+    fn pushdown_takes_the_columns_and_the_conditions_of_the_table() {
+        let p = |sql: &str| pushdown(sql, "events", &cols()).unwrap();
+        assert_eq!(p("SELECT 1 FROM orders"), None, "not used");
+        let r = p("SELECT count(*) FROM events WHERE country = 'CZ' AND amount > 10").unwrap();
+        assert_eq!(r.columns, ["country", "amount"]);
+        let f = r.filter.unwrap().to_json();
+        assert!(
+            f.contains(r#""string":"CZ""#) && f.contains(r#""op":"gt""#),
+            "{f}"
+        );
+        // count(*) alone: one column, no filter
+        let r = p("SELECT count(*) FROM events").unwrap();
+        assert_eq!((r.columns, r.filter), (vec!["id".to_string()], None));
+        // SELECT *: every column
+        assert!(
+            p("SELECT * FROM events WHERE id = 1")
+                .unwrap()
+                .columns
+                .is_empty()
+        );
+        // a join: only conditions qualified with this table's alias
+        let r = p(
+            "SELECT e.id, o.total FROM events e JOIN orders o ON e.id = o.id \
+                   WHERE e.country = 'CZ' AND o.total > 5 AND id > 3",
+        )
+        .unwrap();
+        let f = r.filter.unwrap().to_json();
+        assert!(
+            f.contains("CZ") && !f.contains("total") && !f.contains(r#""int":3"#),
+            "{f}"
+        );
+        // an outer join: no condition is pushed
+        assert_eq!(
+            p("SELECT * FROM orders o LEFT JOIN events e ON e.id = o.id WHERE e.country IS NULL")
+                .unwrap()
+                .filter,
+            None
+        );
+        // a condition the filter cannot express stays in the sandbox only
+        let r = p("SELECT id FROM events WHERE lower(country) = 'cz' AND id < 5").unwrap();
+        assert_eq!(
+            r.filter.unwrap().to_json(),
+            r#"{"binary":{"op":"lt","left":{"column":"id"},"right":{"literal":{"int":5}}}}"#
+        );
+        assert!(pushdown("SELEC nonsense events", "events", &cols()).is_err());
+    }
+
     #[test]
     fn order_keys() {
         assert!(order_key("amount DESC").unwrap().descending);
@@ -439,4 +499,252 @@ fn scanned_bytes(detail: &str) -> Option<u64> {
         .next()?
         .parse()
         .ok()
+}
+
+/// What an analyst's query needs of remote table `table`: the columns it mentions and the
+/// conditions of its top-level `WHERE` that only concern this table. `None` when the query
+/// does not use the table.
+///
+/// The plan is conservative: the source receives a *pre-filter* — the whole query still
+/// runs in the query sandbox over what came back, so pushing a condition never changes an
+/// answer, it only moves fewer rows. Columns: every identifier of the query that names a
+/// column of the table (all of them if the query selects `*`; the first one if it names
+/// none, e.g. `count(*)`). Conditions: the top-level `WHERE`'s `AND` terms that convert to
+/// the structured filter and only use this table's columns, pushed only when the table
+/// appears once and no outer join could make them change which rows are null-extended.
+pub fn pushdown(
+    sql: &str,
+    table: &str,
+    columns: &[(String, agnes_query::Kind)],
+) -> Result<Option<agnes_query::Request>, String> {
+    use sqlparser::ast::{ObjectNamePart, SelectItem, SetExpr, TableFactor, Visit, Visitor};
+    use std::ops::ControlFlow;
+
+    let dialect = sqlparser::dialect::DuckDbDialect {};
+    let statements = sqlparser::parser::Parser::parse_sql(&dialect, sql).map_err(|e| {
+        format!("the query could not be planned for the remote table `{table}`: {e}")
+    })?;
+    let [statement] = statements.as_slice() else {
+        return Err("send one statement".into());
+    };
+    let is_table = |name: &ast::ObjectName| matches!(name.0.last(), Some(ObjectNamePart::Identifier(id)) if id.value.eq_ignore_ascii_case(table));
+    let mut uses = 0;
+    let _ = ast::visit_relations(statement, |name| {
+        if is_table(name) {
+            uses += 1;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    if uses == 0 {
+        return Ok(None);
+    }
+    let is_column = |name: &str| columns.iter().any(|(c, _)| c.eq_ignore_ascii_case(name));
+    let mut wanted: Vec<String> = Vec::new();
+    let mut add = |name: &str| {
+        if let Some((c, _)) = columns.iter().find(|(c, _)| c.eq_ignore_ascii_case(name))
+            && !wanted.contains(c)
+        {
+            wanted.push(c.clone());
+        }
+    };
+    let _ = ast::visit_expressions(statement, |e| {
+        match e {
+            ast::Expr::Identifier(id) => add(&id.value),
+            ast::Expr::CompoundIdentifier(parts) => {
+                if let Some(last) = parts.last() {
+                    add(&last.value)
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+
+    /// Finds `SELECT *` / `t.*` anywhere, and the top-level select.
+    struct Wildcards(bool);
+    fn selects<'a>(set: &'a SetExpr, out: &mut Vec<&'a ast::Select>) {
+        match set {
+            SetExpr::Select(s) => out.push(s),
+            SetExpr::Query(q) => selects(&q.body, out),
+            SetExpr::SetOperation { left, right, .. } => {
+                selects(left, out);
+                selects(right, out);
+            }
+            _ => {}
+        }
+    }
+    impl Visitor for Wildcards {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &ast::Query) -> ControlFlow<()> {
+            let mut all = Vec::new();
+            selects(&q.body, &mut all);
+            for s in all {
+                if s.projection.iter().any(|i| {
+                    matches!(
+                        i,
+                        SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+                    )
+                }) {
+                    self.0 = true;
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut wild = Wildcards(false);
+    let _ = statement.visit(&mut wild);
+    let mut request = agnes_query::Request {
+        table: table.to_string(),
+        columns: if wild.0 {
+            Vec::new()
+        } else if wanted.is_empty() {
+            columns
+                .first()
+                .map(|(c, _)| vec![c.clone()])
+                .unwrap_or_default()
+        } else {
+            wanted
+        },
+        ..Default::default()
+    };
+
+    // conditions of the top-level WHERE, when they cannot change outer-join results
+    let ast::Statement::Query(query) = statement else {
+        return Ok(Some(request));
+    };
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return Ok(Some(request));
+    };
+    if uses != 1 {
+        return Ok(Some(request));
+    }
+    let mut alias = None;
+    let mut others = 0;
+    let mut outer = false;
+    for twj in &select.from {
+        let factors = std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation));
+        for f in factors {
+            match f {
+                TableFactor::Table { name, alias: a, .. } if is_table(name) => {
+                    alias = Some(
+                        a.as_ref()
+                            .map_or_else(|| table.to_string(), |a| a.name.value.clone()),
+                    );
+                }
+                _ => others += 1,
+            }
+        }
+        outer |= twj.joins.iter().any(|j| {
+            !matches!(
+                j.join_operator,
+                ast::JoinOperator::Join(_)
+                    | ast::JoinOperator::Inner(_)
+                    | ast::JoinOperator::CrossJoin(_)
+            )
+        });
+    }
+    let (Some(alias), false, Some(selection)) = (alias, outer, select.selection.as_ref()) else {
+        return Ok(Some(request));
+    };
+    let mut terms = Vec::new();
+    split_and(selection, &mut terms);
+    let kind_of = |c: &str| columns.iter().find(|(n, _)| n == c).map(|(_, k)| *k);
+    let mut pushed: Option<Expr> = None;
+    for term in terms {
+        // with other tables in FROM, only conditions qualified with this table's name
+        let mut qualified_only = true;
+        let _ = ast::visit_expressions(term, |e| {
+            if let ast::Expr::Identifier(id) = e
+                && (others > 0 || !is_column(&id.value))
+            {
+                qualified_only = false;
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        if !qualified_only {
+            continue;
+        }
+        let Ok(expr) = convert(term, &alias, 0) else {
+            continue;
+        };
+        // column names as the table spells them
+        if expr.validate(&kind_of).is_err() {
+            continue;
+        }
+        pushed = Some(match pushed {
+            None => expr,
+            Some(p) => Expr::binary(p, BinaryOp::And, expr),
+        });
+    }
+    request.filter = pushed;
+    Ok(Some(request))
+}
+
+fn split_and<'a>(e: &'a ast::Expr, out: &mut Vec<&'a ast::Expr>) {
+    match e {
+        ast::Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            split_and(left, out);
+            split_and(right, out);
+        }
+        ast::Expr::Nested(inner) => split_and(inner, out),
+        other => out.push(other),
+    }
+}
+
+/// Runs `request` on remote table `table` for `user`: the connector's estimate, the scan
+/// cap and the daily budget, the query at the source (into a temporary directory that
+/// lives as long as the returned handle), and the audit entry with the bytes scanned and
+/// the rows the connector emitted.
+pub async fn fetch(
+    state: &crate::state::AppState,
+    user: &crate::auth::AuthUser,
+    table: &crate::catalog::TableEntry,
+    request: agnes_query::Request,
+) -> crate::error::ApiResult<(tempfile::TempDir, agnes_runtime::query::QueryReport)> {
+    use crate::error::ApiError;
+    let request = agnes_runtime::query::QueryRequest::Structured(request);
+    let source = crate::routes::sources::require_source(state, &table.source).await?;
+    let estimate =
+        crate::connector::estimate(state, &source.spec, &table.name, request.clone()).await?;
+    let scan_bytes = estimate.scan_bytes.or(estimate.result_bytes).unwrap_or(0);
+    let guard = Guard::load(state, &user.0.name, &table.source, &table.name).await?;
+    if let Err(refused) = guard.check(&table.name, scan_bytes) {
+        crate::routes::audit(
+            state,
+            &user.0,
+            "data.remote_scan_refused",
+            Some(table.name.clone()),
+            Some(format!(
+                "estimated_scan_bytes={scan_bytes}: {}",
+                refused.code()
+            )),
+        )
+        .await;
+        return Err(refused);
+    }
+    let out = tempfile::tempdir().map_err(ApiError::internal)?;
+    let report = crate::connector::query(
+        state,
+        &source.spec,
+        &table.name,
+        request,
+        out.path().to_path_buf(),
+    )
+    .await?;
+    crate::routes::audit(
+        state,
+        &user.0,
+        SCAN_ACTION,
+        Some(table.name.clone()),
+        Some(format!(
+            "scanned_bytes={scan_bytes} rows={} result_bytes={} source_read_bytes={}",
+            report.rows, report.size_bytes, report.db_bytes_read
+        )),
+    )
+    .await;
+    Ok((out, report))
 }

@@ -279,32 +279,9 @@ async fn remote_scan(
     table: &TableEntry,
     req: &ScanReq,
 ) -> ApiResult<Response> {
-    let (source, request, estimate) = remote_estimate(state, table, req).await?;
-    let scan_bytes = estimate.scan_bytes.or(estimate.result_bytes).unwrap_or(0);
-    let guard = crate::remote::Guard::load(state, &user.0.name, &table.source, &table.name).await?;
-    if let Err(refused) = guard.check(&table.name, scan_bytes) {
-        super::audit(
-            state,
-            &user.0,
-            "data.remote_scan_refused",
-            Some(table.name.clone()),
-            Some(format!(
-                "estimated_scan_bytes={scan_bytes}: {}",
-                refused.code()
-            )),
-        )
-        .await;
-        return Err(refused);
-    }
-    let out = tempfile::tempdir().map_err(ApiError::internal)?;
-    let report = crate::connector::query(
-        state,
-        &source.spec,
-        &table.name,
-        request,
-        out.path().to_path_buf(),
-    )
-    .await?;
+    let request = crate::remote::request(&table.name, &req.ask())
+        .map_err(|m| ApiError::Refused("invalid_request", m))?;
+    let (out, report) = crate::remote::fetch(state, user, table, request).await?;
     let limits = state.config.query.clone();
     let (name, path) = (table.name.clone(), report.path.clone());
     let ipc = tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
@@ -320,19 +297,6 @@ async fn remote_scan(
     .await
     .map_err(ApiError::internal)??;
     drop(out);
-    super::audit(
-        state,
-        &user.0,
-        crate::remote::SCAN_ACTION,
-        Some(table.name.clone()),
-        Some(format!(
-            "scanned_bytes={scan_bytes} rows={} result_bytes={} source_read_bytes={}",
-            report.rows,
-            ipc.len(),
-            report.db_bytes_read
-        )),
-    )
-    .await;
     Ok((
         [(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
         Body::from(ipc),
