@@ -166,7 +166,8 @@ pub enum TableCmd {
         all: bool,
         #[arg(long)]
         description: Option<String>,
-        /// `local` (parquet distributed to analysts).
+        /// `local` (parquet distributed to analysts) or `remote` (stays at the source,
+        /// scanned and queried there; the connector must answer queries).
         #[arg(long, default_value = "local")]
         query_mode: String,
     },

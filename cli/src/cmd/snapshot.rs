@@ -207,7 +207,18 @@ fn create(args: CreateArgs, out: &Output) -> Result<()> {
     );
     if args.estimate {
         out.print(
-            || format!("{name}: about {} rows, {}", count(rows), bytes(size)),
+            || {
+                let mut line = format!("{name}: about {} rows, {}", count(rows), bytes(size));
+                // a remote table: what the source would scan, and whether it would refuse
+                if estimate["engine"] == "remote" {
+                    let scan = estimate["estimated_scan_bytes"].as_u64().unwrap_or(0);
+                    line.push_str(&format!("; the source would scan about {}", bytes(scan)));
+                    if let Some(why) = estimate["would_refuse"].as_str() {
+                        line.push_str(&format!("\nrefused as asked: {why}"));
+                    }
+                }
+                line
+            },
             || estimate.clone(),
         );
         return Ok(());
