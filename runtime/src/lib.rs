@@ -68,7 +68,7 @@ pub use host::egress::ResolveOverrides;
 pub use limits::Limits;
 pub use policy::{DatabaseGrant, DatabaseKind, DirGrant, Grant, HttpGrant, SecretGrant, TlsMode};
 pub use run::{
-    ConnectorSpec, NativeEmitter, Progress, ProgressFn, RunReport, RunRequest, TableReport,
-    TableSpec,
+    ConnectorSpec, Materialize, NativeEmitter, Progress, ProgressFn, RunReport, RunRequest,
+    TableReport, TableSpec,
 };
 pub use world::{Capabilities, Estimate, World};

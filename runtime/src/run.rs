@@ -20,6 +20,8 @@ use crate::names::validate_name;
 use crate::sink::duckdb::{ExtractTable, write_extract};
 use crate::sink::parquet::{TableWriter, WrittenFile};
 use crate::sink::pipeline::Sink;
+use std::sync::Arc;
+
 use crate::world::{Capabilities, GuestError, Instance, Pre, TableInfo, World};
 use crate::{Error, Grant, Limits};
 
@@ -39,6 +41,18 @@ pub struct RunRequest {
     pub streams: Option<Vec<String>>,
     /// The last committed cursor state.
     pub state: Option<String>,
+}
+
+/// A materialized table: admin-authored SQL in the source's dialect, run by the
+/// connector's `query` (`agnes:connector@0.2.0`) in the same run as the read, its result
+/// published in the same extract version with `_meta.query_mode = 'materialized'`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Materialize {
+    pub table: String,
+    pub sql: String,
+    /// Refuse to run it when the connector estimates more bytes scanned at the source
+    /// (`max_bytes_per_materialize`); 0: no check.
+    pub max_scan_bytes: u64,
 }
 
 /// The largest config schema a connector may declare.
@@ -100,6 +114,11 @@ pub struct TableReport {
     /// This run's rows were merged into the previous extract by primary key (an
     /// incremental sync); otherwise the table was replaced (a full refresh).
     pub merged: bool,
+    /// `local`, or `materialized`.
+    pub query_mode: &'static str,
+    /// A materialized table whose SQL failed (or was refused by its guardrail) this run:
+    /// why. Its previous version is published again, if there was one.
+    pub error: Option<String>,
 }
 
 /// The outcome of a successful run.
@@ -324,16 +343,35 @@ impl Runtime {
         request: RunRequest,
         on_progress: Option<ProgressFn>,
     ) -> Result<RunReport, Error> {
+        self.run_with(component, request, &[], on_progress).await
+    }
+
+    /// [`Runtime::run`], plus materialized tables: after the read, each one's SQL runs
+    /// through the connector's `query` (after its estimate is checked against
+    /// `max_scan_bytes`) and its result joins the same extract version. A materialized
+    /// table that fails does not fail the run: its previous version is kept and the
+    /// report carries the error.
+    pub async fn run_with(
+        &self,
+        component: &LoadedComponent,
+        request: RunRequest,
+        materialize: &[Materialize],
+        on_progress: Option<ProgressFn>,
+    ) -> Result<RunReport, Error> {
         let timeout = request.limits.timeout();
-        tokio::time::timeout(timeout, self.run_inner(component, request, on_progress))
-            .await
-            .map_err(|_| Error::Timeout { limit: timeout })?
+        tokio::time::timeout(
+            timeout,
+            self.run_inner(component, request, materialize, on_progress),
+        )
+        .await
+        .map_err(|_| Error::Timeout { limit: timeout })?
     }
 
     async fn run_inner(
         &self,
         component: &LoadedComponent,
         request: RunRequest,
+        materialize: &[Materialize],
         on_progress: Option<ProgressFn>,
     ) -> Result<RunReport, Error> {
         let started = Instant::now();
@@ -357,8 +395,20 @@ impl Runtime {
             )
             .await;
         let returned = settle(&mut store, Phase::Read, result)?;
-        let (new_state, sink, counts) =
+        let (new_state, sink, mut counts) =
             end_read(store.data_mut(), returned, started, extracted_at)?;
+        let mut materialized = Vec::new();
+        for m in materialize {
+            let outcome = materialize_one(&instance, &mut store, &request.config, &staging, m)
+                .await
+                .map_err(|e| e.to_string());
+            if let Err(e) = &outcome {
+                tracing::warn!("error.type" = "materialize_failed", table = %m.table, error = %e, "materialized table kept its previous version");
+            }
+            materialized.push((m.table.clone(), outcome));
+        }
+        counts.rows = store.data().rows;
+        counts.bytes = store.data().bytes;
         drop(store);
         publish(
             staging,
@@ -368,6 +418,7 @@ impl Runtime {
             new_state,
             counts,
             component.digest.clone(),
+            materialized,
         )
     }
 
@@ -405,6 +456,7 @@ impl Runtime {
             new_state,
             counts,
             "native".into(),
+            Vec::new(),
         )
     }
 }
@@ -438,7 +490,7 @@ impl NativeEmitter<'_> {
 }
 
 /// What a read produced, for the report.
-struct Counts {
+pub(crate) struct Counts {
     rows: u64,
     bytes: u64,
     logs_dropped: u64,
@@ -539,8 +591,96 @@ pub(crate) fn prepare_read(
     Ok(())
 }
 
+/// Runs one materialized table's SQL through the connector into its own sink (so a
+/// failure leaves nothing behind), then moves the file into the staged data directory.
+async fn materialize_one(
+    instance: &Instance,
+    store: &mut Store<RunState>,
+    config: &str,
+    staging: &Staging,
+    m: &Materialize,
+) -> Result<(SchemaRef, WrittenFile), Error> {
+    validate_name("table", &m.table)?;
+    if instance.world() == World::V0_1 {
+        return Err(Error::Unsupported {
+            connector: "the source's connector".into(),
+            call: "query",
+            reason: "it implements agnes:connector@0.1.0; materialized tables need 0.2.0".into(),
+        });
+    }
+    if m.sql.trim().is_empty() || m.sql.len() > crate::query::MAX_SQL || m.sql.contains('\0') {
+        return Err(Error::InvalidRequest {
+            table: m.table.clone(),
+            reason: "the SQL must be non-empty, without NUL characters, at most 1 MiB".into(),
+        });
+    }
+    let request =
+        crate::world::wire_request(&m.table, &crate::query::QueryRequest::Sql(m.sql.clone()));
+    if m.max_scan_bytes > 0 {
+        let result = instance
+            .estimate(store, config, &request)
+            .await
+            .expect("a 0.2.0 instance");
+        let estimate = settle(store, Phase::Estimate, result)?;
+        let scan = estimate.scan_bytes.unwrap_or(0);
+        if scan > m.max_scan_bytes {
+            return Err(Error::LimitExceeded {
+                limit: "max_bytes_per_materialize",
+                detail: format!(
+                    "the source estimates the SQL of `{}` scans {scan} bytes, over {} bytes",
+                    m.table, m.max_scan_bytes
+                ),
+            });
+        }
+    }
+    let dir = staging.dir().join(format!(".materialize-{}", m.table));
+    std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
+    let budget = store.data().limits.host_memory_bytes();
+    let state = store.data_mut();
+    state.sink = Some(Sink::start(dir.clone(), budget)?);
+    state.selected = [(
+        m.table.clone(),
+        SelectedTable {
+            schema: Arc::new(arrow_schema::Schema::empty()),
+            decoder: StreamDecoder::new(),
+            rows: 0,
+            held: 0,
+            adopt: true,
+        },
+    )]
+    .into();
+    let result = instance
+        .query(store, config, &request)
+        .await
+        .expect("a 0.2.0 instance");
+    let outcome = settle(store, Phase::Query, result);
+    let state = store.data_mut();
+    let sink = state.sink.take().expect("set above");
+    let table = state.selected.remove(&m.table).expect("set above");
+    let written = outcome.and_then(|_| {
+        if table.adopt {
+            return Err(Error::Connector {
+                phase: Phase::Query,
+                kind: "internal",
+                message: "the query emitted no schema".into(),
+            });
+        }
+        let mut files = sink.finish()?;
+        let file = match files.remove(&m.table) {
+            Some(f) => f,
+            None => TableWriter::create(&dir, &m.table, table.schema.clone())?.finish()?,
+        };
+        let dest = staging.data_dir().join(format!("{}.parquet", m.table));
+        std::fs::rename(&file.path, &dest).map_err(Error::io("moving into place", &dest))?;
+        Ok((table.schema.clone(), WrittenFile { path: dest, ..file }))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    written
+}
+
 /// Finishes every table (merging incremental ones), writes the state and
 /// `extract.duckdb`, and publishes the staged version.
+#[allow(clippy::too_many_arguments)]
 fn publish(
     staging: Staging,
     request: RunRequest,
@@ -549,6 +689,7 @@ fn publish(
     new_state: Option<String>,
     counts: Counts,
     component_digest: String,
+    materialized: Vec<(String, Result<(SchemaRef, WrittenFile), String>)>,
 ) -> Result<RunReport, Error> {
     let data_dir = staging.data_dir();
     // Finish every selected table; one that received no batch gets an empty file with
@@ -585,6 +726,42 @@ fn publish(
         }
         written.insert(t.name.clone(), file);
     }
+    // materialized tables: this run's result, or the previous version when it failed
+    let published_before = crate::extract::published(&request.extracts_dir, &request.source);
+    let mut extra: Vec<(String, Option<String>, Option<String>)> = Vec::new(); // (name, description, error)
+    for (name, outcome) in materialized {
+        match outcome {
+            Ok((_, file)) => {
+                written.insert(name.clone(), file);
+                extra.push((name, None, None));
+            }
+            Err(error) => {
+                let previous = published_before.as_ref().and_then(|dir| {
+                    let meta = crate::extract::read_meta(dir).ok()?;
+                    let row = meta.into_iter().find(|r| r.table_name == name)?;
+                    Some((dir.join(row.path.clone()?), row))
+                });
+                if let Some((prev, row)) = previous {
+                    let dest = data_dir.join(format!("{name}.parquet"));
+                    std::fs::hard_link(&prev, &dest)
+                        .or_else(|_| std::fs::copy(&prev, &dest).map(|_| ()))
+                        .map_err(Error::io("keeping the previous version of", &prev))?;
+                    written.insert(
+                        name.clone(),
+                        WrittenFile {
+                            path: dest,
+                            rows: row.rows.max(0) as u64,
+                            size_bytes: row.size_bytes.max(0) as u64,
+                            md5: row.md5.unwrap_or_default(),
+                        },
+                    );
+                    extra.push((name, row.description, Some(error)));
+                } else {
+                    extra.push((name, None, Some(error)));
+                }
+            }
+        }
+    }
     if let Some(state) = &new_state {
         let path = staging.dir().join("state.json");
         std::fs::write(&path, state).map_err(Error::io("writing", &path))?;
@@ -602,17 +779,60 @@ fn publish(
             size_bytes: file.size_bytes,
             md5: file.md5.clone(),
             path: file.path.clone(),
+            query_mode: "local",
+            error: None,
         });
         written.insert(t.name.clone(), file);
     }
-    let extract_tables: Vec<ExtractTable<'_>> = selected
+    for (name, description, error) in &extra {
+        let Some(mut file) = written.remove(name) else {
+            // failed, and no previous version to keep
+            reports.push(TableReport {
+                name: name.clone(),
+                description: description.clone(),
+                rows: 0,
+                size_bytes: 0,
+                md5: String::new(),
+                path: PathBuf::new(),
+                merged: false,
+                query_mode: "materialized",
+                error: error.clone(),
+            });
+            continue;
+        };
+        file.path = sealed.join("data").join(format!("{name}.parquet"));
+        reports.push(TableReport {
+            name: name.clone(),
+            description: description.clone(),
+            rows: file.rows,
+            size_bytes: file.size_bytes,
+            md5: file.md5.clone(),
+            path: file.path.clone(),
+            merged: false,
+            query_mode: "materialized",
+            error: error.clone(),
+        });
+        written.insert(name.clone(), file);
+    }
+    let mut extract_tables: Vec<ExtractTable<'_>> = selected
         .iter()
         .map(|t| ExtractTable {
             name: &t.name,
             description: t.description.as_deref(),
             file: &written[&t.name],
+            query_mode: "local",
         })
         .collect();
+    for (name, description, _) in &extra {
+        if let Some(file) = written.get(name) {
+            extract_tables.push(ExtractTable {
+                name,
+                description: description.as_deref(),
+                file,
+                query_mode: "materialized",
+            });
+        }
+    }
     write_extract(&sealed, &extract_tables, counts.extracted_at)?;
     let version = staging.version().to_string();
     let dir = staging.publish()?;

@@ -50,6 +50,10 @@ pub struct RemoteLimits {
     pub max_scan_bytes: u64,
     /// Estimated bytes scanned per user per UTC day, over all remote scans; 0 = off.
     pub daily_scan_bytes_per_user: u64,
+    /// A materialized table's SQL is not run when the source estimates it scans more
+    /// (recorded as the table's error, the previous version kept); a table's option
+    /// `max_bytes_per_materialize` overrides it. 0 = off.
+    pub max_bytes_per_materialize: u64,
 }
 
 impl Default for RemoteLimits {
@@ -57,6 +61,7 @@ impl Default for RemoteLimits {
         RemoteLimits {
             max_scan_bytes: 5 << 30,
             daily_scan_bytes_per_user: 100 << 30,
+            max_bytes_per_materialize: 10 << 30,
         }
     }
 }

@@ -447,7 +447,7 @@ impl SourceSpec {
 }
 
 /// The query modes a table may have today.
-pub const QUERY_MODES: [&str; 2] = ["local", "remote"];
+pub const QUERY_MODES: [&str; 3] = ["local", "remote", "materialized"];
 
 impl TableSpec {
     pub fn validate(&self) -> ApiResult<()> {
@@ -455,9 +455,19 @@ impl TableSpec {
         agnes_runtime::names::validate_name("table", &self.name).map_err(bad_name)?;
         if !QUERY_MODES.contains(&self.query_mode.as_str()) {
             return Err(BadRequest(format!(
-                "table `{}`: query_mode `{}` is not supported yet; use one of {QUERY_MODES:?} \
-                 (materialized comes later)",
+                "table `{}`: query_mode `{}` is not supported; use one of {QUERY_MODES:?}",
                 self.name, self.query_mode
+            )));
+        }
+        if self.query_mode == "materialized"
+            && !self.options["sql"]
+                .as_str()
+                .is_some_and(|s| !s.trim().is_empty())
+        {
+            return Err(BadRequest(format!(
+                "table `{}`: a materialized table needs its SQL, in the source's dialect: \
+                 options = {{\"sql\": \"SELECT ...\"}}",
+                self.name
             )));
         }
         if !self.options.is_object() {

@@ -182,13 +182,8 @@ impl Drop for Reservation {
 /// (`ok`, `partial`, `failed`) and error, then rebuilds the catalog.
 async fn run_source(state: &AppState, run: i64, source: &Source, full_refresh: bool) {
     // listed now, not at trigger: a table added while the source waited in the queue syncs too
-    let names: Vec<String> = match state.store.list_tables(Some(&source.spec.name)).await {
-        // remote tables stay at the source: nothing to copy
-        Ok(t) => t
-            .into_iter()
-            .filter(|t| t.spec.query_mode != "remote")
-            .map(|t| t.spec.name)
-            .collect(),
+    let tables = match state.store.list_tables(Some(&source.spec.name)).await {
+        Ok(t) => t,
         Err(e) => {
             let _ = state
                 .store
@@ -197,7 +192,28 @@ async fn run_source(state: &AppState, run: i64, source: &Source, full_refresh: b
             return;
         }
     };
-    let result = run_connector(state, source, &names, None, !full_refresh).await;
+    // local tables are read; remote ones stay at the source; materialized ones are the
+    // admin's SQL, run at the source in the same run
+    let names: Vec<String> = tables
+        .iter()
+        .filter(|t| t.spec.query_mode == "local")
+        .map(|t| t.spec.name.clone())
+        .collect();
+    let materialize: Vec<agnes_runtime::Materialize> = tables
+        .iter()
+        .filter(|t| t.spec.query_mode == "materialized")
+        .map(|t| agnes_runtime::Materialize {
+            table: t.spec.name.clone(),
+            sql: t.spec.options["sql"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            max_scan_bytes: t.spec.options["max_bytes_per_materialize"]
+                .as_u64()
+                .unwrap_or(state.config.remote.max_bytes_per_materialize),
+        })
+        .collect();
+    let result = run_connector(state, source, &names, &materialize, None, !full_refresh).await;
     let finished_at = crate::db::now();
     let outcome = |table: &str, ok: bool, rows, size, error| TableOutcome {
         table: table.to_string(),
@@ -227,6 +243,33 @@ async fn run_source(state: &AppState, run: i64, source: &Source, full_refresh: b
                         Some("the connector did not produce this table".into()),
                     ),
                 })
+                .chain(materialize.iter().map(|m| {
+                    match report.tables.iter().find(|t| t.name == m.table) {
+                        Some(t) if t.error.is_none() => outcome(
+                            &m.table,
+                            true,
+                            Some(t.rows as i64),
+                            Some(t.size_bytes as i64),
+                            None,
+                        ),
+                        Some(t) => outcome(
+                            &m.table,
+                            false,
+                            None,
+                            None,
+                            Some(format!(
+                                "{} ({})",
+                                t.error.clone().unwrap_or_default(),
+                                if t.md5.is_empty() {
+                                    "no previous version to keep"
+                                } else {
+                                    "the previous version is kept"
+                                }
+                            )),
+                        ),
+                        None => outcome(&m.table, false, None, None, Some("not run".into())),
+                    }
+                }))
                 .collect::<Vec<_>>(),
             None,
         ),
@@ -236,6 +279,7 @@ async fn run_source(state: &AppState, run: i64, source: &Source, full_refresh: b
             (
                 names
                     .iter()
+                    .chain(materialize.iter().map(|m| &m.table))
                     .map(|n| outcome(n, false, None, None, Some(e.clone())))
                     .collect(),
                 Some(e),
@@ -270,9 +314,11 @@ pub(crate) async fn run_connector(
     state: &AppState,
     source: &Source,
     tables: &[String],
+    materialize: &[agnes_runtime::Materialize],
     patch: Option<(&str, serde_json::Value)>,
     from_state: bool,
 ) -> Result<agnes_runtime::RunReport, agnes_runtime::Error> {
+    let materialize = materialize.to_vec();
     let spec = source.spec.clone();
     let extracts = state.config.extracts_dir();
     let mut config = spec.config.clone();
@@ -301,12 +347,15 @@ pub(crate) async fn run_connector(
         let (component, grant, limits) = crate::connector::load(&state, &spec, located)?;
         request.grant = grant;
         request.limits = limits;
-        crate::connector::block_on(state.runtime.run(&component, request, None)).map_err(|e| {
-            agnes_runtime::Error::Io {
-                action: "starting",
-                path: "sync runtime".into(),
-                error: e,
-            }
+        crate::connector::block_on(
+            state
+                .runtime
+                .run_with(&component, request, &materialize, None),
+        )
+        .map_err(|e| agnes_runtime::Error::Io {
+            action: "starting",
+            path: "sync runtime".into(),
+            error: e,
         })?
     })
     .await

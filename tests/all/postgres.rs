@@ -1522,3 +1522,154 @@ fn a_query_over_a_remote_table_moves_only_what_it_needs() {
     );
     assert_eq!(v["rows"][0][0], json!(2500 - 1000), "{v}");
 }
+
+#[test]
+fn materialized_tables_run_admin_sql_at_the_source_and_keep_their_last_good_version() {
+    let pg = PgCluster::start();
+    pg.psql(
+        "app",
+        "CREATE TABLE orders (id int8 PRIMARY KEY, country text, amount numeric(10,2));
+         INSERT INTO orders SELECT g, (ARRAY['CZ','DE','US'])[g % 3 + 1], g * 0.5
+           FROM generate_series(1, 3000) g;",
+    );
+    pg.grant_select();
+    let s = agnes_tests::TestServer::start();
+    let secrets = tempfile::tempdir().unwrap();
+    let pw = password_file(secrets.path(), READER_PASSWORD);
+    let grant = json!({"databases": {"main": {"host": "127.0.0.1", "port": pg.port, "database": "app",
+        "user": "reader", "password": {"file": pw}, "tls": "disable", "allow_private": true}}});
+    let manifest = agnes_tests::repo_root().join("connectors-wasm/postgres/connector.toml");
+    s.admin_call(
+        "POST",
+        "/api/admin/sources",
+        Some(
+            json!({"name": "wh", "connector": agnes_tests::POSTGRES_COMPONENT,
+        "manifest": manifest, "config": {}, "grant": grant}),
+        ),
+    );
+    let sql =
+        "SELECT country, count(*) AS n, sum(amount) AS total FROM orders GROUP BY 1 ORDER BY 1";
+    // a materialized table needs its SQL
+    let (st, err) = s.call(
+        "POST",
+        Some(&s.admin),
+        "/api/admin/sources/wh/tables",
+        Some(json!({"tables": [{"name": "by_country", "query_mode": "materialized"}]})),
+    );
+    assert_eq!(st, 400, "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("needs its SQL"),
+        "{err}"
+    );
+    s.admin_call(
+        "POST",
+        "/api/admin/sources/wh/tables",
+        Some(json!({"tables": [
+        {"name": "orders"},
+        {"name": "by_country", "query_mode": "materialized", "options": {"sql": sql}}]})),
+    );
+    let sync = || {
+        s.admin_call("POST", "/api/admin/sources/wh/sync", None);
+        s.wait_for_sync();
+        s.admin_call("GET", "/api/sync/history?source=wh&limit=1", None)["runs"][0].clone()
+    };
+    let run = sync();
+    assert_eq!(run["status"], "ok", "{run}");
+    let m = s.admin_call("GET", "/api/sync/manifest", None);
+    let by_country = m["tables"]["by_country"].clone();
+    assert_eq!(
+        (
+            by_country["query_mode"].as_str(),
+            by_country["rows"].as_i64()
+        ),
+        (Some("materialized"), Some(3)),
+        "{m}"
+    );
+    assert_eq!(m["tables"]["orders"]["query_mode"], "local");
+    // distributed like a local table: downloadable, its values PostgreSQL's
+    let bytes = agnes_tests::read_bytes(
+        agnes_tests::http()
+            .get(&s.url("/api/data/by_country/download"))
+            .header("Authorization", &agnes_tests::bearer(&s.admin))
+            .call()
+            .unwrap(),
+    );
+    let file = secrets.path().join("by_country.parquet");
+    std::fs::write(&file, &bytes).unwrap();
+    let got: String = duckdb::Connection::open_in_memory()
+        .unwrap()
+        .query_row(
+            &format!("SELECT string_agg(country || ':' || n || ':' || total, ',' ORDER BY country) FROM read_parquet('{}')", file.display()),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let want = pg.psql("app", "SELECT string_agg(country || ':' || n || ':' || total, ',' ORDER BY country) FROM (SELECT country, count(*) AS n, sum(amount) AS total FROM orders GROUP BY 1) s");
+    assert_eq!(got, want);
+
+    // a failing SQL keeps the previous version and records the error
+    s.admin_call(
+        "PATCH",
+        "/api/admin/sources/wh/tables/by_country",
+        Some(json!({"options": {"sql": "SELECT * FROM no_such_table"}})),
+    );
+    let run = sync();
+    assert_eq!(run["status"], "partial", "{run}");
+    let failed = run["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "by_country")
+        .unwrap()
+        .clone();
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("no_such_table") && error.contains("previous version is kept"),
+        "{failed}"
+    );
+    let m = s.admin_call("GET", "/api/sync/manifest", None);
+    assert_eq!(
+        m["tables"]["by_country"]["hash"], by_country["hash"],
+        "the last good version still serves"
+    );
+
+    // the guardrail: over max_bytes_per_materialize, the SQL does not run
+    s.admin_call(
+        "PATCH",
+        "/api/admin/sources/wh/tables/by_country",
+        Some(json!({"options": {"sql": sql, "max_bytes_per_materialize": 1}})),
+    );
+    let run = sync();
+    let failed = run["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "by_country")
+        .unwrap()
+        .clone();
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("max_bytes_per_materialize"),
+        "{failed}"
+    );
+
+    // its own grant: who may read `orders` does not read `by_country`, and the other way round
+    s.admin_call("POST", "/api/admin/groups", Some(json!({"name": "ops"})));
+    s.admin_call(
+        "POST",
+        "/api/admin/grants",
+        Some(json!({"group": "ops", "resource_type": "table", "resource_id": "orders"})),
+    );
+    let ops = s.admin_call(
+        "POST",
+        "/api/admin/users",
+        Some(json!({"name": "olga", "groups": ["ops"]})),
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, _) = s.call("GET", Some(&ops), "/api/v2/schema/by_country", None);
+    assert_eq!(st, 403);
+}

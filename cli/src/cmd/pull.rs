@@ -30,6 +30,10 @@ pub struct PullArgs {
     /// The workspace (else AGNES_WORKSPACE, else found from the current directory).
     #[arg(long)]
     pub workspace: Option<PathBuf>,
+    /// Leave out materialized tables (the results of admins' SQL); ones pulled before
+    /// are removed.
+    #[arg(long)]
+    pub skip_materialized: bool,
 }
 
 struct Outcome {
@@ -52,7 +56,9 @@ pub fn run(args: PullArgs, out: &Output) -> Result<()> {
         if agnes_runtime::names::validate_name("table", name).is_err() {
             bail!("the server sent an unsafe table name {name:?}; refusing to write it");
         }
-        if meta.query_mode == "remote" {
+        if meta.query_mode == "remote"
+            || (args.skip_materialized && meta.query_mode == "materialized")
+        {
             continue;
         }
         let have = local.tables.get(name);
@@ -69,10 +75,10 @@ pub fn run(args: PullArgs, out: &Output) -> Result<()> {
         .tables
         .keys()
         .filter(|n| {
-            remote
-                .tables
-                .get(*n)
-                .is_none_or(|m| m.query_mode == "remote")
+            remote.tables.get(*n).is_none_or(|m| {
+                m.query_mode == "remote"
+                    || (args.skip_materialized && m.query_mode == "materialized")
+            })
         })
         .cloned()
         .collect();

@@ -21,6 +21,8 @@ pub(crate) struct ExtractTable<'a> {
     pub name: &'a str,
     pub description: Option<&'a str>,
     pub file: &'a WrittenFile,
+    /// `local`, or `materialized` (the result of admin SQL at the source).
+    pub query_mode: &'a str,
 }
 
 /// Quotes `s` as a SQL string literal (DuckDB).
@@ -57,7 +59,7 @@ pub(crate) fn write_extract(
             .map_err(Error::io("resolving", &t.file.path))?;
         let rel = file.strip_prefix(&root).unwrap_or(&file);
         sql.push_str(&format!(
-            "INSERT INTO _meta VALUES ({}, {}, {}, {}, TIMESTAMP {}, 'local');\n",
+            "INSERT INTO _meta VALUES ({}, {}, {}, {}, TIMESTAMP {}, {});\n",
             sql_string(t.name),
             t.description
                 .map(sql_string)
@@ -65,6 +67,7 @@ pub(crate) fn write_extract(
             t.file.rows,
             t.file.size_bytes,
             sql_string(&at),
+            sql_string(t.query_mode),
         ));
         sql.push_str(&format!(
             "INSERT INTO _files VALUES ({}, {}, {}, {});\n",

@@ -388,6 +388,9 @@ async fn add_tables(
         .map(|t| t.name.as_str())
         .collect();
     check_remote(&state, &source.spec, &remote).await?;
+    if specs.iter().any(|t| t.query_mode == "materialized") {
+        check_queries(&state, &source.spec).await?;
+    }
     let added = state.store.add_tables(&name, &specs).await?;
     state.rebuild_catalog().await.map_err(ApiError::internal)?;
     let names: Vec<&str> = added.iter().map(|t| t.spec.name.as_str()).collect();
@@ -395,6 +398,22 @@ async fn add_tables(
     let body = json!({"added": added});
     let body = changed(&state, &admin, false, "table.add", name, detail, body).await;
     Ok((StatusCode::CREATED, body))
+}
+
+/// Remote and materialized tables need a connector that answers queries.
+async fn check_queries(state: &AppState, source: &crate::store::SourceSpec) -> ApiResult<()> {
+    let spec = crate::connector::spec(state, source).await?;
+    if !spec.capabilities.query {
+        return Err(ApiError::BadRequest(format!(
+            "source `{}`: its connector `{}` cannot answer queries (it supports: {}), so its \
+             tables cannot be remote or materialized; those need an agnes:connector@0.2.0 \
+             connector with query",
+            source.name,
+            spec.name,
+            spec.capabilities.names().join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// A remote table needs a connector that answers queries, and a table it offers.
@@ -406,16 +425,7 @@ async fn check_remote(
     if tables.is_empty() {
         return Ok(());
     }
-    let spec = crate::connector::spec(state, source).await?;
-    if !spec.capabilities.query {
-        return Err(ApiError::BadRequest(format!(
-            "source `{}`: its connector `{}` cannot answer queries (it supports: {}), so its \
-             tables cannot be remote; remote tables need an agnes:connector@0.2.0 connector with query",
-            source.name,
-            spec.name,
-            spec.capabilities.names().join(", ")
-        )));
-    }
+    check_queries(state, source).await?;
     let offered = crate::connector::discover(state, source).await?;
     for t in tables {
         if !offered.iter().any(|o| &o.name == t) {
@@ -468,6 +478,10 @@ async fn update_table(
     if spec.query_mode == "remote" {
         let src = require_source(&state, &source).await?;
         check_remote(&state, &src.spec, &[spec.name.as_str()]).await?;
+    }
+    if spec.query_mode == "materialized" {
+        let src = require_source(&state, &source).await?;
+        check_queries(&state, &src.spec).await?;
     }
     let updated = state.store.update_table(&source, &spec).await?;
     state.rebuild_catalog().await.map_err(ApiError::internal)?;

@@ -133,6 +133,7 @@ async fn jira(
         &state,
         source_ref,
         &tables,
+        &[],
         Some(("webhook", payload)),
         true,
     )
