@@ -15,6 +15,9 @@ use agnes_tests::pg::{PgCluster, READER_PASSWORD};
 use agnes_tests::runtime;
 
 fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -148,5 +151,97 @@ fn main() {
     );
     println!();
     println!("Peak RSS of the process during a connector run: {peak:.0} MB.");
+    println!();
+    remote_section(&pg, &pw, rows, reps);
+}
+
+/// Section 9: the same table registered as a remote table of a server (release, in this
+/// process, real HTTP over loopback): a 1% snapshot (`POST /api/v2/scan`) — bytes read from
+/// PostgreSQL vs bytes of the answer — and a filtered `count(*)` through `/api/query`
+/// (pushed down) vs the same SQL in `psql`.
+fn remote_section(pg: &PgCluster, pw: &Path, rows: u64, reps: usize) {
+    let s = agnes_tests::TestServer::start_with(|c| {
+        c.remote.max_scan_bytes = 0;
+        c.remote.daily_scan_bytes_per_user = 0;
+        c.query.timeout_secs = 600;
+    });
+    let manifest = agnes_tests::repo_root().join("connectors-wasm/postgres/connector.toml");
+    let grant = serde_json::json!({"databases": {"main": {"host": "127.0.0.1", "port": pg.port,
+        "database": "app", "user": "reader", "password": {"file": pw}, "tls": "disable", "allow_private": true}}});
+    s.admin_call("POST", "/api/admin/sources", Some(serde_json::json!({"name": "wh",
+        "connector": agnes_tests::POSTGRES_COMPONENT, "manifest": manifest, "config": {}, "grant": grant})));
+    s.admin_call(
+        "POST",
+        "/api/admin/sources/wh/tables",
+        Some(serde_json::json!({"tables": [{"name": "big", "query_mode": "remote"}]})),
+    );
+    let last_detail = || {
+        s.admin_call("GET", "/api/admin/audit?action=data.remote_scan", None)["entries"][0]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let field = |detail: &str, key: &str| -> f64 {
+        detail
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    // a 1% snapshot
+    let (mut t_snap, mut moved, mut answer, mut got) = (Vec::new(), 0f64, 0f64, 0usize);
+    for _ in 0..reps {
+        let t = Instant::now();
+        let r = agnes_tests::http()
+            .post(&s.url("/api/v2/scan"))
+            .header("Authorization", &agnes_tests::bearer(&s.admin))
+            .send_json(serde_json::json!({"table": "big", "where": "id % 100 = 0"}))
+            .unwrap();
+        let bytes = agnes_tests::read_bytes(r);
+        t_snap.push(t.elapsed().as_secs_f64());
+        let detail = last_detail();
+        moved = field(&detail, "source_read_bytes");
+        got = field(&detail, "rows") as usize;
+        answer = bytes.len() as f64;
+    }
+    // a filtered count, pushed down, vs psql
+    let where_ = "label LIKE 'a%'";
+    let (mut t_remote, mut t_psql) = (Vec::new(), Vec::new());
+    let mut count = serde_json::Value::Null;
+    for _ in 0..reps {
+        let t = Instant::now();
+        let v = s.admin_call(
+            "POST",
+            "/api/query",
+            Some(serde_json::json!({"sql": format!("SELECT count(*) FROM big WHERE {where_}")})),
+        );
+        t_remote.push(t.elapsed().as_secs_f64());
+        count = v["rows"][0][0].clone();
+        let t = Instant::now();
+        let n = pg.psql("app", &format!("SELECT count(*) FROM big WHERE {where_}"));
+        t_psql.push(t.elapsed().as_secs_f64());
+        assert_eq!(count.to_string(), n);
+    }
+    let (snap, remote, psql) = (
+        median(&mut t_snap),
+        median(&mut t_remote),
+        median(&mut t_psql),
+    );
+    println!("### 9. Remote tables: a 1% snapshot and a pushed-down count (same {rows}-row table)");
+    println!();
+    println!("| measure | result |");
+    println!("|---|---:|");
+    println!("| `POST /api/v2/scan` `where id % 100 = 0`: {got} rows | {snap:.2} s |");
+    println!(
+        "| bytes read from PostgreSQL / bytes of the answer (Arrow IPC) | {:.1} MB / {:.1} MB = **{:.2}×** |",
+        moved / 1e6,
+        answer / 1e6,
+        moved / answer
+    );
+    println!(
+        "| `/api/query` `SELECT count(*) FROM big WHERE {where_}` (= {count}; the filter and one column pushed) | {remote:.2} s |"
+    );
+    println!("| the same SQL in `psql` | {psql:.2} s |");
+    println!("| ratio | **{:.2}×** |", remote / psql);
     println!();
 }

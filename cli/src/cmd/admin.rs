@@ -166,10 +166,16 @@ pub enum TableCmd {
         all: bool,
         #[arg(long)]
         description: Option<String>,
-        /// `local` (parquet distributed to analysts) or `remote` (stays at the source,
-        /// scanned and queried there; the connector must answer queries).
+        /// `local` (parquet distributed to analysts), `remote` (stays at the source,
+        /// scanned and queried there) or `materialized` (`--options '{"sql": ...}'`, the
+        /// admin's SQL run at the source on every sync); the last two need a connector
+        /// that answers queries.
         #[arg(long, default_value = "local")]
         query_mode: String,
+        /// Per-table options, a JSON object (or @file): `sql` of a materialized table,
+        /// `max_scan_bytes`, `max_bytes_per_materialize`.
+        #[arg(long)]
+        options: Option<String>,
     },
     /// Tables of every source, or of one.
     List {
@@ -732,7 +738,12 @@ fn table(cmd: TableCmd, server: &ServerArgs, out: &Output) -> Result<()> {
             all,
             description,
             query_mode,
+            options,
         } => {
+            let options = match options {
+                Some(o) => json_arg("options", &o)?,
+                None => json!({}),
+            };
             let body = if all {
                 json!({"all": true})
             } else if names.is_empty() {
@@ -743,7 +754,7 @@ fn table(cmd: TableCmd, server: &ServerArgs, out: &Output) -> Result<()> {
             } else {
                 let tables: Vec<Value> = names
                     .iter()
-                    .map(|n| json!({"name": n, "description": description, "query_mode": query_mode}))
+                    .map(|n| json!({"name": n, "description": description, "query_mode": query_mode, "options": options}))
                     .collect();
                 json!({ "tables": tables })
             };
