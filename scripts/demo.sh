@@ -53,7 +53,12 @@ psql_admin -d warehouse -c "
   INSERT INTO shipments SELECT g, g, (ARRAY['DHL','UPS','PPL'])[g % 3 + 1],
          '2024-12-01'::timestamptz + g * interval '17 minutes', round((g % 97) * 0.37 + 0.5, 2), now()
     FROM generate_series(1, 2500) g;
-  GRANT USAGE ON SCHEMA public TO agnes_reader; GRANT SELECT ON shipments TO agnes_reader;"
+  CREATE TABLE tracking_events (event_id int8 PRIMARY KEY, shipment_id int NOT NULL, status text NOT NULL,
+                                at timestamptz NOT NULL);
+  INSERT INTO tracking_events SELECT g, g % 2500 + 1, (ARRAY['picked','in_transit','delivered','delayed'])[g % 4 + 1],
+         '2024-12-01'::timestamptz + g * interval '1 minute' FROM generate_series(1, 200000) g;
+  ANALYZE tracking_events;
+  GRANT USAGE ON SCHEMA public TO agnes_reader; GRANT SELECT ON shipments, tracking_events TO agnes_reader;"
 PG_MANIFEST=connectors-wasm/postgres/connector.toml
 "$AGNES" connector sign "$PG_WASM" --manifest "$PG_MANIFEST" --key "$KEYS/demo.key"
 "$AGNES" connector inspect "$PG_WASM" --manifest "$PG_MANIFEST" | head -n 8   # what a reviewer sees
@@ -61,12 +66,16 @@ PG_MANIFEST=connectors-wasm/postgres/connector.toml
 "$AGNES" admin source add warehouse --connector postgres@0.2.0 --config '{"cursors": {"shipments": "updated_at"}}' \
   --grant "{\"databases\": {\"main\": {\"host\": \"127.0.0.1\", \"port\": $PG_PORT, \"database\": \"warehouse\",
            \"user\": \"agnes_reader\", \"password\": {\"file\": \"$PG_PASSWORD_FILE\"}, \"tls\": \"disable\", \"allow_private\": true}}}" \
-  --all-tables
+  --table shipments
+# too big to copy: stays at the source (queried there); and a table that is the admin's SQL
+"$AGNES" admin table add warehouse tracking_events --query-mode remote
+"$AGNES" admin table add warehouse delays_by_carrier --query-mode materialized \
+  --options '{"sql": "SELECT s.carrier, count(*) AS delayed_events FROM tracking_events e JOIN shipments s USING (shipment_id) WHERE e.status = '\''delayed'\'' GROUP BY 1 ORDER BY 1"}'
 "$AGNES" admin source sync warehouse --wait
 
-step "4. an analyst in group 'sales' gets 'orders', 'customers' and 'shipments', not 'products'"
+step "4. an analyst in group 'sales' gets 'orders', 'customers', the warehouse tables, not 'products'"
 "$AGNES" admin group add sales
-for t in orders customers shipments; do "$AGNES" admin grant add sales --table "$t"; done
+for t in orders customers shipments tracking_events delays_by_carrier; do "$AGNES" admin grant add sales --table "$t"; done
 ANALYST=$("$AGNES" admin user add analyst --group sales --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 "$AGNES" admin grant list
 unset AGNES_SERVER AGNES_TOKEN
@@ -97,5 +106,12 @@ head -n 12 CLAUDE.md                        # the agent rails, written by init f
 "$AGNES" query "SELECT date_trunc('month', ordered_at) AS month, round(sum(amount), 2) AS revenue FROM orders GROUP BY 1 ORDER BY 1 DESC LIMIT 3"
 # the PostgreSQL table beside the CSV ones
 "$AGNES" query "SELECT s.carrier, count(*) AS shipments, round(sum(o.amount), 2) AS revenue FROM shipments s JOIN orders o USING (order_id) GROUP BY 1 ORDER BY 1"
+"$AGNES" query "SELECT * FROM delays_by_carrier"          # materialized: the admin's SQL, pulled
+# the remote table was not pulled: ask the source (only matching rows of one column travel) ...
+"$AGNES" query --remote "SELECT count(*) AS delayed FROM tracking_events WHERE status = 'delayed' AND at >= TIMESTAMP '2025-01-01 00:00:00'"
+# ... or cut a slice once and explore it locally
+"$AGNES" snapshot create tracking_events --where "status = 'delayed'" --select event_id,shipment_id,at --estimate
+"$AGNES" snapshot create tracking_events --where "status = 'delayed'" --select event_id,shipment_id,at
+"$AGNES" query "SELECT date_trunc('week', at) AS week, count(*) AS delayed FROM tracking_events GROUP BY 1 ORDER BY 1 LIMIT 3"
 # what the SessionEnd hook would upload at the end of a Claude Code session here
 "$AGNES" push --dry-run
