@@ -54,7 +54,7 @@ psql_admin -d warehouse -c "
          '2024-12-01'::timestamptz + g * interval '17 minutes', round((g % 97) * 0.37 + 0.5, 2), now()
     FROM generate_series(1, 2500) g;
   CREATE TABLE tracking_events (event_id int8 PRIMARY KEY, shipment_id int NOT NULL, status text NOT NULL,
-                                at timestamptz NOT NULL);
+                                happened_at timestamptz NOT NULL);
   INSERT INTO tracking_events SELECT g, g % 2500 + 1, (ARRAY['picked','in_transit','delivered','delayed'])[g % 4 + 1],
          '2024-12-01'::timestamptz + g * interval '1 minute' FROM generate_series(1, 200000) g;
   ANALYZE tracking_events;
@@ -108,10 +108,10 @@ head -n 12 CLAUDE.md                        # the agent rails, written by init f
 "$AGNES" query "SELECT s.carrier, count(*) AS shipments, round(sum(o.amount), 2) AS revenue FROM shipments s JOIN orders o USING (order_id) GROUP BY 1 ORDER BY 1"
 "$AGNES" query "SELECT * FROM delays_by_carrier"          # materialized: the admin's SQL, pulled
 # the remote table was not pulled: ask the source (only matching rows of one column travel) ...
-"$AGNES" query --remote "SELECT count(*) AS delayed FROM tracking_events WHERE status = 'delayed' AND at >= TIMESTAMP '2025-01-01 00:00:00'"
+"$AGNES" query --remote "SELECT count(*) AS delayed FROM tracking_events WHERE status = 'delayed' AND happened_at >= TIMESTAMP '2025-01-01 00:00:00'"
 # ... or cut a slice once and explore it locally
-"$AGNES" snapshot create tracking_events --where "status = 'delayed'" --select event_id,shipment_id,at --estimate
-"$AGNES" snapshot create tracking_events --where "status = 'delayed'" --select event_id,shipment_id,at
-"$AGNES" query "SELECT date_trunc('week', at) AS week, count(*) AS delayed FROM tracking_events GROUP BY 1 ORDER BY 1 LIMIT 3"
+"$AGNES" snapshot create tracking_events --where "status = 'delayed'" --select event_id,shipment_id,happened_at --estimate
+"$AGNES" snapshot create tracking_events --where "status = 'delayed'" --select event_id,shipment_id,happened_at
+"$AGNES" query "SELECT date_trunc('week', happened_at) AS week, count(*) AS delayed FROM tracking_events GROUP BY 1 ORDER BY 1 LIMIT 3"
 # what the SessionEnd hook would upload at the end of a Claude Code session here
 "$AGNES" push --dry-run

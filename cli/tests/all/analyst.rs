@@ -222,6 +222,17 @@ fn init_pull_query_and_incremental_pulls() {
         String::from_utf8_lossy(&o.stdout),
         "order_id,amount\n1,861.56\n2,2484.95\n"
     );
+    // a TIMESTAMPTZ result (DuckDB names the zone `Etc/UTC`) prints in every format
+    let sql = "SELECT TIMESTAMPTZ '2024-01-02 03:04:05+00' AS t";
+    for format in ["table", "csv", "json"] {
+        let o = env.agnes(&["query", sql, "--format", format]);
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success() && stdout.contains("2024-01-02"),
+            "{format}: {stdout}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
 
     let second = env.json(&["pull"]);
     assert_eq!(
