@@ -599,7 +599,7 @@ async fn materialize_one(
     config: &str,
     staging: &Staging,
     m: &Materialize,
-) -> Result<(SchemaRef, WrittenFile), Error> {
+) -> Result<WrittenFile, Error> {
     validate_name("table", &m.table)?;
     if instance.world() == World::V0_1 {
         return Err(Error::Unsupported {
@@ -672,7 +672,7 @@ async fn materialize_one(
         };
         let dest = staging.data_dir().join(format!("{}.parquet", m.table));
         std::fs::rename(&file.path, &dest).map_err(Error::io("moving into place", &dest))?;
-        Ok((table.schema.clone(), WrittenFile { path: dest, ..file }))
+        Ok(WrittenFile { path: dest, ..file })
     });
     let _ = std::fs::remove_dir_all(&dir);
     written
@@ -689,7 +689,7 @@ fn publish(
     new_state: Option<String>,
     counts: Counts,
     component_digest: String,
-    materialized: Vec<(String, Result<(SchemaRef, WrittenFile), String>)>,
+    materialized: Vec<(String, Result<WrittenFile, String>)>,
 ) -> Result<RunReport, Error> {
     let data_dir = staging.data_dir();
     // Finish every selected table; one that received no batch gets an empty file with
@@ -731,7 +731,7 @@ fn publish(
     let mut extra: Vec<(String, Option<String>, Option<String>)> = Vec::new(); // (name, description, error)
     for (name, outcome) in materialized {
         match outcome {
-            Ok((_, file)) => {
+            Ok(file) => {
                 written.insert(name.clone(), file);
                 extra.push((name, None, None));
             }

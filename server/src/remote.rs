@@ -267,122 +267,6 @@ pub fn order_key(item: &str) -> Result<agnes_query::OrderKey, String> {
     Ok(agnes_query::OrderKey { column, descending })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn allowed_forms_convert() {
-        let e = parse_where(
-            "country = 'CZ' AND (amount >= 10.5 OR id IN (1, 2)) AND NOT note LIKE 'x%' \
-             AND day BETWEEN DATE '2024-01-01' AND '2024-02-01' AND at > TIMESTAMP '2024-01-01 10:00:00' \
-             AND blob IS NOT NULL AND -id % 2 = 0 AND orders.id <> 3 AND name ILIKE 'a%'",
-            "orders",
-        )
-        .unwrap();
-        let json = e.to_json();
-        for part in [
-            r#"{"literal":{"decimal":"10.5"}}"#,
-            r#"{"literal":{"date":"2024-01-01"}}"#,
-            r#"{"literal":{"timestamp":"2024-01-01 10:00:00"}}"#,
-            r#""case_insensitive":true"#,
-            r#"{"column":"id"}"#,
-        ] {
-            assert!(json.contains(part), "{part} in {json}");
-        }
-    }
-
-    #[test]
-    fn everything_else_is_refused_naming_the_part() {
-        for (text, why) in [
-            ("id IN (SELECT id FROM other)", "subquery"),
-            ("EXISTS (SELECT 1)", "subquery"),
-            ("lower(country) = 'cz'", "function `lower`"),
-            ("pg_sleep(10) IS NULL", "function `pg_sleep`"),
-            ("other.id = 1", "not a column of `orders`"),
-            ("id = 1 -- ' OR 1=1", "comments"),
-            ("id = 1 /* x */", "comments"),
-            ("id = 1; DROP TABLE orders", "`;`"),
-            ("id = 1 id", "unexpected"),
-            ("country ~ 'x'", "not allowed"),
-            ("id = $1", "not allowed"),
-            ("CAST(id AS text) = '1'", "not allowed"),
-        ] {
-            let err = parse_where(text, "orders").unwrap_err();
-            assert!(err.contains(why), "{text}: {err}");
-        }
-        assert!(parse_where(&"x".repeat(MAX_WHERE + 1), "t").is_err());
-    }
-
-    fn cols() -> Vec<(String, agnes_query::Kind)> {
-        use agnes_query::Kind;
-        [
-            ("id", Kind::Number),
-            ("country", Kind::Text),
-            ("amount", Kind::Number),
-        ]
-        .into_iter()
-        .map(|(n, k)| (n.to_string(), k))
-        .collect()
-    }
-
-    #[test]
-    fn pushdown_takes_the_columns_and_the_conditions_of_the_table() {
-        let p = |sql: &str| pushdown(sql, "events", &cols()).unwrap();
-        assert_eq!(p("SELECT 1 FROM orders"), None, "not used");
-        let r = p("SELECT count(*) FROM events WHERE country = 'CZ' AND amount > 10").unwrap();
-        assert_eq!(r.columns, ["country", "amount"]);
-        let f = r.filter.unwrap().to_json();
-        assert!(
-            f.contains(r#""string":"CZ""#) && f.contains(r#""op":"gt""#),
-            "{f}"
-        );
-        // count(*) alone: one column, no filter
-        let r = p("SELECT count(*) FROM events").unwrap();
-        assert_eq!((r.columns, r.filter), (vec!["id".to_string()], None));
-        // SELECT *: every column
-        assert!(
-            p("SELECT * FROM events WHERE id = 1")
-                .unwrap()
-                .columns
-                .is_empty()
-        );
-        // a join: only conditions qualified with this table's alias
-        let r = p(
-            "SELECT e.id, o.total FROM events e JOIN orders o ON e.id = o.id \
-                   WHERE e.country = 'CZ' AND o.total > 5 AND id > 3",
-        )
-        .unwrap();
-        let f = r.filter.unwrap().to_json();
-        assert!(
-            f.contains("CZ") && !f.contains("total") && !f.contains(r#""int":3"#),
-            "{f}"
-        );
-        // an outer join: no condition is pushed
-        assert_eq!(
-            p("SELECT * FROM orders o LEFT JOIN events e ON e.id = o.id WHERE e.country IS NULL")
-                .unwrap()
-                .filter,
-            None
-        );
-        // a condition the filter cannot express stays in the sandbox only
-        let r = p("SELECT id FROM events WHERE lower(country) = 'cz' AND id < 5").unwrap();
-        assert_eq!(
-            r.filter.unwrap().to_json(),
-            r#"{"binary":{"op":"lt","left":{"column":"id"},"right":{"literal":{"int":5}}}}"#
-        );
-        assert!(pushdown("SELEC nonsense events", "events", &cols()).is_err());
-    }
-
-    #[test]
-    fn order_keys() {
-        assert!(order_key("amount DESC").unwrap().descending);
-        assert!(!order_key("amount").unwrap().descending);
-        assert!(order_key("amount sideways").is_err());
-        assert!(order_key("a b c").is_err());
-    }
-}
-
 /// What an analyst asks of a remote table (the fields of `/api/v2/scan`).
 pub struct ScanAsk<'a> {
     pub select: &'a [String],
@@ -747,4 +631,120 @@ pub async fn fetch(
     )
     .await;
     Ok((out, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_forms_convert() {
+        let e = parse_where(
+            "country = 'CZ' AND (amount >= 10.5 OR id IN (1, 2)) AND NOT note LIKE 'x%' \
+             AND day BETWEEN DATE '2024-01-01' AND '2024-02-01' AND at > TIMESTAMP '2024-01-01 10:00:00' \
+             AND blob IS NOT NULL AND -id % 2 = 0 AND orders.id <> 3 AND name ILIKE 'a%'",
+            "orders",
+        )
+        .unwrap();
+        let json = e.to_json();
+        for part in [
+            r#"{"literal":{"decimal":"10.5"}}"#,
+            r#"{"literal":{"date":"2024-01-01"}}"#,
+            r#"{"literal":{"timestamp":"2024-01-01 10:00:00"}}"#,
+            r#""case_insensitive":true"#,
+            r#"{"column":"id"}"#,
+        ] {
+            assert!(json.contains(part), "{part} in {json}");
+        }
+    }
+
+    #[test]
+    fn everything_else_is_refused_naming_the_part() {
+        for (text, why) in [
+            ("id IN (SELECT id FROM other)", "subquery"),
+            ("EXISTS (SELECT 1)", "subquery"),
+            ("lower(country) = 'cz'", "function `lower`"),
+            ("pg_sleep(10) IS NULL", "function `pg_sleep`"),
+            ("other.id = 1", "not a column of `orders`"),
+            ("id = 1 -- ' OR 1=1", "comments"),
+            ("id = 1 /* x */", "comments"),
+            ("id = 1; DROP TABLE orders", "`;`"),
+            ("id = 1 id", "unexpected"),
+            ("country ~ 'x'", "not allowed"),
+            ("id = $1", "not allowed"),
+            ("CAST(id AS text) = '1'", "not allowed"),
+        ] {
+            let err = parse_where(text, "orders").unwrap_err();
+            assert!(err.contains(why), "{text}: {err}");
+        }
+        assert!(parse_where(&"x".repeat(MAX_WHERE + 1), "t").is_err());
+    }
+
+    fn cols() -> Vec<(String, agnes_query::Kind)> {
+        use agnes_query::Kind;
+        [
+            ("id", Kind::Number),
+            ("country", Kind::Text),
+            ("amount", Kind::Number),
+        ]
+        .into_iter()
+        .map(|(n, k)| (n.to_string(), k))
+        .collect()
+    }
+
+    #[test]
+    fn pushdown_takes_the_columns_and_the_conditions_of_the_table() {
+        let p = |sql: &str| pushdown(sql, "events", &cols()).unwrap();
+        assert_eq!(p("SELECT 1 FROM orders"), None, "not used");
+        let r = p("SELECT count(*) FROM events WHERE country = 'CZ' AND amount > 10").unwrap();
+        assert_eq!(r.columns, ["country", "amount"]);
+        let f = r.filter.unwrap().to_json();
+        assert!(
+            f.contains(r#""string":"CZ""#) && f.contains(r#""op":"gt""#),
+            "{f}"
+        );
+        // count(*) alone: one column, no filter
+        let r = p("SELECT count(*) FROM events").unwrap();
+        assert_eq!((r.columns, r.filter), (vec!["id".to_string()], None));
+        // SELECT *: every column
+        assert!(
+            p("SELECT * FROM events WHERE id = 1")
+                .unwrap()
+                .columns
+                .is_empty()
+        );
+        // a join: only conditions qualified with this table's alias
+        let r = p(
+            "SELECT e.id, o.total FROM events e JOIN orders o ON e.id = o.id \
+                   WHERE e.country = 'CZ' AND o.total > 5 AND id > 3",
+        )
+        .unwrap();
+        let f = r.filter.unwrap().to_json();
+        assert!(
+            f.contains("CZ") && !f.contains("total") && !f.contains(r#""int":3"#),
+            "{f}"
+        );
+        // an outer join: no condition is pushed
+        assert_eq!(
+            p("SELECT * FROM orders o LEFT JOIN events e ON e.id = o.id WHERE e.country IS NULL")
+                .unwrap()
+                .filter,
+            None
+        );
+        // a condition the filter cannot express stays in the sandbox only
+        let r = p("SELECT id FROM events WHERE lower(country) = 'cz' AND id < 5").unwrap();
+        assert_eq!(
+            r.filter.unwrap().to_json(),
+            r#"{"binary":{"op":"lt","left":{"column":"id"},"right":{"literal":{"int":5}}}}"#
+        );
+        assert!(pushdown("SELEC nonsense events", "events", &cols()).is_err());
+    }
+
+    #[test]
+    fn order_keys() {
+        assert!(order_key("amount DESC").unwrap().descending);
+        assert!(!order_key("amount").unwrap().descending);
+        assert!(order_key("amount sideways").is_err());
+        assert!(order_key("a b c").is_err());
+    }
 }

@@ -460,9 +460,9 @@ impl TableSpec {
             )));
         }
         if self.query_mode == "materialized"
-            && !self.options["sql"]
+            && self.options["sql"]
                 .as_str()
-                .is_some_and(|s| !s.trim().is_empty())
+                .is_none_or(|s| s.trim().is_empty())
         {
             return Err(BadRequest(format!(
                 "table `{}`: a materialized table needs its SQL, in the source's dialect: \
