@@ -629,3 +629,126 @@ fn push_uploads_new_or_grown_transcripts_once_with_tokens_redacted() {
         "{kept}"
     );
 }
+
+#[test]
+fn remote_and_materialized_tables_on_the_analyst_rails() {
+    use agnes_tests::pg::{PgCluster, READER_PASSWORD};
+    let env = setup();
+    let pg = PgCluster::start();
+    pg.psql(
+        "app",
+        "CREATE TABLE events (id int8 PRIMARY KEY, country text NOT NULL, amount numeric(10,2));
+         INSERT INTO events SELECT g, (ARRAY['CZ','DE','US'])[g % 3 + 1], g * 0.5
+           FROM generate_series(1, 9000) g;
+         ANALYZE events;",
+    );
+    pg.grant_select();
+    let pw = env.data.path().join("pg-password");
+    std::fs::write(&pw, READER_PASSWORD).unwrap();
+    let manifest = repo_root().join("connectors-wasm/postgres/connector.toml");
+    env.admin("POST", "/api/admin/sources", json!({"name": "wh", "connector": agnes_tests::POSTGRES_COMPONENT,
+        "manifest": manifest, "config": {}, "grant": {"databases": {"main": {"host": "127.0.0.1", "port": pg.port,
+        "database": "app", "user": "reader", "password": {"file": pw}, "tls": "disable", "allow_private": true}}}}));
+    env.admin(
+        "POST",
+        "/api/admin/sources/wh/tables",
+        json!({"tables": [
+        {"name": "events", "query_mode": "remote"},
+        {"name": "by_country", "query_mode": "materialized",
+         "options": {"sql": "SELECT country, count(*) AS n FROM events GROUP BY 1"}}]}),
+    );
+    env.admin("POST", "/api/admin/sources/wh/sync", json!({}));
+    env.server().wait_for_sync();
+    for t in ["events", "by_country"] {
+        env.admin(
+            "POST",
+            "/api/admin/grants",
+            json!({"group": "sales", "resource_type": "table", "resource_id": t}),
+        );
+    }
+
+    // pull: the materialized table comes, the remote one stays at the source
+    let pulled = env.json(&["pull"]);
+    let downloaded = pulled["downloaded"].to_string();
+    assert!(
+        downloaded.contains("by_country") && !downloaded.contains("events"),
+        "{pulled}"
+    );
+    assert_eq!(
+        env.json(&["query", "SELECT sum(n) AS n FROM by_country"]),
+        json!([{"n": 9000}])
+    );
+    let catalog = env.json(&["catalog"]).to_string();
+    assert!(
+        catalog.contains("remote") && catalog.contains("materialized"),
+        "{catalog}"
+    );
+    // schema and describe answer from the source
+    let schema = env.json(&["schema", "events"]).to_string();
+    assert!(
+        schema.contains("country") && schema.contains("amount"),
+        "{schema}"
+    );
+    let o = env.agnes(&["describe", "events", "-n", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // --remote: pushed to the source
+    assert_eq!(
+        env.json(&[
+            "query",
+            "--remote",
+            "SELECT count(*) AS n FROM events WHERE country = 'CZ'"
+        ]),
+        json!([{"n": 3000}])
+    );
+    // a snapshot of a slice, then local
+    let o = env.agnes(&[
+        "snapshot",
+        "create",
+        "events",
+        "--where",
+        "country = 'DE' AND amount > 1000",
+        "--select",
+        "id,amount",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let expected: i64 = pg
+        .psql(
+            "app",
+            "SELECT count(*) FROM events WHERE country = 'DE' AND amount > 1000",
+        )
+        .parse()
+        .unwrap();
+    assert_eq!(
+        env.json(&["query", "SELECT count(*) AS n FROM events"]),
+        json!([{"n": expected}])
+    );
+    // a where the server cannot push is refused with what to change
+    let o = env.agnes(&[
+        "snapshot",
+        "create",
+        "events",
+        "--where",
+        "lower(country) = 'de'",
+        "--as",
+        "x",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("function `lower`"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // --skip-materialized leaves it out, and removes the copy pulled before
+    let skipped = env.json(&["pull", "--skip-materialized"]);
+    assert!(
+        skipped["removed"].to_string().contains("by_country"),
+        "{skipped}"
+    );
+    assert!(
+        !env.ws
+            .path()
+            .join("server/parquet/by_country.parquet")
+            .exists()
+    );
+    assert!(env.ws.path().join("server/parquet/orders.parquet").exists());
+}
