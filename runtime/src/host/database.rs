@@ -52,18 +52,16 @@ pub struct Connection {
     pub(crate) name: String,
     stream: Pin<Box<dyn Stream>>,
     framer: Framer,
-    buf: Vec<u8>,
 }
 
 impl Connection {
-    /// Reads at most `max` bytes (at least one unless the server closed).
+    /// Reads at most `max` bytes (at least one unless the server closed), straight into
+    /// the list handed to the guest (no zeroing, no second copy).
     pub(crate) async fn read(&mut self, max: usize) -> std::io::Result<Vec<u8>> {
         let max = max.clamp(1, MAX_READ);
-        if self.buf.len() < max {
-            self.buf.resize(max, 0);
-        }
-        let n = self.stream.read(&mut self.buf[..max]).await?;
-        Ok(self.buf[..n].to_vec())
+        let mut buf = Vec::with_capacity(max);
+        self.stream.read_buf(&mut buf).await?;
+        Ok(buf)
     }
 
     /// Checks the framing of `bytes` and sends them.
@@ -146,7 +144,6 @@ impl Databases {
             name: name.to_string(),
             stream,
             framer: Framer::default(),
-            buf: Vec::new(),
         })
     }
 
