@@ -17,8 +17,8 @@ use arrow_schema::{DataType, Schema, SchemaRef};
 use crate::engine::{LoadedComponent, Runtime};
 use crate::error::Phase;
 use crate::host::SelectedTable;
-use crate::run::{TableSpec, discover_in, settle};
-use crate::sink::parquet::TableWriter;
+use crate::run::{TableSpec, discover_in, settle, within};
+use crate::sink::parquet::{TableWriter, WrittenFile};
 use crate::sink::pipeline::Sink;
 use crate::world::{Estimate, Instance, World, wire_request};
 use crate::{Error, Grant, Limits};
@@ -36,6 +36,85 @@ pub enum QueryRequest {
 
 /// The largest admin SQL text accepted.
 pub const MAX_SQL: usize = 1 << 20;
+
+/// Checks admin SQL before it reaches a connector: non-empty, no NUL, at most [`MAX_SQL`].
+pub(crate) fn check_sql(table: &str, sql: &str) -> Result<(), Error> {
+    if sql.trim().is_empty() || sql.len() > MAX_SQL || sql.contains('\0') {
+        return Err(Error::InvalidRequest {
+            table: crate::names::shown(table),
+            reason: format!(
+                "the SQL must be non-empty, without NUL characters, at most {MAX_SQL} bytes"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Runs `request` through the instance's `query` into a sink of its own under `dir` and
+/// moves the finished file to `dest`. `schema` is the result's schema when known (a
+/// structured request), `None` to adopt the first batch's (admin SQL). On any error
+/// nothing reaches `dest`; the sink is dropped unfinished.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn query_to_file(
+    instance: &Instance,
+    store: &mut wasmtime::Store<crate::host::RunState>,
+    config: &str,
+    table: &str,
+    request: &QueryRequest,
+    schema: Option<SchemaRef>,
+    dir: &std::path::Path,
+    dest: &std::path::Path,
+) -> Result<(SchemaRef, WrittenFile), Error> {
+    {
+        let state = store.data_mut();
+        state.sink = Some(Sink::start(
+            dir.to_path_buf(),
+            state.limits.host_memory_bytes(),
+        )?);
+        state.selected = [(
+            table.to_string(),
+            SelectedTable {
+                adopt: schema.is_none(),
+                schema: schema.unwrap_or_else(|| Arc::new(Schema::empty())),
+                decoder: StreamDecoder::new(),
+                rows: 0,
+                held: 0,
+            },
+        )]
+        .into();
+    }
+    let result = instance
+        .query(&mut *store, config, &wire_request(table, request))
+        .await
+        .expect("a 0.2.0 instance");
+    let outcome = settle(store, Phase::Query, result);
+    let state = store.data_mut();
+    let sink = state.sink.take().expect("set above");
+    let selected = state.selected.remove(table).expect("set above");
+    outcome?;
+    if selected.adopt {
+        return Err(Error::Connector {
+            phase: Phase::Query,
+            kind: "internal",
+            message:
+                "the query emitted no schema: emit the result's schema even when it has no rows"
+                    .into(),
+        });
+    }
+    let mut files = sink.finish()?;
+    let file = match files.remove(table) {
+        Some(f) => f,
+        None => TableWriter::create(dir, table, selected.schema.clone())?.finish()?,
+    };
+    std::fs::rename(&file.path, dest).map_err(Error::io("moving into place", dest))?;
+    Ok((
+        selected.schema,
+        WrittenFile {
+            path: dest.to_path_buf(),
+            ..file
+        },
+    ))
+}
 
 /// One `estimate` or `query` call.
 #[derive(Debug, Clone)]
@@ -97,8 +176,7 @@ impl Runtime {
         component: &LoadedComponent,
         call: &QueryCall,
     ) -> Result<Estimate, Error> {
-        let timeout = call.limits.timeout();
-        let work = async {
+        within(&call.limits, async {
             let mut store = self.store(&call.grant, &call.limits)?;
             let instance = self.instantiate(component, &mut store).await?;
             self.ensure_supports(&instance, &mut store, "estimate")
@@ -113,10 +191,8 @@ impl Runtime {
                 .await
                 .expect("a 0.2.0 instance");
             settle(&mut store, Phase::Estimate, result)
-        };
-        tokio::time::timeout(timeout, work)
-            .await
-            .map_err(|_| Error::Timeout { limit: timeout })?
+        })
+        .await
     }
 
     /// Runs `call` at the source; the result is written to `<out_dir>/<table>.parquet`
@@ -127,8 +203,7 @@ impl Runtime {
         call: &QueryCall,
         out_dir: &std::path::Path,
     ) -> Result<QueryReport, Error> {
-        let timeout = call.limits.timeout();
-        let work = async {
+        within(&call.limits, async {
             let started = Instant::now();
             crate::names::validate_name("table", &call.table)?;
             let mut store = self.store(&call.grant, &call.limits)?;
@@ -140,53 +215,23 @@ impl Runtime {
                 .prefix(".query-")
                 .tempdir_in(out_dir)
                 .map_err(Error::io("creating a staging directory in", out_dir))?;
-            {
-                let state = store.data_mut();
-                state.sink = Some(Sink::start(
-                    staging.path().to_path_buf(),
-                    state.limits.host_memory_bytes(),
-                )?);
-                state.selected.insert(
-                    call.table.clone(),
-                    SelectedTable {
-                        adopt: schema.is_none(),
-                        schema: schema.unwrap_or_else(|| Arc::new(Schema::empty())),
-                        decoder: StreamDecoder::new(),
-                        rows: 0,
-                        held: 0,
-                    },
-                );
-            }
-            let result = instance
-                .query(
-                    &mut store,
-                    &call.config,
-                    &wire_request(&call.table, &request),
-                )
-                .await
-                .expect("a 0.2.0 instance");
-            settle(&mut store, Phase::Query, result)?;
-            let state = store.data_mut();
-            let table = state.selected.remove(&call.table).expect("inserted above");
-            if table.adopt {
-                return Err(Error::Connector {
-                    phase: Phase::Query,
-                    kind: "internal",
-                    message: "the query emitted no schema: emit the result's schema even when it has no rows".into(),
-                });
-            }
-            let mut files = state.sink.take().expect("set above").finish()?;
-            let file = match files.remove(&call.table) {
-                Some(f) => f,
-                None => TableWriter::create(staging.path(), &call.table, table.schema.clone())?
-                    .finish()?,
-            };
             let dest = out_dir.join(format!("{}.parquet", call.table));
-            std::fs::rename(&file.path, &dest).map_err(Error::io("moving into place", &dest))?;
+            let (schema, file) = query_to_file(
+                &instance,
+                &mut store,
+                &call.config,
+                &call.table,
+                &request,
+                schema,
+                staging.path(),
+                &dest,
+            )
+            .await?;
+            let state = store.data();
             Ok(QueryReport {
                 table: call.table.clone(),
                 path: dest,
-                schema: table.schema,
+                schema,
                 rows: file.rows,
                 size_bytes: file.size_bytes,
                 md5: file.md5,
@@ -194,10 +239,8 @@ impl Runtime {
                 db_bytes_read: state.databases.bytes_read,
                 elapsed: started.elapsed(),
             })
-        };
-        tokio::time::timeout(timeout, work)
-            .await
-            .map_err(|_| Error::Timeout { limit: timeout })?
+        })
+        .await
     }
 
     /// Fails with [`Error::Unsupported`] unless the connector implements `call`.
@@ -244,11 +287,7 @@ impl Runtime {
         };
         let request = match &call.request {
             QueryRequest::Sql(sql) => {
-                if sql.trim().is_empty() || sql.len() > MAX_SQL || sql.contains('\0') {
-                    return Err(refuse(format!(
-                        "the SQL must be non-empty, without NUL characters, at most {MAX_SQL} bytes"
-                    )));
-                }
+                check_sql(&call.table, sql)?;
                 return Ok((call.request.clone(), None));
             }
             QueryRequest::Structured(r) => r,

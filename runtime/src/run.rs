@@ -20,7 +20,6 @@ use crate::names::validate_name;
 use crate::sink::duckdb::{ExtractTable, write_extract};
 use crate::sink::parquet::{TableWriter, WrittenFile};
 use crate::sink::pipeline::Sink;
-use std::sync::Arc;
 
 use crate::world::{Capabilities, GuestError, Instance, Pre, TableInfo, World};
 use crate::{Error, Grant, Limits};
@@ -278,7 +277,6 @@ impl Runtime {
         component: &LoadedComponent,
         limits: &Limits,
     ) -> Result<ConnectorSpec, Error> {
-        let timeout = limits.timeout();
         let work = async {
             let mut store = self.store(&Grant::default(), limits)?;
             let instance = self.instantiate(component, &mut store).await?;
@@ -310,9 +308,7 @@ impl Runtime {
                 capabilities: spec.capabilities,
             })
         };
-        tokio::time::timeout(timeout, work)
-            .await
-            .map_err(|_| Error::Timeout { limit: timeout })?
+        within(limits, work).await
     }
 
     /// Calls `discover` and validates what it returns.
@@ -323,15 +319,12 @@ impl Runtime {
         grant: &Grant,
         limits: &Limits,
     ) -> Result<Vec<TableSpec>, Error> {
-        let timeout = limits.timeout();
-        let work = async {
+        within(limits, async {
             let mut store = self.store(grant, limits)?;
             let instance = self.instantiate(component, &mut store).await?;
             discover_in(&instance, &mut store, config).await
-        };
-        tokio::time::timeout(timeout, work)
-            .await
-            .map_err(|_| Error::Timeout { limit: timeout })?
+        })
+        .await
     }
 
     /// Runs the connector end to end and publishes its extract at
@@ -358,13 +351,12 @@ impl Runtime {
         materialize: &[Materialize],
         on_progress: Option<ProgressFn>,
     ) -> Result<RunReport, Error> {
-        let timeout = request.limits.timeout();
-        tokio::time::timeout(
-            timeout,
+        let limits = request.limits.clone();
+        within(
+            &limits,
             self.run_inner(component, request, materialize, on_progress),
         )
         .await
-        .map_err(|_| Error::Timeout { limit: timeout })?
     }
 
     async fn run_inner(
@@ -608,14 +600,9 @@ async fn materialize_one(
             reason: "it implements agnes:connector@0.1.0; materialized tables need 0.2.0".into(),
         });
     }
-    if m.sql.trim().is_empty() || m.sql.len() > crate::query::MAX_SQL || m.sql.contains('\0') {
-        return Err(Error::InvalidRequest {
-            table: m.table.clone(),
-            reason: "the SQL must be non-empty, without NUL characters, at most 1 MiB".into(),
-        });
-    }
-    let request =
-        crate::world::wire_request(&m.table, &crate::query::QueryRequest::Sql(m.sql.clone()));
+    crate::query::check_sql(&m.table, &m.sql)?;
+    let sql = crate::query::QueryRequest::Sql(m.sql.clone());
+    let request = crate::world::wire_request(&m.table, &sql);
     if m.max_scan_bytes > 0 {
         let result = instance
             .estimate(store, config, &request)
@@ -635,47 +622,12 @@ async fn materialize_one(
     }
     let dir = staging.dir().join(format!(".materialize-{}", m.table));
     std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
-    let budget = store.data().limits.host_memory_bytes();
-    let state = store.data_mut();
-    state.sink = Some(Sink::start(dir.clone(), budget)?);
-    state.selected = [(
-        m.table.clone(),
-        SelectedTable {
-            schema: Arc::new(arrow_schema::Schema::empty()),
-            decoder: StreamDecoder::new(),
-            rows: 0,
-            held: 0,
-            adopt: true,
-        },
-    )]
-    .into();
-    let result = instance
-        .query(store, config, &request)
-        .await
-        .expect("a 0.2.0 instance");
-    let outcome = settle(store, Phase::Query, result);
-    let state = store.data_mut();
-    let sink = state.sink.take().expect("set above");
-    let table = state.selected.remove(&m.table).expect("set above");
-    let written = outcome.and_then(|_| {
-        if table.adopt {
-            return Err(Error::Connector {
-                phase: Phase::Query,
-                kind: "internal",
-                message: "the query emitted no schema".into(),
-            });
-        }
-        let mut files = sink.finish()?;
-        let file = match files.remove(&m.table) {
-            Some(f) => f,
-            None => TableWriter::create(&dir, &m.table, table.schema.clone())?.finish()?,
-        };
-        let dest = staging.data_dir().join(format!("{}.parquet", m.table));
-        std::fs::rename(&file.path, &dest).map_err(Error::io("moving into place", &dest))?;
-        Ok(WrittenFile { path: dest, ..file })
-    });
+    let dest = staging.data_dir().join(format!("{}.parquet", m.table));
+    let written =
+        crate::query::query_to_file(instance, store, config, &m.table, &sql, None, &dir, &dest)
+            .await;
     let _ = std::fs::remove_dir_all(&dir);
-    written
+    written.map(|(_, file)| file)
 }
 
 /// Finishes every table (merging incremental ones), writes the state and
@@ -923,6 +875,18 @@ fn table_spec(info: TableInfo, limits: &Limits) -> Result<TableSpec, Error> {
         primary_key: info.primary_key,
         cursor_field: info.cursor_field,
     })
+}
+
+/// Runs `work` under the wall-clock limit of `limits`: past it, the future is dropped (its
+/// store, sockets and guest with it) and the call fails with [`Error::Timeout`].
+pub(crate) async fn within<T>(
+    limits: &Limits,
+    work: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let limit = limits.timeout();
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| Error::Timeout { limit })?
 }
 
 /// Turns the outcome of a guest call into the run's result. A failure a host call

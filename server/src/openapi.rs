@@ -43,7 +43,7 @@ const ROUTES: &[(&str, &str, &str, bool)] = &[
     (
         "/api/data/{name}/download",
         "get",
-        "Parquet bytes; ETag = manifest hash, If-None-Match, Range",
+        "Parquet bytes; ETag = manifest hash, If-None-Match, Range; a remote table → 400 remote_table",
         false,
     ),
     (
@@ -61,19 +61,31 @@ const ROUTES: &[(&str, &str, &str, bool)] = &[
     (
         "/api/v2/schema/{name}",
         "get",
-        "Columns of a readable table",
+        "Columns of a readable table (a remote table's from its connector, with where_syntax)",
         false,
     ),
     (
         "/api/v2/sample/{name}",
         "get",
-        "First n rows (?n=, default 5, max 1000)",
+        "First n rows (?n=, default 5, max 1000); a remote table's with the limit pushed to the source",
+        false,
+    ),
+    (
+        "/api/v2/scan/estimate",
+        "post",
+        "{table, select?, where?, order_by?, limit?} → rows and bytes; for a remote table the connector's estimate, the scan cap, the daily budget and would_refuse",
+        false,
+    ),
+    (
+        "/api/v2/scan",
+        "post",
+        "{table, select?, where?, order_by?, limit?} → Arrow IPC stream; on a remote table pushed to the source (400 invalid_request, remote_scan_too_large, remote_budget_exceeded)",
         false,
     ),
     (
         "/api/query",
         "post",
-        "{sql, limit} → {columns, rows, row_count, truncated}; one read-only query over readable tables",
+        "{sql, limit} → {columns, rows, row_count, truncated}; one read-only query over readable tables (remote ones fetched with the SQL's columns and conditions on them pushed)",
         false,
     ),
     (

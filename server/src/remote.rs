@@ -173,24 +173,14 @@ fn convert(e: &ast::Expr, table: &str, depth: usize) -> Result<Expr, String> {
             expr,
             pattern,
             escape_char: None,
-        } => Expr::Like {
-            expr: sub(expr)?,
-            pattern: sub(pattern)?,
-            negated: *negated,
-            case_insensitive: false,
-        },
+        } => like(sub(expr)?, sub(pattern)?, *negated, false),
         ast::Expr::ILike {
             negated,
             any: false,
             expr,
             pattern,
             escape_char: None,
-        } => Expr::Like {
-            expr: sub(expr)?,
-            pattern: sub(pattern)?,
-            negated: *negated,
-            case_insensitive: true,
-        },
+        } => like(sub(expr)?, sub(pattern)?, *negated, true),
         ast::Expr::Function(f) => {
             return Err(format!(
                 "function `{}` is not allowed in a remote where (no functions are); {ALLOWED}",
@@ -209,6 +199,15 @@ fn convert(e: &ast::Expr, table: &str, depth: usize) -> Result<Expr, String> {
         }
         other => return refuse(other),
     })
+}
+
+fn like(expr: Box<Expr>, pattern: Box<Expr>, negated: bool, case_insensitive: bool) -> Expr {
+    Expr::Like {
+        expr,
+        pattern,
+        negated,
+        case_insensitive,
+    }
 }
 
 fn literal(v: &ast::Value) -> Result<Literal, String> {
@@ -579,6 +578,24 @@ fn split_and<'a>(e: &'a ast::Expr, out: &mut Vec<&'a ast::Expr>) {
     }
 }
 
+/// The source of remote table `table`, the request as its connector gets it, and the
+/// connector's estimate of it.
+pub async fn estimate(
+    state: &crate::state::AppState,
+    table: &crate::catalog::TableEntry,
+    request: agnes_query::Request,
+) -> crate::error::ApiResult<(
+    crate::store::Source,
+    agnes_runtime::query::QueryRequest,
+    agnes_runtime::Estimate,
+)> {
+    let request = agnes_runtime::query::QueryRequest::Structured(request);
+    let source = crate::routes::sources::require_source(state, &table.source).await?;
+    let estimate =
+        crate::connector::estimate(state, &source.spec, &table.name, request.clone()).await?;
+    Ok((source, request, estimate))
+}
+
 /// Runs `request` on remote table `table` for `user`: the connector's estimate, the scan
 /// cap and the daily budget, the query at the source (into a temporary directory that
 /// lives as long as the returned handle), and the audit entry with the bytes scanned and
@@ -590,10 +607,7 @@ pub async fn fetch(
     request: agnes_query::Request,
 ) -> crate::error::ApiResult<(tempfile::TempDir, agnes_runtime::query::QueryReport)> {
     use crate::error::ApiError;
-    let request = agnes_runtime::query::QueryRequest::Structured(request);
-    let source = crate::routes::sources::require_source(state, &table.source).await?;
-    let estimate =
-        crate::connector::estimate(state, &source.spec, &table.name, request.clone()).await?;
+    let (source, request, estimate) = estimate(state, table, request).await?;
     let scan_bytes = estimate.scan_bytes.or(estimate.result_bytes).unwrap_or(0);
     let guard = Guard::load(state, &user.0.name, &table.source, &table.name).await?;
     if let Err(refused) = guard.check(&table.name, scan_bytes) {

@@ -50,15 +50,17 @@ pub fn run(args: PullArgs, out: &Output) -> Result<()> {
         .context("fetching the manifest; local data is unchanged")?;
     let mut local = ws.local_manifest()?;
 
+    // remote tables stay at the source; materialized ones come unless skipped
+    let wanted = |m: &TableMeta| {
+        m.query_mode != "remote" && !(args.skip_materialized && m.query_mode == "materialized")
+    };
     let mut todo: Vec<(String, TableMeta)> = Vec::new();
     let mut unchanged = 0;
     for (name, meta) in &remote.tables {
         if agnes_runtime::names::validate_name("table", name).is_err() {
             bail!("the server sent an unsafe table name {name:?}; refusing to write it");
         }
-        if meta.query_mode == "remote"
-            || (args.skip_materialized && meta.query_mode == "materialized")
-        {
+        if !wanted(meta) {
             continue;
         }
         let have = local.tables.get(name);
@@ -74,12 +76,7 @@ pub fn run(args: PullArgs, out: &Output) -> Result<()> {
     let removed: Vec<String> = local
         .tables
         .keys()
-        .filter(|n| {
-            remote.tables.get(*n).is_none_or(|m| {
-                m.query_mode == "remote"
-                    || (args.skip_materialized && m.query_mode == "materialized")
-            })
-        })
+        .filter(|n| remote.tables.get(*n).is_none_or(|m| !wanted(m)))
         .cloned()
         .collect();
 

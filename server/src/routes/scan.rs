@@ -154,11 +154,7 @@ async fn remote_estimate(
 )> {
     let request = crate::remote::request(&table.name, &req.ask())
         .map_err(|m| ApiError::Refused("invalid_request", m))?;
-    let request = agnes_runtime::query::QueryRequest::Structured(request);
-    let source = super::sources::require_source(state, &table.source).await?;
-    let estimate =
-        crate::connector::estimate(state, &source.spec, &table.name, request.clone()).await?;
-    Ok((source, request, estimate))
+    crate::remote::estimate(state, table, request).await
 }
 
 async fn estimate(
@@ -246,12 +242,7 @@ async fn scan(
         } = plan(&sb, &table, &req)?;
         let limit = req.limit.map(|l| format!(" LIMIT {l}")).unwrap_or_default();
         let (schema, batches) = sb.arrow(&format!("SELECT {select} {from}{order}{limit}"))?;
-        let mut w = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &schema)
-            .map_err(ApiError::internal)?;
-        for b in &batches {
-            w.write(b).map_err(ApiError::internal)?;
-        }
-        w.into_inner().map_err(ApiError::internal)
+        ipc_stream(&schema, &batches)
     })
     .await
     .map_err(ApiError::internal)??;
@@ -263,11 +254,7 @@ async fn scan(
         Some(format!("{} bytes", ipc.len())),
     )
     .await;
-    Ok((
-        [(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
-        Body::from(ipc),
-    )
-        .into_response())
+    Ok(arrow_response(ipc))
 }
 
 /// A scan of a remote table: estimated, checked against the scan cap and the caller's
@@ -287,19 +274,32 @@ async fn remote_scan(
     let ipc = tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
         let sb = Sandbox::open(&[(name.clone(), path)], &limits)?;
         let (schema, batches) = sb.arrow(&format!("SELECT * FROM \"{name}\""))?;
-        let mut w = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &schema)
-            .map_err(ApiError::internal)?;
-        for b in &batches {
-            w.write(b).map_err(ApiError::internal)?;
-        }
-        w.into_inner().map_err(ApiError::internal)
+        ipc_stream(&schema, &batches)
     })
     .await
     .map_err(ApiError::internal)??;
     drop(out);
-    Ok((
+    Ok(arrow_response(ipc))
+}
+
+/// Batches as one Arrow IPC stream.
+fn ipc_stream(
+    schema: &duckdb::arrow::datatypes::SchemaRef,
+    batches: &[duckdb::arrow::record_batch::RecordBatch],
+) -> ApiResult<Vec<u8>> {
+    let mut w =
+        arrow_ipc::writer::StreamWriter::try_new(Vec::new(), schema).map_err(ApiError::internal)?;
+    for b in batches {
+        w.write(b).map_err(ApiError::internal)?;
+    }
+    w.into_inner().map_err(ApiError::internal)
+}
+
+/// An Arrow IPC stream as the response body.
+fn arrow_response(ipc: Vec<u8>) -> Response {
+    (
         [(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
         Body::from(ipc),
     )
-        .into_response())
+        .into_response()
 }
