@@ -136,6 +136,10 @@ pub enum Error {
         reason: String,
     },
 
+    /// SQL over Agnes tables failed in its sandboxed process, or the sandbox stopped it.
+    #[error("SQL of materialized table `{table}`: {reason}")]
+    Sql { table: String, reason: String },
+
     /// A query request is not valid for the table: names the part refused.
     #[error("query of table `{table}`: {reason}")]
     InvalidRequest { table: String, reason: String },

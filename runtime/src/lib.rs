@@ -59,6 +59,7 @@ mod run;
 pub mod schema;
 pub mod signature;
 pub mod sink;
+pub mod sqlbox;
 mod world;
 
 pub use config::RunConfig;

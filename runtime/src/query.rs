@@ -65,32 +65,53 @@ pub(crate) async fn query_to_file(
     dir: &std::path::Path,
     dest: &std::path::Path,
 ) -> Result<(SchemaRef, WrittenFile), Error> {
-    {
-        let state = store.data_mut();
-        state.sink = Some(Sink::start(
-            dir.to_path_buf(),
-            state.limits.host_memory_bytes(),
-        )?);
-        state.selected = [(
-            table.to_string(),
-            SelectedTable {
-                adopt: schema.is_none(),
-                schema: schema.unwrap_or_else(|| Arc::new(Schema::empty())),
-                decoder: StreamDecoder::new(),
-                rows: 0,
-                held: 0,
-            },
-        )]
-        .into();
-    }
+    begin_result(store.data_mut(), dir, table, schema)?;
     let result = instance
         .query(&mut *store, config, &wire_request(table, request))
         .await
         .expect("a 0.2.0 instance");
-    let outcome = settle(store, Phase::Query, result);
-    let state = store.data_mut();
-    let sink = state.sink.take().expect("set above");
-    let selected = state.selected.remove(table).expect("set above");
+    let outcome = settle(store, Phase::Query, result).map(|_| ());
+    end_result(store.data_mut(), table, outcome, dir, dest)
+}
+
+/// Points the run's sink at `dir` for one result table, `table`, whose rows arrive through
+/// `emit`: with `schema`, or (`None`) the schema of the first emitted stream.
+pub(crate) fn begin_result(
+    state: &mut crate::host::RunState,
+    dir: &std::path::Path,
+    table: &str,
+    schema: Option<SchemaRef>,
+) -> Result<(), Error> {
+    state.sink = Some(Sink::start(
+        dir.to_path_buf(),
+        state.limits.host_memory_bytes(),
+    )?);
+    state.selected = [(
+        table.to_string(),
+        SelectedTable {
+            adopt: schema.is_none(),
+            schema: schema.unwrap_or_else(|| Arc::new(Schema::empty())),
+            decoder: StreamDecoder::new(),
+            rows: 0,
+            held: 0,
+        },
+    )]
+    .into();
+    Ok(())
+}
+
+/// Ends a result begun by [`begin_result`] once whatever emitted it finished with
+/// `outcome`: on success the parquet file is finished and moved to `dest`; on error
+/// nothing is moved.
+pub(crate) fn end_result(
+    state: &mut crate::host::RunState,
+    table: &str,
+    outcome: Result<(), Error>,
+    dir: &std::path::Path,
+    dest: &std::path::Path,
+) -> Result<(SchemaRef, WrittenFile), Error> {
+    let sink = state.sink.take().expect("begun");
+    let selected = state.selected.remove(table).expect("begun");
     outcome?;
     if selected.adopt {
         return Err(Error::Connector {

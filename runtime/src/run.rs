@@ -156,7 +156,7 @@ pub type ProgressFn = Box<dyn FnMut(&Progress) + Send>;
 impl Runtime {
     /// The host side of one run, built from the grant only: WASI context (read-only
     /// preopens, no sockets, captured stdio), egress rules and secrets, limits.
-    fn run_state(&self, grant: &Grant, limits: &Limits) -> Result<RunState, Error> {
+    pub(crate) fn run_state(&self, grant: &Grant, limits: &Limits) -> Result<RunState, Error> {
         let host_cpu = std::sync::Arc::<std::sync::atomic::AtomicU64>::default();
         let stderr = GuestOutput::new("stderr", limits.max_log_lines, host_cpu.clone());
         let stdout = GuestOutput::new("stdout", limits.max_log_lines, host_cpu.clone());
@@ -459,6 +459,10 @@ pub struct NativeEmitter<'a> {
 }
 
 impl NativeEmitter<'_> {
+    pub(crate) fn new(state: &mut RunState) -> NativeEmitter<'_> {
+        NativeEmitter { state }
+    }
+
     /// One batch of `stream` as Arrow IPC stream messages, exactly as a guest's `emit`.
     pub fn emit(&mut self, stream: &str, arrow_ipc: Vec<u8>) -> Result<(), Error> {
         use crate::bindings::agnes::connector::host::Host;
@@ -483,8 +487,8 @@ impl NativeEmitter<'_> {
 
 /// What a read produced, for the report.
 pub(crate) struct Counts {
-    rows: u64,
-    bytes: u64,
+    pub(crate) rows: u64,
+    pub(crate) bytes: u64,
     logs_dropped: u64,
     host_busy: Duration,
     started: Instant,
@@ -493,7 +497,7 @@ pub(crate) struct Counts {
 
 /// Ends a read that returned `returned`: the state to commit (the returned one, validated,
 /// else the last checkpoint), the parquet sink to finish, and the counts for the report.
-fn end_read(
+pub(crate) fn end_read(
     state: &mut RunState,
     returned: Option<String>,
     started: Instant,
@@ -633,7 +637,7 @@ async fn materialize_one(
 /// Finishes every table (merging incremental ones), writes the state and
 /// `extract.duckdb`, and publishes the staged version.
 #[allow(clippy::too_many_arguments)]
-fn publish(
+pub(crate) fn publish(
     staging: Staging,
     request: RunRequest,
     selected: Vec<TableSpec>,

@@ -11,6 +11,7 @@
 //! - `native`: `Runtime::run_native` makes the same extract as the component.
 //! - `postgres`: connector world 0.2.0 and the postgres connector on a real PostgreSQL.
 //! - `server`: the REST server over real HTTP on loopback.
+//! - `sql`: SQL over Agnes tables in the OS-confined `agnes-sqlbox` process.
 
 mod bad_input;
 mod compat;
@@ -27,3 +28,4 @@ mod postgres;
 mod sandbox;
 mod server;
 mod sources;
+mod sql;

@@ -1,0 +1,329 @@
+//! SQL over Agnes tables (materialized tables of an `agnes:sql` source): run by the real
+//! `agnes-sqlbox` process the OS confines, joined across sources, hostile SQL stopped by the
+//! sandbox with a clear error while the previous version keeps serving — and the
+//! confinement itself (Landlock + seccomp) probed from a process that applies it.
+
+use std::path::{Path, PathBuf};
+
+use agnes_runtime::sqlbox::{SqlBox, SqlTable};
+use agnes_runtime::{Limits, RunReport};
+use agnes_tests::{csv, open_extract, repo_root, request, runtime};
+
+/// The sandbox executable cargo built beside this test binary (`cargo test --workspace`
+/// builds every binary of the workspace first).
+pub fn sqlbox() -> SqlBox {
+    SqlBox::beside_current_exe(1)
+        .expect("agnes-sqlbox next to the test binary: run `cargo build -p agnes` first")
+}
+
+/// The demo CSVs (orders, customers, products) extracted by the csv component as source
+/// `shop` under `extracts`; `(table, parquet file)` of each.
+async fn shop(extracts: &Path) -> Vec<(String, PathBuf)> {
+    let data = repo_root()
+        .join("examples/demo/data")
+        .canonicalize()
+        .unwrap();
+    let req = request(
+        extracts,
+        "shop",
+        serde_json::json!({"dir": "/data"}),
+        &[(&data, "/data")],
+    );
+    let report = runtime().run(csv(), req, None).await.unwrap();
+    report
+        .tables
+        .iter()
+        .map(|t| (t.name.clone(), t.path.clone()))
+        .collect()
+}
+
+fn inputs(all: &[(String, PathBuf)], names: &[&str]) -> Vec<(String, PathBuf)> {
+    all.iter()
+        .filter(|(n, _)| names.contains(&n.as_str()))
+        .cloned()
+        .collect()
+}
+
+fn run(
+    extracts: &Path,
+    tables: &[SqlTable],
+    limits: Limits,
+) -> Result<RunReport, agnes_runtime::Error> {
+    let mut req = request(extracts, "derived", serde_json::json!({}), &[]);
+    req.limits = limits;
+    runtime().run_sql(req, tables, &sqlbox())
+}
+
+const REVENUE: &str = "SELECT c.region, count(*) AS orders, round(sum(o.amount), 2) AS revenue
+  FROM orders o JOIN customers c USING (customer_id)
+  GROUP BY c.region ORDER BY c.region";
+
+#[tokio::test]
+async fn sql_over_agnes_tables_joins_across_tables_in_the_sandbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let extracts = dir.path().join("extracts");
+    let shop = shop(&extracts).await;
+    let tables = [
+        SqlTable {
+            table: "revenue_by_region".into(),
+            sql: REVENUE.into(),
+            inputs: inputs(&shop, &["orders", "customers"]),
+        },
+        SqlTable {
+            table: "nothing".into(),
+            sql: "SELECT order_id FROM orders WHERE amount < 0".into(),
+            inputs: inputs(&shop, &["orders"]),
+        },
+    ];
+    let report = run(&extracts, &tables, Limits::default()).unwrap();
+    let revenue = &report.tables[0];
+    assert_eq!(
+        (revenue.name.as_str(), revenue.query_mode, &revenue.error),
+        ("revenue_by_region", "materialized", &None)
+    );
+    // the same SQL in DuckDB over the same parquet files answers the same
+    let native = duckdb::Connection::open_in_memory().unwrap();
+    for (name, path) in &shop {
+        native
+            .execute_batch(&format!(
+                "CREATE VIEW {name} AS SELECT * FROM read_parquet('{}')",
+                path.display()
+            ))
+            .unwrap();
+    }
+    let digest = |conn: &duckdb::Connection, from: &str| -> String {
+        conn.query_row(
+            &format!(
+                "SELECT string_agg(region || ':' || orders || ':' || revenue, ',' ORDER BY region) FROM ({from})"
+            ),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let extract = open_extract(&report.dir);
+    assert_eq!(
+        digest(&extract, "SELECT * FROM revenue_by_region"),
+        digest(&native, REVENUE)
+    );
+    assert_eq!(revenue.rows, 3, "three regions in the demo data");
+    let mode: String = extract
+        .query_row(
+            "SELECT query_mode FROM _meta WHERE table_name = 'revenue_by_region'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(mode, "materialized");
+    // an empty result is a table with the result's columns and no rows
+    let nothing = &report.tables[1];
+    assert_eq!((nothing.rows, &nothing.error), (0, &None));
+    let columns: i64 = extract
+        .query_row(
+            "SELECT count(*) FROM (DESCRIBE SELECT * FROM nothing)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(columns, 1);
+}
+
+/// Publishes `good`, then runs `sql` as the same table under `limits`: it must fail with
+/// an error containing each of `expect`, keep the previous version (same md5, same file
+/// contents served), and leave the host running.
+fn refused(
+    extracts: &Path,
+    shop: &[(String, PathBuf)],
+    sql: &str,
+    limits: Limits,
+    expect: &[&str],
+) {
+    let table = |sql: &str| SqlTable {
+        table: "t".into(),
+        sql: sql.into(),
+        inputs: inputs(shop, &["orders"]),
+    };
+    let good = run(
+        extracts,
+        &[table("SELECT count(*) AS n FROM orders")],
+        Limits::default(),
+    )
+    .unwrap();
+    let before = good.tables[0].md5.clone();
+    let report = run(extracts, &[table(sql)], limits).unwrap();
+    let t = &report.tables[0];
+    let error = t.error.clone().unwrap_or_default();
+    for e in expect {
+        assert!(
+            error.to_lowercase().contains(&e.to_lowercase()),
+            "`{sql}`: {error:?} should say {e:?}"
+        );
+    }
+    assert_eq!(t.md5, before, "`{sql}`: the previous version is kept");
+    let n: i64 = open_extract(&report.dir)
+        .query_row("SELECT n FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 2500, "`{sql}`: the previous rows still serve");
+}
+
+#[tokio::test]
+async fn hostile_sql_is_stopped_by_the_sandbox_and_the_previous_version_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let extracts = dir.path().join("extracts");
+    let shop = shop(&extracts).await;
+    let customers = shop
+        .iter()
+        .find(|(n, _)| n == "customers")
+        .unwrap()
+        .1
+        .clone();
+    let small = Limits {
+        memory_mb: 256,
+        cpu_secs: 3,
+        timeout_secs: 20,
+        ..Limits::default()
+    };
+    // a file outside its inputs: a system file, and a table the SQL was not given
+    refused(
+        &extracts,
+        &shop,
+        "SELECT * FROM read_csv('/etc/passwd')",
+        Limits::default(),
+        &["t", "permission"],
+    );
+    refused(
+        &extracts,
+        &shop,
+        &format!("SELECT * FROM read_parquet('{}')", customers.display()),
+        Limits::default(),
+        &["permission"],
+    );
+    // a table it was not given is not there at all
+    refused(
+        &extracts,
+        &shop,
+        "SELECT * FROM customers",
+        Limits::default(),
+        &["customers", "does not exist"],
+    );
+    // a cross join that explodes memory
+    refused(
+        &extracts,
+        &shop,
+        "SELECT a.*, b.*, c.range FROM orders a, orders b, range(1000) c ORDER BY random()",
+        small.clone(),
+        &["out of memory"],
+    );
+    // an endless recursive CTE
+    refused(
+        &extracts,
+        &shop,
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r",
+        small.clone(),
+        &["cpu limit"],
+    );
+    // a second statement, and statements that are not a query, cannot even parse
+    for sql in [
+        "SELECT 1; SELECT 2",
+        "COPY (SELECT 1) TO '/tmp/agnes-escape.csv'",
+        "ATTACH '/tmp/x.db'",
+        "SET enable_external_access = true",
+        "INSTALL httpfs",
+    ] {
+        refused(&extracts, &shop, sql, Limits::default(), &["parser error"]);
+    }
+    assert!(!Path::new("/tmp/agnes-escape.csv").exists());
+    // the wall-clock limit stops one that sleeps in the kernel rather than computing
+    refused(
+        &extracts,
+        &shop,
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r",
+        Limits {
+            timeout_secs: 2,
+            cpu_secs: 3600,
+            ..Limits::default()
+        },
+        &["time limit"],
+    );
+}
+
+/// The probe that runs in a child process (this test binary, re-executed): confines
+/// itself, then tries what a hostile query engine would. Prints one JSON line.
+#[test]
+fn confinement_probe() {
+    let Ok(allowed) = std::env::var("AGNES_CONFINE_PROBE") else {
+        return; // only as the child of `the_os_confines_the_sandbox`
+    };
+    let port: u16 = std::env::var("AGNES_CONFINE_PORT")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let allowed = PathBuf::from(allowed);
+    agnes_runtime::sqlbox::confine(std::slice::from_ref(&allowed)).unwrap();
+    let outcome = |r: std::io::Result<()>| match r {
+        Ok(()) => "ok".to_string(),
+        Err(e) => format!("{:?}", e.kind()),
+    };
+    let sibling = allowed.with_file_name("other.parquet");
+    let report = serde_json::json!({
+        "read_allowed": outcome(std::fs::read(&allowed).map(|_| ())),
+        "read_sibling": outcome(std::fs::read(&sibling).map(|_| ())),
+        "read_etc": outcome(std::fs::read("/etc/hostname").map(|_| ())),
+        "list_dir": outcome(std::fs::read_dir(allowed.parent().unwrap()).map(|_| ())),
+        "write": outcome(std::fs::write(allowed.with_file_name("new"), b"x")),
+        "connect": outcome(std::net::TcpStream::connect(("127.0.0.1", port)).map(|_| ())),
+        "udp": outcome(std::net::UdpSocket::bind("127.0.0.1:0").map(|_| ())),
+        "exec": outcome(std::process::Command::new("/bin/true").status().map(|_| ())),
+        "thread": outcome(std::thread::spawn(|| ()).join().map_err(|_| std::io::Error::other("panicked"))),
+    });
+    println!("PROBE {report}");
+}
+
+#[test]
+fn the_os_confines_the_sandbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let allowed = dir.path().join("allowed.parquet");
+    std::fs::write(&allowed, b"PAR1").unwrap();
+    std::fs::write(dir.path().join("other.parquet"), b"PAR1").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "sql::confinement_probe",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("AGNES_CONFINE_PROBE", &allowed)
+        .env("AGNES_CONFINE_PORT", port.to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once("PROBE ").map(|(_, report)| report))
+        .unwrap_or_else(|| {
+            panic!(
+                "no probe report: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let got: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(
+        got,
+        serde_json::json!({
+            "read_allowed": "ok",
+            "read_sibling": "PermissionDenied",
+            "read_etc": "PermissionDenied",
+            "list_dir": "PermissionDenied",
+            "write": "PermissionDenied",
+            "connect": "PermissionDenied",
+            "udp": "PermissionDenied",
+            "exec": "PermissionDenied",
+            "thread": "ok",
+        })
+    );
+    // nobody connected
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_err());
+}
