@@ -39,6 +39,28 @@ pub struct ServerConfig {
     pub resolve: std::collections::HashMap<String, Vec<std::net::IpAddr>>,
     /// Guardrails of remote tables (queries pushed to the source).
     pub remote: RemoteLimits,
+    /// The sandbox that runs SQL over Agnes tables (`agnes:sql` sources).
+    pub sql: SqlEngine,
+}
+
+/// `[sql]`: the `agnes-sqlbox` process that runs the SQL of `agnes:sql` sources' tables
+/// (memory, CPU and time limits are the source's `limits`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqlEngine {
+    /// The `agnes-sqlbox` executable; unset: the one installed beside `agnes`.
+    pub program: Option<PathBuf>,
+    /// DuckDB threads inside the sandbox.
+    pub threads: u64,
+}
+
+impl Default for SqlEngine {
+    fn default() -> Self {
+        SqlEngine {
+            program: None,
+            threads: 2,
+        }
+    }
 }
 
 /// `[remote]`: what a scan of a remote table may cost.
@@ -145,6 +167,7 @@ impl Default for ServerConfig {
             tls: None,
             resolve: Default::default(),
             remote: RemoteLimits::default(),
+            sql: SqlEngine::default(),
         }
     }
 }
@@ -207,7 +230,33 @@ impl ServerConfig {
         if self.scheduler_tick_secs == 0 {
             return Err("scheduler_tick_secs must be at least 1".into());
         }
+        if self.sql.threads == 0 {
+            return Err("[sql] threads must be at least 1".into());
+        }
+        if let Some(p) = &self.sql.program
+            && !p.is_absolute()
+        {
+            return Err(format!("[sql] program {} must be absolute", p.display()));
+        }
         Ok(())
+    }
+
+    /// The sandbox for SQL over Agnes tables: `[sql] program`, or `agnes-sqlbox` beside
+    /// this executable.
+    pub fn sqlbox(&self) -> Result<agnes_runtime::sqlbox::SqlBox, String> {
+        let threads = self.sql.threads;
+        match &self.sql.program {
+            Some(program) => Ok(agnes_runtime::sqlbox::SqlBox {
+                program: program.clone(),
+                threads,
+            }),
+            None => agnes_runtime::sqlbox::SqlBox::beside_current_exe(threads).ok_or_else(|| {
+                format!(
+                    "no `{}` beside this executable: install it next to `agnes` or set [sql] program",
+                    agnes_runtime::sqlbox::PROGRAM
+                )
+            }),
+        }
     }
 
     pub fn extracts_dir(&self) -> PathBuf {

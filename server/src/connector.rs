@@ -11,6 +11,15 @@ use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::store::SourceSpec;
 
+/// The connector reference of a source whose tables are SQL over other Agnes tables, run
+/// by the server's `agnes-sqlbox` sandbox (no component, no config, no grant).
+pub const SQL_ENGINE: &str = "agnes:sql";
+
+/// Whether `spec` is an `agnes:sql` source.
+pub fn is_sql(spec: &SourceSpec) -> bool {
+    spec.connector == SQL_ENGINE
+}
+
 /// The files of a source's connector.
 #[derive(Debug, Clone)]
 pub struct Located {
@@ -135,6 +144,9 @@ pub(crate) fn block_on<T>(fut: impl std::future::Future<Output = T>) -> std::io:
 /// Checks a source before it is stored: the connector loads (signature, request ∩ grant)
 /// and the config satisfies the connector's declared schema (the error names the key).
 pub async fn check(state: &AppState, spec: &SourceSpec) -> ApiResult<()> {
+    if is_sql(spec) {
+        return Ok(()); // nothing to load; SourceSpec::validate checked the rest
+    }
     let config = spec.config.clone();
     with_connector(
         state,
@@ -180,6 +192,9 @@ pub struct Discovered {
 
 /// Runs `discover` in the sandbox with the source's config and grant.
 pub async fn discover(state: &AppState, spec: &SourceSpec) -> ApiResult<Vec<Discovered>> {
+    if is_sql(spec) {
+        return Ok(Vec::new()); // its tables are whatever the admin's SQL makes
+    }
     let config = spec.config.to_string();
     let tables = with_connector(
         state,

@@ -26,6 +26,7 @@ pub mod catalog;
 pub mod config;
 pub mod connector;
 pub mod db;
+pub mod derived;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz;

@@ -410,7 +410,19 @@ impl SourceSpec {
             ));
         }
         let path = std::path::Path::new(&self.connector);
-        if path.is_absolute() {
+        if self.connector == crate::connector::SQL_ENGINE {
+            let nothing = self.config.as_object().is_some_and(|c| c.is_empty())
+                && self.grant == agnes_runtime::Grant::default()
+                && self.manifest.is_none()
+                && self.signature.is_none();
+            if !nothing {
+                return Err(BadRequest(format!(
+                    "an `{}` source runs SQL over Agnes tables in the server's SQL sandbox: \
+                     it takes no config, grant, manifest or signature",
+                    self.connector
+                )));
+            }
+        } else if path.is_absolute() {
             if !path.is_file() {
                 return Err(BadRequest(format!(
                     "connector {}: no such component file on the server",

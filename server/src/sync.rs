@@ -213,7 +213,11 @@ async fn run_source(state: &AppState, run: i64, source: &Source, full_refresh: b
                 .unwrap_or(state.config.remote.max_bytes_per_materialize),
         })
         .collect();
-    let result = run_connector(state, source, &names, &materialize, None, !full_refresh).await;
+    let result = if crate::connector::is_sql(&source.spec) {
+        crate::derived::run(state, source, &materialize).await
+    } else {
+        run_connector(state, source, &names, &materialize, None, !full_refresh).await
+    };
     let finished_at = crate::db::now();
     let outcome = |table: &str, ok: bool, rows, size, error| TableOutcome {
         table: table.to_string(),

@@ -327,3 +327,136 @@ fn the_os_confines_the_sandbox() {
     listener.set_nonblocking(true).unwrap();
     assert!(listener.accept().is_err());
 }
+
+/// An `agnes:sql` source on a real server: registered with nothing but its tables' SQL,
+/// joined across the csv source's tables, distributed like any table; a failing SQL keeps
+/// the previous version; reading the result needs a grant on the result only, and gives
+/// none on its inputs.
+#[test]
+fn an_agnes_sql_source_derives_tables_served_with_their_own_grants() {
+    use serde_json::json;
+    let s = agnes_tests::TestServer::start_with(|c| {
+        c.sql.program = Some(sqlbox().program);
+    });
+    s.with_demo_source(json!({"all": true}));
+    // nothing to grant it, configure or sign: a grant is refused
+    let (st, err) = s.call(
+        "POST",
+        Some(&s.admin),
+        "/api/admin/sources",
+        Some(json!({"name": "derived", "connector": "agnes:sql",
+            "grant": {"dirs": [{"host": "/", "guest": "/root"}]}})),
+    );
+    assert_eq!(st, 400, "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("no config, grant"),
+        "{err}"
+    );
+    s.admin_call(
+        "POST",
+        "/api/admin/sources",
+        Some(json!({"name": "derived", "connector": "agnes:sql", "config": {}})),
+    );
+    // its tables are materialized
+    let (st, err) = s.call(
+        "POST",
+        Some(&s.admin),
+        "/api/admin/sources/derived/tables",
+        Some(json!({"tables": [{"name": "orders_copy"}]})),
+    );
+    assert_eq!(st, 400, "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("materialized"),
+        "{err}"
+    );
+    s.admin_call(
+        "POST",
+        "/api/admin/sources/derived/tables",
+        Some(
+            json!({"tables": [{"name": "revenue_by_region", "query_mode": "materialized",
+            "options": {"sql": REVENUE}}]}),
+        ),
+    );
+    let sync = || {
+        s.admin_call("POST", "/api/admin/sources/derived/sync", None);
+        s.wait_for_sync();
+        s.admin_call("GET", "/api/sync/history?source=derived&limit=1", None)["runs"][0].clone()
+    };
+    let run = sync();
+    assert_eq!(run["status"], "ok", "{run}");
+    let m = s.admin_call("GET", "/api/sync/manifest", None);
+    let t = &m["tables"]["revenue_by_region"];
+    assert_eq!(
+        (
+            t["query_mode"].as_str(),
+            t["rows"].as_i64(),
+            t["source"].as_str()
+        ),
+        (Some("materialized"), Some(3), Some("derived")),
+        "{m}"
+    );
+    let hash = t["hash"].clone();
+    // an analyst granted the result, not its inputs
+    s.admin_call(
+        "POST",
+        "/api/admin/groups",
+        Some(json!({"name": "finance"})),
+    );
+    s.admin_call(
+        "POST",
+        "/api/admin/grants",
+        Some(json!({"group": "finance", "resource_type": "table", "resource_id": "revenue_by_region"})),
+    );
+    let fin = s.admin_call(
+        "POST",
+        "/api/admin/users",
+        Some(json!({"name": "fiona", "groups": ["finance"]})),
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, got) = s.call(
+        "POST",
+        Some(&fin),
+        "/api/query",
+        Some(json!({"sql": "SELECT sum(orders) AS n FROM revenue_by_region"})),
+    );
+    assert_eq!((st, got["rows"][0][0].as_i64()), (200, Some(2500)), "{got}");
+    for sql in [
+        "SELECT count(*) FROM orders",
+        "SELECT count(*) FROM customers",
+    ] {
+        let (st, got) = s.call("POST", Some(&fin), "/api/query", Some(json!({"sql": sql})));
+        assert_eq!(st, 400, "{sql}: {got}");
+    }
+    let (st, _) = s.call("GET", Some(&fin), "/api/data/orders/download", None);
+    assert_eq!(st, 403);
+    let mine = s.call("GET", Some(&fin), "/api/sync/manifest", None).1;
+    assert_eq!(
+        mine["tables"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["revenue_by_region"]
+    );
+    // a failing SQL keeps the previous version; the run says why
+    s.admin_call(
+        "PATCH",
+        "/api/admin/sources/derived/tables/revenue_by_region",
+        Some(json!({"options": {"sql": "SELECT * FROM read_csv('/etc/passwd')"}})),
+    );
+    let run = sync();
+    assert_eq!(run["status"], "failed", "{run}");
+    let outcome = &run["tables"][0];
+    let error = outcome["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("Permission Error") && error.contains("previous version is kept"),
+        "{run}"
+    );
+    let m = s.admin_call("GET", "/api/sync/manifest", None);
+    assert_eq!(m["tables"]["revenue_by_region"]["hash"], hash);
+}

@@ -388,6 +388,9 @@ async fn add_tables(
         .map(|t| t.name.as_str())
         .collect();
     check_remote(&state, &source.spec, &remote).await?;
+    for t in &specs {
+        check_sql_source(&state, &source.spec, t)?;
+    }
     if specs.iter().any(|t| t.query_mode == "materialized") {
         check_queries(&state, &source.spec).await?;
     }
@@ -400,8 +403,32 @@ async fn add_tables(
     Ok((StatusCode::CREATED, body))
 }
 
+/// An `agnes:sql` source has only materialized tables (its SQL is all it has), and their
+/// SQL reads no remote table.
+fn check_sql_source(
+    state: &AppState,
+    source: &crate::store::SourceSpec,
+    table: &TableSpec,
+) -> ApiResult<()> {
+    if !crate::connector::is_sql(source) {
+        return Ok(());
+    }
+    if table.query_mode != "materialized" {
+        return Err(ApiError::BadRequest(format!(
+            "table `{}`: source `{}` runs SQL over Agnes tables, so its tables are \
+             materialized: query_mode = \"materialized\", options = {{\"sql\": \"SELECT ...\"}}",
+            table.name, source.name
+        )));
+    }
+    let sql = table.options["sql"].as_str().unwrap_or_default();
+    crate::derived::check(&state.catalog(), &table.name, sql)
+}
+
 /// Remote and materialized tables need a connector that answers queries.
 async fn check_queries(state: &AppState, source: &crate::store::SourceSpec) -> ApiResult<()> {
+    if crate::connector::is_sql(source) {
+        return Ok(());
+    }
     let spec = crate::connector::spec(state, source).await?;
     if !spec.capabilities.query {
         return Err(ApiError::BadRequest(format!(
@@ -424,6 +451,12 @@ async fn check_remote(
 ) -> ApiResult<()> {
     if tables.is_empty() {
         return Ok(());
+    }
+    if crate::connector::is_sql(source) {
+        return Err(ApiError::BadRequest(format!(
+            "source `{}` runs SQL over Agnes tables: its tables are materialized, never remote",
+            source.name
+        )));
     }
     check_queries(state, source).await?;
     let offered = crate::connector::discover(state, source).await?;
@@ -475,6 +508,7 @@ async fn update_table(
     if let Some(o) = p.options {
         spec.options = o;
     }
+    check_sql_source(&state, &require_source(&state, &source).await?.spec, &spec)?;
     if spec.query_mode == "remote" {
         let src = require_source(&state, &source).await?;
         check_remote(&state, &src.spec, &[spec.name.as_str()]).await?;

@@ -1,0 +1,147 @@
+//! `agnes:sql` sources: materialized tables whose SQL reads other Agnes tables (joins
+//! across sources), run in the OS-confined `agnes-sqlbox` process, never in this one
+//! (see `agnes_runtime::sqlbox`).
+//!
+//! Each table's SQL gets, read-only, the current parquet files of exactly the catalog
+//! tables it names — found by parsing it (DuckDB dialect), or, when the parser does not
+//! know a DuckDB construct, by every word of it that names a catalog table. Remote tables
+//! have no file: naming one is refused when the table is registered. The result is a table
+//! of its own, with its own grants: reading it never requires — or gives — a grant on the
+//! tables it was computed from.
+
+use std::collections::BTreeSet;
+
+use sqlparser::dialect::DuckDbDialect;
+use sqlparser::tokenizer::{Token, Tokenizer};
+
+use crate::catalog::Catalog;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::store::Source;
+
+/// The names `sql` reads from: its relations when it parses, else every word of it.
+fn named(sql: &str) -> BTreeSet<String> {
+    let dialect = DuckDbDialect {};
+    if let Ok(statements) = sqlparser::parser::Parser::parse_sql(&dialect, sql) {
+        let mut names = BTreeSet::new();
+        let _ = sqlparser::ast::visit_relations(&statements, |name| {
+            if let Some(last) = name.0.last().and_then(|p| p.as_ident()) {
+                names.insert(last.value.to_ascii_lowercase());
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        return names;
+    }
+    Tokenizer::new(&dialect, sql)
+        .tokenize()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|t| match t {
+            Token::Word(w) => Some(w.value.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The catalog tables `sql` reads, with their current files (remote tables have none and
+/// are left out).
+pub fn inputs(catalog: &Catalog, sql: &str) -> Vec<(String, std::path::PathBuf)> {
+    named(sql)
+        .into_iter()
+        .filter_map(|n| catalog.tables.get(&n))
+        .filter(|t| t.query_mode != "remote" && !t.path.as_os_str().is_empty())
+        .map(|t| (t.name.clone(), t.path.clone()))
+        .collect()
+}
+
+/// Refuses SQL that names a remote table: its data stays at the source.
+pub fn check(catalog: &Catalog, table: &str, sql: &str) -> ApiResult<()> {
+    let remote: Vec<String> = named(sql)
+        .into_iter()
+        .filter(|n| {
+            catalog
+                .tables
+                .get(n)
+                .is_some_and(|t| t.query_mode == "remote")
+        })
+        .collect();
+    if !remote.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "table `{table}`: its SQL reads remote table(s) {}, whose data stays at the source; \
+             SQL over Agnes tables reads local and materialized tables (materialize the part \
+             you need at its source first)",
+            remote.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Runs the tables of `agnes:sql` source `source` in the SQL sandbox (a blocking thread),
+/// each over the current files of the tables it names; publishes one extract version.
+pub async fn run(
+    state: &AppState,
+    source: &Source,
+    tables: &[agnes_runtime::Materialize],
+) -> Result<agnes_runtime::RunReport, agnes_runtime::Error> {
+    let sqlbox = state
+        .config
+        .sqlbox()
+        .map_err(|reason| agnes_runtime::Error::Unresolved {
+            reference: crate::connector::SQL_ENGINE.into(),
+            reason,
+        })?;
+    let catalog = state.catalog();
+    let tables: Vec<agnes_runtime::sqlbox::SqlTable> = tables
+        .iter()
+        .map(|m| agnes_runtime::sqlbox::SqlTable {
+            table: m.table.clone(),
+            sql: m.sql.clone(),
+            inputs: inputs(&catalog, &m.sql),
+        })
+        .collect();
+    let request = agnes_runtime::RunRequest {
+        source: source.spec.name.clone(),
+        extracts_dir: state.config.extracts_dir(),
+        config: "{}".into(),
+        grant: agnes_runtime::Grant::default(),
+        limits: source.spec.limits.clone(),
+        streams: Some(Vec::new()),
+        state: None,
+    };
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || state.runtime.run_sql(request, &tables, &sqlbox))
+        .await
+        .unwrap_or_else(|e| {
+            Err(agnes_runtime::Error::Sql {
+                table: "*".into(),
+                reason: format!("the SQL task failed: {e}"),
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relations_are_found_through_joins_ctes_and_subqueries() {
+        let got = named(
+            "WITH recent AS (SELECT * FROM Orders WHERE ordered_at > DATE '2024-01-01')
+             SELECT c.region, count(*) FROM recent r JOIN main.customers c USING (customer_id)
+             WHERE r.product_id IN (SELECT product_id FROM products)",
+        );
+        assert_eq!(
+            got,
+            ["customers", "orders", "products", "recent"]
+                .map(String::from)
+                .into()
+        );
+    }
+
+    #[test]
+    fn sql_the_parser_does_not_know_falls_back_to_words() {
+        // DuckDB's FROM-first syntax
+        let got = named("FROM orders SELECT count(*) AS n");
+        assert!(got.contains("orders"), "{got:?}");
+    }
+}
