@@ -166,16 +166,20 @@ pub enum TableCmd {
         all: bool,
         #[arg(long)]
         description: Option<String>,
-        /// `local` (parquet distributed to analysts), `remote` (stays at the source,
-        /// scanned and queried there) or `materialized` (`--options '{"sql": ...}'`, the
-        /// admin's SQL run at the source on every sync); the last two need a connector
-        /// that answers queries.
-        #[arg(long, default_value = "local")]
-        query_mode: String,
+        /// `local` (parquet distributed to analysts; the default), `remote` (stays at the
+        /// source, scanned and queried there) or `materialized` (`--sql`: the admin's SQL
+        /// run on every sync — at the source, in its dialect, or, on an `agnes:sql`
+        /// source, over Agnes tables in the SQL sandbox); remote and materialized tables
+        /// of a connector's source need a connector that answers queries.
+        #[arg(long)]
+        query_mode: Option<String>,
         /// Per-table options, a JSON object (or @file): `sql` of a materialized table,
         /// `max_scan_bytes`, `max_bytes_per_materialize`.
         #[arg(long)]
         options: Option<String>,
+        /// The SQL of a materialized table (or @file); implies `--query-mode materialized`.
+        #[arg(long)]
+        sql: Option<String>,
     },
     /// Tables of every source, or of one.
     List {
@@ -190,9 +194,12 @@ pub enum TableCmd {
         description: Option<String>,
         #[arg(long)]
         query_mode: Option<String>,
-        /// Per-table options, a JSON object (or @file).
+        /// Per-table options, a JSON object (or @file); replaces the current ones.
         #[arg(long)]
         options: Option<String>,
+        /// New SQL of a materialized table (or @file), the other options kept.
+        #[arg(long, conflicts_with = "options")]
+        sql: Option<String>,
     },
     /// Remove a table: it stops being served at once.
     Remove { source: String, name: String },
@@ -366,13 +373,18 @@ pub enum SyncCmd {
 }
 
 /// Reads a JSON argument: inline, or `@file`.
-fn json_arg(what: &str, text: &str) -> Result<Value> {
-    let text = match text.strip_prefix('@') {
+/// An argument's text, or the contents of the file it names as `@path`.
+fn text_arg(what: &str, text: &str) -> Result<String> {
+    match text.strip_prefix('@') {
         Some(path) => {
-            std::fs::read_to_string(path).with_context(|| format!("reading {what} from {path}"))?
+            std::fs::read_to_string(path).with_context(|| format!("reading {what} from {path}"))
         }
-        None => text.to_string(),
-    };
+        None => Ok(text.to_string()),
+    }
+}
+
+fn json_arg(what: &str, text: &str) -> Result<Value> {
+    let text = text_arg(what, text)?;
     serde_json::from_str(&text)
         .map_err(|e| anyhow!(UsageError(format!("--{what} is not valid JSON: {e}"))))
 }
@@ -739,11 +751,23 @@ fn table(cmd: TableCmd, server: &ServerArgs, out: &Output) -> Result<()> {
             description,
             query_mode,
             options,
+            sql,
         } => {
-            let options = match options {
+            let mut options = match options {
                 Some(o) => json_arg("options", &o)?,
                 None => json!({}),
             };
+            let query_mode = match (query_mode, &sql) {
+                (Some(m), _) => m,
+                (None, Some(_)) => "materialized".to_string(),
+                (None, None) => "local".to_string(),
+            };
+            if let Some(sql) = sql {
+                let Some(o) = options.as_object_mut() else {
+                    bail!(UsageError("--options must be a JSON object".into()));
+                };
+                o.insert("sql".into(), json!(text_arg("sql", &sql)?));
+            }
             let body = if all {
                 json!({"all": true})
             } else if names.is_empty() {
@@ -796,8 +820,22 @@ fn table(cmd: TableCmd, server: &ServerArgs, out: &Output) -> Result<()> {
             description,
             query_mode,
             options,
+            sql,
         } => {
             let mut body = serde_json::Map::new();
+            if let Some(sql) = sql {
+                // the other options kept: the server replaces the whole object
+                let path = source_path(&source, "/tables");
+                let current = server.client()?.call("GET", &path, None)?;
+                let mut o = list(&current, "tables")
+                    .iter()
+                    .find(|t| t["name"] == name.as_str())
+                    .map(|t| t["options"].clone())
+                    .filter(Value::is_object)
+                    .unwrap_or_else(|| json!({}));
+                o["sql"] = json!(text_arg("sql", &sql)?);
+                body.insert("options".into(), o);
+            }
             if let Some(d) = description {
                 body.insert("description".into(), json!(d));
             }
@@ -809,7 +847,8 @@ fn table(cmd: TableCmd, server: &ServerArgs, out: &Output) -> Result<()> {
             }
             if body.is_empty() {
                 bail!(UsageError(
-                    "nothing to change: give --description, --query-mode or --options".into()
+                    "nothing to change: give --description, --query-mode, --options or --sql"
+                        .into()
                 ));
             }
             let path = source_path(&source, &format!("/tables/{}", encode(&name)));

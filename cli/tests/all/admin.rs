@@ -409,3 +409,97 @@ fn a_failed_table_makes_sync_wait_exit_1() {
         "{err}"
     );
 }
+
+#[test]
+fn sql_over_agnes_tables_from_the_command_line() {
+    let a = setup();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(
+        data.path().join("sales.csv"),
+        "region,amount\nEU,10\nEU,5\nUS,7\n",
+    )
+    .unwrap();
+    let grant = json!({"dirs": [{"host": data.path().canonicalize().unwrap(), "guest": "/data"}]})
+        .to_string();
+    a.json(&[
+        "connector",
+        "upload",
+        &a.p("csv.wasm"),
+        "--manifest",
+        &a.p("connector.toml"),
+    ]);
+    a.json(&[
+        "source",
+        "add",
+        "files",
+        "--connector",
+        "csv@0.1.0",
+        "--config",
+        r#"{"dir": "/data"}"#,
+        "--grant",
+        &grant,
+        "--table",
+        "sales",
+    ]);
+    a.json(&["source", "sync", "files", "--wait"]);
+    a.json(&["source", "add", "derived", "--connector", "agnes:sql"]);
+    std::fs::write(
+        a.p("by_region.sql"),
+        "SELECT region, sum(amount) AS total FROM sales GROUP BY region",
+    )
+    .unwrap();
+    // --sql implies a materialized table
+    let added = a.json(&[
+        "table",
+        "add",
+        "derived",
+        "by_region",
+        "--sql",
+        &format!("@{}", a.p("by_region.sql")),
+        "--options",
+        r#"{"note": "kept"}"#,
+    ]);
+    assert_eq!(
+        (
+            added["added"][0]["query_mode"].as_str(),
+            added["added"][0]["options"]["note"].as_str()
+        ),
+        (Some("materialized"), Some("kept")),
+        "{added}"
+    );
+    a.json(&["source", "sync", "derived", "--wait"]);
+    let m = a.server.admin_call("GET", "/api/sync/manifest", None);
+    assert_eq!(m["tables"]["by_region"]["rows"], 2, "{m}");
+    // --sql on update replaces the SQL, keeps the other options
+    a.json(&[
+        "table",
+        "update",
+        "derived",
+        "by_region",
+        "--sql",
+        "SELECT region, sum(amount) AS total FROM sales WHERE amount > 6 GROUP BY region",
+    ]);
+    let t = a.json(&["table", "list", "--source", "derived"]);
+    assert_eq!(t["tables"][0]["options"]["note"], "kept", "{t}");
+    assert!(
+        t["tables"][0]["options"]["sql"]
+            .as_str()
+            .unwrap()
+            .contains("amount > 6"),
+        "{t}"
+    );
+    // a failing SQL: sync --wait exits 1, naming the table
+    a.json(&[
+        "table",
+        "update",
+        "derived",
+        "by_region",
+        "--sql",
+        "SELECT * FROM nowhere",
+    ]);
+    let err = a.fails(1, &["source", "sync", "derived", "--wait"]);
+    assert!(err.contains("derived.by_region"), "{err}");
+    // a local table cannot be added to it
+    let err = a.fails(1, &["table", "add", "derived", "copy"]);
+    assert!(err.contains("materialized"), "{err}");
+}
