@@ -9,13 +9,13 @@ MODE="${1:-full}"
 : "${CARGO_TARGET_DIR:=/var/tmp/agnes-target/host}"
 export CARGO_TARGET_DIR
 case "$MODE" in
-  quick) BENCH_ARGS=--quick; BIG_ROWS=1000000;  HTTP_RECORDS=200000;  WRK_SECS=5;  PG_ROWS=1000000 ;;
-  full)  BENCH_ARGS=;        BIG_ROWS=52000000; HTTP_RECORDS=1000000; WRK_SECS=10; PG_ROWS=10000000 ;;
+  quick) BENCH_ARGS=--quick; BIG_ROWS=1000000;  HTTP_RECORDS=200000;  WRK_SECS=5;  PG_ROWS=1000000;  SQL_FACTS=200000 ;;
+  full)  BENCH_ARGS=;        BIG_ROWS=52000000; HTTP_RECORDS=1000000; WRK_SECS=10; PG_ROWS=10000000; SQL_FACTS=1000000 ;;
   *) echo "usage: scripts/bench.sh [full|quick]" >&2; exit 2 ;;
 esac
 
 cargo build --release -p agnes
-cargo build --release -p agnes-tests --example bench --example static_server --example http_json_1m --example postgres_bench
+cargo build --release -p agnes-tests --example bench --example static_server --example http_json_1m --example postgres_bench --example sql_bench
 export AGNES="$CARGO_TARGET_DIR/release/agnes"
 examples="$CARGO_TARGET_DIR/release/examples"
 out="$(mktemp)"
@@ -52,6 +52,7 @@ trap 'rm -f "$out"' EXIT
   echo '```'
   echo
   "$examples/postgres_bench" "$PG_ROWS" 3
+  "$examples/sql_bench" "$SQL_FACTS" 100000 3
 } | tee "$out"
 
 python3 - "$out" docs/benchmarks.md <<'PY'

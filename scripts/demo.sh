@@ -73,9 +73,15 @@ PG_MANIFEST=connectors-wasm/postgres/connector.toml
   --options '{"sql": "SELECT s.carrier, count(*) AS delayed_events FROM tracking_events e JOIN shipments s USING (shipment_id) WHERE e.status = '\''delayed'\'' GROUP BY 1 ORDER BY 1"}'
 "$AGNES" admin source sync warehouse --wait
 
-step "4. an analyst in group 'sales' gets 'orders', 'customers', the warehouse tables, not 'products'"
+step "3c. SQL over Agnes tables: a join of the CSV source and the PostgreSQL one, run in the confined agnes-sqlbox"
+"$AGNES" admin source add derived --connector agnes:sql
+"$AGNES" admin table add derived revenue_by_carrier --sql "SELECT s.carrier, count(*) AS orders, round(sum(o.amount), 2) AS revenue
+  FROM orders o JOIN shipments s USING (order_id) GROUP BY 1 ORDER BY 1"
+"$AGNES" admin source sync derived --wait
+
+step "4. an analyst in group 'sales' gets 'orders', 'customers', the warehouse and derived tables, not 'products'"
 "$AGNES" admin group add sales
-for t in orders customers shipments tracking_events delays_by_carrier; do "$AGNES" admin grant add sales --table "$t"; done
+for t in orders customers shipments tracking_events delays_by_carrier revenue_by_carrier; do "$AGNES" admin grant add sales --table "$t"; done
 ANALYST=$("$AGNES" admin user add analyst --group sales --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 "$AGNES" admin grant list
 unset AGNES_SERVER AGNES_TOKEN
@@ -107,6 +113,7 @@ head -n 12 CLAUDE.md                        # the agent rails, written by init f
 # the PostgreSQL table beside the CSV ones
 "$AGNES" query "SELECT s.carrier, count(*) AS shipments, round(sum(o.amount), 2) AS revenue FROM shipments s JOIN orders o USING (order_id) GROUP BY 1 ORDER BY 1"
 "$AGNES" query "SELECT * FROM delays_by_carrier"          # materialized: the admin's SQL, pulled
+"$AGNES" query "SELECT * FROM revenue_by_carrier"         # materialized across sources in the SQL sandbox
 # the remote table was not pulled: ask the source (only matching rows of one column travel) ...
 "$AGNES" query --remote "SELECT count(*) AS delayed FROM tracking_events WHERE status = 'delayed' AND happened_at >= TIMESTAMP '2025-01-01 00:00:00'"
 # ... or cut a slice once and explore it locally

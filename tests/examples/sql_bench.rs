@@ -1,0 +1,179 @@
+//! The SQL-over-Agnes-tables benchmark of `just bench`: a materialized join of a fact table
+//! (N rows) with a dimension table (M rows), run by `agnes-sqlbox` (its own process,
+//! confined, DuckDB inside, the result streamed as Arrow IPC through the host's emit path
+//! into parquet + extract) side by side with the same SQL in native DuckDB writing the
+//! same parquet with `COPY ... TO` (its own process too, same threads and memory). Medians
+//! of several runs, alternating, and each side's peak RSS.
+//!
+//!     cargo build --release -p agnes    # agnes-sqlbox, found beside target/release/examples
+//!     cargo run --release -p agnes-tests --example sql_bench -- [fact rows] [dim rows] [reps]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use agnes_runtime::Limits;
+use agnes_runtime::sqlbox::{SqlBox, SqlTable};
+use agnes_tests::{request, runtime};
+
+const THREADS: u64 = 2;
+const MEMORY_MB: u64 = 2048;
+
+fn join_sql(from: &str) -> String {
+    format!(
+        "SELECT f.id, f.v, f.note, d.name, d.category
+           FROM {from}fact f JOIN {from}dim d ON f.k = d.k"
+    )
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// This process's peak resident memory, in MiB.
+fn own_peak_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// The largest peak resident memory of any waited-for child, in MiB.
+#[allow(unsafe_code)]
+fn children_peak_mb() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    usage.ru_maxrss as f64 / 1024.0
+}
+
+fn native_conn() -> duckdb::Connection {
+    let config = duckdb::Config::default()
+        .threads(THREADS as i64)
+        .unwrap()
+        .max_memory(&format!("{MEMORY_MB}MB"))
+        .unwrap();
+    duckdb::Connection::open_in_memory_with_flags(config).unwrap()
+}
+
+/// `--native <dir> <out>`: the join in native DuckDB, in this (child) process; prints
+/// `seconds peak_mb`.
+fn native(dir: &Path, out: &Path) {
+    let conn = native_conn();
+    let started = Instant::now();
+    conn.execute_batch(&format!(
+        "CREATE VIEW fact AS SELECT * FROM read_parquet('{d}/fact.parquet');
+         CREATE VIEW dim AS SELECT * FROM read_parquet('{d}/dim.parquet');
+         COPY ({sql}) TO '{out}' (FORMAT parquet, COMPRESSION zstd);",
+        d = dir.display(),
+        sql = join_sql(""),
+        out = out.display()
+    ))
+    .unwrap();
+    println!("{} {}", started.elapsed().as_secs_f64(), own_peak_mb());
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--native") {
+        native(Path::new(&args[2]), Path::new(&args[3]));
+        return;
+    }
+    let facts: u64 = args
+        .get(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let dims: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let reps: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(3);
+    let sqlbox = SqlBox::beside_current_exe(THREADS)
+        .expect("agnes-sqlbox beside target/release: run `cargo build --release -p agnes`");
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().to_path_buf();
+    native_conn()
+        .execute_batch(&format!(
+            "COPY (SELECT i AS id, hash(i) % {dims} AS k, i * 0.25 AS v,
+                          substr(md5(i::VARCHAR), 1, 16) AS note
+                     FROM range({facts}) t(i))
+               TO '{d}/fact.parquet' (FORMAT parquet, COMPRESSION zstd);
+             COPY (SELECT i AS k, 'customer ' || i AS name, 'category ' || (i % 50) AS category
+                     FROM range({dims}) t(i))
+               TO '{d}/dim.parquet' (FORMAT parquet, COMPRESSION zstd);",
+            d = dir.display()
+        ))
+        .unwrap();
+    let inputs: Vec<(String, PathBuf)> = ["fact", "dim"]
+        .iter()
+        .map(|n| (n.to_string(), dir.join(format!("{n}.parquet"))))
+        .collect();
+    let table = SqlTable {
+        table: "joined".into(),
+        sql: join_sql(""),
+        inputs,
+    };
+    let extracts = dir.join("extracts");
+    let limits = Limits {
+        memory_mb: MEMORY_MB,
+        ..Limits::default()
+    };
+    // the sandbox runs first: the largest child so far is a sandbox; the native runs (in
+    // child processes too) then report their own peak
+    let (mut sandboxed, mut native_secs, mut native_peak) = (Vec::new(), Vec::new(), 0f64);
+    let mut rows = 0;
+    let mut size = 0;
+    for _ in 0..reps {
+        let mut req = request(&extracts, "derived", serde_json::json!({}), &[]);
+        req.limits = limits.clone();
+        let started = Instant::now();
+        let report = runtime()
+            .run_sql(req, std::slice::from_ref(&table), &sqlbox)
+            .unwrap();
+        sandboxed.push(started.elapsed().as_secs_f64());
+        let t = &report.tables[0];
+        assert!(t.error.is_none(), "{:?}", t.error);
+        (rows, size) = (t.rows, t.size_bytes);
+    }
+    let children_peak = children_peak_mb();
+    for _ in 0..reps {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .arg("--native")
+            .arg(&dir)
+            .arg(dir.join("native.parquet"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut parts = text.split_whitespace().map(|p| p.parse::<f64>().unwrap());
+        native_secs.push(parts.next().unwrap());
+        native_peak = native_peak.max(parts.next().unwrap());
+    }
+    let host_peak = own_peak_mb();
+    let (s, n) = (median(&mut sandboxed), median(&mut native_secs));
+    let native_size = std::fs::metadata(dir.join("native.parquet")).unwrap().len();
+    println!("### 10. SQL over Agnes tables: a materialized join in the sandbox vs native DuckDB");
+    println!();
+    println!(
+        "`fact` ({facts} rows: int8, int8 key, float8, 16-char text) ⨝ `dim` ({dims} rows) on the key → {rows} rows, \
+         {THREADS} DuckDB threads and {MEMORY_MB} MiB on both sides, median of {reps}:"
+    );
+    println!();
+    println!("| runner | time | output | peak RSS | vs native |");
+    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| native DuckDB, `COPY (join) TO 'x.parquet'` (own process) | {n:.2} s | {:.1} MB | {native_peak:.0} MB | 1.00× |",
+        native_size as f64 / 1e6
+    );
+    println!(
+        "| `agnes-sqlbox` (confined process) → host emit path → parquet + extract | {s:.2} s | {:.1} MB | {:.0} MB sandbox, {host_peak:.0} MB host process | **{:.2}×** |",
+        size as f64 / 1e6,
+        children_peak,
+        s / n
+    );
+    println!();
+}
