@@ -7,6 +7,8 @@
 #   3. just (PyPI: rust-just) and cargo-nextest, if missing
 #   4. PostgreSQL server and client (Debian `postgresql`), if missing: the tests and the
 #      benchmark start private clusters as the `postgres` user (never as root)
+#   5. Chromium and ChromeDriver (Debian `chromium`, `chromium-driver`), if missing: the
+#      admin web UI is tested in a real headless browser
 #
 # Run as root (sudo) on Debian bookworm x86_64. A re-run takes a few seconds.
 set -euo pipefail
@@ -68,4 +70,10 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install --quiet --locked cargo-nextest || die "cargo install cargo-nextest failed"
 fi
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  log "installing Chromium and ChromeDriver (Debian chromium, chromium-driver) for the admin UI's browser tests"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
+    || die "apt-get install chromium chromium-driver failed"
+fi
+
 log "ready: just $(just --version | cut -d' ' -f2), libduckdb $DUCKDB_DIR, $(grep WASM_RUSTC /etc/agnes/wasm-toolchain.env), $(ls -d /usr/lib/postgresql/*/bin | tail -1)"

@@ -155,6 +155,22 @@ impl Requests {
     }
 }
 
+/// `+ x` for each line of `new` not in `old`, then `- x` for each line of `old` not in
+/// `new`: what a reviewer reads between two versions' requests or imports.
+pub fn diff_lines(old: &[String], new: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = new
+        .iter()
+        .filter(|x| !old.contains(x))
+        .map(|x| format!("+ {x}"))
+        .collect();
+    out.extend(
+        old.iter()
+            .filter(|x| !new.contains(x))
+            .map(|x| format!("- {x}")),
+    );
+    out
+}
+
 impl ConnectorManifest {
     /// Reads and parses a `connector.toml`.
     pub fn from_file(path: &std::path::Path) -> Result<ConnectorManifest, Error> {

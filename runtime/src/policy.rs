@@ -252,6 +252,45 @@ pub struct DirGrant {
 }
 
 impl Grant {
+    /// One line per capability, as a reviewer reads it (no secret values: secrets by name
+    /// and where their value comes from).
+    pub fn lines(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .dirs
+            .iter()
+            .map(|d| format!("dir {} <- {}", d.guest, d.host.display()))
+            .collect();
+        for h in &self.http {
+            let ports = if h.ports.is_empty() {
+                "default ports".to_string()
+            } else {
+                h.ports
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let mut flags = String::new();
+            if h.allow_http {
+                flags.push_str(", plain http");
+            }
+            if h.allow_private {
+                flags.push_str(", private addresses");
+            }
+            out.push(format!("http {} ({ports}{flags})", h.host));
+        }
+        for name in self.secrets.keys() {
+            out.push(format!("secret {name}"));
+        }
+        for (name, d) in &self.databases {
+            out.push(format!(
+                "database {name} ({}) {}:{}/{} as {}",
+                d.kind, d.host, d.port, d.database, d.user
+            ));
+        }
+        out
+    }
+
     /// Resolves relative host paths against `base` and checks every directory grant:
     /// the host path must be an existing directory, the guest path absolute, normalised
     /// (no `.`/`..`), and not granted twice.

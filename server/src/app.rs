@@ -26,6 +26,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::query::router())
         .merge(routes::scan::router())
         .merge(routes::webhooks::router())
+        .merge(crate::web::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::map_response(json_errors))

@@ -22,6 +22,12 @@ use crate::store::Principal;
 /// The authenticated caller.
 pub struct AuthUser(pub Principal);
 
+/// A request the web UI makes to the REST API in-process on behalf of the user signed in
+/// to the browser (see `crate::web::api`). Only code in this process can attach it: it is
+/// a request extension, never read from the wire.
+#[derive(Clone)]
+pub(crate) struct OnBehalf(pub Principal);
+
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
@@ -29,6 +35,9 @@ impl FromRequestParts<AppState> for AuthUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        if let Some(OnBehalf(p)) = parts.extensions.get::<OnBehalf>() {
+            return Ok(AuthUser(p.clone()));
+        }
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -140,7 +149,11 @@ impl AuthCache {
 
     /// Seconds until `client` may try again, when it failed `per_minute` times in the
     /// current window.
-    fn locked_out(&self, client: Option<std::net::IpAddr>, per_minute: u32) -> Option<u64> {
+    pub(crate) fn locked_out(
+        &self,
+        client: Option<std::net::IpAddr>,
+        per_minute: u32,
+    ) -> Option<u64> {
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let (count, since) = failures.get(&client)?;
         let elapsed = since.elapsed();
@@ -148,7 +161,7 @@ impl AuthCache {
             .then(|| (FAILURE_WINDOW - elapsed).as_secs().max(1))
     }
 
-    fn failed(&self, client: Option<std::net::IpAddr>) {
+    pub(crate) fn failed(&self, client: Option<std::net::IpAddr>) {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if failures.len() > 100_000 {
             failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);

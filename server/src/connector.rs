@@ -20,6 +20,78 @@ pub fn is_sql(spec: &SourceSpec) -> bool {
     spec.connector == SQL_ENGINE
 }
 
+/// Refuses a source whose connector is an uploaded version a security reviewer has not
+/// approved (pending, or revoked). Component paths (development, `allow_unsigned` or a
+/// manifest and signature given with the source) and `agnes:sql` are not uploads.
+pub async fn require_approved(state: &AppState, spec: &SourceSpec) -> ApiResult<()> {
+    let reference = &spec.connector;
+    if is_sql(spec) || Path::new(reference).is_absolute() {
+        return Ok(());
+    }
+    let Some((name, version)) = reference.split_once('@') else {
+        return Ok(()); // locate refuses it with its own message
+    };
+    let found = state
+        .store
+        .list_connectors()
+        .await?
+        .into_iter()
+        .find(|c| c.name == name && c.version == version);
+    match found {
+        None => Ok(()), // locate: "no uploaded connector"
+        Some(c) if c.status == "approved" => Ok(()),
+        Some(c) => Err(ApiError::BadRequest(format!(
+            "connector `{reference}` is {}: only approved versions can be used by a source; \
+             a security reviewer approves it with `agnes admin connector approve {reference}` \
+             (or on the connector's page of the admin UI) after reading its requests and its \
+             diff against the previously approved version",
+            if c.status == "revoked" {
+                "revoked"
+            } else {
+                "pending review"
+            }
+        ))),
+    }
+}
+
+/// What `name@version` changes against the newest approved version uploaded before it.
+pub fn review_diff(
+    all: &[crate::store::ConnectorInfo],
+    name: &str,
+    version: &str,
+) -> ApiResult<serde_json::Value> {
+    let versions: Vec<&crate::store::ConnectorInfo> =
+        all.iter().filter(|c| c.name == name).collect();
+    let at = versions
+        .iter()
+        .position(|c| c.version == version)
+        .ok_or_else(|| ApiError::NotFound(format!("no uploaded connector `{name}@{version}`")))?;
+    let this = versions[at];
+    let before = versions[..at]
+        .iter()
+        .rev()
+        .find(|c| c.status == "approved")
+        .copied();
+    let requests = |c: Option<&crate::store::ConnectorInfo>| -> Vec<String> {
+        c.and_then(|c| {
+            serde_json::from_value::<agnes_runtime::manifest::Requests>(c.requests.clone()).ok()
+        })
+        .map(|r| r.lines())
+        .unwrap_or_default()
+    };
+    let imports = |c: Option<&crate::store::ConnectorInfo>| -> Vec<String> {
+        c.and_then(|c| serde_json::from_value::<Vec<String>>(c.imports.clone()).ok())
+            .unwrap_or_default()
+    };
+    Ok(serde_json::json!({
+        "connector": format!("{name}@{version}"),
+        "status": this.status,
+        "from": before.map(|b| format!("{}@{}", b.name, b.version)),
+        "requests": agnes_runtime::manifest::diff_lines(&requests(before), &requests(Some(this))),
+        "imports": agnes_runtime::manifest::diff_lines(&imports(before), &imports(Some(this))),
+    }))
+}
+
 /// The files of a source's connector.
 #[derive(Debug, Clone)]
 pub struct Located {
@@ -122,6 +194,7 @@ async fn with_connector<T: Send + 'static>(
     + 'static,
 ) -> ApiResult<T> {
     let located = locate(spec, &state.config.data_dir)?;
+    require_approved(state, spec).await?;
     let (state, spec) = (state.clone(), spec.clone());
     tokio::task::spawn_blocking(move || {
         let (component, grant, limits) =

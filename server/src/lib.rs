@@ -32,6 +32,7 @@ pub mod error;
 pub mod fuzz;
 pub mod metrics;
 pub mod openapi;
+pub mod password;
 pub mod query;
 pub mod remote;
 pub mod routes;
@@ -39,6 +40,7 @@ pub mod state;
 pub mod store;
 pub mod sync;
 pub mod tls;
+pub mod web;
 
 pub use app::app;
 pub use config::ServerConfig;

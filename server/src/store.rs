@@ -236,6 +236,24 @@ pub struct ConnectorInfo {
     pub imports: serde_json::Value,
     pub uploaded_at: String,
     pub uploaded_by: String,
+    /// `pending` (uploaded, not reviewed), `approved` (sources may use it) or `revoked`.
+    pub status: String,
+    pub reviewed_at: Option<String>,
+    pub reviewed_by: Option<String>,
+}
+
+/// The review states of an uploaded connector version.
+pub const CONNECTOR_STATES: [&str; 3] = ["pending", "approved", "revoked"];
+
+/// A live browser session (never its secret).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WebSession {
+    /// The first 12 characters of the stored hash: enough to revoke it.
+    pub id: String,
+    pub user: String,
+    pub created_at: String,
+    pub expires_at: String,
+    pub client: Option<String>,
 }
 
 /// An admin-set value.
@@ -324,6 +342,8 @@ pub trait Store: Send + Sync + 'static {
     /// The newest `limit` runs (of one source), newest first, with their table outcomes.
     async fn list_runs(&self, source: Option<&str>, limit: usize) -> ApiResult<Vec<RunInfo>>;
     async fn get_run(&self, id: i64) -> ApiResult<Option<RunInfo>>;
+    /// The newest run of every source that has run (one query).
+    async fn latest_runs(&self) -> ApiResult<Vec<RunInfo>>;
     /// When each source last started a run, whatever its outcome (epoch seconds).
     async fn last_attempt(&self) -> ApiResult<Vec<(String, i64)>>;
 
@@ -353,6 +373,31 @@ pub trait Store: Send + Sync + 'static {
     // connector uploads
     async fn record_connector(&self, info: &ConnectorInfo) -> ApiResult<()>;
     async fn list_connectors(&self) -> ApiResult<Vec<ConnectorInfo>>;
+    /// Approves or revokes an uploaded version.
+    async fn review_connector(
+        &self,
+        name: &str,
+        version: &str,
+        status: &str,
+        by: &str,
+    ) -> ApiResult<()>;
+
+    // browser sign-in
+    async fn set_password(&self, user: &str, hash: &str) -> ApiResult<()>;
+    /// `(user id, password hash)` of an enabled user who has a password.
+    async fn password_of(&self, user: &str) -> ApiResult<Option<(String, String)>>;
+    async fn create_session(
+        &self,
+        id_hash: &str,
+        user_id: &str,
+        csrf: &str,
+        ttl_secs: u64,
+        client: &str,
+    ) -> ApiResult<()>;
+    /// The user and CSRF token of a live session.
+    async fn session(&self, id_hash: &str) -> ApiResult<Option<(Principal, String)>>;
+    async fn list_sessions(&self) -> ApiResult<Vec<WebSession>>;
+    async fn revoke_session(&self, id: &str) -> ApiResult<usize>;
 }
 
 /// Parses `every 30s|15m|1h|1d`.

@@ -329,12 +329,14 @@ pub(crate) async fn run_connector(
     if let (Some((key, value)), Some(obj)) = (patch, config.as_object_mut()) {
         obj.insert(key.to_string(), value);
     }
-    let located = crate::connector::locate(&spec, &state.config.data_dir).map_err(|e| {
-        agnes_runtime::Error::Unresolved {
-            reference: spec.connector.clone(),
-            reason: e.to_string(),
-        }
-    })?;
+    let unresolved = |e: ApiError| agnes_runtime::Error::Unresolved {
+        reference: spec.connector.clone(),
+        reason: e.to_string(),
+    };
+    let located = crate::connector::locate(&spec, &state.config.data_dir).map_err(unresolved)?;
+    crate::connector::require_approved(state, &spec)
+        .await
+        .map_err(unresolved)?;
     let mut request = RunRequest {
         source: spec.name.clone(),
         extracts_dir: extracts.clone(),

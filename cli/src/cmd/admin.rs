@@ -221,6 +221,19 @@ pub enum UserCmd {
     Disable {
         name: String,
     },
+    /// Set a user's password for the web UI: read from stdin, or `--generate` one and
+    /// print it once. Their browser sessions end.
+    Password {
+        name: String,
+        #[arg(long)]
+        generate: bool,
+    },
+    /// Live browser sessions.
+    Sessions,
+    /// End a browser session (its id from `user sessions`).
+    EndSession {
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -305,6 +318,19 @@ pub enum ConnectorCmd {
     /// Every uploaded version of one connector, with its requests and connector.toml.
     Show {
         name: String,
+    },
+    /// What NAME@VERSION changes against the previously approved version: requests
+    /// (hosts, secrets, dirs, databases, limits) and imported interfaces.
+    Diff {
+        reference: String,
+    },
+    /// Approve NAME@VERSION: sources may use it (a security reviewer's decision, audited).
+    Approve {
+        reference: String,
+    },
+    /// Revoke NAME@VERSION: sources using it stop syncing until moved to another version.
+    Revoke {
+        reference: String,
     },
 }
 
@@ -902,6 +928,44 @@ fn user(cmd: UserCmd, server: &ServerArgs, out: &Output) -> Result<()> {
                 format!("disabled user `{name}`")
             })
         }
+        UserCmd::Password { name, generate } => {
+            let password = if generate {
+                agnes_server::password::generate().map_err(|e| anyhow!("{e}"))?
+            } else {
+                let mut text = String::new();
+                std::io::stdin()
+                    .read_line(&mut text)
+                    .context("reading the password from stdin")?;
+                text.trim_end_matches(['\n', '\r']).to_string()
+            };
+            let path = format!("/api/admin/users/{}/password", encode(&name));
+            let shown = generate.then(|| password.clone());
+            act(
+                server,
+                "PUT",
+                &path,
+                Some(json!({"password": password})),
+                out,
+                |_| match &shown {
+                    Some(p) => format!("password of `{name}` set (shown once):\n{p}"),
+                    None => format!("password of `{name}` set"),
+                },
+            )
+        }
+        UserCmd::Sessions => listing(
+            server,
+            "/api/admin/web-sessions",
+            "sessions",
+            out,
+            &["id", "user", "since", "until", "client"],
+            |v| pick(v, &["id", "user", "created_at", "expires_at", "client"]),
+        ),
+        UserCmd::EndSession { id } => {
+            let path = format!("/api/admin/web-sessions/{}", encode(&id));
+            act(server, "DELETE", &path, None, out, |_| {
+                format!("ended session {id}")
+            })
+        }
     }
 }
 
@@ -1042,7 +1106,8 @@ fn connector(cmd: ConnectorCmd, server: &ServerArgs, out: &Output) -> Result<()>
                 |r| {
                     let (n, v) = (s(&r["name"]), s(&r["version"]));
                     format!(
-                        "uploaded {n}@{v} (digest {}, signed by {}); use it as `--connector {n}@{v}`",
+                        "uploaded {n}@{v} (digest {}, signed by {}), pending review: once \
+                         `agnes admin connector approve {n}@{v}`, use it as `--connector {n}@{v}`",
                         s(&r["digest"]),
                         s(&r["key_id"])
                     )
@@ -1050,10 +1115,19 @@ fn connector(cmd: ConnectorCmd, server: &ServerArgs, out: &Output) -> Result<()>
             )
         }
         ConnectorCmd::List => {
-            let columns = ["connector", "version", "digest", "signer", "uploaded", "by"];
+            let columns = [
+                "connector",
+                "version",
+                "status",
+                "digest",
+                "signer",
+                "uploaded",
+                "by",
+            ];
             let keys = [
                 "name",
                 "version",
+                "status",
                 "digest",
                 "key_id",
                 "uploaded_at",
@@ -1075,6 +1149,7 @@ fn connector(cmd: ConnectorCmd, server: &ServerArgs, out: &Output) -> Result<()>
                 for v in list(r, "versions") {
                     text.push_str(&format!("{}@{}", s(&v["name"]), s(&v["version"])));
                     for key in [
+                        "status",
                         "digest",
                         "key_id",
                         "imports",
@@ -1089,7 +1164,67 @@ fn connector(cmd: ConnectorCmd, server: &ServerArgs, out: &Output) -> Result<()>
                 text.trim_end().to_string()
             })
         }
+        ConnectorCmd::Diff { reference } => {
+            let (n, v) = split_reference(&reference)?;
+            let path = format!("/api/admin/connectors/{}/{}/diff", encode(n), encode(v));
+            act(server, "GET", &path, None, out, |r| {
+                let mut text = format!(
+                    "{reference} ({}) against {}",
+                    s(&r["status"]),
+                    r["from"]
+                        .as_str()
+                        .unwrap_or("nothing approved before: everything is new")
+                );
+                for key in ["requests", "imports"] {
+                    text.push_str(&format!("\n{key}:"));
+                    let lines = list(r, key);
+                    if lines.is_empty() {
+                        text.push_str(" no change");
+                    }
+                    for l in lines {
+                        text.push_str(&format!("\n  {}", s(l)));
+                    }
+                }
+                text
+            })
+        }
+        ConnectorCmd::Approve { reference } => review(server, out, &reference, "approve"),
+        ConnectorCmd::Revoke { reference } => review(server, out, &reference, "revoke"),
     }
+}
+
+/// A security reviewer's `approve` or `revoke` of `NAME@VERSION`.
+fn review(server: &ServerArgs, out: &Output, reference: &str, decision: &str) -> Result<()> {
+    let (n, v) = split_reference(reference)?;
+    let path = format!(
+        "/api/admin/connectors/{}/{}/{decision}",
+        encode(n),
+        encode(v)
+    );
+    act(server, "POST", &path, None, out, |r| {
+        let used: Vec<String> = list(r, "used_by").iter().map(s).collect();
+        format!(
+            "{reference} is {}{}",
+            s(&r["status"]),
+            if used.is_empty() {
+                String::new()
+            } else {
+                format!(" (used by: {})", used.join(", "))
+            }
+        )
+    })
+}
+
+/// `NAME@VERSION` → `(NAME, VERSION)`.
+fn split_reference(reference: &str) -> Result<(&str, &str)> {
+    reference
+        .split_once('@')
+        .filter(|(n, v)| !n.is_empty() && !v.is_empty())
+        .ok_or_else(|| {
+            anyhow!(UsageError(format!(
+                "`{reference}`: name a version as NAME@VERSION"
+            )))
+        })
 }
 
 fn sync(cmd: SyncCmd, server: &ServerArgs, out: &Output) -> Result<()> {

@@ -443,21 +443,6 @@ fn discover(args: DiscoverArgs, out: &Output) -> Result<()> {
     Ok(())
 }
 
-/// `+ x` / `- x` lines of two sorted lists.
-fn diff_lines(old: &[String], new: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = new
-        .iter()
-        .filter(|x| !old.contains(x))
-        .map(|x| format!("+ {x}"))
-        .collect();
-    out.extend(
-        old.iter()
-            .filter(|x| !new.contains(x))
-            .map(|x| format!("- {x}")),
-    );
-    out
-}
-
 fn inspect(args: InspectArgs, out: &Output) -> Result<()> {
     let runtime = Runtime::new(None)?;
     let (loaded, verified_manifest, key) = if args.signed.trusted_keys.is_some() {
@@ -504,11 +489,11 @@ fn inspect(args: InspectArgs, out: &Output) -> Result<()> {
             };
             Some((
                 old_loaded.digest.clone(),
-                diff_lines(&old_surface.imports, &surface.imports),
-                diff_lines(&old_surface.exports, &surface.exports),
+                agnes_runtime::manifest::diff_lines(&old_surface.imports, &surface.imports),
+                agnes_runtime::manifest::diff_lines(&old_surface.exports, &surface.exports),
                 args.diff_manifest
                     .as_ref()
-                    .map(|_| diff_lines(&old_requested, &requested)),
+                    .map(|_| agnes_runtime::manifest::diff_lines(&old_requested, &requested)),
             ))
         }
     };

@@ -35,7 +35,7 @@ pub fn create_user(conn: &duckdb::Connection, name: &str) -> ApiResult<String> {
     }
     let id = format!("u_{}", random_hex(8)?);
     conn.execute(
-        "INSERT INTO users VALUES (?, ?, CAST(? AS TIMESTAMP))",
+        "INSERT INTO users (id, name, created_at) VALUES (?, ?, CAST(? AS TIMESTAMP))",
         duckdb::params![id, name, now()],
     )?;
     conn.execute(
@@ -123,7 +123,7 @@ pub fn authenticate(conn: &duckdb::Connection, token: &str) -> ApiResult<Option<
     principal(conn, &user_id, &user_name).map(Some)
 }
 
-fn principal(conn: &duckdb::Connection, id: &str, name: &str) -> ApiResult<Principal> {
+pub(crate) fn principal(conn: &duckdb::Connection, id: &str, name: &str) -> ApiResult<Principal> {
     let mut stmt =
         conn.prepare("SELECT group_name FROM members WHERE user_id = ? ORDER BY group_name")?;
     let groups = stmt

@@ -5,7 +5,8 @@ use crate::store::ConnectorInfo;
 
 pub fn insert(conn: &duckdb::Connection, c: &ConnectorInfo) -> ApiResult<()> {
     conn.execute(
-        "INSERT INTO connectors VALUES (?, ?, ?, ?, ?, ?, CAST(? AS TIMESTAMP), ?)",
+        "INSERT INTO connectors (name, version, digest, key_id, requests, imports, uploaded_at, \
+         uploaded_by, status) VALUES (?, ?, ?, ?, ?, ?, CAST(? AS TIMESTAMP), ?, ?)",
         duckdb::params![
             c.name,
             c.version,
@@ -14,7 +15,8 @@ pub fn insert(conn: &duckdb::Connection, c: &ConnectorInfo) -> ApiResult<()> {
             c.requests.to_string(),
             c.imports.to_string(),
             c.uploaded_at,
-            c.uploaded_by
+            c.uploaded_by,
+            c.status
         ],
     )?;
     Ok(())
@@ -22,8 +24,8 @@ pub fn insert(conn: &duckdb::Connection, c: &ConnectorInfo) -> ApiResult<()> {
 
 pub fn list(conn: &duckdb::Connection) -> ApiResult<Vec<ConnectorInfo>> {
     let mut stmt = conn.prepare(
-        "SELECT name, version, digest, key_id, requests, imports, CAST(uploaded_at AS VARCHAR), uploaded_by \
-         FROM connectors ORDER BY name, uploaded_at",
+        "SELECT name, version, digest, key_id, requests, imports, CAST(uploaded_at AS VARCHAR), uploaded_by, \
+         status, CAST(reviewed_at AS VARCHAR), reviewed_by FROM connectors ORDER BY name, uploaded_at",
     )?;
     let rows = stmt.query_map([], |r| {
         let json = |s: String| serde_json::from_str(&s).unwrap_or_default();
@@ -36,7 +38,31 @@ pub fn list(conn: &duckdb::Connection) -> ApiResult<Vec<ConnectorInfo>> {
             imports: json(r.get(5)?),
             uploaded_at: r.get(6)?,
             uploaded_by: r.get(7)?,
+            status: r.get(8)?,
+            reviewed_at: r.get(9)?,
+            reviewed_by: r.get(10)?,
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Records a security reviewer's decision on `name@version`: `approved` or `revoked`.
+pub fn review(
+    conn: &duckdb::Connection,
+    name: &str,
+    version: &str,
+    status: &str,
+    by: &str,
+) -> ApiResult<()> {
+    let changed = conn.execute(
+        "UPDATE connectors SET status = ?, reviewed_at = CAST(? AS TIMESTAMP), reviewed_by = ? \
+         WHERE name = ? AND version = ?",
+        duckdb::params![status, super::now(), by, name, version],
+    )?;
+    if changed == 0 {
+        return Err(crate::error::ApiError::NotFound(format!(
+            "no uploaded connector `{name}@{version}`"
+        )));
+    }
+    Ok(())
 }

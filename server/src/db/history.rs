@@ -65,13 +65,34 @@ pub fn list(
     id: Option<i64>,
     limit: usize,
 ) -> ApiResult<Vec<RunInfo>> {
-    let mut stmt = conn.prepare(
+    runs_where(
+        conn,
+        "(?::VARCHAR IS NULL OR source = ?) AND (?::BIGINT IS NULL OR id = ?) ORDER BY id DESC LIMIT ?",
+        duckdb::params![source, source, id, id, limit as i64],
+    )
+}
+
+/// The newest run of every source that has run, with its table outcomes, in one query
+/// (overviews of many sources).
+pub fn latest_per_source(conn: &duckdb::Connection) -> ApiResult<Vec<RunInfo>> {
+    runs_where(
+        conn,
+        "id IN (SELECT max(id) FROM source_runs GROUP BY source) ORDER BY source",
+        duckdb::params![],
+    )
+}
+
+fn runs_where(
+    conn: &duckdb::Connection,
+    condition: &str,
+    params: &[&dyn duckdb::ToSql],
+) -> ApiResult<Vec<RunInfo>> {
+    let mut stmt = conn.prepare(&format!(
         "SELECT id, source, trigger, full_refresh, CAST(started_at AS VARCHAR), CAST(finished_at AS VARCHAR), \
-         status, error FROM source_runs WHERE (?::VARCHAR IS NULL OR source = ?) AND (?::BIGINT IS NULL OR id = ?) \
-         ORDER BY id DESC LIMIT ?",
-    )?;
-    let runs = stmt
-        .query_map(duckdb::params![source, source, id, id, limit as i64], |r| {
+         status, error FROM source_runs WHERE {condition}"
+    ))?;
+    let mut runs = stmt
+        .query_map(params, |r| {
             Ok(RunInfo {
                 id: r.get(0)?,
                 source: r.get(1)?,
@@ -85,27 +106,37 @@ pub fn list(
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let mut stmt = conn.prepare(
-        "SELECT table_name, status, rows, size_bytes, error, CAST(finished_at AS VARCHAR) FROM run_tables \
-         WHERE run_id = ? ORDER BY table_name",
-    )?;
-    let mut out = Vec::with_capacity(runs.len());
-    for mut run in runs {
-        run.tables = stmt
-            .query_map([run.id], |r| {
-                Ok(TableOutcome {
-                    table: r.get(0)?,
-                    status: r.get(1)?,
-                    rows: r.get(2)?,
-                    size_bytes: r.get(3)?,
-                    error: r.get(4)?,
-                    finished_at: r.get(5)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        out.push(run);
+    if runs.is_empty() {
+        return Ok(runs);
     }
-    Ok(out)
+    // every outcome of these runs in one query
+    let ids: Vec<String> = runs.iter().map(|r| r.id.to_string()).collect();
+    let mut stmt = conn.prepare(&format!(
+        "SELECT run_id, table_name, status, rows, size_bytes, error, CAST(finished_at AS VARCHAR) FROM run_tables \
+         WHERE run_id IN ({}) ORDER BY run_id, table_name",
+        ids.join(", ")
+    ))?;
+    let outcomes = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                TableOutcome {
+                    table: r.get(1)?,
+                    status: r.get(2)?,
+                    rows: r.get(3)?,
+                    size_bytes: r.get(4)?,
+                    error: r.get(5)?,
+                    finished_at: r.get(6)?,
+                },
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (run_id, outcome) in outcomes {
+        if let Some(run) = runs.iter_mut().find(|r| r.id == run_id) {
+            run.tables.push(outcome);
+        }
+    }
+    Ok(runs)
 }
 
 /// When each source last started a run, whatever its outcome (`(source, epoch seconds)`),

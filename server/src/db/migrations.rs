@@ -15,6 +15,9 @@
 //!   converted (grouped by source) and the old history is split per source.
 //! - 3: business metric definitions (`metrics`).
 //! - 4: admin-editable settings (`settings`).
+//! - 5: browser sign-in (`users.password_hash`, `web_sessions`) and connector review
+//!   (`connectors.status`, `reviewed_at`, `reviewed_by`; versions uploaded before it are
+//!   recorded as approved, since sources already use them).
 
 use std::collections::BTreeMap;
 
@@ -32,6 +35,7 @@ pub(crate) const MIGRATIONS: &[(&str, Step)] = &[
     ("sources as records", Step::Code(v2_sources)),
     ("business metrics", Step::Sql(V3)),
     ("settings", Step::Sql(V4)),
+    ("web sign-in and connector review", Step::Sql(V5)),
 ];
 
 /// The schema version this binary writes.
@@ -164,6 +168,19 @@ const V3: &str = "
 CREATE TABLE metrics (
     id VARCHAR PRIMARY KEY, category VARCHAR NOT NULL, name VARCHAR NOT NULL,
     definition VARCHAR NOT NULL, updated_at TIMESTAMP NOT NULL);
+";
+
+/// Migration 5: browser sign-in and connector review.
+const V5: &str = "
+ALTER TABLE users ADD COLUMN password_hash VARCHAR;
+CREATE TABLE web_sessions (
+    id_hash VARCHAR PRIMARY KEY, user_id VARCHAR NOT NULL, csrf VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL, expires_at TIMESTAMP NOT NULL, revoked_at TIMESTAMP,
+    client VARCHAR);
+ALTER TABLE connectors ADD COLUMN status VARCHAR;
+ALTER TABLE connectors ADD COLUMN reviewed_at TIMESTAMP;
+ALTER TABLE connectors ADD COLUMN reviewed_by VARCHAR;
+UPDATE connectors SET status = 'approved', reviewed_at = now(), reviewed_by = 'migration 5';
 ";
 
 /// Migration 4: admin-editable settings (the workspace CLAUDE.md template, ...).

@@ -10,6 +10,7 @@ pub mod history;
 pub mod metrics;
 pub mod migrations;
 pub mod sources;
+pub mod web;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -303,6 +304,10 @@ impl Store for Db {
             .await
     }
 
+    async fn latest_runs(&self) -> ApiResult<Vec<RunInfo>> {
+        self.call(history::latest_per_source).await
+    }
+
     async fn get_run(&self, id: i64) -> ApiResult<Option<RunInfo>> {
         self.call(move |c| Ok(history::list(c, None, Some(id), 1)?.into_iter().next()))
             .await
@@ -402,5 +407,64 @@ impl Store for Db {
 
     async fn list_connectors(&self) -> ApiResult<Vec<ConnectorInfo>> {
         self.call(connectors::list).await
+    }
+
+    async fn review_connector(
+        &self,
+        name: &str,
+        version: &str,
+        status: &str,
+        by: &str,
+    ) -> ApiResult<()> {
+        let (name, version, status, by) = (
+            name.to_string(),
+            version.to_string(),
+            status.to_string(),
+            by.to_string(),
+        );
+        self.call(move |c| connectors::review(c, &name, &version, &status, &by))
+            .await
+    }
+
+    async fn set_password(&self, user: &str, hash: &str) -> ApiResult<()> {
+        let (user, hash) = (user.to_string(), hash.to_string());
+        self.call(move |c| web::set_password(c, &user, &hash)).await
+    }
+
+    async fn password_of(&self, user: &str) -> ApiResult<Option<(String, String)>> {
+        let user = user.to_string();
+        self.call(move |c| web::password_of(c, &user)).await
+    }
+
+    async fn create_session(
+        &self,
+        id_hash: &str,
+        user_id: &str,
+        csrf: &str,
+        ttl_secs: u64,
+        client: &str,
+    ) -> ApiResult<()> {
+        let (id_hash, user_id, csrf, client) = (
+            id_hash.to_string(),
+            user_id.to_string(),
+            csrf.to_string(),
+            client.to_string(),
+        );
+        self.call(move |c| web::create_session(c, &id_hash, &user_id, &csrf, ttl_secs, &client))
+            .await
+    }
+
+    async fn session(&self, id_hash: &str) -> ApiResult<Option<(Principal, String)>> {
+        let id_hash = id_hash.to_string();
+        self.call(move |c| web::session(c, &id_hash)).await
+    }
+
+    async fn list_sessions(&self) -> ApiResult<Vec<WebSession>> {
+        self.call(web::list_sessions).await
+    }
+
+    async fn revoke_session(&self, id: &str) -> ApiResult<usize> {
+        let id = id.to_string();
+        self.call(move |c| web::revoke_session(c, &id)).await
     }
 }

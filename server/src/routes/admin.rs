@@ -4,7 +4,7 @@
 //! [`super::registry`], connector uploads in [`super::connectors`].
 
 use axum::extract::{Path, State};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -18,6 +18,9 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/admin/users", get(list_users).post(create_user))
         .route("/api/admin/users/{name}/disable", post(disable_user))
+        .route("/api/admin/users/{name}/password", put(set_password))
+        .route("/api/admin/web-sessions", get(list_sessions))
+        .route("/api/admin/web-sessions/{id}", delete(revoke_session))
         .route("/api/admin/groups", get(list_groups).post(create_group))
         .route("/api/admin/groups/{group}", delete(delete_group))
         .route("/api/admin/groups/{group}/members", post(add_member))
@@ -58,6 +61,8 @@ struct NewUser {
     #[serde(default)]
     groups: Vec<String>,
     expires_in_days: Option<u32>,
+    /// For browser sign-in (argon2id-hashed; never returned).
+    password: Option<String>,
 }
 
 /// Creates a user with a first token (returned once).
@@ -66,10 +71,17 @@ async fn create_user(
     admin: AdminUser,
     ApiJson(req): ApiJson<NewUser>,
 ) -> ApiResult<Json<Value>> {
+    let hash = match &req.password {
+        Some(p) => Some(hash_password(p.clone()).await?),
+        None => None,
+    };
     let (id, info, token) = state
         .store
         .create_user(&req.name, &req.groups, req.expires_in_days)
         .await?;
+    if let Some(hash) = hash {
+        state.store.set_password(&req.name, &hash).await?;
+    }
     let body = json!({"id": id, "name": req.name, "groups": req.groups, "token": token, "token_info": info});
     Ok(changed(&state, &admin, true, "user.create", req.name, None, body).await)
 }
@@ -91,6 +103,53 @@ async fn disable_user(
     state.store.disable_user(&name).await?;
     let body = json!({"disabled": name});
     Ok(changed(&state, &admin, true, "user.disable", name, None, body).await)
+}
+
+/// argon2id on a blocking thread (tens of milliseconds of CPU by design).
+async fn hash_password(password: String) -> ApiResult<String> {
+    tokio::task::spawn_blocking(move || crate::password::hash(&password))
+        .await
+        .map_err(crate::error::ApiError::internal)?
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPassword {
+    password: String,
+}
+
+/// Sets a user's password for browser sign-in; their existing browser sessions end.
+async fn set_password(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<NewPassword>,
+) -> ApiResult<Json<Value>> {
+    let hash = hash_password(req.password).await?;
+    state.store.set_password(&name, &hash).await?;
+    let body = json!({"user": name, "password_set": true});
+    Ok(changed(&state, &admin, true, "user.password", name, None, body).await)
+}
+
+async fn list_sessions(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        json!({"sessions": state.store.list_sessions().await?}),
+    ))
+}
+
+async fn revoke_session(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let revoked = state.store.revoke_session(&id).await?;
+    if revoked == 0 {
+        return Err(crate::error::ApiError::NotFound(format!(
+            "no live browser session `{id}`"
+        )));
+    }
+    let body = json!({"revoked": revoked});
+    Ok(changed(&state, &admin, false, "session.revoke", id, None, body).await)
 }
 
 #[derive(Deserialize)]

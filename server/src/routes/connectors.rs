@@ -23,6 +23,11 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/admin/connectors", post(upload).get(list))
         .route("/api/admin/connectors/{name}", get(show))
+        .route("/api/admin/connectors/{name}/{version}/diff", get(diff))
+        .route(
+            "/api/admin/connectors/{name}/{version}/{decision}",
+            post(review),
+        )
         .layer(DefaultBodyLimit::max(128 << 20))
 }
 
@@ -73,7 +78,8 @@ async fn upload(
         let interfaces: std::collections::BTreeSet<String> =
             surface.imports.iter().map(|i| i.split('#').next().unwrap_or(i).to_string()).collect();
         let info = json!({"name": manifest.name, "version": manifest.version, "digest": component.digest,
-                          "key_id": verified.key_id, "requests": manifest.requests, "imports": interfaces});
+                          "key_id": verified.key_id, "requests": manifest.requests, "imports": interfaces,
+                          "status": "pending"});
         let record = crate::store::ConnectorInfo {
             name: manifest.name.clone(),
             version: manifest.version.clone(),
@@ -83,6 +89,9 @@ async fn upload(
             imports: info["imports"].clone(),
             uploaded_at: crate::db::now(),
             uploaded_by: by,
+            status: "pending".into(),
+            reviewed_at: None,
+            reviewed_by: None,
         };
         Ok((info, record))
     })
@@ -138,4 +147,50 @@ async fn show(
         )));
     }
     Ok(Json(json!({"name": name, "versions": versions})))
+}
+
+/// `approve` or `revoke` an uploaded version (a security reviewer's decision, audited).
+/// Only approved versions can be used by a source: registering one, and every sync,
+/// discover or query of a source, checks it.
+async fn review(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    Path((name, version, decision)): Path<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    let (status, action) = match decision.as_str() {
+        "approve" => ("approved", "connector.approve"),
+        "revoke" => ("revoked", "connector.revoke"),
+        _ => {
+            return Err(ApiError::NotFound(format!(
+                "no action `{decision}`: approve or revoke"
+            )));
+        }
+    };
+    state
+        .store
+        .review_connector(&name, &version, status, &admin.0.name)
+        .await?;
+    let reference = format!("{name}@{version}");
+    let used_by: Vec<String> = state
+        .store
+        .list_sources()
+        .await?
+        .into_iter()
+        .filter(|s| s.spec.connector == reference)
+        .map(|s| s.spec.name)
+        .collect();
+    let body = json!({"connector": reference, "status": status, "used_by": used_by});
+    Ok(super::admin::changed(&state, &admin, false, action, reference, None, body).await)
+}
+
+/// What `name@version` changes against the newest approved version uploaded before it:
+/// requests (`+`/`-` lines: hosts, secrets, dirs, databases, limits) and imported
+/// interfaces. `from` is null when no earlier version was approved (everything is new).
+async fn diff(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Path((name, version)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let all = state.store.list_connectors().await?;
+    Ok(Json(crate::connector::review_diff(&all, &name, &version)?))
 }

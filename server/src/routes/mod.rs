@@ -52,14 +52,29 @@ pub(crate) async fn audit(
     resource: Option<String>,
     detail: Option<String>,
 ) {
+    audit_entry(state, Some(&who.name), action, resource, detail).await
+}
+
+/// [`audit`] by user name (sign-ins, where there is no principal yet).
+pub(crate) async fn audit_as(
+    state: &AppState,
+    user: Option<&str>,
+    action: &'static str,
+    detail: Option<String>,
+) {
+    audit_entry(state, user, action, user.map(str::to_string), detail).await
+}
+
+async fn audit_entry(
+    state: &AppState,
+    user: Option<&str>,
+    action: &'static str,
+    resource: Option<String>,
+    detail: Option<String>,
+) {
     let r = state
         .store
-        .audit(
-            Some(&who.name),
-            action,
-            resource.as_deref(),
-            detail.as_deref(),
-        )
+        .audit(user, action, resource.as_deref(), detail.as_deref())
         .await;
     if let Err(e) = r {
         tracing::warn!("error.type" = "audit", error = %e, "audit log write failed");

@@ -99,9 +99,11 @@ async fn list(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Jso
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
+    let latest = state.store.latest_runs().await?;
     let mut out = Vec::with_capacity(sources.len());
     for s in sources {
-        let last = state.store.list_runs(Some(&s.spec.name), 1).await?;
+        let last: Vec<&crate::store::RunInfo> =
+            latest.iter().filter(|r| r.source == s.spec.name).collect();
         let names: Vec<&str> = tables
             .iter()
             .filter(|t| t.source == s.spec.name)
