@@ -32,6 +32,8 @@ step "3. the admin uploads the signed connector, registers source 'demo' with ev
 export AGNES_SERVER="$base" AGNES_TOKEN="$ADMIN"     # the admin CLI speaks the same REST API
 data="$(realpath examples/demo/data)"
 "$AGNES" admin connector upload "$CSV" --manifest "$MANIFEST"
+"$AGNES" admin connector diff csv@0.1.0          # what a security reviewer reads before approving
+"$AGNES" admin connector approve csv@0.1.0
 "$AGNES" admin source add demo --connector csv@0.1.0 --config '{"dir": "/data"}' \
   --grant "{\"dirs\": [{\"host\": \"$data\", \"guest\": \"/data\"}]}" --schedule 'every 1h' --all-tables
 "$AGNES" admin source discover demo
@@ -63,6 +65,7 @@ PG_MANIFEST=connectors-wasm/postgres/connector.toml
 "$AGNES" connector sign "$PG_WASM" --manifest "$PG_MANIFEST" --key "$KEYS/demo.key"
 "$AGNES" connector inspect "$PG_WASM" --manifest "$PG_MANIFEST" | head -n 8   # what a reviewer sees
 "$AGNES" admin connector upload "$PG_WASM" --manifest "$PG_MANIFEST"
+"$AGNES" admin connector approve postgres@0.2.0
 "$AGNES" admin source add warehouse --connector postgres@0.2.0 --config '{"cursors": {"shipments": "updated_at"}}' \
   --grant "{\"databases\": {\"main\": {\"host\": \"127.0.0.1\", \"port\": $PG_PORT, \"database\": \"warehouse\",
            \"user\": \"agnes_reader\", \"password\": {\"file\": \"$PG_PASSWORD_FILE\"}, \"tls\": \"disable\", \"allow_private\": true}}}" \
@@ -122,3 +125,11 @@ head -n 12 CLAUDE.md                        # the agent rails, written by init f
 "$AGNES" query "SELECT date_trunc('week', happened_at) AS week, count(*) AS delayed FROM tracking_events GROUP BY 1 ORDER BY 1 LIMIT 3"
 # what the SessionEnd hook would upload at the end of a Claude Code session here
 "$AGNES" push --dry-run
+
+step "7. the admin web UI (sign-in with a password; the REST API keeps using tokens)"
+cd "$OLDPWD"                                # back from the workspace
+ADMIN_PASSWORD=$(AGNES_SERVER="$base" AGNES_TOKEN="$ADMIN" "$AGNES" admin user password admin --generate | tail -n 1)
+curl -s -o /dev/null -w "GET /admin without a session: %{http_code} -> %header{location}\n" "$base/admin"
+echo "Open the admin UI while a server runs on this data (it stops when this script ends):"
+echo "  AGNES_DATA_DIR=$(realpath "$SERVER_DIR") AGNES_LISTEN=$AGNES_LISTEN AGNES_TRUSTED_KEYS=$AGNES_TRUSTED_KEYS $AGNES serve"
+echo "  then $base/admin   user: admin   password (shown once): $ADMIN_PASSWORD"

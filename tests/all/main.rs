@@ -12,6 +12,7 @@
 //! - `postgres`: connector world 0.2.0 and the postgres connector on a real PostgreSQL.
 //! - `server`: the REST server over real HTTP on loopback.
 //! - `sql`: SQL over Agnes tables in the OS-confined `agnes-sqlbox` process.
+//! - `web`: the admin web UI over HTTP, and in a real headless Chromium.
 
 mod bad_input;
 mod compat;
@@ -29,3 +30,4 @@ mod sandbox;
 mod server;
 mod sources;
 mod sql;
+mod web;

@@ -857,18 +857,43 @@ fn signed_connectors_are_uploaded_listed_and_registered_by_version() {
     let (_, listed) = get(&s, Some(&s.admin), "/api/admin/connectors");
     assert_eq!(listed["connectors"].as_array().unwrap().len(), 1);
     assert_eq!(listed["connectors"][0]["digest"], info["digest"]);
+    assert_eq!(listed["connectors"][0]["status"], "pending");
 
-    // register by reference and sync
+    // only a version a security reviewer approved can be used by a source
     let data = repo_root()
         .join("examples/demo/data")
         .canonicalize()
         .unwrap();
-    let (st, e) = post(
+    let register = || {
+        post(
+            &s,
+            &s.admin,
+            "/api/admin/register-table",
+            json!({"name": "orders", "source": "demo", "connector": "csv@0.1.0", "grant": {"dirs": [{"host": data, "guest": "/data"}]}}),
+        )
+    };
+    let (st, e) = register();
+    assert!(
+        st == 400 && e["message"].as_str().unwrap().contains("pending review"),
+        "{e}"
+    );
+    let (_, diff) = get(&s, Some(&s.admin), "/api/admin/connectors/csv/0.1.0/diff");
+    assert_eq!(diff["from"], Value::Null, "nothing approved before: {diff}");
+    assert!(
+        diff["requests"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("+ dir /data")),
+        "{diff}"
+    );
+    let (st, r) = post(
         &s,
         &s.admin,
-        "/api/admin/register-table",
-        json!({"name": "orders", "source": "demo", "connector": "csv@0.1.0", "grant": {"dirs": [{"host": data, "guest": "/data"}]}}),
+        "/api/admin/connectors/csv/0.1.0/approve",
+        json!({}),
     );
+    assert_eq!((st, r["status"].as_str()), (200, Some("approved")), "{r}");
+    let (st, e) = register();
     assert_eq!(st, 200, "{e}");
     let (st, e) = post(
         &s,
@@ -887,6 +912,36 @@ fn signed_connectors_are_uploaded_listed_and_registered_by_version() {
     sync(&s);
     let (_, m) = get(&s, Some(&s.admin), "/api/sync/manifest");
     assert_eq!(m["tables"]["orders"]["rows"], 2500);
+    // revoked: the next sync fails saying so, the last extract keeps serving
+    let (st, r) = post(
+        &s,
+        &s.admin,
+        "/api/admin/connectors/csv/0.1.0/revoke",
+        json!({}),
+    );
+    assert_eq!((st, r["used_by"].clone()), (200, json!(["demo"])), "{r}");
+    sync(&s);
+    let (_, h) = get(&s, Some(&s.admin), "/api/sync/history?source=demo&limit=1");
+    assert!(
+        h["runs"][0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("revoked"),
+        "{h}"
+    );
+    let (_, m) = get(&s, Some(&s.admin), "/api/sync/manifest");
+    assert_eq!(m["tables"]["orders"]["rows"], 2500);
+    let (_, audit) = get(&s, Some(&s.admin), "/api/admin/audit?action=connector");
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"connector.approve") && actions.contains(&"connector.revoke"),
+        "{audit}"
+    );
 
     // a server without trusted keys accepts no uploads
     let open = TestServer::start();

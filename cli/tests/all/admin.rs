@@ -134,6 +134,34 @@ fn every_admin_command_against_a_real_server() {
         "{shown}"
     );
     a.fails(1, &["connector", "show", "nope"]);
+    // a security reviewer approves a version before any source may use it
+    assert_eq!(list["connectors"][0]["status"], "pending");
+    let err = a.fails(
+        1,
+        &[
+            "source",
+            "add",
+            "early",
+            "--connector",
+            "csv@0.1.0",
+            "--config",
+            r#"{"dir": "/data"}"#,
+            "--grant",
+            &grant,
+        ],
+    );
+    assert!(err.contains("pending review"), "{err}");
+    let diff = a.json(&["connector", "diff", "csv@0.1.0"]);
+    assert!(
+        diff["requests"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("+ dir /data")),
+        "{diff}"
+    );
+    a.fails(2, &["connector", "approve", "csv"]);
+    let approved = a.json(&["connector", "approve", "csv@0.1.0"]);
+    assert_eq!(approved["status"], "approved", "{approved}");
 
     // sources: a bad config is refused naming the key, exit 1, nothing stored
     let err = a.fails(
@@ -388,6 +416,7 @@ fn a_failed_table_makes_sync_wait_exit_1() {
         "--manifest",
         &a.p("connector.toml"),
     ]);
+    a.json(&["connector", "approve", "csv@0.1.0"]);
     a.json(&[
         "source",
         "add",
@@ -428,6 +457,7 @@ fn sql_over_agnes_tables_from_the_command_line() {
         "--manifest",
         &a.p("connector.toml"),
     ]);
+    a.json(&["connector", "approve", "csv@0.1.0"]);
     a.json(&[
         "source",
         "add",

@@ -1,0 +1,404 @@
+//! The admin web UI over real HTTP on loopback: sign-in and sessions, CSRF, permissions of
+//! every page, security headers, escaping — and in a real headless Chromium driven over
+//! WebDriver (`browser` below).
+
+use agnes_tests::TestServer;
+use serde_json::json;
+
+pub(crate) mod browser;
+
+/// A browser-like HTTP client without a browser: keeps the cookies it is given, never
+/// follows redirects.
+pub(crate) struct Client<'a> {
+    pub s: &'a TestServer,
+    cookies: std::collections::BTreeMap<String, String>,
+}
+
+pub(crate) struct Page {
+    pub status: u16,
+    pub location: String,
+    pub body: String,
+    pub headers: ureq::http::HeaderMap,
+}
+
+impl<'a> Client<'a> {
+    pub fn new(s: &'a TestServer) -> Self {
+        Client {
+            s,
+            cookies: Default::default(),
+        }
+    }
+
+    fn send(&mut self, method: &str, path: &str, form: Option<&[(&str, &str)]>) -> Page {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .build()
+            .into();
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(self.s.url(path));
+        if !self.cookies.is_empty() {
+            let c: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            req = req.header("Cookie", c.join("; "));
+        }
+        let body = match form {
+            Some(fields) => {
+                req = req.header("Content-Type", "application/x-www-form-urlencoded");
+                fields
+                    .iter()
+                    .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+                    .collect::<Vec<_>>()
+                    .join("&")
+            }
+            None => String::new(),
+        };
+        let r = agent.run(req.body(body.into_bytes()).unwrap()).unwrap();
+        for v in r.headers().get_all("set-cookie") {
+            let v = v.to_str().unwrap();
+            let (kv, _) = v.split_once(';').unwrap_or((v, ""));
+            let (k, val) = kv.split_once('=').unwrap();
+            if val.is_empty() {
+                self.cookies.remove(k);
+            } else {
+                self.cookies.insert(k.to_string(), val.to_string());
+            }
+        }
+        let status = r.status().as_u16();
+        let location = r
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let headers = r.headers().clone();
+        let body = String::from_utf8(agnes_tests::read_bytes(r)).unwrap();
+        Page {
+            status,
+            location,
+            body,
+            headers,
+        }
+    }
+
+    pub fn get(&mut self, path: &str) -> Page {
+        self.send("GET", path, None)
+    }
+
+    pub fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        self.send("POST", path, Some(form))
+    }
+
+    /// The CSRF token of the page at `path` (the first hidden `csrf` field).
+    pub fn csrf(&mut self, path: &str) -> String {
+        let page = self.get(path);
+        hidden(&page.body, "csrf").unwrap_or_else(|| panic!("no csrf on {path}: {}", page.body))
+    }
+
+    /// Signs in through the form; the answer to the POST.
+    pub fn sign_in(&mut self, user: &str, password: &str) -> Page {
+        let token = self.csrf("/login");
+        self.post(
+            "/login",
+            &[
+                ("user", user),
+                ("password", password),
+                ("csrf", &token),
+                ("next", "/admin"),
+            ],
+        )
+    }
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The value of the first `<input type="hidden" name="NAME" value="...">`.
+pub(crate) fn hidden(html: &str, name: &str) -> Option<String> {
+    let at = html.find(&format!("name=\"{name}\" value=\""))?;
+    let rest = &html[at + name.len() + 15..];
+    Some(rest[..rest.find('"')?].to_string())
+}
+
+pub(crate) const PASSWORD: &str = "a long enough password";
+
+/// A server with an analyst `ana` (group `sales`, granted `orders`) and the admin's
+/// password set; the demo source synced.
+pub(crate) fn server() -> TestServer {
+    let s = TestServer::start();
+    s.with_demo_source(json!({"all": true}));
+    s.admin_call(
+        "PUT",
+        "/api/admin/users/admin/password",
+        Some(json!({"password": PASSWORD})),
+    );
+    s.admin_call("POST", "/api/admin/groups", Some(json!({"name": "sales"})));
+    s.admin_call(
+        "POST",
+        "/api/admin/grants",
+        Some(json!({"group": "sales", "resource_type": "table", "resource_id": "orders"})),
+    );
+    s.admin_call(
+        "POST",
+        "/api/admin/users",
+        Some(json!({"name": "ana", "groups": ["sales"], "password": PASSWORD})),
+    );
+    s
+}
+
+const ADMIN_PAGES: [&str; 7] = [
+    "/admin",
+    "/admin/sources",
+    "/admin/sources/demo",
+    "/admin/connectors",
+    "/admin/access",
+    "/admin/audit",
+    "/admin/sources/demo?action=discover",
+];
+
+#[test]
+fn every_page_needs_a_session_and_admin_pages_an_admin() {
+    let s = server();
+    // no session: to the sign-in page, remembering where to go back
+    let mut anon = Client::new(&s);
+    for path in ADMIN_PAGES.iter().chain(&["/", "/setup"]) {
+        let p = anon.get(path);
+        assert_eq!(p.status, 303, "{path}");
+        assert!(
+            p.location.starts_with("/login?next=/"),
+            "{path}: {}",
+            p.location
+        );
+    }
+    // a wrong password: back to the form with the reason, no session
+    let p = anon.sign_in("ana", "not the password at all");
+    assert!(p.location.contains("error="), "{}", p.location);
+    assert_eq!(anon.get("/").status, 303);
+
+    // an analyst: their tables and the workspace page; every admin page 403
+    let mut ana = Client::new(&s);
+    let p = ana.sign_in("ana", PASSWORD);
+    assert_eq!((p.status, p.location.as_str()), (303, "/admin"));
+    for path in ADMIN_PAGES {
+        let p = ana.get(path);
+        assert_eq!(p.status, 403, "{path}");
+        assert!(p.body.contains("These pages are for admins"), "{path}");
+    }
+    let home = ana.get("/");
+    assert_eq!(home.status, 200);
+    assert!(home.body.contains("<code>orders</code>"), "{}", home.body);
+    assert!(!home.body.contains("<code>customers</code>"), "not granted");
+    // "set up my workspace" mints a token that works against the API
+    let token = ana.csrf("/setup");
+    let p = ana.post("/setup", &[("csrf", &token), ("name", "laptop")]);
+    let start = p.body.find("--token ").expect("the init command") + 8;
+    let minted: String = p.body[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != '<')
+        .collect();
+    assert!(
+        p.body.contains("agnes init --server http://127.0.0.1:"),
+        "{}",
+        p.body
+    );
+    let (st, m) = s.call("GET", Some(&minted), "/api/sync/manifest", None);
+    assert_eq!(st, 200);
+    assert_eq!(m["tables"].as_object().unwrap().len(), 1);
+    // an admin action attempted by the analyst through the UI's form URL: refused
+    let p = ana.post(
+        "/admin/access/group",
+        &[("csrf", &token), ("name", "hackers")],
+    );
+    assert_eq!(p.status, 403);
+
+    // the admin: every page renders
+    let mut admin = Client::new(&s);
+    assert_eq!(admin.sign_in("admin", PASSWORD).status, 303);
+    for path in ADMIN_PAGES {
+        let p = admin.get(path);
+        assert_eq!(p.status, 200, "{path}: {}", p.body);
+        assert!(p.body.contains("<h1>"), "{path}");
+    }
+    // sessions are listed, and revoking one signs that browser out
+    let (_, sessions) = s.call("GET", Some(&s.admin), "/api/admin/web-sessions", None);
+    let ana_session = sessions["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["user"] == "ana")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = admin.csrf("/admin/access");
+    let p = admin.post(
+        "/admin/access/revoke-session",
+        &[("csrf", &t), ("id", &ana_session)],
+    );
+    assert!(p.location.contains("ok="), "{}", p.location);
+    assert_eq!(ana.get("/").status, 303, "signed out");
+    // signing out ends the session
+    let p = admin.post("/logout", &[("csrf", &t)]);
+    assert_eq!((p.status, p.location.as_str()), (303, "/login"));
+    assert_eq!(admin.get("/admin").status, 303);
+}
+
+#[test]
+fn forms_without_the_csrf_token_are_refused_and_change_nothing() {
+    let s = server();
+    let mut admin = Client::new(&s);
+    admin.sign_in("admin", PASSWORD);
+    for (path, form) in [
+        ("/admin/access/group", vec![("name", "forged")]),
+        (
+            "/admin/access/group",
+            vec![("name", "forged"), ("csrf", "0000")],
+        ),
+        ("/admin/sources/demo/sync", vec![]),
+        ("/logout", vec![]),
+    ] {
+        let p = admin.post(path, &form);
+        assert_eq!(p.status, 403, "{path} {form:?}");
+        assert!(p.body.contains("CSRF"), "{}", p.body);
+    }
+    let (_, groups) = s.call("GET", Some(&s.admin), "/api/admin/groups", None);
+    assert!(!groups.to_string().contains("forged"));
+    assert_eq!(admin.get("/admin").status, 200, "still signed in");
+    // the sign-in form: without the cookie it was served with, refused
+    let mut other = Client::new(&s);
+    let p = other.post(
+        "/login",
+        &[("user", "admin"), ("password", PASSWORD), ("csrf", "abcd")],
+    );
+    assert_eq!(p.status, 403);
+}
+
+#[test]
+fn pages_send_security_headers_and_escape_every_value() {
+    let s = server();
+    let hostile = "<script>alert(1)</script>";
+    s.admin_call(
+        "PATCH",
+        "/api/admin/sources/demo/tables/orders",
+        Some(json!({"description": hostile})),
+    );
+    s.admin_call(
+        "PATCH",
+        "/api/admin/sources/demo",
+        Some(json!({"description": hostile})),
+    );
+    let mut admin = Client::new(&s);
+    admin.sign_in("admin", PASSWORD);
+    for path in [
+        "/admin",
+        "/admin/sources",
+        "/admin/sources/demo",
+        "/admin/audit",
+        "/",
+    ] {
+        let p = admin.get(path);
+        assert!(!p.body.contains(hostile), "{path} renders markup from data");
+        let h = |k: &str| {
+            p.headers
+                .get(k)
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default()
+        };
+        assert!(
+            h("content-security-policy").contains("default-src 'none'"),
+            "{path}"
+        );
+        assert!(
+            !h("content-security-policy").contains("script-src"),
+            "no script allowed"
+        );
+        assert_eq!(h("x-frame-options"), "DENY");
+        assert_eq!(h("referrer-policy"), "no-referrer");
+    }
+    let p = admin.get("/admin/sources");
+    assert!(
+        p.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "shown as text"
+    );
+    // the session cookie: HttpOnly, SameSite=Strict
+    let mut fresh = Client::new(&s);
+    let token = fresh.csrf("/login");
+    let p = fresh.post(
+        "/login",
+        &[("user", "admin"), ("password", PASSWORD), ("csrf", &token)],
+    );
+    let cookie = p
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|c| c.starts_with("agnes_session="))
+        .unwrap()
+        .to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    // a redirect target is a local path only
+    let token = fresh.csrf("/login");
+    let p = fresh.post(
+        "/login",
+        &[
+            ("user", "admin"),
+            ("password", PASSWORD),
+            ("csrf", &token),
+            ("next", "//evil.example/"),
+        ],
+    );
+    assert_eq!(p.location, "/");
+}
+
+#[test]
+fn sign_in_attempts_are_rate_limited() {
+    let s = TestServer::start_with(|c| c.auth.failures_per_minute = 3);
+    s.admin_call(
+        "PUT",
+        "/api/admin/users/admin/password",
+        Some(json!({"password": PASSWORD})),
+    );
+    // passwords are checked by the API too
+    let (st, e) = s.call(
+        "PUT",
+        Some(&s.admin),
+        "/api/admin/users/admin/password",
+        Some(json!({"password": "short"})),
+    );
+    assert_eq!(st, 400, "{e}");
+    let mut c = Client::new(&s);
+    for _ in 0..3 {
+        let p = c.sign_in("admin", "wrong password, long enough");
+        assert_eq!(p.status, 303);
+    }
+    // locked out, even with the right password
+    let p = c.sign_in("admin", PASSWORD);
+    assert_eq!(p.status, 429, "{}", p.body);
+    // (the API answers this address 429 too now: read the log from the store)
+    let audit = s
+        .block_on(s.state.store.list_audit(&agnes_server::store::AuditFilter {
+            action: Some("session".into()),
+            limit: 100,
+            ..Default::default()
+        }))
+        .unwrap();
+    let failed = audit
+        .iter()
+        .filter(|e| e.action == "session.failed")
+        .count();
+    assert_eq!(failed, 3);
+}
