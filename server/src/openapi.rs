@@ -233,6 +233,18 @@ const ROUTES: &[(&str, &str, &str, bool)] = &[
         true,
     ),
     (
+        "/api/admin/connectors/{name}/{version}/diff",
+        "get",
+        "What a version changes against the newest approved version before it: requests and imports as +/- lines",
+        true,
+    ),
+    (
+        "/api/admin/connectors/{name}/{version}/{decision}",
+        "post",
+        "A security reviewer's decision, `approve` or `revoke` (audited); only approved versions can be used by a source",
+        true,
+    ),
+    (
         "/api/admin/users",
         "get",
         "Users with their groups and disabled state",
@@ -241,7 +253,25 @@ const ROUTES: &[(&str, &str, &str, bool)] = &[
     (
         "/api/admin/users",
         "post",
-        "Create a user {name, groups?, expires_in_days?} with a first token (returned once)",
+        "Create a user {name, groups?, expires_in_days?, password?} with a first token (returned once)",
+        true,
+    ),
+    (
+        "/api/admin/users/{name}/password",
+        "put",
+        "Set a user's password for the web UI {password} (argon2id; 12+ characters); their browser sessions end",
+        true,
+    ),
+    (
+        "/api/admin/web-sessions",
+        "get",
+        "Live browser sessions of the admin UI (never their secret)",
+        true,
+    ),
+    (
+        "/api/admin/web-sessions/{id}",
+        "delete",
+        "End a browser session (the id from the listing)",
         true,
     ),
     (

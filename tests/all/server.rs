@@ -494,6 +494,8 @@ fn the_openapi_document_lists_every_route() {
         let url = s.url(
             &path
                 .replace("{name}", "orders")
+                .replace("{version}", "0.1.0")
+                .replace("{decision}", "approve")
                 .replace("{id}", "t_x")
                 .replace("{group}", "g")
                 .replace("{user}", "u")

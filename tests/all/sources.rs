@@ -558,7 +558,7 @@ fn a_non_admin_gets_403_before_any_body_is_parsed() {
 #[test]
 fn unknown_routes_answer_json() {
     let s = TestServer::start();
-    for path in ["/api/nope", "/", "/api/admin/sources/x/y/z"] {
+    for path in ["/api/nope", "/nope", "/api/admin/sources/x/y/z"] {
         let (st, body) = s.call("GET", Some(&s.admin), path, None);
         assert_eq!(
             (st, body["code"].as_str()),

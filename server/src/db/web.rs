@@ -15,6 +15,12 @@ pub fn set_password(conn: &duckdb::Connection, name: &str, hash: &str) -> ApiRes
     if changed == 0 {
         return Err(ApiError::NotFound(format!("no user `{name}`")));
     }
+    // a new password ends the user's browser sessions
+    conn.execute(
+        "UPDATE web_sessions SET revoked_at = CAST(? AS TIMESTAMP) WHERE revoked_at IS NULL \
+         AND user_id = (SELECT id FROM users WHERE name = ?)",
+        duckdb::params![now(), name],
+    )?;
     Ok(())
 }
 
