@@ -34,8 +34,9 @@ pub(crate) fn server() -> TestServer {
     s
 }
 
-const ADMIN_PAGES: [&str; 7] = [
+const ADMIN_PAGES: [&str; 8] = [
     "/admin",
+    "/admin/metrics",
     "/admin/sources",
     "/admin/sources/demo",
     "/admin/connectors",
@@ -288,4 +289,58 @@ fn sign_in_attempts_are_rate_limited() {
         .filter(|e| e.action == "session.failed")
         .count();
     assert_eq!(failed, 3);
+}
+
+#[test]
+fn a_source_is_edited_from_its_page_with_the_apis_checks() {
+    let s = server();
+    let mut admin = Client::new(&s);
+    admin.sign_in("admin", PASSWORD);
+    let t = admin.csrf("/admin/sources/demo");
+    let grant = s.admin_call("GET", "/api/admin/sources/demo", None)["source"]["grant"].to_string();
+    let edit = |admin: &mut Client, schedule: &str, config: &str| {
+        admin.post(
+            "/admin/sources/demo/edit",
+            &[
+                ("csrf", &t),
+                ("connector", agnes_tests::CSV_COMPONENT),
+                ("config", config),
+                ("grant", &grant),
+                ("limits", "{}"),
+                ("schedule", schedule),
+                ("description", "edited in the browser"),
+                ("enabled", "true"),
+            ],
+        )
+    };
+    let p = edit(&mut admin, "every 2h", r#"{"dir": "/data"}"#);
+    assert!(p.location.contains("ok="), "{}", p.location);
+    let src = s.admin_call("GET", "/api/admin/sources/demo", None)["source"].clone();
+    assert_eq!(
+        (src["schedule"].as_str(), src["description"].as_str()),
+        (Some("every 2h"), Some("edited in the browser"))
+    );
+    // what the API refuses, the page refuses with its message; nothing changes
+    let p = edit(
+        &mut admin,
+        "every 3h",
+        r#"{"dir": "/data", "delimiter": ";;"}"#,
+    );
+    assert!(
+        p.location.contains("error=") && p.location.contains("config.delimiter"),
+        "{}",
+        p.location
+    );
+    let p = edit(&mut admin, "every 3h", "{not json");
+    assert!(p.location.contains("not%20valid%20JSON"), "{}", p.location);
+    let src = s.admin_call("GET", "/api/admin/sources/demo", None)["source"].clone();
+    assert_eq!(src["schedule"], "every 2h");
+    // the audit log names the admin who used the page
+    let (_, audit) = s.call(
+        "GET",
+        Some(&s.admin),
+        "/api/admin/audit?action=source.update",
+        None,
+    );
+    assert_eq!(audit["entries"][0]["user"], "admin", "{audit}");
 }

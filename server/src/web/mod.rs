@@ -59,6 +59,10 @@ pub fn router() -> Router<AppState> {
         )
         .route("/admin/access", get(pages::access))
         .route("/admin/access/{action}", post(pages::access_action))
+        .route(
+            "/admin/metrics",
+            get(pages::metrics).post(pages::remove_metric),
+        )
         .route("/admin/audit", get(pages::audit))
         .route("/static/agnes.css", get(css))
         .layer(middleware::map_response(security_headers))

@@ -26,11 +26,12 @@ pub struct Flash {
     limit: Option<usize>,
 }
 
-const NAV: [(&str, &str); 5] = [
+const NAV: [(&str, &str); 6] = [
     ("/admin", "Overview"),
     ("/admin/sources", "Sources"),
     ("/admin/connectors", "Connectors"),
     ("/admin/access", "Access"),
+    ("/admin/metrics", "Metrics"),
     ("/admin/audit", "Audit log"),
 ];
 
@@ -465,6 +466,10 @@ fn json_field(form: &Fields, key: &str) -> Result<Value, String> {
     serde_json::from_str(t).map_err(|e| format!("{key} is not valid JSON: {e}"))
 }
 
+fn f_or(form: &Fields, key: &str) -> String {
+    form.get(key).cloned().unwrap_or_default()
+}
+
 fn opt_field(form: &Fields, key: &str) -> Option<String> {
     form.get(key)
         .map(|s| s.trim().to_string())
@@ -575,6 +580,20 @@ pub async fn source(
                 (csrf(&b))
                 label.check { input type="checkbox" name="full_refresh" value="true"; " full refresh" }
                 button #sync type="submit" { "Sync now" }
+            }
+            details #edit {
+                summary { "Edit this source" }
+                form.card method="post" action={"/admin/sources/" (name) "/edit"} {
+                    (csrf(&b))
+                    label { "Connector" input type="text" name="connector" value=(spec.connector); }
+                    label { "Config (JSON)" textarea name="config" rows="4" { (serde_json::to_string_pretty(&spec.config).unwrap_or_default()) } }
+                    label { "Grant (JSON)" textarea name="grant" rows="5" { (serde_json::to_string_pretty(&spec.grant).unwrap_or_default()) } }
+                    label { "Limits (JSON)" textarea name="limits" rows="5" { (serde_json::to_string_pretty(&spec.limits).unwrap_or_default()) } }
+                    label { "Schedule (empty: manual)" input type="text" name="schedule" value=(spec.schedule.clone().unwrap_or_default()); }
+                    label { "Description" input type="text" name="description" value=(spec.description.clone().unwrap_or_default()); }
+                    label.check { input type="checkbox" name="enabled" value="true" checked[spec.enabled]; " enabled" }
+                    button type="submit" { "Save" }
+                }
             }
             h2 { "Tables" }
             table #tables {
@@ -727,6 +746,26 @@ pub async fn source_action(
             )
             .await;
             after(&back, answer, &format!("Table {table} added."))
+        }
+        "edit" => {
+            let parsed = (
+                json_field(&form, "config"),
+                json_field(&form, "grant"),
+                json_field(&form, "limits"),
+            );
+            let (config, grant, limits) = match parsed {
+                (Ok(c), Ok(g), Ok(l)) => (c, g, l),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                    return after(&back, (StatusCode::BAD_REQUEST, json!({"message": e})), "");
+                }
+            };
+            let body = json!({
+                "connector": f_or(&form, "connector"), "config": config, "grant": grant, "limits": limits,
+                "schedule": opt_field(&form, "schedule"), "description": opt_field(&form, "description"),
+                "enabled": form.get("enabled").is_some_and(|v| v == "true"),
+            });
+            let answer = api(&state, &b.user, Method::PATCH, &base, Some(body)).await;
+            after(&back, answer, &format!("Source {name} saved."))
         }
         "remove-table" => {
             let table = form.get("table").cloned().unwrap_or_default();
@@ -916,17 +955,15 @@ pub async fn access(
             .iter()
             .any(|g| g.group == group && g.resource_type == kind && g.resource_id == id)
     };
+    // one form for the whole matrix (its CSRF token once); each cell is a button of it
     let cell = |group: &str, kind: &str, id: &str| {
         let on = granted(group, kind, id);
+        let action = if on { "revoke" } else { "grant" };
         html! {
             td.cell {
-                form.inline method="post" action={"/admin/access/" (if on { "revoke" } else { "grant" })} {
-                    (csrf(&b))
-                    input type="hidden" name="group" value=(group);
-                    input type="hidden" name="resource_type" value=(kind);
-                    input type="hidden" name="resource_id" value=(id);
-                    button class=(if on { "on" } else { "off" }) type="submit" title={(if on { "revoke " } else { "grant " }) (kind) " " (id) " to " (group)} { (if on { "✓" } else { "·" }) }
-                }
+                button form="grants-form" name="cell" value={(action) "|" (kind) "|" (id) "|" (group)}
+                    class=(if on { "on" } else { "off" }) type="submit"
+                    title={(action) " " (kind) " " (id) " to " (group)} { (if on { "✓" } else { "·" }) }
             }
         }
     };
@@ -986,6 +1023,7 @@ pub async fn access(
             }
             h2 { "Grants" }
             p.hint { "A group granted a source reads all its tables; ✓ revokes, · grants." }
+            form #grants-form method="post" action="/admin/access/cell" { (csrf(&b)) }
             table.matrix #grants {
                 thead { tr { th { "source / table" } @for g in &groups { th { (g.name) } } } }
                 tbody {
@@ -1087,28 +1125,24 @@ pub async fn access_action(
             Some(json!({"user": f("user")})),
             format!("{} added to {}.", f("user"), f("group")),
         ),
-        "grant" | "revoke" => {
-            let body = json!({"group": f("group"), "resource_type": f("resource_type"), "resource_id": f("resource_id")});
-            let method = if action == "grant" {
-                Method::POST
-            } else {
-                Method::DELETE
+        "cell" => {
+            // `grant|table|orders|sales`: a button of the grants matrix
+            let cell = f("cell");
+            let parts: Vec<&str> = cell.splitn(4, '|').collect();
+            let [decision, kind, id, group] = parts[..] else {
+                return StatusCode::BAD_REQUEST.into_response();
             };
-            let done = if action == "grant" {
-                "granted to"
-            } else {
-                "revoked from"
+            let body = json!({"group": group, "resource_type": kind, "resource_id": id});
+            let (method, done) = match decision {
+                "grant" => (Method::POST, "granted to"),
+                "revoke" => (Method::DELETE, "revoked from"),
+                _ => return StatusCode::BAD_REQUEST.into_response(),
             };
             (
                 method,
                 "/api/admin/grants".to_string(),
                 Some(body),
-                format!(
-                    "{} {} {done} {}.",
-                    f("resource_type"),
-                    f("resource_id"),
-                    f("group")
-                ),
+                format!("{kind} {id} {done} {group}."),
             )
         }
         "revoke-token" => (
@@ -1163,4 +1197,57 @@ pub async fn audit(
             (audit_table(&entries))
         },
     ))
+}
+
+/// `/admin/metrics`: the business metrics analysts see with `agnes catalog --metrics`.
+pub async fn metrics(
+    State(state): State<AppState>,
+    BrowserAdmin(b): BrowserAdmin,
+    Query(flash): Query<Flash>,
+) -> Response {
+    let metrics = match state.store.list_metrics().await {
+        Ok(m) => m,
+        Err(e) => return e.into_response(),
+    };
+    page_response(layout(
+        Some(&b),
+        "/admin/metrics",
+        "Metrics",
+        &flash,
+        html! {
+            p.hint { "Import definitions with " code { "agnes admin metrics import DIR" } "; an analyst sees a metric when they may read its table." }
+            table #metrics {
+                thead { tr { th { "metric" } th { "category" } th { "type" } th { "table" } th { "SQL" } th {} } }
+                tbody {
+                    @for m in &metrics {
+                        tr {
+                            td { strong { (m.display_name) } br; code { (m.id) } @if let Some(d) = &m.description { p.hint { (d) } } }
+                            td { (m.category) } td { (m.metric_type) @if let Some(u) = &m.unit { " (" (u) ")" } }
+                            td { (m.table_name.clone().unwrap_or_default()) }
+                            td { pre { (m.sql) } }
+                            td { form.inline method="post" action="/admin/metrics" {
+                                (csrf(&b)) input type="hidden" name="id" value=(m.id);
+                                button.danger type="submit" { "Remove" }
+                            } }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+pub async fn remove_metric(
+    State(state): State<AppState>,
+    BrowserAdmin(b): BrowserAdmin,
+    Form(form): Form<Fields>,
+) -> Response {
+    let form = match b.check(form) {
+        Ok(f) => f.0,
+        Err(r) => return r,
+    };
+    let id = f_or(&form, "id");
+    let path = format!("/api/admin/metrics/{}", encode(&id));
+    let answer = api(&state, &b.user, Method::DELETE, &path, None).await;
+    after("/admin/metrics", answer, &format!("Metric {id} removed."))
 }
