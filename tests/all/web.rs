@@ -298,7 +298,7 @@ fn a_source_is_edited_from_its_page_with_the_apis_checks() {
     admin.sign_in("admin", PASSWORD);
     let t = admin.csrf("/admin/sources/demo");
     let grant = s.admin_call("GET", "/api/admin/sources/demo", None)["source"]["grant"].to_string();
-    let edit = |admin: &mut Client, schedule: &str, config: &str| {
+    let edit = |admin: &mut Client<'_>, schedule: &str, config: &str| {
         admin.post(
             "/admin/sources/demo/edit",
             &[

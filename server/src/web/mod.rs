@@ -191,11 +191,20 @@ impl Browser {
     pub fn check(
         &self,
         form: std::collections::HashMap<String, String>,
-    ) -> Result<Checked, Response> {
+    ) -> Result<Checked, CsrfRefused> {
         match form.get("csrf") {
             Some(t) if same(t, &self.csrf) => Ok(Checked(form)),
-            _ => Err(pages::csrf_refused(self)),
+            _ => Err(CsrfRefused),
         }
+    }
+}
+
+/// A form without the session's CSRF token: 403, nothing done.
+pub struct CsrfRefused;
+
+impl IntoResponse for CsrfRefused {
+    fn into_response(self) -> Response {
+        pages::csrf_refused()
     }
 }
 
@@ -367,7 +376,7 @@ async fn logout(
     Form(form): Form<std::collections::HashMap<String, String>>,
 ) -> Response {
     if let Err(r) = browser.check(form) {
-        return r;
+        return r.into_response();
     }
     if let Some(id) = cookie(&headers, COOKIE) {
         let _ = state.store.revoke_session(&access::hash(&id)).await;

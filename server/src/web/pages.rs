@@ -137,16 +137,13 @@ pub fn forbidden(b: &Browser) -> Response {
         .into_response()
 }
 
-pub fn csrf_refused(b: &Browser) -> Response {
+pub fn csrf_refused() -> Response {
     (
         StatusCode::FORBIDDEN,
-        page_response(layout(
-            Some(b),
-            "",
+        message(
             "Form refused",
-            &Flash::default(),
-            html! { p { "This form was not sent by a page of this site (its CSRF token is missing or wrong). Reload the page and try again." } },
-        )),
+            "This form was not sent by a page of this site (its CSRF token is missing or wrong). Reload the page and try again.",
+        ),
     )
         .into_response()
 }
@@ -240,7 +237,7 @@ pub async fn setup_token(
 ) -> Response {
     let form = match b.check(form) {
         Ok(f) => f.0,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let name = form
         .get("name")
@@ -483,7 +480,7 @@ pub async fn create_source(
 ) -> Response {
     let form = match b.check(form) {
         Ok(f) => f.0,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let name = form.get("name").cloned().unwrap_or_default();
     let (config, grant) = match (json_field(&form, "config"), json_field(&form, "grant")) {
@@ -677,11 +674,11 @@ pub async fn source(
     ))
 }
 
-/// `(requested, granted, effective)` capability lines of a source.
-fn capabilities(
-    state: &AppState,
-    spec: &crate::store::SourceSpec,
-) -> Result<(Vec<String>, Vec<String>, Vec<String>), String> {
+/// `(requested, granted, effective)` capability lines.
+type Capabilities = (Vec<String>, Vec<String>, Vec<String>);
+
+/// The capabilities of a source: what its connector requests, what the operator grants, what a run gets.
+fn capabilities(state: &AppState, spec: &crate::store::SourceSpec) -> Result<Capabilities, String> {
     if crate::connector::is_sql(spec) {
         return Ok((vec!["nothing: SQL over Agnes tables runs in agnes-sqlbox, reading only the files of the tables it names".into()], vec![], vec![]));
     }
@@ -712,7 +709,7 @@ pub async fn source_action(
 ) -> Response {
     let form = match b.check(form) {
         Ok(f) => f.0,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let back = format!("/admin/sources/{}", encode(&name));
     let base = format!("/api/admin/sources/{}", encode(&name));
@@ -910,7 +907,7 @@ pub async fn review_connector(
 ) -> Response {
     let form = match b.check(form) {
         Ok(f) => f.0,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let decision = form.get("decision").cloned().unwrap_or_default();
     let path = format!(
@@ -1079,7 +1076,7 @@ pub async fn access_action(
 ) -> Response {
     let form = match b.check(form) {
         Ok(f) => f.0,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let f = |k: &str| form.get(k).cloned().unwrap_or_default();
     let back = "/admin/access";
@@ -1244,7 +1241,7 @@ pub async fn remove_metric(
 ) -> Response {
     let form = match b.check(form) {
         Ok(f) => f.0,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let id = f_or(&form, "id");
     let path = format!("/api/admin/metrics/{}", encode(&id));
