@@ -1,12 +1,10 @@
 //! A browser-like HTTP client for the admin UI's tests and benchmark: keeps the cookies
 //! it is given, never follows redirects, fills forms with the page's CSRF token.
 
-use crate::TestServer;
-
 /// A browser-like HTTP client without a browser: keeps the cookies it is given, never
 /// follows redirects.
-pub struct Client<'a> {
-    pub s: &'a TestServer,
+pub struct Client {
+    base: String,
     cookies: std::collections::BTreeMap<String, String>,
 }
 
@@ -17,10 +15,11 @@ pub struct Page {
     pub headers: ureq::http::HeaderMap,
 }
 
-impl<'a> Client<'a> {
-    pub fn new(s: &'a TestServer) -> Self {
+impl Client {
+    /// A client of the server at `base` (`http://127.0.0.1:PORT`).
+    pub fn new(base: &str) -> Self {
         Client {
-            s,
+            base: base.to_string(),
             cookies: Default::default(),
         }
     }
@@ -33,7 +32,7 @@ impl<'a> Client<'a> {
             .into();
         let mut req = ureq::http::Request::builder()
             .method(method)
-            .uri(self.s.url(path));
+            .uri(format!("{}{path}", self.base));
         if !self.cookies.is_empty() {
             let c: Vec<String> = self
                 .cookies

@@ -52,6 +52,18 @@ pub async fn bootstrap(state: &AppState, name: &str) -> Result<Option<String>, S
     state.store.bootstrap(name).await.map_err(|e| e.detail())
 }
 
+/// Gives user `name` a generated password for the web UI; returns it (shown once).
+pub async fn bootstrap_password(state: &AppState, name: &str) -> Result<String, String> {
+    let password = password::generate().map_err(|e| e.detail())?;
+    let hash = password::hash(&password).map_err(|e| e.detail())?;
+    state
+        .store
+        .set_password(name, &hash)
+        .await
+        .map_err(|e| e.detail())?;
+    Ok(password)
+}
+
 /// Serves until Ctrl-C: binds, starts the scheduler, runs the router.
 pub async fn serve(config: ServerConfig) -> Result<(), String> {
     let listen = config.listen;

@@ -49,7 +49,7 @@ const ADMIN_PAGES: [&str; 8] = [
 fn every_page_needs_a_session_and_admin_pages_an_admin() {
     let s = server();
     // no session: to the sign-in page, remembering where to go back
-    let mut anon = Client::new(&s);
+    let mut anon = Client::new(&s.base);
     for path in ADMIN_PAGES.iter().chain(&["/", "/setup"]) {
         let p = anon.get(path);
         assert_eq!(p.status, 303, "{path}");
@@ -65,7 +65,7 @@ fn every_page_needs_a_session_and_admin_pages_an_admin() {
     assert_eq!(anon.get("/").status, 303);
 
     // an analyst: their tables and the workspace page; every admin page 403
-    let mut ana = Client::new(&s);
+    let mut ana = Client::new(&s.base);
     let p = ana.sign_in("ana", PASSWORD);
     assert_eq!((p.status, p.location.as_str()), (303, "/admin"));
     for path in ADMIN_PAGES {
@@ -101,7 +101,7 @@ fn every_page_needs_a_session_and_admin_pages_an_admin() {
     assert_eq!(p.status, 403);
 
     // the admin: every page renders
-    let mut admin = Client::new(&s);
+    let mut admin = Client::new(&s.base);
     assert_eq!(admin.sign_in("admin", PASSWORD).status, 303);
     for path in ADMIN_PAGES {
         let p = admin.get(path);
@@ -127,7 +127,7 @@ fn every_page_needs_a_session_and_admin_pages_an_admin() {
     assert!(p.location.contains("ok="), "{}", p.location);
     assert_eq!(ana.get("/").status, 303, "signed out");
     // a new password ends the user's browser sessions
-    let mut ana = Client::new(&s);
+    let mut ana = Client::new(&s.base);
     assert_eq!(ana.sign_in("ana", PASSWORD).status, 303);
     assert_eq!(ana.get("/").status, 200);
     s.admin_call(
@@ -145,7 +145,7 @@ fn every_page_needs_a_session_and_admin_pages_an_admin() {
 #[test]
 fn forms_without_the_csrf_token_are_refused_and_change_nothing() {
     let s = server();
-    let mut admin = Client::new(&s);
+    let mut admin = Client::new(&s.base);
     admin.sign_in("admin", PASSWORD);
     for (path, form) in [
         ("/admin/access/group", vec![("name", "forged")]),
@@ -164,7 +164,7 @@ fn forms_without_the_csrf_token_are_refused_and_change_nothing() {
     assert!(!groups.to_string().contains("forged"));
     assert_eq!(admin.get("/admin").status, 200, "still signed in");
     // the sign-in form: without the cookie it was served with, refused
-    let mut other = Client::new(&s);
+    let mut other = Client::new(&s.base);
     let p = other.post(
         "/login",
         &[("user", "admin"), ("password", PASSWORD), ("csrf", "abcd")],
@@ -186,7 +186,7 @@ fn pages_send_security_headers_and_escape_every_value() {
         "/api/admin/sources/demo",
         Some(json!({"description": hostile})),
     );
-    let mut admin = Client::new(&s);
+    let mut admin = Client::new(&s.base);
     admin.sign_in("admin", PASSWORD);
     for path in [
         "/admin",
@@ -220,7 +220,7 @@ fn pages_send_security_headers_and_escape_every_value() {
         "shown as text"
     );
     // the session cookie: HttpOnly, SameSite=Strict
-    let mut fresh = Client::new(&s);
+    let mut fresh = Client::new(&s.base);
     let token = fresh.csrf("/login");
     let p = fresh.post(
         "/login",
@@ -268,7 +268,7 @@ fn sign_in_attempts_are_rate_limited() {
         Some(json!({"password": "short"})),
     );
     assert_eq!(st, 400, "{e}");
-    let mut c = Client::new(&s);
+    let mut c = Client::new(&s.base);
     for _ in 0..3 {
         let p = c.sign_in("admin", "wrong password, long enough");
         assert_eq!(p.status, 303);
@@ -294,11 +294,11 @@ fn sign_in_attempts_are_rate_limited() {
 #[test]
 fn a_source_is_edited_from_its_page_with_the_apis_checks() {
     let s = server();
-    let mut admin = Client::new(&s);
+    let mut admin = Client::new(&s.base);
     admin.sign_in("admin", PASSWORD);
     let t = admin.csrf("/admin/sources/demo");
     let grant = s.admin_call("GET", "/api/admin/sources/demo", None)["source"]["grant"].to_string();
-    let edit = |admin: &mut Client<'_>, schedule: &str, config: &str| {
+    let edit = |admin: &mut Client, schedule: &str, config: &str| {
         admin.post(
             "/admin/sources/demo/edit",
             &[

@@ -75,7 +75,7 @@ fn main() {
             store.finish_run(run, "partial", None).await.unwrap();
         });
     }
-    let mut admin = Client::new(&s);
+    let mut admin = Client::new(&s.base);
     assert_eq!(admin.sign_in("admin", password).status, 303);
     println!("### 11. Admin UI: page render time");
     println!();

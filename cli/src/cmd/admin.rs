@@ -30,6 +30,9 @@ pub enum AdminCmd {
         /// Name of the admin user.
         #[arg(long, default_value = "admin")]
         name: String,
+        /// Also give it a generated password for the web UI (printed once).
+        #[arg(long)]
+        generate_password: bool,
         #[command(flatten)]
         serve: super::serve::ServeArgs,
     },
@@ -533,7 +536,11 @@ fn with_query(path: &str, params: &[(&str, Option<String>)]) -> String {
 pub fn run(args: AdminArgs, out: &Output) -> Result<()> {
     let server = &args.server;
     match args.command {
-        AdminCmd::Bootstrap { name, serve } => super::serve::bootstrap(name, serve, out),
+        AdminCmd::Bootstrap {
+            name,
+            generate_password,
+            serve,
+        } => super::serve::bootstrap(name, generate_password, serve, out),
         AdminCmd::Source(c) => source(c, server, out),
         AdminCmd::Table(c) => table(c, server, out),
         AdminCmd::User(c) => user(c, server, out),

@@ -55,24 +55,39 @@ pub fn serve(args: ServeArgs) -> Result<()> {
 }
 
 /// `agnes admin bootstrap`: the first admin, on the server's own data dir (no server needed).
-pub fn bootstrap(name: String, serve: ServeArgs, out: &Output) -> Result<()> {
+pub fn bootstrap(name: String, password: bool, serve: ServeArgs, out: &Output) -> Result<()> {
     let config = load(&serve)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let token = runtime.block_on(async {
+    let (token, password) = runtime.block_on(async {
         let state = AppState::open(config).await.map_err(|e| anyhow!(e))?;
-        agnes_server::bootstrap(&state, &name)
+        let token = agnes_server::bootstrap(&state, &name)
             .await
-            .map_err(|e| anyhow!(e))
+            .map_err(|e| anyhow!(e))?;
+        let password = match (&token, password) {
+            (Some(_), true) => Some(
+                agnes_server::bootstrap_password(&state, &name)
+                    .await
+                    .map_err(|e| anyhow!(e))?,
+            ),
+            _ => None,
+        };
+        anyhow::Ok((token, password))
     })?;
     let Some(token) = token else {
         bail!("this server already has users; ask an admin for a token (`agnes admin user add`)");
     };
     out.print(
-        || format!("created admin `{name}`; its token (shown once):\n{token}"),
-        || json!({"user": name, "token": token}),
+        || {
+            let mut text = format!("created admin `{name}`; its token (shown once):\n{token}");
+            if let Some(p) = &password {
+                text.push_str(&format!("\nits password for the web UI (shown once):\n{p}"));
+            }
+            text
+        },
+        || json!({"user": name, "token": token, "password": password}),
     );
     Ok(())
 }

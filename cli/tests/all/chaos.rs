@@ -341,3 +341,29 @@ fn issue20_a_disk_that_fills_up_mid_sync_is_a_clear_error_and_the_old_extract_se
     let n = agnes_tests::query_i64(&out, "SELECT max(round) FROM small");
     assert_eq!(n, 1, "the old extract still serves");
 }
+
+/// `agnes admin bootstrap --generate-password`, then the real `agnes serve` binary: the
+/// printed password signs in to the web UI (and a wrong one does not).
+#[test]
+fn bootstrap_gives_the_first_admin_a_web_password() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("agnes");
+    let out = agnes(&data)
+        .args(["admin", "bootstrap", "--generate-password", "--json"])
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let password = v["password"].as_str().unwrap().to_string();
+    assert_eq!(password.len(), 24);
+    let server = serve(&data);
+    let mut browser = agnes_tests::web_client::Client::new(&server.base);
+    let p = browser.sign_in("admin", "not the password, but long");
+    assert!(p.location.contains("error="), "{}", p.location);
+    let p = browser.sign_in("admin", &password);
+    assert_eq!((p.status, p.location.as_str()), (303, "/admin"));
+    let overview = browser.get("/admin");
+    assert_eq!(overview.status, 200);
+    assert!(overview.body.contains("Overview"), "{}", overview.body);
+}
