@@ -7,6 +7,8 @@ wasm_target := CARGO_TARGET_DIR / "wasm"
 agnes := CARGO_TARGET_DIR / "debug/agnes"
 csv_wasm := wasm_target / "wasm32-wasip2/release/agnes_connector_csv.wasm"
 pg_wasm := wasm_target / "wasm32-wasip2/release/agnes_connector_postgres.wasm"
+sql_target := CARGO_TARGET_DIR / "wasm-sql"
+sql_wasm := sql_target / "wasm32-wasip2/release/agnes_sql.wasm"
 
 default:
     @just --list
@@ -17,6 +19,15 @@ connectors:
       env -u RUSTUP_TOOLCHAIN RUSTC="$WASM_RUSTC" CARGO_TARGET_DIR={{wasm_target}} \
       "$WASM_CARGO" build --release --locked
     @ls -l {{wasm_target}}/wasm32-wasip2/release/*.wasm
+
+# Build the sql component (Apache DataFusion for SQL over Agnes tables; ~20 min cold on
+# 2 cores, cached in the target dir outside the clone; tests/build.rs builds the same).
+sql-component:
+    . /etc/agnes/wasm-toolchain.env && cd sql-wasm && \
+      env -u RUSTUP_TOOLCHAIN RUSTC="$WASM_RUSTC" CARGO_TARGET_DIR={{sql_target}} \
+      CC_wasm32_wasip2=clang CFLAGS_wasm32_wasip2="--target=wasm32-wasi -isystem /usr/include/wasm32-wasi" \
+      AR_wasm32_wasip2=llvm-ar-14 "$WASM_CARGO" build --release --target wasm32-wasip2 --locked
+    @ls -l {{sql_wasm}}
 
 # Sign every built connector with its connector.toml: `just sign keys/ops.key`
 # (writes <component>.wasm.sig next to each; `agnes connector keygen` makes a key).
@@ -32,8 +43,8 @@ build:
 
 # The demo: the csv component syncs the bundled dataset, the server serves it, an analyst
 # with a grant downloads and queries it over REST (scripts/demo.sh).
-demo: connectors build
-    scripts/demo.sh {{agnes}} {{csv_wasm}} {{pg_wasm}}
+demo: connectors sql-component build
+    AGNES_SQL_COMPONENT={{sql_wasm}} scripts/demo.sh {{agnes}} {{csv_wasm}} {{pg_wasm}}
 
 # The whole test suite (host crates, end-to-end with real components, guest unit tests).
 test:

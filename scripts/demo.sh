@@ -76,7 +76,7 @@ PG_MANIFEST=connectors-wasm/postgres/connector.toml
   --options '{"sql": "SELECT s.carrier, count(*) AS delayed_events FROM tracking_events e JOIN shipments s USING (shipment_id) WHERE e.status = '\''delayed'\'' GROUP BY 1 ORDER BY 1"}'
 "$AGNES" admin source sync warehouse --wait
 
-step "3c. SQL over Agnes tables: a join of the CSV source and the PostgreSQL one, run in the confined agnes-sqlbox"
+step "3c. SQL over Agnes tables: a join of the CSV source and the PostgreSQL one, run by DataFusion in the sql component"
 "$AGNES" admin source add derived --connector agnes:sql
 "$AGNES" admin table add derived revenue_by_carrier --sql "SELECT s.carrier, count(*) AS orders, round(sum(o.amount), 2) AS revenue
   FROM orders o JOIN shipments s USING (order_id) GROUP BY 1 ORDER BY 1"
@@ -131,5 +131,5 @@ cd "$OLDPWD"                                # back from the workspace
 ADMIN_PASSWORD=$(AGNES_SERVER="$base" AGNES_TOKEN="$ADMIN" "$AGNES" admin user password admin --generate | tail -n 1)
 curl -s -o /dev/null -w "GET /admin without a session: %{http_code} -> %header{location}\n" "$base/admin"
 echo "Open the admin UI while a server runs on this data (it stops when this script ends):"
-echo "  AGNES_DATA_DIR=$(realpath "$SERVER_DIR") AGNES_LISTEN=$AGNES_LISTEN AGNES_TRUSTED_KEYS=$AGNES_TRUSTED_KEYS $AGNES serve"
+echo "  AGNES_DATA_DIR=$(realpath "$SERVER_DIR") AGNES_LISTEN=$AGNES_LISTEN AGNES_TRUSTED_KEYS=$AGNES_TRUSTED_KEYS AGNES_SQL_COMPONENT=$AGNES_SQL_COMPONENT $AGNES serve"
 echo "  then $base/admin   user: admin   password (shown once): $ADMIN_PASSWORD"

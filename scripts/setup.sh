@@ -7,7 +7,9 @@
 #   3. just (PyPI: rust-just) and cargo-nextest, if missing
 #   4. PostgreSQL server and client (Debian `postgresql`), if missing: the tests and the
 #      benchmark start private clusters as the `postgres` user (never as root)
-#   5. Chromium and ChromeDriver (Debian `chromium`, `chromium-driver`), if missing: the
+#   5. clang, llvm and wasi-libc (Debian), if missing: the sql component (DataFusion) links
+#      zstd, C compiled for wasm32-wasip2
+#   6. Chromium and ChromeDriver (Debian `chromium`, `chromium-driver`), if missing: the
 #      admin web UI is tested in a real headless browser
 #
 # Run as root (sudo) on Debian bookworm x86_64. A re-run takes a few seconds.
@@ -70,6 +72,12 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install --quiet --locked cargo-nextest || die "cargo install cargo-nextest failed"
 fi
+if ! command -v clang >/dev/null 2>&1 || ! command -v llvm-ar-14 >/dev/null 2>&1 || [ ! -d /usr/include/wasm32-wasi ]; then
+  log "installing clang and wasi-libc (Debian clang, llvm, wasi-libc): the sql component's zstd decoder is C built for wasm32-wasip2"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang llvm wasi-libc >/dev/null \
+    || die "apt-get install clang llvm wasi-libc failed"
+fi
+
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
   log "installing Chromium and ChromeDriver (Debian chromium, chromium-driver) for the admin UI's browser tests"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \

@@ -49,6 +49,26 @@ fn main() {
             ));
         }
     }
+    // the sql component (Apache DataFusion): its own workspace and profile; zstd-sys
+    // compiles C for wasm32-wasip2 with Debian's clang and wasi-libc (scripts/setup.sh)
+    let sql = root.join("sql-wasm");
+    println!("cargo:rerun-if-changed={}", sql.join("src").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        sql.join("Cargo.toml").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        sql.join("Cargo.lock").display()
+    );
+    let sql_target = out_dir.ancestors().nth(4).unwrap().join("wasm-sql");
+    build(&cargo, &rustc, &sql, &sql_target);
+    let path = sql_target.join("wasm32-wasip2/release/agnes_sql.wasm");
+    assert!(path.exists(), "{} was not produced", path.display());
+    lines.push(format!(
+        "/// Path of the `agnes-sql` component (SQL over Agnes tables, DataFusion).\npub const SQL_COMPONENT: &str = {:?};\n",
+        path.display().to_string()
+    ));
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
     println!("cargo:rerun-if-env-changed=WASM_CARGO");
     println!("cargo:rerun-if-env-changed=WASM_RUSTC");
@@ -86,7 +106,13 @@ fn build(cargo: &str, rustc: &str, workspace: &Path, target_dir: &Path) {
     ])
     .current_dir(workspace)
     .env("CARGO_TARGET_DIR", target_dir)
-    .env("RUSTC", rustc);
+    .env("RUSTC", rustc)
+    .env("CC_wasm32_wasip2", "clang")
+    .env(
+        "CFLAGS_wasm32_wasip2",
+        "--target=wasm32-wasi -isystem /usr/include/wasm32-wasi",
+    )
+    .env("AR_wasm32_wasip2", "llvm-ar-14");
     for var in [
         "RUSTUP_TOOLCHAIN",
         "RUSTFLAGS",

@@ -218,6 +218,10 @@ impl TestServer {
             },
             scheduler_tick_secs: 3600,
             trusted_keys: None,
+            sql: agnes_server::config::SqlEngine {
+                component: Some(SQL_COMPONENT.into()),
+                ..Default::default()
+            },
             // most tests register the built components by path; the signed path has its own tests
             allow_unsigned_connectors: true,
             ..Default::default()

@@ -217,7 +217,7 @@ impl std::fmt::Display for Phase {
 
 impl Error {
     /// `map_err` adapter: an I/O error while `action`-ing `path`.
-    pub(crate) fn io(
+    pub fn io(
         action: &'static str,
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(std::io::Error) -> Error {

@@ -43,20 +43,30 @@ pub struct ServerConfig {
     pub sql: SqlEngine,
 }
 
-/// `[sql]`: the `agnes-sqlbox` process that runs the SQL of `agnes:sql` sources' tables
-/// (memory, CPU and time limits are the source's `limits`).
+/// `[sql]`: what runs the SQL of `agnes:sql` sources' tables (memory, CPU and time limits
+/// are the source's `limits`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SqlEngine {
-    /// The `agnes-sqlbox` executable; unset: the one installed beside `agnes`.
+    /// `datafusion`: the `agnes-sql` WebAssembly component (Apache DataFusion), run by the
+    /// connector runtime; `process`: DuckDB in the OS-confined `agnes-sqlbox` process.
+    pub engine: String,
+    /// The `agnes-sql` component (`datafusion`); unset: `agnes-sql.wasm` beside `agnes`.
+    pub component: Option<PathBuf>,
+    /// The `agnes-sqlbox` executable (`process`); unset: the one installed beside `agnes`.
     pub program: Option<PathBuf>,
-    /// DuckDB threads inside the sandbox.
+    /// DuckDB threads inside `agnes-sqlbox` (the component runs on one thread).
     pub threads: u64,
 }
+
+/// The SQL engines of `[sql] engine`.
+pub const SQL_ENGINES: [&str; 2] = ["datafusion", "process"];
 
 impl Default for SqlEngine {
     fn default() -> Self {
         SqlEngine {
+            engine: "datafusion".into(),
+            component: None,
             program: None,
             threads: 2,
         }
@@ -193,6 +203,9 @@ impl ServerConfig {
         if let Some(dir) = env("AGNES_TRUSTED_KEYS") {
             config.trusted_keys = Some(PathBuf::from(dir));
         }
+        if let Some(path) = env("AGNES_SQL_COMPONENT") {
+            config.sql.component = Some(PathBuf::from(path));
+        }
         if let Some(v) = env("AGNES_ALLOW_UNSIGNED") {
             config.allow_unsigned_connectors = matches!(v.as_str(), "1" | "true" | "yes");
         }
@@ -233,12 +246,43 @@ impl ServerConfig {
         if self.sql.threads == 0 {
             return Err("[sql] threads must be at least 1".into());
         }
-        if let Some(p) = &self.sql.program
-            && !p.is_absolute()
+        if !SQL_ENGINES.contains(&self.sql.engine.as_str()) {
+            return Err(format!(
+                "[sql] engine `{}`: use one of {SQL_ENGINES:?}",
+                self.sql.engine
+            ));
+        }
+        for p in [&self.sql.program, &self.sql.component]
+            .into_iter()
+            .flatten()
         {
-            return Err(format!("[sql] program {} must be absolute", p.display()));
+            if !p.is_absolute() {
+                return Err(format!("[sql] {} must be an absolute path", p.display()));
+            }
         }
         Ok(())
+    }
+
+    /// The `agnes-sql` component: `[sql] component`, or `agnes-sql.wasm` beside this
+    /// executable.
+    pub fn sql_component(&self) -> Result<PathBuf, String> {
+        if let Some(p) = &self.sql.component {
+            return Ok(p.clone());
+        }
+        let exe = std::env::current_exe().map_err(|e| format!("locating agnes: {e}"))?;
+        let dir = exe.parent().unwrap_or(Path::new("/"));
+        [
+            Some(dir.join("agnes-sql.wasm")),
+            dir.parent().map(|d| d.join("agnes-sql.wasm")),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            "no `agnes-sql.wasm` beside this executable: install the sql component \
+                 (`just sql-component`) next to `agnes` or set [sql] component"
+                .to_string()
+        })
     }
 
     /// The sandbox for SQL over Agnes tables: `[sql] program`, or `agnes-sqlbox` beside

@@ -1,6 +1,8 @@
 //! `agnes:sql` sources: materialized tables whose SQL reads other Agnes tables (joins
-//! across sources), run in the OS-confined `agnes-sqlbox` process, never in this one
-//! (see `agnes_runtime::sqlbox`).
+//! across sources), never run in this process: by the `agnes-sql` WebAssembly component
+//! (Apache DataFusion) in the connector runtime (`[sql] engine = "datafusion"`, the
+//! default), or by DuckDB in the OS-confined `agnes-sqlbox` process (`"process"`, see
+//! `agnes_runtime::sqlbox`).
 //!
 //! Each table's SQL gets, read-only, the current parquet files of exactly the catalog
 //! tables it names — found by parsing it (DuckDB dialect), or, when the parser does not
@@ -76,9 +78,110 @@ pub fn check(catalog: &Catalog, table: &str, sql: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Runs the tables of `agnes:sql` source `source` in the SQL sandbox (a blocking thread),
-/// each over the current files of the tables it names; publishes one extract version.
+/// Runs the tables of `agnes:sql` source `source` with the configured engine, each over
+/// the current files of the tables it names; publishes one extract version.
 pub async fn run(
+    state: &AppState,
+    source: &Source,
+    tables: &[agnes_runtime::Materialize],
+) -> Result<agnes_runtime::RunReport, agnes_runtime::Error> {
+    match state.config.sql.engine.as_str() {
+        "process" => run_process(state, source, tables).await,
+        _ => run_component(state, source, tables).await,
+    }
+}
+
+/// The `datafusion` engine: the `agnes-sql` component, run by the connector runtime with
+/// one read-only preopen, `/tables`: hard links to the current files of the tables the
+/// source's SQL names (the union over its tables), in a session directory removed after
+/// the run. Each table is a materialized query of that run (`Runtime::run_with`): a
+/// failing one keeps its previous version.
+async fn run_component(
+    state: &AppState,
+    source: &Source,
+    tables: &[agnes_runtime::Materialize],
+) -> Result<agnes_runtime::RunReport, agnes_runtime::Error> {
+    let unresolved = |reason: String| agnes_runtime::Error::Unresolved {
+        reference: crate::connector::SQL_ENGINE.into(),
+        reason,
+    };
+    let path = state.config.sql_component().map_err(unresolved)?;
+    let extracts = state.config.extracts_dir();
+    let catalog = state.catalog();
+    let mut inputs: Vec<(String, std::path::PathBuf)> = Vec::new();
+    for m in tables {
+        for input in self::inputs(&catalog, &m.sql) {
+            if !inputs.iter().any(|(n, _)| n == &input.0) {
+                inputs.push(input);
+            }
+        }
+    }
+    std::fs::create_dir_all(&extracts).map_err(agnes_runtime::Error::io("creating", &extracts))?;
+    let session = tempfile::Builder::new()
+        .prefix(".sql-session-")
+        .tempdir_in(&extracts)
+        .map_err(agnes_runtime::Error::io(
+            "creating a session directory in",
+            &extracts,
+        ))?;
+    for (name, file) in &inputs {
+        let link = session.path().join(format!("{name}.parquet"));
+        // a hard link: the preopen must hold the file itself (symlinks out of it are
+        // refused by WASI), and the published version is immutable
+        std::fs::hard_link(file, &link)
+            .or_else(|_| std::fs::copy(file, &link).map(|_| ()))
+            .map_err(agnes_runtime::Error::io("linking", file))?;
+    }
+    let request = agnes_runtime::RunRequest {
+        source: source.spec.name.clone(),
+        extracts_dir: extracts,
+        config: "{}".into(),
+        grant: agnes_runtime::Grant {
+            dirs: vec![agnes_runtime::DirGrant {
+                host: session.path().to_path_buf(),
+                guest: "/tables".into(),
+            }],
+            ..agnes_runtime::Grant::default()
+        },
+        limits: source.spec.limits.clone(),
+        streams: Some(Vec::new()),
+        state: None,
+    };
+    // no cost estimate for SQL over local files: the limits bound it
+    let materialize: Vec<agnes_runtime::Materialize> = tables
+        .iter()
+        .map(|m| agnes_runtime::Materialize {
+            max_scan_bytes: 0,
+            ..m.clone()
+        })
+        .collect();
+    let state = state.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let component = state.runtime.load_file(&path)?;
+        crate::connector::block_on(
+            state
+                .runtime
+                .run_with(&component, request, &materialize, None),
+        )
+        .map_err(|e| agnes_runtime::Error::Io {
+            action: "starting",
+            path: "sql runtime".into(),
+            error: e,
+        })?
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(agnes_runtime::Error::Sql {
+            table: "*".into(),
+            reason: format!("the SQL task failed: {e}"),
+        })
+    });
+    drop(session);
+    report
+}
+
+/// The `process` engine: DuckDB in `agnes-sqlbox`, one process per table.
+async fn run_process(
     state: &AppState,
     source: &Source,
     tables: &[agnes_runtime::Materialize],

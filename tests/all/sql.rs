@@ -333,9 +333,20 @@ fn the_os_confines_the_sandbox() {
 /// the previous version; reading the result needs a grant on the result only, and gives
 /// none on its inputs.
 #[test]
-fn an_agnes_sql_source_derives_tables_served_with_their_own_grants() {
+fn an_agnes_sql_source_derives_tables_served_with_their_own_grants_datafusion() {
+    derived_source("datafusion");
+}
+
+#[test]
+fn an_agnes_sql_source_derives_tables_served_with_their_own_grants_process() {
+    derived_source("process");
+}
+
+/// The scenario on a server whose `[sql] engine` is `engine`.
+fn derived_source(engine: &str) {
     use serde_json::json;
     let s = agnes_tests::TestServer::start_with(|c| {
+        c.sql.engine = engine.into();
         c.sql.program = Some(sqlbox().program);
     });
     s.with_demo_source(json!({"all": true}));
@@ -447,16 +458,102 @@ fn an_agnes_sql_source_derives_tables_served_with_their_own_grants() {
     s.admin_call(
         "PATCH",
         "/api/admin/sources/derived/tables/revenue_by_region",
-        Some(json!({"options": {"sql": "SELECT * FROM read_csv('/etc/passwd')"}})),
+        Some(json!({"options": {"sql": "SELECT * FROM nowhere"}})),
     );
     let run = sync();
     assert_eq!(run["status"], "failed", "{run}");
     let outcome = &run["tables"][0];
     let error = outcome["error"].as_str().unwrap_or_default();
     assert!(
-        error.contains("Permission Error") && error.contains("previous version is kept"),
+        error.contains("nowhere") && error.contains("previous version is kept"),
         "{run}"
     );
     let m = s.admin_call("GET", "/api/sync/manifest", None);
     assert_eq!(m["tables"]["revenue_by_region"]["hash"], hash);
+}
+
+/// Hostile SQL in the DataFusion component (`[sql] engine = "datafusion"`): each case is
+/// stopped — by DataFusion's own refusals, or by the runtime's memory, CPU and time limits
+/// — with a clear error in the run's outcome; the previous version keeps serving and the
+/// server answers on.
+#[test]
+fn hostile_sql_in_the_datafusion_component_is_stopped_and_the_previous_version_serves() {
+    use serde_json::json;
+    let s = agnes_tests::TestServer::start();
+    s.with_demo_source(json!({"all": true}));
+    s.admin_call(
+        "POST",
+        "/api/admin/sources",
+        Some(json!({"name": "derived", "connector": "agnes:sql",
+            "limits": {"memory_mb": 256, "cpu_secs": 4, "timeout_secs": 60}})),
+    );
+    s.admin_call(
+        "POST",
+        "/api/admin/sources/derived/tables",
+        Some(
+            json!({"tables": [{"name": "t", "query_mode": "materialized",
+            "options": {"sql": "SELECT count(*) AS n FROM orders"}}]}),
+        ),
+    );
+    let sync = || {
+        s.admin_call("POST", "/api/admin/sources/derived/sync", None);
+        s.wait_for_sync();
+        s.admin_call("GET", "/api/sync/history?source=derived&limit=1", None)["runs"][0].clone()
+    };
+    let run = sync();
+    assert_eq!(run["status"], "ok", "{run}");
+    let m = s.admin_call("GET", "/api/sync/manifest", None);
+    let hash = m["tables"]["t"]["hash"].clone();
+    assert_eq!(m["tables"]["t"]["rows"], 1);
+    for (sql, expect) in [
+        // a file outside the preopen, named by path: not a table DataFusion knows
+        ("SELECT * FROM '/etc/passwd'", "/etc/passwd"),
+        // DDL that would open files: refused before it plans
+        (
+            "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'",
+            "DDL not supported",
+        ),
+        // a table the SQL may not read: not in /tables at all
+        (
+            "SELECT * FROM users_of_another_system",
+            "users_of_another_system",
+        ),
+        // a cross join that explodes memory: the component's linear memory limit
+        (
+            "SELECT a.note, b.note, c.note FROM orders a, orders b, orders c ORDER BY a.amount * b.amount + c.amount",
+            "memory",
+        ),
+        // an endless recursive CTE: the CPU budget
+        (
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r",
+            "cpu",
+        ),
+    ] {
+        s.admin_call(
+            "PATCH",
+            "/api/admin/sources/derived/tables/t",
+            Some(json!({"options": {"sql": sql}})),
+        );
+        let run = sync();
+        let error = run["tables"][0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_lowercase();
+        assert!(
+            error.contains(&expect.to_lowercase()) && error.contains("previous version is kept"),
+            "`{sql}`: {run}"
+        );
+        let m = s.admin_call("GET", "/api/sync/manifest", None);
+        assert_eq!(
+            m["tables"]["t"]["hash"], hash,
+            "`{sql}`: the last good version serves"
+        );
+        let (st, q) = s.call(
+            "POST",
+            Some(&s.admin),
+            "/api/query",
+            Some(json!({"sql": "SELECT n FROM t"})),
+        );
+        assert_eq!((st, q["rows"][0][0].as_i64()), (200, Some(2500)), "{q}");
+    }
 }

@@ -1,9 +1,9 @@
 //! The SQL-over-Agnes-tables benchmark of `just bench`: a materialized join of a fact table
-//! (N rows) with a dimension table (M rows), run by `agnes-sqlbox` (its own process,
-//! confined, DuckDB inside, the result streamed as Arrow IPC through the host's emit path
-//! into parquet + extract) side by side with the same SQL in native DuckDB writing the
-//! same parquet with `COPY ... TO` (its own process too, same threads and memory). Medians
-//! of several runs, alternating, and each side's peak RSS.
+//! (N rows) with a dimension table (M rows), run by both engines — the `agnes-sql`
+//! component (DataFusion in wasmtime) and `agnes-sqlbox` (DuckDB in a confined process) —
+//! each result through the host's emit path into parquet + extract, side by side with the
+//! same SQL in native DuckDB writing the same parquet with `COPY ... TO` (its own process,
+//! same threads and memory). Medians of several runs, and each side's peak RSS.
 //!
 //!     cargo build --release -p agnes    # agnes-sqlbox, found beside target/release/examples
 //!     cargo run --release -p agnes-tests --example sql_bench -- [fact rows] [dim rows] [reps]
@@ -136,6 +136,49 @@ fn main() {
         (rows, size) = (t.rows, t.size_bytes);
     }
     let children_peak = children_peak_mb();
+    // the DataFusion component, in this process (the runtime's sandbox), same inputs
+    let component = runtime()
+        .load_file(std::path::Path::new(agnes_tests::SQL_COMPONENT))
+        .unwrap();
+    let session = dir.join("session");
+    std::fs::create_dir_all(&session).unwrap();
+    for (name, file) in &table.inputs {
+        let _ = std::fs::hard_link(file, session.join(format!("{name}.parquet")));
+    }
+    let mut datafusion = Vec::new();
+    let before_df = own_peak_mb();
+    for _ in 0..reps {
+        let mut req = request(
+            &dir.join("extracts-df"),
+            "derived",
+            serde_json::json!({}),
+            &[],
+        );
+        req.limits = limits.clone();
+        req.streams = Some(vec![]);
+        req.grant.dirs = vec![agnes_runtime::DirGrant {
+            host: session.clone(),
+            guest: "/tables".into(),
+        }];
+        let m = agnes_runtime::Materialize {
+            table: "joined".into(),
+            sql: join_sql(""),
+            max_scan_bytes: 0,
+        };
+        let started = Instant::now();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let report = rt
+            .block_on(runtime().run_with(&component, req, &[m], None))
+            .unwrap();
+        datafusion.push(started.elapsed().as_secs_f64());
+        let t = &report.tables[0];
+        assert!(t.error.is_none(), "{:?}", t.error);
+        assert_eq!(t.rows, rows, "the same join");
+    }
+    let df_peak = own_peak_mb().max(before_df);
     for _ in 0..reps {
         let out = Command::new(std::env::current_exe().unwrap())
             .arg("--native")
@@ -155,6 +198,7 @@ fn main() {
     }
     let host_peak = own_peak_mb();
     let (s, n) = (median(&mut sandboxed), median(&mut native_secs));
+    let d = median(&mut datafusion);
     let native_size = std::fs::metadata(dir.join("native.parquet")).unwrap().len();
     println!("### 10. SQL over Agnes tables: a materialized join in the sandbox vs native DuckDB");
     println!();
@@ -174,6 +218,11 @@ fn main() {
         size as f64 / 1e6,
         children_peak,
         s / n
+    );
+    println!(
+        "| `agnes-sql` component (DataFusion 55 in wasmtime, one thread) → host emit path → parquet + extract | {d:.2} s | {:.1} MB | {df_peak:.0} MB host process (guest memory included) | **{:.2}×** |",
+        size as f64 / 1e6,
+        d / n
     );
     println!();
 }

@@ -412,6 +412,17 @@ impl ReadContext {
         Ok(())
     }
 
+    /// Sends Arrow IPC stream messages of `stream` that the connector encoded itself
+    /// (with another arrow-rs version, say): whole messages, the schema first, as
+    /// [`ReadContext::emit`] would send them; `rows` is what they carry, for progress.
+    pub fn emit_ipc(&mut self, stream: &str, ipc: &[u8], rows: u64) -> Result<(), Error> {
+        host::emit(stream, ipc)?;
+        self.rows += rows;
+        self.bytes += ipc.len() as u64;
+        host::progress(self.rows, self.bytes);
+        Ok(())
+    }
+
     /// Sends a log line to the host.
     pub fn log(&self, level: Level, message: &str) {
         log(level, message)
