@@ -12,14 +12,14 @@ use std::io::{Read, Seek, SeekFrom};
 use std::sync::{Arc, Mutex};
 
 use agnes_connector_sdk::{Connector, Error, QueryRequest, ReadContext, Spec, Table};
-use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchReader};
 use datafusion::datasource::MemTable;
+use datafusion::execution::context::SQLOptions;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::reader::{ChunkReader, Length};
-use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 /// Where the host preopens the input files.
@@ -50,7 +50,11 @@ impl Connector for Sql {
         Ok(())
     }
 
-    fn query(_config: &Config, request: &QueryRequest, ctx: &mut ReadContext) -> Result<u64, Error> {
+    fn query(
+        _config: &Config,
+        request: &QueryRequest,
+        ctx: &mut ReadContext,
+    ) -> Result<u64, Error> {
         let Some(sql) = &request.sql else {
             return Err(Error::Unsupported(
                 "the sql component runs admin SQL only, not structured requests".into(),
@@ -76,19 +80,22 @@ async fn run(sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>), Error> {
         .with_target_partitions(1)
         .with_information_schema(false);
     let ctx = SessionContext::new_with_config(config);
-    let entries = std::fs::read_dir(TABLES).map_err(|e| failed(format!("listing {TABLES}: {e}")))?;
+    let entries =
+        std::fs::read_dir(TABLES).map_err(|e| failed(format!("listing {TABLES}: {e}")))?;
     for entry in entries {
         let entry = entry.map_err(failed)?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(table) = name.strip_suffix(".parquet") else {
             continue;
         };
-        let file = std::fs::File::open(entry.path()).map_err(|e| failed(format!("opening {name}: {e}")))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(Positioned::new(file).map_err(failed)?)
-            .map_err(|e| failed(format!("reading {name}: {e}")))?
-            .with_batch_size(64 * 1024)
-            .build()
-            .map_err(|e| failed(format!("reading {name}: {e}")))?;
+        let file = std::fs::File::open(entry.path())
+            .map_err(|e| failed(format!("opening {name}: {e}")))?;
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(Positioned::new(file).map_err(failed)?)
+                .map_err(|e| failed(format!("reading {name}: {e}")))?
+                .with_batch_size(64 * 1024)
+                .build()
+                .map_err(|e| failed(format!("reading {name}: {e}")))?;
         let schema = reader.schema();
         let batches = reader
             .collect::<Result<Vec<_>, _>>()
@@ -101,14 +108,22 @@ async fn run(sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>), Error> {
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
-    let frame = ctx.sql_with_options(sql, only_queries).await.map_err(failed)?;
+    let frame = ctx
+        .sql_with_options(sql, only_queries)
+        .await
+        .map_err(failed)?;
     let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
     Ok((schema, frame.collect().await.map_err(failed)?))
 }
 
 /// The result as IPC stream messages, in emits of about 8 MiB the host takes whole; an
 /// empty result is its schema and an empty batch.
-fn emit(table: &str, schema: SchemaRef, batches: &[RecordBatch], ctx: &mut ReadContext) -> Result<u64, Error> {
+fn emit(
+    table: &str,
+    schema: SchemaRef,
+    batches: &[RecordBatch],
+    ctx: &mut ReadContext,
+) -> Result<u64, Error> {
     let mut writer = StreamWriter::try_new(Vec::new(), &schema).map_err(failed)?;
     let (mut rows, mut pending) = (0u64, 0u64);
     let mut wrote = false;
@@ -124,7 +139,9 @@ fn emit(table: &str, schema: SchemaRef, batches: &[RecordBatch], ctx: &mut ReadC
         }
     }
     if !wrote {
-        writer.write(&RecordBatch::new_empty(schema)).map_err(failed)?;
+        writer
+            .write(&RecordBatch::new_empty(schema))
+            .map_err(failed)?;
     }
     if !writer.get_ref().is_empty() {
         let bytes = std::mem::take(writer.get_mut());
