@@ -390,12 +390,21 @@ impl Runtime {
         let (new_state, sink, mut counts) =
             end_read(store.data_mut(), returned, started, extracted_at)?;
         let mut materialized = Vec::new();
+        let mut instance = instance;
         for m in materialize {
             let outcome = materialize_one(&instance, &mut store, &request.config, &staging, m)
                 .await
                 .map_err(|e| e.to_string());
             if let Err(e) = &outcome {
                 tracing::warn!("error.type" = "materialize_failed", table = %m.table, error = %e, "materialized table kept its previous version");
+                // a trap (memory, CPU) leaves the instance unusable: the next table gets a
+                // fresh one, with the run's counts carried over so its limits stay the run's
+                let (rows, bytes) = (store.data().rows, store.data().bytes);
+                let on_progress = store.data_mut().on_progress.take();
+                store = self.store(&request.grant, &request.limits)?;
+                let state = store.data_mut();
+                (state.rows, state.bytes, state.on_progress) = (rows, bytes, on_progress);
+                instance = self.instantiate(component, &mut store).await?;
             }
             materialized.push((m.table.clone(), outcome));
         }

@@ -5,8 +5,9 @@
 //! the SQL names (`/tables/<name>.parquet`). No network, no other file, no environment.
 //!
 //! It answers `query` with admin SQL (`request.sql`): each file becomes a table of that
-//! name, the SQL runs on one thread, and the result goes to the host through `emit` as
-//! Arrow IPC, where it is validated and written like any connector's output.
+//! name, read when the SQL scans it and only for the columns it uses; the SQL runs on one
+//! thread, and the result goes to the host through `emit` as Arrow IPC, where it is
+//! validated and written like any connector's output.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::{Arc, Mutex};
@@ -14,12 +15,17 @@ use std::sync::{Arc, Mutex};
 use agnes_connector_sdk::{Connector, Error, QueryRequest, ReadContext, Spec, Table};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ipc::writer::StreamWriter;
-use datafusion::arrow::record_batch::{RecordBatch, RecordBatchReader};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{DataFusionError, project_schema};
 use datafusion::datasource::MemTable;
 use datafusion::execution::context::SQLOptions;
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::reader::{ChunkReader, Length};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 /// Where the host preopens the input files.
@@ -88,20 +94,9 @@ async fn run(sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>), Error> {
         let Some(table) = name.strip_suffix(".parquet") else {
             continue;
         };
-        let file = std::fs::File::open(entry.path())
-            .map_err(|e| failed(format!("opening {name}: {e}")))?;
-        let reader =
-            ParquetRecordBatchReaderBuilder::try_new(Positioned::new(file).map_err(failed)?)
-                .map_err(|e| failed(format!("reading {name}: {e}")))?
-                .with_batch_size(64 * 1024)
-                .build()
-                .map_err(|e| failed(format!("reading {name}: {e}")))?;
-        let schema = reader.schema();
-        let batches = reader
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| failed(format!("reading {name}: {e}")))?;
-        let mem = MemTable::try_new(schema, vec![batches]).map_err(failed)?;
-        ctx.register_table(table, Arc::new(mem)).map_err(failed)?;
+        let file =
+            ParquetFile::open(entry.path()).map_err(|e| failed(format!("reading {name}: {e}")))?;
+        ctx.register_table(table, Arc::new(file)).map_err(failed)?;
     }
     // a query, nothing else: no CREATE EXTERNAL TABLE, COPY, INSERT, SET
     let only_queries = SQLOptions::new()
@@ -149,6 +144,71 @@ fn emit(
         rows += pending;
     }
     Ok(rows)
+}
+
+/// A table of `/tables`: its schema from the file's footer at registration; its rows read
+/// when a query scans it, only the columns the query uses.
+#[derive(Debug)]
+struct ParquetFile {
+    path: std::path::PathBuf,
+    schema: SchemaRef,
+}
+
+impl ParquetFile {
+    fn open(path: std::path::PathBuf) -> Result<ParquetFile, String> {
+        let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(
+            Positioned::new(file).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(ParquetFile {
+            schema: builder.schema().clone(),
+            path,
+        })
+    }
+
+    /// Every row of the columns `projection` names (all without one).
+    fn read(&self, projection: Option<&Vec<usize>>) -> Result<Vec<RecordBatch>, String> {
+        let file = std::fs::File::open(&self.path).map_err(|e| e.to_string())?;
+        let mut builder = ParquetRecordBatchReaderBuilder::try_new(
+            Positioned::new(file).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?
+        .with_batch_size(64 * 1024);
+        if let Some(columns) = projection {
+            let mask = ProjectionMask::roots(builder.parquet_schema(), columns.iter().copied());
+            builder = builder.with_projection(mask);
+        }
+        let reader = builder.build().map_err(|e| e.to_string())?;
+        reader
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for ParquetFile {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let batches = self.read(projection).map_err(DataFusionError::Execution)?;
+        let schema = project_schema(&self.schema, projection)?;
+        MemTable::try_new(schema, vec![batches])?
+            .scan(state, None, filters, limit)
+            .await
+    }
 }
 
 /// A parquet file read by seeks and reads: `std::fs::File`'s own reader needs

@@ -557,3 +557,92 @@ fn hostile_sql_in_the_datafusion_component_is_stopped_and_the_previous_version_s
         assert_eq!((st, q["rows"][0][0].as_i64()), (200, Some(2500)), "{q}");
     }
 }
+
+/// The component reads only the columns a query uses: a count over the narrow column of a
+/// table whose wide column alone is over the component's memory limit succeeds; the same
+/// query over the wide column is stopped by the limit.
+#[test]
+fn the_datafusion_component_reads_only_the_columns_a_query_uses() {
+    use serde_json::json;
+    let data = tempfile::tempdir().unwrap();
+    {
+        use std::io::Write as _;
+        let mut f =
+            std::io::BufWriter::new(std::fs::File::create(data.path().join("wide.csv")).unwrap());
+        writeln!(f, "id,payload").unwrap();
+        // 200,000 rows × 512 bytes of incompressible text: ~100 MB decoded
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for i in 0..200_000 {
+            let mut payload = String::with_capacity(512);
+            while payload.len() < 512 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                payload.push_str(&format!("{x:016x}"));
+            }
+            writeln!(f, "{i},{payload}").unwrap();
+        }
+    }
+    let s = agnes_tests::TestServer::start();
+    s.admin_call(
+        "POST",
+        "/api/admin/sources",
+        Some(json!({"name": "files", "connector": agnes_tests::CSV_COMPONENT, "config": {"dir": "/data"},
+            "grant": {"dirs": [{"host": data.path().canonicalize().unwrap(), "guest": "/data"}]}})),
+    );
+    s.admin_call(
+        "POST",
+        "/api/admin/sources/files/tables",
+        Some(json!({"tables": [{"name": "wide"}]})),
+    );
+    s.admin_call("POST", "/api/admin/sources/files/sync", None);
+    s.wait_for_sync();
+    let files = s.admin_call("GET", "/api/sync/history?source=files&limit=1", None);
+    assert_eq!(files["runs"][0]["status"], "ok", "{files}");
+    s.admin_call(
+        "POST",
+        "/api/admin/sources",
+        Some(json!({"name": "derived", "connector": "agnes:sql", "limits": {"memory_mb": 64}})),
+    );
+    s.admin_call(
+        "POST",
+        "/api/admin/sources/derived/tables",
+        Some(json!({"tables": [
+            {"name": "narrow", "query_mode": "materialized", "options": {"sql": "SELECT count(id) AS n, max(id) AS top FROM wide"}},
+            {"name": "everything", "query_mode": "materialized", "options": {"sql": "SELECT max(payload) AS p FROM wide"}}]})),
+    );
+    s.admin_call("POST", "/api/admin/sources/derived/sync", None);
+    s.wait_for_sync();
+    let run =
+        s.admin_call("GET", "/api/sync/history?source=derived&limit=1", None)["runs"][0].clone();
+    let outcome = |t: &str| {
+        run["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["table"] == t)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(outcome("narrow")["status"], "ok", "{run}");
+    let (st, q) = s.call(
+        "POST",
+        Some(&s.admin),
+        "/api/query",
+        Some(json!({"sql": "SELECT n, top FROM narrow"})),
+    );
+    assert_eq!(
+        (st, q["rows"][0].clone()),
+        (200, json!([200000, 199999])),
+        "{q}"
+    );
+    let everything = outcome("everything");
+    assert_eq!(everything["status"], "failed", "{run}");
+    assert!(
+        everything["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("memory"),
+        "{everything}"
+    );
+}
