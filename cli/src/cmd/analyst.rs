@@ -368,6 +368,7 @@ pub fn catalog(args: CatalogArgs, out: &Output) -> Result<()> {
                 "size",
                 "updated",
                 "source",
+                "mode",
                 "local",
                 "description",
             ]
@@ -381,6 +382,7 @@ pub fn catalog(args: CatalogArgs, out: &Output) -> Result<()> {
                         json!(bytes(t["size_bytes"].as_u64().unwrap_or(0))),
                         t["updated"].clone(),
                         t["source"].clone(),
+                        t["query_mode"].clone(),
                         json!(status(t)),
                         t["description"].clone(),
                     ]

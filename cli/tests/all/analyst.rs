@@ -683,6 +683,21 @@ fn remote_and_materialized_tables_on_the_analyst_rails() {
         catalog.contains("remote") && catalog.contains("materialized"),
         "{catalog}"
     );
+    // the human table shows each table's mode
+    let o = env.agnes(&["catalog"]);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let line = |t: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{t} ")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        text.lines().next().unwrap_or_default().contains("mode"),
+        "{text}"
+    );
+    assert!(line("by_country").contains("materialized"), "{text}");
+    assert!(line("events").contains("remote"), "{text}");
     // schema and describe answer from the source
     let schema = env.json(&["schema", "events"]).to_string();
     assert!(
