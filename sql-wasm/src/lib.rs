@@ -82,8 +82,10 @@ fn failed(e: impl std::fmt::Display) -> Error {
 
 /// Registers every `/tables/<name>.parquet` and runs `sql` on one partition.
 async fn run(sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>), Error> {
+    // big batches: fewer, larger emits to the host (each is decoded and validated there)
     let config = SessionConfig::new()
         .with_target_partitions(1)
+        .with_batch_size(64 * 1024)
         .with_information_schema(false);
     let ctx = SessionContext::new_with_config(config);
     let entries =
