@@ -3,7 +3,7 @@
 //! WebDriver (`browser` below).
 
 use agnes_tests::TestServer;
-use agnes_tests::web_client::Client;
+use agnes_tests::web_client::{Client, hidden};
 use serde_json::json;
 
 pub(crate) mod browser;
@@ -343,4 +343,50 @@ fn a_source_is_edited_from_its_page_with_the_apis_checks() {
         None,
     );
     assert_eq!(audit["entries"][0]["user"], "admin", "{audit}");
+}
+
+#[test]
+fn past_200_tables_the_grants_matrix_opens_one_source_at_a_time() {
+    let s = server();
+    let tables: Vec<_> = (0..201)
+        .map(|i| json!({"name": format!("big_{i:03}"), "query_mode": "materialized", "options": {"sql": "SELECT 1 AS x"}}))
+        .collect();
+    s.admin_call(
+        "POST",
+        "/api/admin/sources",
+        Some(json!({"name": "big", "connector": "agnes:sql"})),
+    );
+    s.admin_call(
+        "POST",
+        "/api/admin/sources/big/tables",
+        Some(json!({"tables": tables})),
+    );
+    let mut admin = Client::new(&s.base);
+    admin.sign_in("admin", PASSWORD);
+    let page = admin.get("/admin/access");
+    assert!(!page.body.contains("<code>big_150</code>"), "collapsed");
+    assert!(page.body.contains("/admin/access?source=big"), "a way in");
+    let page = admin.get("/admin/access?source=big");
+    assert!(page.body.contains("<code>big_150</code>"));
+    assert!(
+        !page.body.contains("<code>orders</code>"),
+        "other sources stay closed"
+    );
+    // a grant from the opened source comes back to it
+    let t = hidden(&page.body, "csrf").unwrap();
+    let p = admin.post(
+        "/admin/access/cell",
+        &[
+            ("csrf", &t),
+            ("source", "big"),
+            ("cell", "grant|table|big_150|sales"),
+        ],
+    );
+    assert!(
+        p.location.starts_with("/admin/access?source=big&ok="),
+        "{}",
+        p.location
+    );
+    let (_, grants) = s.call("GET", Some(&s.admin), "/api/admin/grants", None);
+    assert!(grants.to_string().contains("big_150"), "{grants}");
 }

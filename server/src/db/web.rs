@@ -47,6 +47,12 @@ pub fn create_session(
     ttl_secs: u64,
     client: &str,
 ) -> ApiResult<()> {
+    // sessions ended a month ago are history nobody lists: drop them as new ones start
+    conn.execute(
+        "DELETE FROM web_sessions WHERE expires_at < now() - INTERVAL 30 DAY \
+         OR revoked_at < now() - INTERVAL 30 DAY",
+        [],
+    )?;
     conn.execute(
         "INSERT INTO web_sessions VALUES (?, ?, ?, CAST(? AS TIMESTAMP), \
          CAST(? AS TIMESTAMP) + to_seconds(?), NULL, ?)",

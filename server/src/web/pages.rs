@@ -24,7 +24,13 @@ pub struct Flash {
     action: Option<String>,
     since: Option<String>,
     limit: Option<usize>,
+    /// The access page's grants matrix: the source whose tables to list.
+    source: Option<String>,
 }
+
+/// Past this many registered tables, the grants matrix lists each source's tables only
+/// when asked (`/admin/access?source=NAME`).
+const MATRIX_TABLES: usize = 200;
 
 const NAV: [(&str, &str); 6] = [
     ("/admin", "Overview"),
@@ -1018,16 +1024,29 @@ pub async fn access(
                 (csrf(&b)) input type="text" name="name" placeholder="new group" required;
                 button type="submit" { "Create group" }
             }
-            h2 { "Grants" }
+            h2 #grants-matrix { "Grants" }
             p.hint { "A group granted a source reads all its tables; ✓ revokes, · grants." }
-            form #grants-form method="post" action="/admin/access/cell" { (csrf(&b)) }
+            @if tables.len() > MATRIX_TABLES {
+                p.hint { (tables.len()) " tables: open a source to grant its tables one by one." }
+            }
+            form #grants-form method="post" action="/admin/access/cell" {
+                (csrf(&b))
+                @if let Some(source) = &flash.source { input type="hidden" name="source" value=(source); }
+            }
             table.matrix #grants {
                 thead { tr { th { "source / table" } @for g in &groups { th { (g.name) } } } }
                 tbody {
                     @for s in &sources {
-                        tr.source { th { "source " (s.spec.name) } @for g in &groups { (cell(&g.name, "source", &s.spec.name)) } }
-                        @for t in tables.iter().filter(|t| t.source == s.spec.name) {
-                            tr { th { code { (t.spec.name) } } @for g in &groups { (cell(&g.name, "table", &t.spec.name)) } }
+                        @let open = tables.len() <= MATRIX_TABLES || flash.source.as_deref() == Some(s.spec.name.as_str());
+                        tr.source {
+                            th { "source " (s.spec.name)
+                                @if !open { " " a href={"/admin/access?source=" (encode(&s.spec.name)) "#grants-matrix"} { "tables…" } } }
+                            @for g in &groups { (cell(&g.name, "source", &s.spec.name)) }
+                        }
+                        @if open {
+                            @for t in tables.iter().filter(|t| t.source == s.spec.name) {
+                                tr { th { code { (t.spec.name) } } @for g in &groups { (cell(&g.name, "table", &t.spec.name)) } }
+                            }
                         }
                     }
                 }
@@ -1079,7 +1098,10 @@ pub async fn access_action(
         Err(r) => return r.into_response(),
     };
     let f = |k: &str| form.get(k).cloned().unwrap_or_default();
-    let back = "/admin/access";
+    let back = match opt_field(&form, "source") {
+        Some(source) => format!("/admin/access?source={}", encode(&source)),
+        None => "/admin/access".to_string(),
+    };
     let (method, path, body, ok) = match action.as_str() {
         "user" => {
             let groups: Vec<String> = f("groups")
@@ -1157,7 +1179,7 @@ pub async fn access_action(
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
     let answer = api(&state, &b.user, method, &path, body).await;
-    after(back, answer, &ok)
+    after(&back, answer, &ok)
 }
 
 /// `/admin/audit`: the audit log, filtered by action and time.
