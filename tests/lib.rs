@@ -317,6 +317,19 @@ impl TestServer {
         self
     }
 
+    /// As the admin: syncs source `name`, waits, and returns its latest run (with its
+    /// per-table outcomes).
+    pub fn sync_source(&self, name: &str) -> serde_json::Value {
+        self.admin_call("POST", &format!("/api/admin/sources/{name}/sync"), None);
+        self.wait_for_sync();
+        self.admin_call(
+            "GET",
+            &format!("/api/sync/history?source={name}&limit=1"),
+            None,
+        )["runs"][0]
+            .clone()
+    }
+
     /// Waits (bounded) until no sync is running.
     pub fn wait_for_sync(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);

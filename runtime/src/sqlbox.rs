@@ -63,13 +63,19 @@ impl SqlBox {
     /// `agnes-sqlbox` next to the running executable (an installed `agnes`), or one
     /// directory up (a test binary under `target/<profile>/deps`).
     pub fn beside_current_exe(threads: u64) -> Option<SqlBox> {
-        let exe = std::env::current_exe().ok()?;
-        let dir = exe.parent()?;
-        [dir.join(PROGRAM), dir.parent()?.join(PROGRAM)]
-            .into_iter()
-            .find(|p| p.is_file())
-            .map(|program| SqlBox { program, threads })
+        beside_current_exe(PROGRAM).map(|program| SqlBox { program, threads })
     }
+}
+
+/// The file `name` next to the running executable (an installed `agnes`), or one directory
+/// up (a test binary under `target/<profile>/deps`).
+pub fn beside_current_exe(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [Some(dir.join(name)), dir.parent().map(|d| d.join(name))]
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file())
 }
 
 /// What the host sends the sandbox on stdin.

@@ -269,16 +269,7 @@ impl ServerConfig {
         if let Some(p) = &self.sql.component {
             return Ok(p.clone());
         }
-        let exe = std::env::current_exe().map_err(|e| format!("locating agnes: {e}"))?;
-        let dir = exe.parent().unwrap_or(Path::new("/"));
-        [
-            Some(dir.join("agnes-sql.wasm")),
-            dir.parent().map(|d| d.join("agnes-sql.wasm")),
-        ]
-        .into_iter()
-        .flatten()
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
+        agnes_runtime::sqlbox::beside_current_exe("agnes-sql.wasm").ok_or_else(|| {
             "no `agnes-sql.wasm` beside this executable: install the sql component \
                  (`just sql-component`) next to `agnes` or set [sql] component"
                 .to_string()

@@ -336,23 +336,12 @@ pub async fn estimate(
     table: &str,
     request: agnes_runtime::query::QueryRequest,
 ) -> ApiResult<agnes_runtime::Estimate> {
-    let (config, table) = (spec.config.to_string(), table.to_string());
-    with_connector(
+    with_query(
         state,
         spec,
-        async move |runtime, component, grant, limits| {
-            let call = agnes_runtime::query::QueryCall {
-                config,
-                grant,
-                limits,
-                table,
-                request,
-            };
-            runtime
-                .estimate(&component, &call)
-                .await
-                .map_err(remote_error)
-        },
+        table,
+        request,
+        async move |runtime, component, call| runtime.estimate(&component, &call).await,
     )
     .await
 }
@@ -365,6 +354,31 @@ pub async fn query(
     request: agnes_runtime::query::QueryRequest,
     out_dir: PathBuf,
 ) -> ApiResult<agnes_runtime::query::QueryReport> {
+    with_query(
+        state,
+        spec,
+        table,
+        request,
+        async move |runtime, component, call| runtime.query(&component, &call, &out_dir).await,
+    )
+    .await
+}
+
+/// Runs `f` with the source's connector and the call of `request` on `table` (the
+/// source's config, request ∩ grant, limits); a failure is a [`remote_error`].
+async fn with_query<T: Send + 'static>(
+    state: &AppState,
+    spec: &SourceSpec,
+    table: &str,
+    request: agnes_runtime::query::QueryRequest,
+    f: impl AsyncFnOnce(
+        &agnes_runtime::Runtime,
+        LoadedComponent,
+        agnes_runtime::query::QueryCall,
+    ) -> Result<T, agnes_runtime::Error>
+    + Send
+    + 'static,
+) -> ApiResult<T> {
     let (config, table) = (spec.config.to_string(), table.to_string());
     with_connector(
         state,
@@ -377,10 +391,7 @@ pub async fn query(
                 table,
                 request,
             };
-            runtime
-                .query(&component, &call, &out_dir)
-                .await
-                .map_err(remote_error)
+            f(runtime, component, call).await.map_err(remote_error)
         },
     )
     .await

@@ -155,27 +155,11 @@ async fn run_component(
             ..m.clone()
         })
         .collect();
-    let state = state.clone();
-    let report = tokio::task::spawn_blocking(move || {
+    let report = crate::sync::on_blocking_thread(state, move |state| {
         let component = state.runtime.load_file(&path)?;
-        crate::connector::block_on(
-            state
-                .runtime
-                .run_with(&component, request, &materialize, None),
-        )
-        .map_err(|e| agnes_runtime::Error::Io {
-            action: "starting",
-            path: "sql runtime".into(),
-            error: e,
-        })?
+        crate::sync::run_with(&state, &component, request, &materialize)
     })
-    .await
-    .unwrap_or_else(|e| {
-        Err(agnes_runtime::Error::Sql {
-            table: "*".into(),
-            reason: format!("the SQL task failed: {e}"),
-        })
-    });
+    .await;
     drop(session);
     report
 }
@@ -211,15 +195,10 @@ async fn run_process(
         streams: Some(Vec::new()),
         state: None,
     };
-    let state = state.clone();
-    tokio::task::spawn_blocking(move || state.runtime.run_sql(request, &tables, &sqlbox))
-        .await
-        .unwrap_or_else(|e| {
-            Err(agnes_runtime::Error::Sql {
-                table: "*".into(),
-                reason: format!("the SQL task failed: {e}"),
-            })
-        })
+    crate::sync::on_blocking_thread(state, move |state| {
+        state.runtime.run_sql(request, &tables, &sqlbox)
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -348,29 +348,52 @@ pub(crate) async fn run_connector(
             .then(|| agnes_runtime::extract::published_state(&extracts, &spec.name))
             .flatten(),
     };
-    let state = state.clone();
-    tokio::task::spawn_blocking(move || {
+    on_blocking_thread(state, move |state| {
         let (component, grant, limits) = crate::connector::load(&state, &spec, located)?;
         request.grant = grant;
         request.limits = limits;
-        crate::connector::block_on(
-            state
-                .runtime
-                .run_with(&component, request, &materialize, None),
-        )
-        .map_err(|e| agnes_runtime::Error::Io {
-            action: "starting",
-            path: "sync runtime".into(),
-            error: e,
-        })?
+        run_with(&state, &component, request, &materialize)
     })
     .await
-    .unwrap_or_else(|e| {
-        Err(agnes_runtime::Error::Trap {
-            phase: agnes_runtime::Phase::Read,
-            reason: format!("the sync task failed: {e}"),
+}
+
+/// Runs `work` on a blocking thread, so a run's CPU-bound work and blocking writes stay off
+/// the server's async workers; a task that panicked is a failed run.
+pub(crate) async fn on_blocking_thread(
+    state: &AppState,
+    work: impl FnOnce(AppState) -> Result<agnes_runtime::RunReport, agnes_runtime::Error>
+    + Send
+    + 'static,
+) -> Result<agnes_runtime::RunReport, agnes_runtime::Error> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || work(state))
+        .await
+        .unwrap_or_else(|e| {
+            Err(agnes_runtime::Error::Trap {
+                phase: agnes_runtime::Phase::Read,
+                reason: format!("the sync task failed: {e}"),
+            })
         })
-    })
+}
+
+/// `Runtime::run_with` of a loaded component, from a blocking thread (its own small async
+/// runtime).
+pub(crate) fn run_with(
+    state: &AppState,
+    component: &agnes_runtime::LoadedComponent,
+    request: RunRequest,
+    materialize: &[agnes_runtime::Materialize],
+) -> Result<agnes_runtime::RunReport, agnes_runtime::Error> {
+    crate::connector::block_on(
+        state
+            .runtime
+            .run_with(component, request, materialize, None),
+    )
+    .map_err(|e| agnes_runtime::Error::Io {
+        action: "starting",
+        path: "sync runtime".into(),
+        error: e,
+    })?
 }
 
 /// Every `tick`, triggers the sources that are due (never run, or last run — successful

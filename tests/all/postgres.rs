@@ -1568,11 +1568,7 @@ fn materialized_tables_run_admin_sql_at_the_source_and_keep_their_last_good_vers
         {"name": "orders"},
         {"name": "by_country", "query_mode": "materialized", "options": {"sql": sql}}]})),
     );
-    let sync = || {
-        s.admin_call("POST", "/api/admin/sources/wh/sync", None);
-        s.wait_for_sync();
-        s.admin_call("GET", "/api/sync/history?source=wh&limit=1", None)["runs"][0].clone()
-    };
+    let sync = || s.sync_source("wh");
     let run = sync();
     assert_eq!(run["status"], "ok", "{run}");
     let m = s.admin_call("GET", "/api/sync/manifest", None);

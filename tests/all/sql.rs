@@ -391,11 +391,7 @@ fn derived_source(engine: &str) {
             "options": {"sql": REVENUE}}]}),
         ),
     );
-    let sync = || {
-        s.admin_call("POST", "/api/admin/sources/derived/sync", None);
-        s.wait_for_sync();
-        s.admin_call("GET", "/api/sync/history?source=derived&limit=1", None)["runs"][0].clone()
-    };
+    let sync = || s.sync_source("derived");
     let run = sync();
     assert_eq!(run["status"], "ok", "{run}");
     let m = s.admin_call("GET", "/api/sync/manifest", None);
@@ -495,11 +491,7 @@ fn hostile_sql_in_the_datafusion_component_is_stopped_and_the_previous_version_s
             "options": {"sql": "SELECT count(*) AS n FROM orders"}}]}),
         ),
     );
-    let sync = || {
-        s.admin_call("POST", "/api/admin/sources/derived/sync", None);
-        s.wait_for_sync();
-        s.admin_call("GET", "/api/sync/history?source=derived&limit=1", None)["runs"][0].clone()
-    };
+    let sync = || s.sync_source("derived");
     let run = sync();
     assert_eq!(run["status"], "ok", "{run}");
     let m = s.admin_call("GET", "/api/sync/manifest", None);
@@ -595,10 +587,8 @@ fn the_datafusion_component_reads_only_the_columns_a_query_uses() {
         "/api/admin/sources/files/tables",
         Some(json!({"tables": [{"name": "wide"}]})),
     );
-    s.admin_call("POST", "/api/admin/sources/files/sync", None);
-    s.wait_for_sync();
-    let files = s.admin_call("GET", "/api/sync/history?source=files&limit=1", None);
-    assert_eq!(files["runs"][0]["status"], "ok", "{files}");
+    let files = s.sync_source("files");
+    assert_eq!(files["status"], "ok", "{files}");
     s.admin_call(
         "POST",
         "/api/admin/sources",
@@ -611,10 +601,7 @@ fn the_datafusion_component_reads_only_the_columns_a_query_uses() {
             {"name": "narrow", "query_mode": "materialized", "options": {"sql": "SELECT count(id) AS n, max(id) AS top FROM wide"}},
             {"name": "everything", "query_mode": "materialized", "options": {"sql": "SELECT max(payload) AS p FROM wide"}}]})),
     );
-    s.admin_call("POST", "/api/admin/sources/derived/sync", None);
-    s.wait_for_sync();
-    let run =
-        s.admin_call("GET", "/api/sync/history?source=derived&limit=1", None)["runs"][0].clone();
+    let run = s.sync_source("derived");
     let outcome = |t: &str| {
         run["tables"]
             .as_array()

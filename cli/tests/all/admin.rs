@@ -51,6 +51,33 @@ impl Admin {
         err
     }
 
+    /// The csv connector uploaded and approved, and source `files` over `dir` with `table`.
+    fn files_source(&self, dir: &Path, table: &str) {
+        let grant =
+            json!({"dirs": [{"host": dir.canonicalize().unwrap(), "guest": "/data"}]}).to_string();
+        self.json(&[
+            "connector",
+            "upload",
+            &self.p("csv.wasm"),
+            "--manifest",
+            &self.p("connector.toml"),
+        ]);
+        self.json(&["connector", "approve", "csv@0.1.0"]);
+        self.json(&[
+            "source",
+            "add",
+            "files",
+            "--connector",
+            "csv@0.1.0",
+            "--config",
+            r#"{"dir": "/data"}"#,
+            "--grant",
+            &grant,
+            "--table",
+            table,
+        ]);
+    }
+
     fn p(&self, name: &str) -> String {
         self.dir.path().join(name).to_str().unwrap().to_string()
     }
@@ -407,29 +434,7 @@ fn a_failed_table_makes_sync_wait_exit_1() {
     let a = setup();
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join("ok.csv"), "a,b\n1,2\n").unwrap();
-    let grant = json!({"dirs": [{"host": data.path().canonicalize().unwrap(), "guest": "/data"}]})
-        .to_string();
-    a.json(&[
-        "connector",
-        "upload",
-        &a.p("csv.wasm"),
-        "--manifest",
-        &a.p("connector.toml"),
-    ]);
-    a.json(&["connector", "approve", "csv@0.1.0"]);
-    a.json(&[
-        "source",
-        "add",
-        "files",
-        "--connector",
-        "csv@0.1.0",
-        "--config",
-        r#"{"dir": "/data"}"#,
-        "--grant",
-        &grant,
-        "--table",
-        "ok",
-    ]);
+    a.files_source(data.path(), "ok");
     // a table the connector does not offer (its file is gone)
     a.json(&["table", "add", "files", "missing"]);
     let err = a.fails(1, &["source", "sync", "files", "--wait"]);
@@ -448,29 +453,7 @@ fn sql_over_agnes_tables_from_the_command_line() {
         "region,amount\nEU,10\nEU,5\nUS,7\n",
     )
     .unwrap();
-    let grant = json!({"dirs": [{"host": data.path().canonicalize().unwrap(), "guest": "/data"}]})
-        .to_string();
-    a.json(&[
-        "connector",
-        "upload",
-        &a.p("csv.wasm"),
-        "--manifest",
-        &a.p("connector.toml"),
-    ]);
-    a.json(&["connector", "approve", "csv@0.1.0"]);
-    a.json(&[
-        "source",
-        "add",
-        "files",
-        "--connector",
-        "csv@0.1.0",
-        "--config",
-        r#"{"dir": "/data"}"#,
-        "--grant",
-        &grant,
-        "--table",
-        "sales",
-    ]);
+    a.files_source(data.path(), "sales");
     a.json(&["source", "sync", "files", "--wait"]);
     a.json(&["source", "add", "derived", "--connector", "agnes:sql"]);
     std::fs::write(

@@ -9,7 +9,7 @@ use super::now;
 use crate::error::{ApiError, ApiResult};
 use crate::store::{GrantInfo, GroupInfo, Principal, RESOURCE_TYPES, TokenInfo, UserInfo};
 
-fn random_hex(bytes: usize) -> ApiResult<String> {
+pub(crate) fn random_hex(bytes: usize) -> ApiResult<String> {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).map_err(|e| ApiError::internal(format!("random: {e}")))?;
     Ok(hex::encode(buf))

@@ -160,12 +160,6 @@ fn set_cookie(state: &AppState, name: &str, value: &str, max_age: u64) -> Header
     .expect("cookie values are hex")
 }
 
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    getrandom::fill(&mut buf).expect("the OS random source");
-    hex::encode(buf)
-}
-
 /// Equal in time independent of where they differ.
 fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
@@ -183,19 +177,61 @@ pub(crate) fn encode(s: &str) -> String {
         .collect()
 }
 
-/// A form's fields, with its CSRF token checked against the session's.
-pub struct Checked(pub std::collections::HashMap<String, String>);
+/// A form's fields.
+pub type Fields = std::collections::HashMap<String, String>;
 
 impl Browser {
     /// Refuses a form without this session's CSRF token (403).
-    pub fn check(
-        &self,
-        form: std::collections::HashMap<String, String>,
-    ) -> Result<Checked, CsrfRefused> {
+    fn check(&self, form: Fields) -> Result<Fields, CsrfRefused> {
         match form.get("csrf") {
-            Some(t) if same(t, &self.csrf) => Ok(Checked(form)),
+            Some(t) if same(t, &self.csrf) => Ok(form),
             _ => Err(CsrfRefused),
         }
+    }
+}
+
+/// A signed-in browser, of any kind.
+pub trait Signed {
+    fn browser(&self) -> &Browser;
+}
+
+impl Signed for Browser {
+    fn browser(&self) -> &Browser {
+        self
+    }
+}
+
+impl Signed for BrowserAdmin {
+    fn browser(&self) -> &Browser {
+        &self.0
+    }
+}
+
+/// A form POST by a signed-in `S` ([`Browser`] or [`BrowserAdmin`]): the session is
+/// checked first, then the form is read and its CSRF token compared with the session's
+/// (403, nothing done, without it).
+pub struct Posted<S> {
+    pub who: S,
+    pub form: Fields,
+}
+
+impl<S> axum::extract::FromRequest<AppState> for Posted<S>
+where
+    S: FromRequestParts<AppState, Rejection = Response> + Signed + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let who = S::from_request_parts(&mut parts, state).await?;
+        let Form(form) = Form::<Fields>::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let form = who
+            .browser()
+            .check(form)
+            .map_err(IntoResponse::into_response)?;
+        Ok(Posted { who, form })
     }
 }
 
@@ -259,7 +295,10 @@ async fn login_form(
     State(state): State<AppState>,
     axum::extract::Query(q): axum::extract::Query<LoginQuery>,
 ) -> Response {
-    let token = random_hex(16);
+    let token = match access::random_hex(16) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
     let mut response =
         pages::login(&token, &local_next(q.next.as_deref()), q.error.as_deref()).into_response();
     response.headers_mut().append(
@@ -326,8 +365,10 @@ async fn login(
         crate::routes::audit_as(&state, Some(&form.user), "session.failed", None).await;
         return back("The user name or password is wrong, or the user is disabled.");
     }
-    let id = random_hex(32);
-    let csrf = random_hex(32);
+    let (id, csrf) = match (access::random_hex(32), access::random_hex(32)) {
+        (Ok(id), Ok(csrf)) => (id, csrf),
+        (Err(e), _) | (_, Err(e)) => return e.into_response(),
+    };
     let client_text = client.map(|c| c.to_string()).unwrap_or_default();
     if let Err(e) = state
         .store
@@ -371,13 +412,9 @@ fn dummy_hash() -> &'static str {
 
 async fn logout(
     State(state): State<AppState>,
-    browser: Browser,
     headers: HeaderMap,
-    Form(form): Form<std::collections::HashMap<String, String>>,
+    Posted { who: browser, .. }: Posted<Browser>,
 ) -> Response {
-    if let Err(r) = browser.check(form) {
-        return r.into_response();
-    }
     if let Some(id) = cookie(&headers, COOKIE) {
         let _ = state.store.revoke_session(&access::hash(&id)).await;
     }

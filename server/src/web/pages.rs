@@ -1,20 +1,15 @@
 //! The pages. Reads go to the store and the catalog; every change is the REST API call
 //! it stands for, made through [`super::api`] on behalf of the signed-in user.
 
-use std::collections::HashMap;
-
-use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, Markup, html};
 use serde_json::{Value, json};
 
-use super::{Browser, BrowserAdmin, api, encode, html as page_response};
+use super::{Browser, BrowserAdmin, Fields, Posted, api, encode, html as page_response};
 use crate::state::AppState;
 use crate::store::{AuditFilter, ConnectorInfo, RunInfo};
-
-type Fields = HashMap<String, String>;
 
 /// Flash messages carried in the query string after a redirect.
 #[derive(serde::Deserialize, Default)]
@@ -237,14 +232,9 @@ pub async fn setup(b: Browser) -> Response {
 
 pub async fn setup_token(
     State(state): State<AppState>,
-    b: Browser,
     headers: HeaderMap,
-    Form(form): Form<Fields>,
+    Posted { who: b, form }: Posted<Browser>,
 ) -> Response {
-    let form = match b.check(form) {
-        Ok(f) => f.0,
-        Err(r) => return r.into_response(),
-    };
     let name = form
         .get("name")
         .cloned()
@@ -481,13 +471,11 @@ fn opt_field(form: &Fields, key: &str) -> Option<String> {
 
 pub async fn create_source(
     State(state): State<AppState>,
-    BrowserAdmin(b): BrowserAdmin,
-    Form(form): Form<Fields>,
+    Posted {
+        who: BrowserAdmin(b),
+        form,
+    }: Posted<BrowserAdmin>,
 ) -> Response {
-    let form = match b.check(form) {
-        Ok(f) => f.0,
-        Err(r) => return r.into_response(),
-    };
     let name = form.get("name").cloned().unwrap_or_default();
     let (config, grant) = match (json_field(&form, "config"), json_field(&form, "grant")) {
         (Ok(c), Ok(g)) => (c, g),
@@ -709,14 +697,12 @@ fn capabilities(state: &AppState, spec: &crate::store::SourceSpec) -> Result<Cap
 /// Form actions on a source: `sync`, `tables` (add), `remove-table`.
 pub async fn source_action(
     State(state): State<AppState>,
-    BrowserAdmin(b): BrowserAdmin,
     Path((name, action)): Path<(String, String)>,
-    Form(form): Form<Fields>,
+    Posted {
+        who: BrowserAdmin(b),
+        form,
+    }: Posted<BrowserAdmin>,
 ) -> Response {
-    let form = match b.check(form) {
-        Ok(f) => f.0,
-        Err(r) => return r.into_response(),
-    };
     let back = format!("/admin/sources/{}", encode(&name));
     let base = format!("/api/admin/sources/{}", encode(&name));
     match action.as_str() {
@@ -907,14 +893,12 @@ pub async fn connector(
 
 pub async fn review_connector(
     State(state): State<AppState>,
-    BrowserAdmin(b): BrowserAdmin,
     Path((name, version)): Path<(String, String)>,
-    Form(form): Form<Fields>,
+    Posted {
+        who: BrowserAdmin(b),
+        form,
+    }: Posted<BrowserAdmin>,
 ) -> Response {
-    let form = match b.check(form) {
-        Ok(f) => f.0,
-        Err(r) => return r.into_response(),
-    };
     let decision = form.get("decision").cloned().unwrap_or_default();
     let path = format!(
         "/api/admin/connectors/{}/{}/{}",
@@ -1089,14 +1073,12 @@ pub async fn access(
 
 pub async fn access_action(
     State(state): State<AppState>,
-    BrowserAdmin(b): BrowserAdmin,
     Path(action): Path<String>,
-    Form(form): Form<Fields>,
+    Posted {
+        who: BrowserAdmin(b),
+        form,
+    }: Posted<BrowserAdmin>,
 ) -> Response {
-    let form = match b.check(form) {
-        Ok(f) => f.0,
-        Err(r) => return r.into_response(),
-    };
     let f = |k: &str| form.get(k).cloned().unwrap_or_default();
     let back = match opt_field(&form, "source") {
         Some(source) => format!("/admin/access?source={}", encode(&source)),
@@ -1258,13 +1240,11 @@ pub async fn metrics(
 
 pub async fn remove_metric(
     State(state): State<AppState>,
-    BrowserAdmin(b): BrowserAdmin,
-    Form(form): Form<Fields>,
+    Posted {
+        who: BrowserAdmin(b),
+        form,
+    }: Posted<BrowserAdmin>,
 ) -> Response {
-    let form = match b.check(form) {
-        Ok(f) => f.0,
-        Err(r) => return r.into_response(),
-    };
     let id = f_or(&form, "id");
     let path = format!("/api/admin/metrics/{}", encode(&id));
     let answer = api(&state, &b.user, Method::DELETE, &path, None).await;
