@@ -25,6 +25,8 @@ pub struct LoadedComponent {
     /// The component linked against the host's imports (type-checked once, on the first
     /// instantiation; every later one reuses it).
     pub(crate) pre: Arc<std::sync::OnceLock<crate::world::Pre>>,
+    /// The same, for a reviewer (the `agnes:hook` world).
+    pub(crate) hook_pre: Arc<std::sync::OnceLock<crate::hook::bindings::ReviewerPre<crate::hook::HookState>>>,
 }
 
 impl LoadedComponent {
@@ -33,6 +35,7 @@ impl LoadedComponent {
             component,
             digest,
             pre: Arc::default(),
+            hook_pre: Arc::default(),
         }
     }
 }
@@ -41,6 +44,8 @@ impl LoadedComponent {
 pub(crate) struct EngineInner {
     pub engine: Engine,
     pub linker: Linker<RunState>,
+    /// The linker of reviewer components (`agnes:hook@0.1.0`).
+    pub hook_linker: Linker<crate::hook::HookState>,
     cache_dir: Option<PathBuf>,
     /// Pinned addresses for outbound HTTP host names (see [`Runtime::with_resolve`]).
     pub resolve_overrides: Arc<crate::host::egress::ResolveOverrides>,
@@ -91,6 +96,7 @@ impl Runtime {
             |s| s,
         )
         .map_err(link)?;
+        let hook_linker = crate::hook::linker(&engine).map_err(link)?;
         if let Some(dir) = cache_dir {
             std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
         }
@@ -109,6 +115,7 @@ impl Runtime {
             inner: Arc::new(EngineInner {
                 engine,
                 linker,
+                hook_linker,
                 cache_dir: cache_dir.map(Path::to_path_buf),
                 resolve_overrides: Arc::default(),
                 tls: crate::host::egress::tls_config(),

@@ -48,6 +48,7 @@ mod error;
 pub mod extract;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod hook;
 mod host;
 pub mod jsonschema;
 mod limits;
@@ -65,7 +66,7 @@ mod world;
 pub use config::RunConfig;
 pub use engine::{LoadedComponent, Runtime, Surface};
 pub use error::{Error, Phase};
-pub use host::egress::ResolveOverrides;
+pub use host::egress::{ResolveOverrides, is_public};
 pub use limits::Limits;
 pub use policy::{DatabaseGrant, DatabaseKind, DirGrant, Grant, HttpGrant, SecretGrant, TlsMode};
 pub use run::{

@@ -172,6 +172,12 @@ impl std::fmt::Debug for SecretValue {
 }
 
 impl SecretGrant {
+    /// The value, for the host's own use (a marketplace's git token): never hand it to a
+    /// guest, never log it.
+    pub fn reveal(&self, name: &str) -> Result<String, Error> {
+        self.read(name).map(|v| v.0)
+    }
+
     /// Reads the value from the environment or the file.
     pub(crate) fn read(&self, name: &str) -> Result<SecretValue, Error> {
         let fail = |reason: String| Error::Secret {

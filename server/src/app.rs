@@ -20,6 +20,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::compat::router())
         .merge(routes::uploads::router())
         .merge(routes::connectors::router())
+        .merge(routes::marketplace::router())
         .merge(routes::sync::router())
         .merge(routes::data::router())
         .merge(routes::catalog::router())

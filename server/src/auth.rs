@@ -1,4 +1,5 @@
-//! Authentication: `Authorization: Bearer <token>` resolved to a [`Principal`] by the
+//! Authentication: `Authorization: Bearer <token>` (or HTTP Basic with the token as the
+//! password, for git) resolved to a [`Principal`] by the
 //! `AuthUser` extractor. No token, an unknown, revoked or expired one → 401.
 //!
 //! Resolved tokens are cached in memory for [`AUTH_TTL`], keyed by the token's sha256, so
@@ -43,13 +44,11 @@ impl FromRequestParts<AppState> for AuthUser {
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| ApiError::Unauthorized("missing `Authorization: Bearer <token>`; create a token with `agnes admin bootstrap` or ask an admin".into()))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| {
-                ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into())
-            })?
-            .trim()
-            .to_string();
+        let token = bearer_or_basic(header).ok_or_else(|| {
+            ApiError::Unauthorized(
+                "the Authorization header must be `Bearer <token>` (or HTTP Basic with the token as the password)".into(),
+            )
+        })?;
         let key = access::hash(&token);
         if let Some(p) = state.auth_cache.get(&key) {
             return Ok(AuthUser(p));
@@ -82,6 +81,22 @@ impl FromRequestParts<AppState> for AuthUser {
         state.auth_cache.insert(key, principal.clone());
         Ok(AuthUser(principal))
     }
+}
+
+/// The token of `Bearer <token>`, or the password of HTTP Basic credentials (git and
+/// other clients that only speak Basic send a personal access token that way; the user
+/// name is ignored).
+fn bearer_or_basic(header: &str) -> Option<String> {
+    if let Some(token) = header.strip_prefix("Bearer ") {
+        return Some(token.trim().to_string());
+    }
+    use base64::Engine as _;
+    let encoded = header.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let (_, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+    (!password.is_empty()).then(|| password.to_string())
 }
 
 /// An authenticated member of the `Admin` group. Extracted from the request head, so a

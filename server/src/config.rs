@@ -41,6 +41,31 @@ pub struct ServerConfig {
     pub remote: RemoteLimits,
     /// The sandbox that runs SQL over Agnes tables (`agnes:sql` sources).
     pub sql: SqlEngine,
+    /// The Claude Code plugin marketplace the server re-serves.
+    pub marketplace: MarketplaceConfig,
+}
+
+/// `[marketplace]`: how registered plugin marketplaces are fetched, reviewed and served.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MarketplaceConfig {
+    /// The served marketplace's name (what analysts install plugins `@` from).
+    pub name: String,
+    /// Allow `file://` marketplace URLs (a repository on the server's own disk): off, since
+    /// an admin could otherwise read any repository the server can.
+    pub allow_file_urls: bool,
+    /// Limits of one reviewer run.
+    pub review_limits: agnes_runtime::hook::ReviewLimits,
+}
+
+impl Default for MarketplaceConfig {
+    fn default() -> Self {
+        MarketplaceConfig {
+            name: "agnes".into(),
+            allow_file_urls: false,
+            review_limits: Default::default(),
+        }
+    }
 }
 
 /// `[sql]`: what runs the SQL of `agnes:sql` sources' tables (memory, CPU and time limits
@@ -178,6 +203,7 @@ impl Default for ServerConfig {
             resolve: Default::default(),
             remote: RemoteLimits::default(),
             sql: SqlEngine::default(),
+            marketplace: MarketplaceConfig::default(),
         }
     }
 }

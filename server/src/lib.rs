@@ -30,6 +30,7 @@ pub mod derived;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod marketplace;
 pub mod metrics;
 pub mod openapi;
 pub mod password;

@@ -21,6 +21,8 @@ pub struct AppState {
     pub auth_cache: Arc<crate::auth::AuthCache>,
     /// One catalog rebuild at a time: two interleaved would race on the analytics file.
     rebuild: Arc<Mutex<()>>,
+    /// Plugin marketplace syncs and git serving.
+    pub(crate) marketplace: Arc<crate::marketplace::serve::MarketplaceState>,
 }
 
 impl AppState {
@@ -56,6 +58,7 @@ impl AppState {
             running: Arc::default(),
             auth_cache: Arc::default(),
             rebuild: Arc::default(),
+            marketplace: Arc::default(),
         };
         state.rebuild_catalog().await?;
         Ok(state)

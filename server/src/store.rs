@@ -13,9 +13,10 @@ use agnes_runtime::{Grant, Limits};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiResult;
+pub use crate::marketplace::{Marketplace, Plugin, PluginReview, ReviewerInfo};
 
 /// Resource types a grant can name.
-pub const RESOURCE_TYPES: [&str; 2] = ["table", "source"];
+pub const RESOURCE_TYPES: [&str; 3] = ["table", "source", "marketplace_plugin"];
 
 /// An authenticated caller, with everything the access check needs.
 #[derive(Debug, Clone, Serialize)]
@@ -398,6 +399,19 @@ pub trait Store: Send + Sync + 'static {
     async fn session(&self, id_hash: &str) -> ApiResult<Option<(Principal, String)>>;
     async fn list_sessions(&self) -> ApiResult<Vec<WebSession>>;
     async fn revoke_session(&self, id: &str) -> ApiResult<usize>;
+
+    // plugin marketplaces (see `crate::marketplace`)
+    async fn put_marketplace(&self, m: &Marketplace) -> ApiResult<()>;
+    async fn list_marketplaces(&self) -> ApiResult<Vec<Marketplace>>;
+    /// Removes a marketplace and its plugins (reviews stay: they are keyed by bundle).
+    async fn delete_marketplace(&self, name: &str) -> ApiResult<usize>;
+    async fn put_plugin(&self, p: &Plugin) -> ApiResult<()>;
+    async fn list_plugins(&self) -> ApiResult<Vec<Plugin>>;
+    async fn delete_plugin(&self, marketplace: &str, name: &str) -> ApiResult<()>;
+    async fn put_review(&self, r: &PluginReview) -> ApiResult<()>;
+    async fn list_reviews(&self) -> ApiResult<Vec<PluginReview>>;
+    async fn put_reviewer(&self, r: &ReviewerInfo) -> ApiResult<()>;
+    async fn list_reviewers(&self) -> ApiResult<Vec<ReviewerInfo>>;
 }
 
 /// Parses `every 30s|15m|1h|1d`.

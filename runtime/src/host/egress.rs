@@ -338,7 +338,7 @@ pub(crate) fn tls_config() -> Arc<rustls::ClientConfig> {
 /// link-local (incl. cloud metadata 169.254.169.254), CGNAT, unspecified, broadcast,
 /// multicast, documentation or otherwise reserved. IPv4-mapped/compatible IPv6 addresses are
 /// judged as the IPv4 address they carry.
-pub(crate) fn is_public(ip: IpAddr) -> bool {
+pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             let [a, b, c, _] = v4.octets();

@@ -295,7 +295,9 @@ pub fn grant(
             "resource_type must be one of {RESOURCE_TYPES:?}, got `{resource_type}`"
         )));
     }
-    if resource_id != "*" {
+    if resource_type == "marketplace_plugin" {
+        crate::marketplace::validate_grant_id(resource_id)?;
+    } else if resource_id != "*" {
         agnes_runtime::names::validate_name(
             if resource_type == "table" {
                 "table"

@@ -18,6 +18,8 @@
 //! - 5: browser sign-in (`users.password_hash`, `web_sessions`) and connector review
 //!   (`connectors.status`, `reviewed_at`, `reviewed_by`; versions uploaded before it are
 //!   recorded as approved, since sources already use them).
+//! - 6: plugin marketplaces (`marketplaces`, `marketplace_plugins`, `plugin_reviews`,
+//!   `reviewers`; key columns plus the record as JSON).
 
 use std::collections::BTreeMap;
 
@@ -36,6 +38,7 @@ pub(crate) const MIGRATIONS: &[(&str, Step)] = &[
     ("business metrics", Step::Sql(V3)),
     ("settings", Step::Sql(V4)),
     ("web sign-in and connector review", Step::Sql(V5)),
+    ("plugin marketplaces", Step::Sql(V6)),
 ];
 
 /// The schema version this binary writes.
@@ -181,6 +184,20 @@ ALTER TABLE connectors ADD COLUMN status VARCHAR;
 ALTER TABLE connectors ADD COLUMN reviewed_at TIMESTAMP;
 ALTER TABLE connectors ADD COLUMN reviewed_by VARCHAR;
 UPDATE connectors SET status = 'approved', reviewed_at = now(), reviewed_by = 'migration 5';
+";
+
+/// Migration 6: plugin marketplaces, their plugins, reviewer components and reviews.
+const V6: &str = "
+CREATE TABLE marketplaces (name VARCHAR PRIMARY KEY, doc VARCHAR NOT NULL);
+CREATE TABLE marketplace_plugins (
+    marketplace VARCHAR NOT NULL, name VARCHAR NOT NULL, doc VARCHAR NOT NULL,
+    PRIMARY KEY (marketplace, name));
+CREATE TABLE plugin_reviews (
+    bundle VARCHAR NOT NULL, reviewer VARCHAR NOT NULL, doc VARCHAR NOT NULL,
+    PRIMARY KEY (bundle, reviewer));
+CREATE TABLE reviewers (
+    name VARCHAR NOT NULL, version VARCHAR NOT NULL, doc VARCHAR NOT NULL,
+    PRIMARY KEY (name, version));
 ";
 
 /// Migration 4: admin-editable settings (the workspace CLAUDE.md template, ...).

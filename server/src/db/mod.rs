@@ -7,6 +7,7 @@ pub mod access;
 pub mod audit;
 pub mod connectors;
 pub mod history;
+pub mod marketplace;
 pub mod metrics;
 pub mod migrations;
 pub mod sources;
@@ -17,6 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{ApiError, ApiResult};
 use crate::store::*;
+use marketplace::Docs;
 
 /// The system database.
 #[derive(Clone)]
@@ -398,6 +400,63 @@ impl Store for Db {
             Ok(())
         })
         .await
+    }
+
+    async fn put_marketplace(&self, m: &Marketplace) -> ApiResult<()> {
+        owned!(m);
+        self.call(move |c| marketplace::put(c, Docs::Marketplaces, &[&m.spec.name], &m))
+            .await
+    }
+
+    async fn list_marketplaces(&self) -> ApiResult<Vec<Marketplace>> {
+        self.call(|c| marketplace::list(c, Docs::Marketplaces)).await
+    }
+
+    async fn delete_marketplace(&self, name: &str) -> ApiResult<usize> {
+        owned!(name);
+        self.transaction(move |c| {
+            marketplace::delete(c, Docs::Plugins, &name, None)?;
+            marketplace::delete(c, Docs::Marketplaces, &name, None)
+        })
+        .await
+    }
+
+    async fn put_plugin(&self, p: &Plugin) -> ApiResult<()> {
+        owned!(p);
+        self.call(move |c| marketplace::put(c, Docs::Plugins, &[&p.marketplace, &p.name], &p))
+            .await
+    }
+
+    async fn list_plugins(&self) -> ApiResult<Vec<Plugin>> {
+        self.call(|c| marketplace::list(c, Docs::Plugins)).await
+    }
+
+    async fn delete_plugin(&self, mp: &str, name: &str) -> ApiResult<()> {
+        owned!(mp, name);
+        self.call(move |c| marketplace::delete(c, Docs::Plugins, &mp, Some(&name)).map(drop))
+            .await
+    }
+
+    async fn put_review(&self, r: &PluginReview) -> ApiResult<()> {
+        owned!(r);
+        self.call(move |c| {
+            marketplace::put(c, Docs::Reviews, &[&r.bundle, &r.reviewer_digest], &r)
+        })
+        .await
+    }
+
+    async fn list_reviews(&self) -> ApiResult<Vec<PluginReview>> {
+        self.call(|c| marketplace::list(c, Docs::Reviews)).await
+    }
+
+    async fn put_reviewer(&self, r: &ReviewerInfo) -> ApiResult<()> {
+        owned!(r);
+        self.call(move |c| marketplace::put(c, Docs::Reviewers, &[&r.name, &r.version], &r))
+            .await
+    }
+
+    async fn list_reviewers(&self) -> ApiResult<Vec<ReviewerInfo>> {
+        self.call(|c| marketplace::list(c, Docs::Reviewers)).await
     }
 
     async fn record_connector(&self, info: &ConnectorInfo) -> ApiResult<()> {

@@ -33,10 +33,10 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Upload {
-    component_base64: String,
-    manifest: String,
-    signature: agnes_runtime::signature::SignatureFile,
+pub(crate) struct Upload {
+    pub(crate) component_base64: String,
+    pub(crate) manifest: String,
+    pub(crate) signature: agnes_runtime::signature::SignatureFile,
 }
 
 async fn upload(
@@ -44,60 +44,44 @@ async fn upload(
     user: AdminUser,
     ApiJson(up): ApiJson<Upload>,
 ) -> ApiResult<Json<Value>> {
-    let trusted_dir = state.config.trusted_keys.clone().ok_or_else(|| {
-        ApiError::BadRequest(
-            "this server accepts no uploads: set `trusted_keys` in its config".into(),
-        )
-    })?;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(up.component_base64.as_bytes())
         .map_err(|e| ApiError::BadRequest(format!("component_base64: {e}")))?;
-    let (st, by) = (state.clone(), user.0.name.clone());
-    let stored = tokio::task::spawn_blocking(move || -> ApiResult<(Value, crate::store::ConnectorInfo)> {
-        let bad = |e: agnes_runtime::Error| ApiError::BadRequest(e.to_string());
-        let trusted = agnes_runtime::signature::TrustedKeys::from_dir(&trusted_dir).map_err(ApiError::internal)?;
-        let verified = agnes_runtime::signature::verify(&bytes, up.manifest.as_bytes(), &up.signature, &trusted).map_err(bad)?;
-        let manifest = agnes_runtime::manifest::ConnectorManifest::parse(&up.manifest).map_err(bad)?;
-        if manifest.version.is_empty() || !manifest.version.chars().all(|c| c.is_ascii_alphanumeric() || ".-+_".contains(c)) {
-            return Err(ApiError::BadRequest(format!("version `{}` must be [A-Za-z0-9.+_-]", manifest.version)));
-        }
-        let component = st.runtime.load(&bytes).map_err(bad)?;
-        let surface = st.runtime.surface(&component);
-        let dir = st.config.data_dir.join("connectors").join(&manifest.name).join(&manifest.version);
-        if dir.exists() {
-            return Err(ApiError::Conflict(format!("{}@{} exists; bump the version", manifest.name, manifest.version)));
-        }
-        let tmp = dir.with_extension("uploading");
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(ApiError::internal)?;
-        std::fs::write(tmp.join("component.wasm"), &bytes).map_err(ApiError::internal)?;
-        std::fs::write(tmp.join("connector.toml"), &up.manifest).map_err(ApiError::internal)?;
-        std::fs::write(agnes_runtime::signature::default_path(&tmp.join("component.wasm")), serde_json::to_vec(&up.signature).map_err(ApiError::internal)?)
-            .map_err(ApiError::internal)?;
-        std::fs::rename(&tmp, &dir).map_err(ApiError::internal)?;
-        let interfaces: std::collections::BTreeSet<String> =
-            surface.imports.iter().map(|i| i.split('#').next().unwrap_or(i).to_string()).collect();
-        let info = json!({"name": manifest.name, "version": manifest.version, "digest": component.digest,
-                          "key_id": verified.key_id, "requests": manifest.requests, "imports": interfaces,
-                          "status": "pending"});
-        let record = crate::store::ConnectorInfo {
-            name: manifest.name.clone(),
-            version: manifest.version.clone(),
-            digest: component.digest.clone(),
-            key_id: verified.key_id.clone(),
-            requests: info["requests"].clone(),
-            imports: info["imports"].clone(),
-            uploaded_at: crate::db::now(),
-            uploaded_by: by,
-            status: "pending".into(),
-            reviewed_at: None,
-            reviewed_by: None,
-        };
-        Ok((info, record))
-    })
-    .await
-    .map_err(ApiError::internal)??;
-    let (stored, record) = stored;
+    let by = user.0.name.clone();
+    let up_signature = up.signature.clone();
+    let s = store_signed_upload(
+        &state,
+        "connectors",
+        "connector.toml",
+        bytes,
+        up.manifest,
+        up_signature,
+        |_, _| Ok(()),
+    )
+    .await?;
+    let interfaces: std::collections::BTreeSet<String> = s
+        .surface
+        .imports
+        .iter()
+        .map(|i| i.split('#').next().unwrap_or(i).to_string())
+        .collect();
+    let info = json!({"name": s.manifest.name, "version": s.manifest.version, "digest": s.digest,
+                      "key_id": s.key_id, "requests": s.manifest.requests, "imports": interfaces,
+                      "status": "pending"});
+    let record = crate::store::ConnectorInfo {
+        name: s.manifest.name.clone(),
+        version: s.manifest.version.clone(),
+        digest: s.digest.clone(),
+        key_id: s.key_id.clone(),
+        requests: info["requests"].clone(),
+        imports: info["imports"].clone(),
+        uploaded_at: crate::db::now(),
+        uploaded_by: by,
+        status: "pending".into(),
+        reviewed_at: None,
+        reviewed_by: None,
+    };
+    let stored = info;
     state.store.record_connector(&record).await?;
     super::audit(
         &state,
@@ -108,6 +92,69 @@ async fn upload(
     )
     .await;
     Ok(Json(stored))
+}
+
+/// A verified, compiled and stored signed upload.
+pub(crate) struct StoredUpload {
+    pub manifest: agnes_runtime::manifest::ConnectorManifest,
+    pub digest: String,
+    pub key_id: String,
+    pub surface: agnes_runtime::Surface,
+}
+
+/// Verifies a signed upload against the trusted keys (before compiling it), parses its
+/// manifest, compiles it, runs `check` on it and stores it under
+/// `<data_dir>/<root>/<name>/<version>/` (`component.wasm`, `manifest_file`, the signature)
+/// with one rename. Shared by connector and reviewer uploads.
+pub(crate) async fn store_signed_upload(
+    state: &AppState,
+    root: &'static str,
+    manifest_file: &'static str,
+    bytes: Vec<u8>,
+    manifest: String,
+    signature: agnes_runtime::signature::SignatureFile,
+    check: impl FnOnce(&agnes_runtime::LoadedComponent, &agnes_runtime::manifest::ConnectorManifest) -> ApiResult<()>
+        + Send
+        + 'static,
+) -> ApiResult<StoredUpload> {
+    let trusted_dir = state.config.trusted_keys.clone().ok_or_else(|| {
+        ApiError::BadRequest(
+            "this server accepts no uploads: set `trusted_keys` in its config".into(),
+        )
+    })?;
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || -> ApiResult<StoredUpload> {
+        let bad = |e: agnes_runtime::Error| ApiError::BadRequest(e.to_string());
+        let trusted = agnes_runtime::signature::TrustedKeys::from_dir(&trusted_dir).map_err(ApiError::internal)?;
+        let verified = agnes_runtime::signature::verify(&bytes, manifest.as_bytes(), &signature, &trusted).map_err(bad)?;
+        let parsed = agnes_runtime::manifest::ConnectorManifest::parse(&manifest).map_err(bad)?;
+        if parsed.version.is_empty() || !parsed.version.chars().all(|c| c.is_ascii_alphanumeric() || ".-+_".contains(c)) {
+            return Err(ApiError::BadRequest(format!("version `{}` must be [A-Za-z0-9.+_-]", parsed.version)));
+        }
+        let component = st.runtime.load(&bytes).map_err(bad)?;
+        check(&component, &parsed)?;
+        let surface = st.runtime.surface(&component);
+        let dir = st.config.data_dir.join(root).join(&parsed.name).join(&parsed.version);
+        if dir.exists() {
+            return Err(ApiError::Conflict(format!("{}@{} exists; bump the version", parsed.name, parsed.version)));
+        }
+        let tmp = dir.with_extension("uploading");
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(ApiError::internal)?;
+        std::fs::write(tmp.join("component.wasm"), &bytes).map_err(ApiError::internal)?;
+        std::fs::write(tmp.join(manifest_file), &manifest).map_err(ApiError::internal)?;
+        std::fs::write(agnes_runtime::signature::default_path(&tmp.join("component.wasm")), serde_json::to_vec(&signature).map_err(ApiError::internal)?)
+            .map_err(ApiError::internal)?;
+        std::fs::rename(&tmp, &dir).map_err(ApiError::internal)?;
+        Ok(StoredUpload {
+            manifest: parsed,
+            digest: component.digest.clone(),
+            key_id: verified.key_id,
+            surface,
+        })
+    })
+    .await
+    .map_err(ApiError::internal)?
 }
 
 async fn list(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Value>> {

@@ -6,6 +6,7 @@ pub mod compat;
 pub mod connectors;
 pub mod data;
 pub mod health;
+pub mod marketplace;
 pub mod metrics;
 pub mod query;
 pub mod registry;

@@ -1,0 +1,415 @@
+//! Serving the marketplace to one caller: the approved, enabled plugins granted to one of
+//! their groups, as a deterministic zip and as a read-only git repository served by
+//! `git http-backend` (smart HTTP, upload-pack only).
+//!
+//! A *view* is the sorted set of (served name, approved bundle); its ETag is the sha256 of
+//! that set, and both artifacts are built once per ETag under
+//! `<data_dir>/marketplace/served/` — deterministically (sorted entries, fixed timestamps,
+//! modes, author, committer and message), so every user with the same view gets the same
+//! bytes and the same commit id.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::{Plugin, bundle, granted};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::store::Principal;
+
+/// Shared serving state: one sync at a time, bounded `git http-backend` processes.
+pub struct MarketplaceState {
+    pub(crate) sync_lock: tokio::sync::Mutex<()>,
+    pub(crate) git_slots: tokio::sync::Semaphore,
+}
+
+impl Default for MarketplaceState {
+    fn default() -> Self {
+        MarketplaceState {
+            sync_lock: tokio::sync::Mutex::new(()),
+            git_slots: tokio::sync::Semaphore::new(GIT_CONCURRENCY),
+        }
+    }
+}
+
+/// `git http-backend` processes at once; more requests wait.
+const GIT_CONCURRENCY: usize = 8;
+/// Wall time of one `git http-backend` request.
+const GIT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Largest request body `git-upload-pack` accepts (its negotiation).
+pub const MAX_GIT_BODY: usize = 16 << 20;
+
+/// One served plugin.
+pub struct ServedPlugin {
+    pub plugin: Plugin,
+    /// `<marketplace>-<plugin>`: its directory under `plugins/`.
+    pub dir: String,
+    /// Its entry name in the served marketplace.json: the plugin's own name, or `dir` when
+    /// two marketplaces in the view have a plugin of that name.
+    pub entry: String,
+    pub bundle: agnes_runtime::hook::Bundle,
+    pub digest: String,
+}
+
+/// What one caller is served.
+pub struct View {
+    pub plugins: Vec<ServedPlugin>,
+    /// Lower-case hex sha256 of the view.
+    pub etag: String,
+}
+
+/// The caller's view: granted, approved, not disabled; sorted by directory name.
+pub async fn view(state: &AppState, principal: &Principal) -> ApiResult<View> {
+    let mut plugins: Vec<Plugin> = state
+        .store
+        .list_plugins()
+        .await?
+        .into_iter()
+        .filter(|p| !p.disabled && p.approved.is_some() && granted(principal, p))
+        .collect();
+    plugins.sort_by_key(Plugin::served_name);
+    let mut names = std::collections::BTreeMap::<String, usize>::new();
+    for p in &plugins {
+        *names.entry(p.name.clone()).or_default() += 1;
+    }
+    let data_dir = state.config.data_dir.clone();
+    let marketplace_name = state.config.marketplace.name.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut h = Sha256::new();
+        h.update(format!("agnes-marketplace-v1 {marketplace_name}\n"));
+        let mut out = Vec::new();
+        for p in plugins {
+            let digest = p.approved.clone().expect("filtered");
+            let bundle = bundle::open(&data_dir, &digest).map_err(ApiError::internal)?;
+            let dir = p.served_name();
+            let entry = if names[&p.name] > 1 { dir.clone() } else { p.name.clone() };
+            h.update(format!(
+                "{dir} {entry} {digest} {} {}\n",
+                p.approved_version.as_deref().unwrap_or(""),
+                p.description.as_deref().unwrap_or("").len()
+            ));
+            h.update(p.description.as_deref().unwrap_or(""));
+            out.push(ServedPlugin {
+                plugin: p,
+                dir,
+                entry,
+                bundle,
+                digest,
+            });
+        }
+        Ok(View {
+            plugins: out,
+            etag: hex::encode(h.finalize()),
+        })
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+/// The served `.claude-plugin/marketplace.json`.
+pub fn marketplace_json(state: &AppState, view: &View) -> Vec<u8> {
+    let plugins: Vec<serde_json::Value> = view
+        .plugins
+        .iter()
+        .map(|s| {
+            let mut entry = serde_json::json!({
+                "name": s.entry,
+                "source": format!("./plugins/{}", s.dir),
+            });
+            if let Some(d) = &s.plugin.description {
+                entry["description"] = d.clone().into();
+            }
+            if let Some(v) = &s.plugin.approved_version {
+                entry["version"] = v.clone().into();
+            }
+            entry
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "name": state.config.marketplace.name,
+        "owner": {"name": state.config.instance_name},
+        "metadata": {
+            "description": format!("Plugins {} serves to you: approved and granted to one of your groups", state.config.instance_name),
+            "version": &view.etag[..12],
+        },
+        "plugins": plugins,
+    });
+    let mut bytes = serde_json::to_vec_pretty(&doc).expect("JSON");
+    bytes.push(b'\n');
+    bytes
+}
+
+fn served_dir(state: &AppState) -> PathBuf {
+    state.config.data_dir.join("marketplace").join("served")
+}
+
+/// Every file of the view as (path in the served tree, executable, where to read it),
+/// sorted by path; marketplace.json is given separately.
+fn files(view: &View) -> Vec<(String, bool, PathBuf)> {
+    let mut out: Vec<(String, bool, PathBuf)> = view
+        .plugins
+        .iter()
+        .flat_map(|s| {
+            s.bundle.files.iter().map(move |f| {
+                (
+                    format!("plugins/{}/{}", s.dir, f.path),
+                    f.executable,
+                    s.bundle.root.join(&f.path),
+                )
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The zip of the view (built once per ETag).
+pub async fn zip(state: &AppState, view: View) -> ApiResult<PathBuf> {
+    let path = served_dir(state).join(format!("{}.zip", view.etag));
+    if path.exists() {
+        return Ok(path);
+    }
+    let manifest = marketplace_json(state, &view);
+    tokio::task::spawn_blocking(move || -> ApiResult<PathBuf> {
+        std::fs::create_dir_all(path.parent().expect("served dir")).map_err(ApiError::internal)?;
+        let tmp = path.with_extension(format!("zip.tmp{}", std::process::id()));
+        let file = std::fs::File::create(&tmp).map_err(ApiError::internal)?;
+        let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
+        let options = |executable: bool| {
+            zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated)
+                .last_modified_time(zip::DateTime::default())
+                .unix_permissions(if executable { 0o755 } else { 0o644 })
+        };
+        let fail = |e: zip::result::ZipError| ApiError::Internal(format!("writing the zip: {e}"));
+        zip.start_file(".claude-plugin/marketplace.json", options(false)).map_err(fail)?;
+        zip.write_all(&manifest).map_err(ApiError::internal)?;
+        for (name, executable, from) in files(&view) {
+            zip.start_file(name, options(executable)).map_err(fail)?;
+            let bytes = std::fs::read(&from).map_err(ApiError::internal)?;
+            zip.write_all(&bytes).map_err(ApiError::internal)?;
+        }
+        let mut out = zip.finish().map_err(fail)?;
+        out.flush().map_err(ApiError::internal)?;
+        drop(out);
+        std::fs::rename(&tmp, &path).map_err(ApiError::internal)?;
+        Ok(path)
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+/// The bare repository of the view (built once per ETag): one commit on `main` with a
+/// fixed author, committer, date and message, made with `git fast-import`.
+pub async fn repository(state: &AppState, view: View) -> ApiResult<PathBuf> {
+    let path = served_dir(state).join(format!("{}.git", view.etag));
+    if path.join("refs").exists() && path.join("agnes-complete").exists() {
+        return Ok(path);
+    }
+    let manifest = marketplace_json(state, &view);
+    std::fs::create_dir_all(served_dir(state)).map_err(ApiError::internal)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("{}.", view.etag))
+        .tempdir_in(served_dir(state))
+        .map_err(ApiError::internal)?;
+    let repo = tmp.path().join("repo.git");
+    let git = |dir: &Path| {
+        let mut cmd = tokio::process::Command::new("git");
+        cmd.env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .current_dir(dir)
+            .kill_on_drop(true);
+        cmd
+    };
+    let status = git(tmp.path())
+        .args(["init", "--bare", "-q", "--initial-branch=main", "repo.git"])
+        .status()
+        .await
+        .map_err(ApiError::internal)?;
+    if !status.success() {
+        return Err(ApiError::Internal("git init failed".into()));
+    }
+    // the fast-import stream: every blob, then one commit listing them (sorted)
+    let mut child = git(&repo)
+        .args(["fast-import", "--quiet", "--date-format=raw"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(ApiError::internal)?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let mut entries = vec![(".claude-plugin/marketplace.json".to_string(), false, None)];
+    entries.extend(files(&view).into_iter().map(|(p, x, from)| (p, x, Some(from))));
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let writer = async {
+        let mut commit = String::new();
+        for (mark, (name, executable, from)) in entries.iter().enumerate() {
+            let bytes = match from {
+                Some(from) => tokio::fs::read(from).await?,
+                None => manifest.clone(),
+            };
+            stdin
+                .write_all(format!("blob\nmark :{}\ndata {}\n", mark + 1, bytes.len()).as_bytes())
+                .await?;
+            stdin.write_all(&bytes).await?;
+            stdin.write_all(b"\n").await?;
+            commit.push_str(&format!(
+                "M {} :{} {}\n",
+                if *executable { "100755" } else { "100644" },
+                mark + 1,
+                quote_path(name)
+            ));
+        }
+        let message = format!("Agnes marketplace {}\n", &view.etag[..12]);
+        stdin
+            .write_all(
+                format!(
+                    "commit refs/heads/main\nauthor Agnes <agnes@localhost> 0 +0000\ncommitter Agnes <agnes@localhost> 0 +0000\ndata {}\n{message}{commit}\ndone\n",
+                    message.len()
+                )
+                .as_bytes(),
+            )
+            .await?;
+        stdin.shutdown().await?;
+        drop(stdin);
+        Ok::<(), std::io::Error>(())
+    };
+    // `done` ends the stream; fast-import needs `--done` to require it, plain is fine too
+    let written = writer.await;
+    let out = child.wait_with_output().await.map_err(ApiError::internal)?;
+    if written.is_err() || !out.status.success() {
+        return Err(ApiError::Internal(format!(
+            "git fast-import failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    std::fs::write(repo.join("agnes-complete"), b"").map_err(ApiError::internal)?;
+    match std::fs::rename(&repo, &path) {
+        Ok(()) => {}
+        Err(_) if path.join("agnes-complete").exists() => {} // built concurrently
+        Err(e) => return Err(ApiError::internal(e)),
+    }
+    Ok(path)
+}
+
+/// A path as fast-import reads it: quoted C-style when it has a special character.
+fn quote_path(path: &str) -> String {
+    if path.bytes().all(|b| b > b' ' && b != b'"' && b != b'\\' && b < 0x7f) {
+        return path.to_string();
+    }
+    let mut out = String::from("\"");
+    for b in path.bytes() {
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b' '..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("\\{b:03o}")),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// One request to `git http-backend` for the repository at `repo`: `rest` is the path after
+/// `/marketplace.git/` (`info/refs` or `git-upload-pack` only; the route refuses the rest).
+pub async fn http_backend(
+    state: &AppState,
+    repo: &Path,
+    method: &str,
+    rest: &str,
+    query: &str,
+    headers: &axum::http::HeaderMap,
+    body: Vec<u8>,
+) -> ApiResult<axum::response::Response> {
+    let _slot = tokio::time::timeout(GIT_REQUEST_TIMEOUT, state.marketplace.git_slots.acquire())
+        .await
+        .map_err(|_| ApiError::TooManyRequests("the git server is busy; retry".into(), 5))?
+        .map_err(ApiError::internal)?;
+    let root = repo.parent().expect("served dir");
+    let name = repo.file_name().expect("a repository").to_string_lossy();
+    let header = |h: &str| headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let protocol = header("git-protocol");
+    let encoding = header("content-encoding");
+    let mut cmd = tokio::process::Command::new("git");
+    cmd.arg("http-backend")
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", root)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_PROJECT_ROOT", root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("GIT_CONFIG_COUNT", "3")
+        .env("GIT_CONFIG_KEY_0", "http.receivepack")
+        .env("GIT_CONFIG_VALUE_0", "false")
+        .env("GIT_CONFIG_KEY_1", "http.getanyfile")
+        .env("GIT_CONFIG_VALUE_1", "false")
+        .env("GIT_CONFIG_KEY_2", "http.uploadpack")
+        .env("GIT_CONFIG_VALUE_2", "true")
+        .env("REQUEST_METHOD", method)
+        .env("PATH_INFO", format!("/{name}/{rest}"))
+        .env("QUERY_STRING", query)
+        .env("CONTENT_TYPE", header("content-type"))
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .current_dir(root)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    if protocol.bytes().all(|b| b.is_ascii_alphanumeric() || b"=:._-".contains(&b)) && !protocol.is_empty() {
+        cmd.env("GIT_PROTOCOL", protocol);
+    }
+    if encoding == "gzip" {
+        cmd.env("HTTP_CONTENT_ENCODING", "gzip");
+    }
+    let mut child = cmd.spawn().map_err(ApiError::internal)?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let feed = tokio::spawn(async move {
+        let _ = stdin.write_all(&body).await;
+    });
+    let out = tokio::time::timeout(GIT_REQUEST_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| ApiError::Internal("git http-backend ran too long".into()))?
+        .map_err(ApiError::internal)?;
+    let _ = feed.await;
+    if !out.status.success() && out.stdout.is_empty() {
+        return Err(ApiError::Internal(format!(
+            "git http-backend: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    cgi_response(out.stdout)
+}
+
+/// Splits CGI output into a response: `Status:` and headers, then the body.
+fn cgi_response(out: Vec<u8>) -> ApiResult<axum::response::Response> {
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4))
+        .or_else(|| out.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)))
+        .ok_or_else(|| ApiError::Internal("git http-backend sent no headers".into()))?;
+    let head = String::from_utf8_lossy(&out[..split.0]).to_string();
+    let mut response = axum::response::Response::builder();
+    let mut status = 200u16;
+    for line in head.lines() {
+        let Some((k, v)) = line.split_once(':') else { continue };
+        let (k, v) = (k.trim(), v.trim());
+        if k.eq_ignore_ascii_case("status") {
+            status = v.split_whitespace().next().and_then(|s| s.parse().ok()).unwrap_or(500);
+        } else {
+            response = response.header(k, v);
+        }
+    }
+    response
+        .status(status)
+        .body(axum::body::Body::from(out[split.0 + split.1..].to_vec()))
+        .map_err(ApiError::internal)
+}
