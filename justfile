@@ -20,6 +20,13 @@ connectors:
       "$WASM_CARGO" build --release --locked
     @ls -l {{wasm_target}}/wasm32-wasip2/release/*.wasm
 
+# Build the first-party reviewer component (agnes:hook@0.1.0) for marketplace plugins.
+reviewers:
+    . /etc/agnes/wasm-toolchain.env && cd hooks-wasm && \
+      env -u RUSTUP_TOOLCHAIN RUSTC="$WASM_RUSTC" CARGO_TARGET_DIR={{wasm_target}} \
+      "$WASM_CARGO" build --release --locked
+    @ls -l {{wasm_target}}/wasm32-wasip2/release/agnes_plugin_reviewer.wasm
+
 # Build the sql component (Apache DataFusion for SQL over Agnes tables; ~20 min cold on
 # 2 cores, cached in the target dir outside the clone; tests/build.rs builds the same).
 sql-component:

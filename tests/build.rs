@@ -1,5 +1,6 @@
 //! Builds the guest components the tests run — the shipped connectors in
-//! `connectors-wasm/` and the fixtures in `tests/connectors/` — for wasm32-wasip2, and
+//! `connectors-wasm/`, the plugin reviewer in `hooks-wasm/` and the fixtures in
+//! `tests/connectors/` — for wasm32-wasip2, and
 //! exports their paths as `CSV_COMPONENT`, `HOSTILE_COMPONENT`, ...
 //!
 //! The guest toolchain is the one `scripts/setup.sh` records in
@@ -32,7 +33,18 @@ fn main() {
         ),
         (
             "tests/connectors",
-            &[("HOSTILE_COMPONENT", "agnes_fixture_hostile")][..],
+            &[
+                ("HOSTILE_COMPONENT", "agnes_fixture_hostile"),
+                (
+                    "HOSTILE_REVIEWER_COMPONENT",
+                    "agnes_fixture_hostile_reviewer",
+                ),
+                ("HTTP_REVIEWER_COMPONENT", "agnes_fixture_http_reviewer"),
+            ][..],
+        ),
+        (
+            "hooks-wasm",
+            &[("PLUGIN_REVIEWER_COMPONENT", "agnes_plugin_reviewer")][..],
         ),
     ] {
         let dir = root.join(workspace);

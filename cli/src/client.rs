@@ -132,6 +132,11 @@ impl Client {
         }
     }
 
+    /// The `Authorization` header value this client sends (`Bearer <token>`).
+    pub fn authorization(&self) -> &str {
+        &self.auth
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -405,6 +405,14 @@ pub async fn scheduler(state: AppState, tick: Duration) {
         if let Err(e) = schedule_once(&state).await {
             tracing::warn!("error.type" = "scheduler", error = %e, "scheduler check failed");
         }
+        if !state.marketplace.scheduled_sync_running() {
+            let st = state.clone();
+            tokio::spawn(async move {
+                if let Err(e) = crate::marketplace::sync::sync_due(&st).await {
+                    tracing::warn!("error.type" = "scheduler", error = %e, "marketplace schedule check failed");
+                }
+            });
+        }
     }
 }
 

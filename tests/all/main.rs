@@ -8,6 +8,7 @@
 //! - `http_json`: the http-json connector against a local API (paging, retries, incremental).
 //! - `jira`: the jira connector against a local Jira stand-in, and the server's Jira webhook.
 //! - `keboola`: the keboola connector against a local Storage API stand-in.
+//! - `marketplace`: plugin marketplaces with real git, reviewer components, zip and git serving.
 //! - `native`: `Runtime::run_native` makes the same extract as the component.
 //! - `postgres`: connector world 0.2.0 and the postgres connector on a real PostgreSQL.
 //! - `server`: the REST server over real HTTP on loopback.
@@ -23,6 +24,7 @@ mod hardening;
 mod http_json;
 mod jira;
 mod keboola;
+mod marketplace;
 mod metrics;
 mod native;
 mod postgres;

@@ -502,6 +502,9 @@ fn the_openapi_document_lists_every_route() {
                 .replace("{source}", "demo")
                 .replace("{table}", "orders")
                 .replace("{category}", "revenue")
+                .replace("{marketplace}", "team")
+                .replace("{plugin}", "p")
+                .replace("{*rest}", "info/refs")
                 .replace("{name}", "total"),
         );
         let agent = http();

@@ -57,6 +57,12 @@ pub enum AdminCmd {
     /// Signed connector uploads.
     #[command(subcommand)]
     Connector(ConnectorCmd),
+    /// Claude Code plugin marketplaces: register, sync, review queue, decisions.
+    #[command(subcommand)]
+    Marketplace(MarketplaceCmd),
+    /// Signed reviewer components (agnes:hook@0.1.0) that review marketplace plugins.
+    #[command(subcommand)]
+    Reviewer(ReviewerCmd),
     /// Sync runs: trigger, status, history.
     #[command(subcommand)]
     Sync(SyncCmd),
@@ -259,7 +265,8 @@ pub enum GroupCmd {
     },
 }
 
-/// What a grant names: `--table NAME` or `--source NAME` (`--table '*'`: every table).
+/// What a grant names: `--table NAME`, `--source NAME` (`--table '*'`: every table) or
+/// `--plugin MARKETPLACE/PLUGIN` (`team/*`, `*`: marketplace plugins).
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
 pub struct Resource {
@@ -267,13 +274,16 @@ pub struct Resource {
     table: Option<String>,
     #[arg(long)]
     source: Option<String>,
+    #[arg(long)]
+    plugin: Option<String>,
 }
 
 impl Resource {
     fn body(&self, group: &str) -> Value {
-        let (t, id) = match (&self.table, &self.source) {
-            (Some(t), _) => ("table", t),
-            (_, Some(s)) => ("source", s),
+        let (t, id) = match (&self.table, &self.source, &self.plugin) {
+            (Some(t), _, _) => ("table", t),
+            (_, Some(s), _) => ("source", s),
+            (_, _, Some(p)) => ("marketplace_plugin", p),
             _ => unreachable!("clap requires one"),
         };
         json!({"group": group, "resource_type": t, "resource_id": id})
@@ -335,6 +345,74 @@ pub enum ConnectorCmd {
     Revoke {
         reference: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MarketplaceCmd {
+    /// Register a git marketplace (a repository with .claude-plugin/marketplace.json) and
+    /// sync it.
+    Add {
+        /// `[a-z][a-z0-9_]*`: prefixes its plugins' served names and grants.
+        name: String,
+        /// `https://...` (file:// only with `[marketplace] allow_file_urls`).
+        #[arg(long)]
+        url: String,
+        /// A branch, tag or full commit id (default: the remote's default branch).
+        #[arg(long = "ref")]
+        git_ref: Option<String>,
+        /// An environment variable of the server holding a token for a private repository.
+        #[arg(long, conflicts_with = "token_file")]
+        token_env: Option<String>,
+        /// A file on the server holding that token.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Allow a loopback or private address for the repository's host.
+        #[arg(long)]
+        allow_private: bool,
+        /// Fetch it this often (`30m`, `6h`, `1d`); default: only on demand.
+        #[arg(long)]
+        schedule: Option<String>,
+    },
+    List,
+    /// One marketplace and its plugins.
+    Show { name: String },
+    /// Fetch it now: new bundles are reviewed; what was approved keeps being served.
+    Sync { name: String },
+    /// Unregister it: its plugins stop being served.
+    Remove { name: String },
+    /// The review queue: plugins held for a decision (or every plugin with `--all`).
+    Plugins {
+        #[arg(long)]
+        all: bool,
+    },
+    /// One plugin: reviews, findings and the files changed since the approved version.
+    Review {
+        /// MARKETPLACE/PLUGIN
+        plugin: String,
+    },
+    /// Serve the newest version of MARKETPLACE/PLUGIN (audited, whatever the reviewers said).
+    Approve { plugin: String },
+    /// Refuse the newest version of MARKETPLACE/PLUGIN (the approved one stays served).
+    Reject { plugin: String },
+    /// Stop serving MARKETPLACE/PLUGIN at all.
+    Disable { plugin: String },
+    Enable { plugin: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReviewerCmd {
+    /// Upload a signed reviewer component with its manifest (`name`, `version`) and
+    /// signature (`agnes connector sign` makes it). It becomes the enabled version of its
+    /// name and reviews every plugin.
+    Upload {
+        component: PathBuf,
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Default: `<component>.sig`.
+        #[arg(long)]
+        signature: Option<PathBuf>,
+    },
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -548,6 +626,8 @@ pub fn run(args: AdminArgs, out: &Output) -> Result<()> {
         AdminCmd::Grant(c) => grant(c, server, out),
         AdminCmd::Token(c) => token(c, server, out),
         AdminCmd::Connector(c) => connector(c, server, out),
+        AdminCmd::Marketplace(c) => marketplace(c, server, out),
+        AdminCmd::Reviewer(c) => reviewer(c, server, out),
         AdminCmd::Sync(c) => sync(c, server, out),
         AdminCmd::Metrics(c) => metrics(c, server, out),
         AdminCmd::Sessions(c) => sessions(c, server, out),
@@ -1085,6 +1165,190 @@ fn token(cmd: TokenCmd, server: &ServerArgs, out: &Output) -> Result<()> {
     }
 }
 
+/// The JSON body of a signed upload (connector or reviewer).
+fn signed_upload(component: &Path, manifest: &Path, signature: Option<PathBuf>) -> Result<Value> {
+    use base64::Engine as _;
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let sig_path = signature.unwrap_or_else(|| agnes_runtime::signature::default_path(component));
+    let sig: Value = serde_json::from_slice(&read(&sig_path)?)
+        .with_context(|| format!("{} is not a signature file", sig_path.display()))?;
+    Ok(json!({
+        "component_base64": base64::engine::general_purpose::STANDARD.encode(read(component)?),
+        "manifest": String::from_utf8(read(manifest)?)
+            .with_context(|| format!("{} is not UTF-8", manifest.display()))?,
+        "signature": sig,
+    }))
+}
+
+/// `MARKETPLACE/PLUGIN` as a path suffix.
+fn plugin_path(plugin: &str) -> Result<String> {
+    let (m, p) = plugin
+        .split_once('/')
+        .with_context(|| format!("`{plugin}`: name a plugin as MARKETPLACE/PLUGIN"))?;
+    Ok(format!("{}/{}", encode(m), encode(p)))
+}
+
+fn marketplace(cmd: MarketplaceCmd, server: &ServerArgs, out: &Output) -> Result<()> {
+    let plugin_line = |p: &Value| {
+        format!(
+            "{}/{}  {}  verdict {}  served {}{}",
+            s(&p["marketplace"]),
+            s(&p["name"]),
+            s(&p["status"]),
+            s(&p["verdict"]),
+            if p["approved"].is_null() { "nothing".to_string() } else { s(&p["approved_version"]).to_string() + " (approved)" },
+            p["reason"].as_str().map(|r| format!("\n    {r}")).unwrap_or_default()
+        )
+    };
+    match cmd {
+        MarketplaceCmd::Add { name, url, git_ref, token_env, token_file, allow_private, schedule } => {
+            let mut body = json!({"name": name, "url": url, "allow_private": allow_private});
+            if let Some(r) = git_ref {
+                body["ref"] = json!(r);
+            }
+            if let Some(s) = schedule {
+                body["schedule"] = json!(s);
+            }
+            match (token_env, token_file) {
+                (Some(e), _) => body["token"] = json!({"env": e}),
+                (_, Some(f)) => body["token"] = json!({"file": f}),
+                _ => {}
+            }
+            act(server, "POST", "/api/admin/marketplaces", Some(body), out, |r| {
+                let sync = &r["sync"];
+                if sync["ok"] == true {
+                    let plugins = list(&sync["report"], "plugins");
+                    let mut text = format!("registered {name}; synced commit {}: {} plugins", s(&sync["report"]["commit"]), plugins.len());
+                    for p in plugins {
+                        text.push_str(&format!("\n  {}  {}  {}", s(&p["name"]), s(&p["status"]), s(&p["verdict"])));
+                    }
+                    text
+                } else {
+                    format!("registered {name}; the sync failed: {}", s(&sync["error"]))
+                }
+            })
+        }
+        MarketplaceCmd::List => listing(
+            server,
+            "/api/admin/marketplaces",
+            "marketplaces",
+            out,
+            &["name", "url", "ref", "commit", "synced", "plugins", "served", "held", "error"],
+            |m| pick(m, &["name", "url", "ref", "commit", "synced_at", "plugins", "served", "held", "error"]),
+        ),
+        MarketplaceCmd::Show { name } => act(server, "GET", &format!("/api/admin/marketplaces/{}", encode(&name)), None, out, |r| {
+            let m = &r["marketplace"];
+            let mut text = format!("{}  {}  ref {}  commit {}  synced {}", s(&m["name"]), s(&m["url"]), s(&m["ref"]), s(&m["commit"]), s(&m["synced_at"]));
+            if !m["error"].is_null() {
+                text.push_str(&format!("\n  last sync failed: {}", s(&m["error"])));
+            }
+            for p in list(r, "plugins") {
+                text.push_str(&format!("\n  {}", plugin_line(p)));
+            }
+            text
+        }),
+        MarketplaceCmd::Sync { name } => act(server, "POST", &format!("/api/admin/marketplaces/{}/sync", encode(&name)), None, out, |r| {
+            let report = &r["report"];
+            let mut text = format!("synced {name} at {}", s(&report["commit"]));
+            for p in list(report, "plugins") {
+                text.push_str(&format!(
+                    "\n  {}  {}  {}{}",
+                    s(&p["name"]),
+                    s(&p["status"]),
+                    s(&p["verdict"]),
+                    if p["changed"] == true { "  (new version)" } else { "" }
+                ));
+            }
+            for removed in list(report, "removed") {
+                text.push_str(&format!("\n  {}  removed", s(removed)));
+            }
+            text
+        }),
+        MarketplaceCmd::Remove { name } => act(server, "DELETE", &format!("/api/admin/marketplaces/{}", encode(&name)), None, out, |_| format!("removed {name}")),
+        MarketplaceCmd::Plugins { all } => {
+            let v = server.client()?.call("GET", "/api/admin/marketplace/plugins", None)?;
+            let held = |p: &&Value| all || p["status"] == "pending" || p["status"] == "denied";
+            let items: Vec<Value> = list(&v, "plugins").iter().filter(held).cloned().collect();
+            let lines: Vec<String> = items.iter().map(plugin_line).collect();
+            out.print(
+                || {
+                    if lines.is_empty() {
+                        "nothing is waiting for review".to_string()
+                    } else {
+                        lines.join("\n")
+                    }
+                },
+                || json!({"plugins": items}),
+            );
+            Ok(())
+        }
+        MarketplaceCmd::Review { plugin } => act(server, "GET", &format!("/api/admin/marketplace/plugins/{}", plugin_path(&plugin)?), None, out, |r| {
+            let mut text = plugin_line(&r["plugin"]);
+            for review in list(r, "reviews") {
+                text.push_str(&format!("\n  reviewer {}: {}", s(&review["reviewer"]), s(&review["verdict"])));
+                if !review["failure"].is_null() {
+                    text.push_str(&format!(" (failed: {})", s(&review["failure"])));
+                }
+                for f in list(review, "findings") {
+                    let at = list(f, "spans").first().map(|sp| format!(" at {}:{}", s(&sp["path"]), s(&sp["start"]))).unwrap_or_default();
+                    text.push_str(&format!("\n    [{}] {} {}{at}\n      {}", s(&f["severity"]), s(&f["rule"]), s(&f["title"]), s(&f["detail"])));
+                }
+            }
+            let changes = list(r, "changes_since_approved");
+            if !changes.is_empty() {
+                text.push_str("\n  changes since the approved version:");
+                for c in changes {
+                    text.push_str(&format!("\n    {}", s(c)));
+                }
+            }
+            text
+        }),
+        decision => {
+            let (action, plugin) = match decision {
+                MarketplaceCmd::Approve { plugin } => ("approve", plugin),
+                MarketplaceCmd::Reject { plugin } => ("reject", plugin),
+                MarketplaceCmd::Disable { plugin } => ("disable", plugin),
+                MarketplaceCmd::Enable { plugin } => ("enable", plugin),
+                _ => unreachable!("every other command is matched above"),
+            };
+            act(server, "POST", &format!("/api/admin/marketplace/plugins/{}/{action}", plugin_path(&plugin)?), None, out, |r| {
+                format!("{action}d {plugin}: {}", plugin_line(&r["plugin"]))
+            })
+        }
+    }
+}
+
+fn reviewer(cmd: ReviewerCmd, server: &ServerArgs, out: &Output) -> Result<()> {
+    match cmd {
+        ReviewerCmd::Upload { component, manifest, signature } => {
+            let body = signed_upload(&component, &manifest, signature)?;
+            act(server, "POST", "/api/admin/reviewers", Some(body), out, |r| {
+                let rv = &r["reviewer"];
+                format!(
+                    "uploaded reviewer {}@{} (digest {}, signed by {}); it reviewed {} plugin(s)",
+                    s(&rv["name"]),
+                    s(&rv["version"]),
+                    s(&rv["digest"]),
+                    s(&rv["key_id"]),
+                    s(&r["plugins_reviewed"])
+                )
+            })
+        }
+        ReviewerCmd::List => listing(
+            server,
+            "/api/admin/reviewers",
+            "reviewers",
+            out,
+            &["reviewer", "version", "enabled", "digest", "signer", "uploaded", "imports"],
+            |r| {
+                let mut row = pick(r, &["name", "version", "enabled", "digest", "key_id", "uploaded_at"]);
+                row.push(joined(r, "imports"));
+                row
+            },
+        ),
+    }
+}
+
 fn connector(cmd: ConnectorCmd, server: &ServerArgs, out: &Output) -> Result<()> {
     match cmd {
         ConnectorCmd::Upload {
@@ -1092,18 +1356,7 @@ fn connector(cmd: ConnectorCmd, server: &ServerArgs, out: &Output) -> Result<()>
             manifest,
             signature,
         } => {
-            use base64::Engine as _;
-            let read =
-                |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-            let sig_path =
-                signature.unwrap_or_else(|| agnes_runtime::signature::default_path(&component));
-            let sig: Value = serde_json::from_slice(&read(&sig_path)?)
-                .with_context(|| format!("{} is not a signature file", sig_path.display()))?;
-            let body = json!({
-                "component_base64": base64::engine::general_purpose::STANDARD.encode(read(&component)?),
-                "manifest": String::from_utf8(read(&manifest)?).context("connector.toml is not UTF-8")?,
-                "signature": sig,
-            });
+            let body = signed_upload(&component, &manifest, signature)?;
             act(
                 server,
                 "POST",

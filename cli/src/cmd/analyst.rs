@@ -18,6 +18,12 @@ pub struct InitArgs {
     /// Directory of the new workspace (default: the current directory).
     #[arg(long, default_value = ".")]
     dir: PathBuf,
+    /// Register the server's plugin marketplace with Claude Code: git is told to send your
+    /// token to the marketplace URL only (`http.<url>.extraHeader` in your global git
+    /// config), then `claude plugin marketplace add <url>` runs if `claude` is installed.
+    /// Without it, init prints the two commands.
+    #[arg(long)]
+    register_marketplace: bool,
 }
 
 /// Verifies the token, saves the credentials, creates the workspace.
@@ -42,18 +48,58 @@ pub fn init(args: InitArgs, out: &Output) -> Result<()> {
     };
     let ws = Workspace::create(&args.dir)?;
     let claude_md = write_claude_md(&client, &ws.root)?;
+    let marketplace = marketplace(&client, args.register_marketplace)?;
     out.print(
         || {
             format!(
-                "workspace ready in {}; {} tables available{}; CLAUDE.md {claude_md}\nnext: agnes pull, then agnes catalog → agnes schema <t> → agnes describe <t> → agnes query \"...\"",
+                "workspace ready in {}; {} tables available{}; CLAUDE.md {claude_md}\nnext: agnes pull, then agnes catalog → agnes schema <t> → agnes describe <t> → agnes query \"...\"{}",
                 ws.root.display(),
                 manifest.tables.len(),
-                config_dir.as_ref().map(|d| format!("; credentials saved in {}", d.display())).unwrap_or_default()
+                config_dir.as_ref().map(|d| format!("; credentials saved in {}", d.display())).unwrap_or_default(),
+                marketplace.as_ref().map(|m| format!("\n{}", m["text"].as_str().unwrap_or_default())).unwrap_or_default()
             )
         },
-        || json!({"workspace": ws.root, "tables": manifest.tables.len(), "config_dir": config_dir, "claude_md": claude_md}),
+        || json!({"workspace": ws.root, "tables": manifest.tables.len(), "config_dir": config_dir, "claude_md": claude_md, "marketplace": marketplace}),
     );
     Ok(())
+}
+
+/// The server's plugin marketplace for this user: what to run to register it with Claude
+/// Code, or (with `register`) run it. `None` when the server has no marketplace endpoint.
+fn marketplace(client: &crate::client::Client, register: bool) -> Result<Option<Value>> {
+    let Ok(info) = client.get::<Value>("/marketplace/info") else {
+        return Ok(None);
+    };
+    let url = client.url("/marketplace.git");
+    let plugins = info["plugins"].as_array().map_or(0, Vec::len);
+    let name = info["name"].as_str().unwrap_or("agnes").to_string();
+    let header_key = format!("http.{url}.extraHeader");
+    let add = format!("claude plugin marketplace add {url}");
+    if !register {
+        let text = format!(
+            "plugin marketplace `{name}`: {plugins} plugin(s) for you; register it with Claude Code once (or rerun init with --register-marketplace):\n  git config --global {header_key} \"Authorization: Bearer <your token>\"\n  {add}"
+        );
+        return Ok(Some(json!({"name": name, "url": url, "plugins": plugins, "registered": false, "text": text})));
+    }
+    let status = std::process::Command::new("git")
+        .args(["config", "--global", "--replace-all", &header_key, &format!("Authorization: {}", client.authorization())])
+        .status()
+        .context("running git config")?;
+    if !status.success() {
+        bail!("git config --global {header_key} failed ({status})");
+    }
+    let claude = std::process::Command::new("claude")
+        .args(["plugin", "marketplace", "add", &url])
+        .output();
+    let (added, text) = match claude {
+        Ok(o) if o.status.success() => (true, format!("plugin marketplace `{name}` ({plugins} plugin(s)) registered with Claude Code: install with `/plugin install <plugin>@{name}`")),
+        Ok(o) => (false, format!(
+            "git now authenticates to {url}; `{add}` failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(_) => (false, format!("git now authenticates to {url}; Claude Code is not on PATH: run `{add}` once it is")),
+    };
+    Ok(Some(json!({"name": name, "url": url, "plugins": plugins, "registered": added, "git_configured": true, "text": text})))
 }
 
 /// The first line of a CLAUDE.md that `agnes init` wrote (and may rewrite).

@@ -24,6 +24,15 @@ use crate::store::Principal;
 pub struct MarketplaceState {
     pub(crate) sync_lock: tokio::sync::Mutex<()>,
     pub(crate) git_slots: tokio::sync::Semaphore,
+    /// A scheduled pass over the marketplaces is under way (the scheduler starts one at a
+    /// time, in the background, so a slow fetch never delays source syncs).
+    pub(crate) scheduled: std::sync::atomic::AtomicBool,
+}
+
+impl MarketplaceState {
+    pub(crate) fn scheduled_sync_running(&self) -> bool {
+        self.scheduled.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl Default for MarketplaceState {
@@ -31,6 +40,7 @@ impl Default for MarketplaceState {
         MarketplaceState {
             sync_lock: tokio::sync::Mutex::new(()),
             git_slots: tokio::sync::Semaphore::new(GIT_CONCURRENCY),
+            scheduled: Default::default(),
         }
     }
 }

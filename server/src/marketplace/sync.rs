@@ -189,6 +189,41 @@ pub async fn sync(state: &AppState, name: &str) -> ApiResult<SyncReport> {
     outcome
 }
 
+/// Syncs every marketplace whose schedule is due (one interval after its last attempt,
+/// successful or not), one after another. The scheduler calls it in the background.
+pub async fn sync_due(state: &AppState) -> ApiResult<Vec<String>> {
+    use std::sync::atomic::Ordering;
+    if state.marketplace.scheduled.swap(true, Ordering::SeqCst) {
+        return Ok(Vec::new());
+    }
+    struct Done<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::SeqCst);
+        }
+    }
+    let _done = Done(&state.marketplace.scheduled);
+    let now = chrono::Utc::now().naive_utc();
+    let mut synced = Vec::new();
+    for m in state.store.list_marketplaces().await? {
+        let Some(Ok(every)) = m.spec.schedule.as_deref().map(crate::store::parse_schedule) else {
+            continue;
+        };
+        let last = m
+            .last_attempt_at
+            .as_deref()
+            .and_then(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f").ok());
+        if last.is_some_and(|at| (now - at).num_seconds() < every.as_secs() as i64) {
+            continue;
+        }
+        if let Err(e) = sync(state, &m.spec.name).await {
+            tracing::warn!(marketplace = %m.spec.name, error = %e.detail(), "scheduled marketplace sync failed");
+        }
+        synced.push(m.spec.name);
+    }
+    Ok(synced)
+}
+
 async fn fetch_and_store(state: &AppState, m: &Marketplace) -> ApiResult<SyncReport> {
     let config = egress(state, m).await?;
     let scratch = tempfile::Builder::new()
