@@ -15,7 +15,7 @@ case "$MODE" in
 esac
 
 cargo build --release -p agnes
-cargo build --release -p agnes-tests --example bench --example static_server --example http_json_1m --example postgres_bench --example sql_bench --example web_bench
+cargo build --release -p agnes-tests --example bench --example static_server --example http_json_1m --example postgres_bench --example sql_bench --example web_bench --example marketplace_bench
 export AGNES="$CARGO_TARGET_DIR/release/agnes"
 examples="$CARGO_TARGET_DIR/release/examples"
 out="$(mktemp)"
@@ -54,6 +54,7 @@ trap 'rm -f "$out"' EXIT
   "$examples/postgres_bench" "$PG_ROWS" 3
   "$examples/sql_bench" "$SQL_FACTS" 100000 3
   "$examples/web_bench" 100 10 200
+  "$examples/marketplace_bench" 200 20 3
 } | tee "$out"
 
 python3 - "$out" docs/benchmarks.md <<'PY'

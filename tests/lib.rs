@@ -4,6 +4,7 @@
 include!(concat!(env!("OUT_DIR"), "/components.rs"));
 
 pub mod pg;
+pub mod upstream;
 pub mod web_client;
 
 use std::path::{Path, PathBuf};

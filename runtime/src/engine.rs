@@ -26,7 +26,8 @@ pub struct LoadedComponent {
     /// instantiation; every later one reuses it).
     pub(crate) pre: Arc<std::sync::OnceLock<crate::world::Pre>>,
     /// The same, for a reviewer (the `agnes:hook` world).
-    pub(crate) hook_pre: Arc<std::sync::OnceLock<crate::hook::bindings::ReviewerPre<crate::hook::HookState>>>,
+    pub(crate) hook_pre:
+        Arc<std::sync::OnceLock<crate::hook::bindings::ReviewerPre<crate::hook::HookState>>>,
 }
 
 impl LoadedComponent {

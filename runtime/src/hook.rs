@@ -379,7 +379,8 @@ impl Runtime {
                 component.hook_pre.get().expect("set above")
             }
         };
-        let memory = usize::try_from(limits.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        let memory =
+            usize::try_from(limits.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         let state = HookState {
             wasi: WasiCtxBuilder::new()
                 .allow_tcp(false)

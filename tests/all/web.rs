@@ -34,8 +34,9 @@ pub(crate) fn server() -> TestServer {
     s
 }
 
-const ADMIN_PAGES: [&str; 8] = [
+const ADMIN_PAGES: [&str; 9] = [
     "/admin",
+    "/admin/marketplace",
     "/admin/metrics",
     "/admin/sources",
     "/admin/sources/demo",

@@ -375,11 +375,17 @@ pub enum MarketplaceCmd {
     },
     List,
     /// One marketplace and its plugins.
-    Show { name: String },
+    Show {
+        name: String,
+    },
     /// Fetch it now: new bundles are reviewed; what was approved keeps being served.
-    Sync { name: String },
+    Sync {
+        name: String,
+    },
     /// Unregister it: its plugins stop being served.
-    Remove { name: String },
+    Remove {
+        name: String,
+    },
     /// The review queue: plugins held for a decision (or every plugin with `--all`).
     Plugins {
         #[arg(long)]
@@ -391,12 +397,20 @@ pub enum MarketplaceCmd {
         plugin: String,
     },
     /// Serve the newest version of MARKETPLACE/PLUGIN (audited, whatever the reviewers said).
-    Approve { plugin: String },
+    Approve {
+        plugin: String,
+    },
     /// Refuse the newest version of MARKETPLACE/PLUGIN (the approved one stays served).
-    Reject { plugin: String },
+    Reject {
+        plugin: String,
+    },
     /// Stop serving MARKETPLACE/PLUGIN at all.
-    Disable { plugin: String },
-    Enable { plugin: String },
+    Disable {
+        plugin: String,
+    },
+    Enable {
+        plugin: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -1196,12 +1210,27 @@ fn marketplace(cmd: MarketplaceCmd, server: &ServerArgs, out: &Output) -> Result
             s(&p["name"]),
             s(&p["status"]),
             s(&p["verdict"]),
-            if p["approved"].is_null() { "nothing".to_string() } else { s(&p["approved_version"]).to_string() + " (approved)" },
-            p["reason"].as_str().map(|r| format!("\n    {r}")).unwrap_or_default()
+            if p["approved"].is_null() {
+                "nothing".to_string()
+            } else {
+                s(&p["approved_version"]).to_string() + " (approved)"
+            },
+            p["reason"]
+                .as_str()
+                .map(|r| format!("\n    {r}"))
+                .unwrap_or_default()
         )
     };
     match cmd {
-        MarketplaceCmd::Add { name, url, git_ref, token_env, token_file, allow_private, schedule } => {
+        MarketplaceCmd::Add {
+            name,
+            url,
+            git_ref,
+            token_env,
+            token_file,
+            allow_private,
+            schedule,
+        } => {
             let mut body = json!({"name": name, "url": url, "allow_private": allow_private});
             if let Some(r) = git_ref {
                 body["ref"] = json!(r);
@@ -1214,59 +1243,126 @@ fn marketplace(cmd: MarketplaceCmd, server: &ServerArgs, out: &Output) -> Result
                 (_, Some(f)) => body["token"] = json!({"file": f}),
                 _ => {}
             }
-            act(server, "POST", "/api/admin/marketplaces", Some(body), out, |r| {
-                let sync = &r["sync"];
-                if sync["ok"] == true {
-                    let plugins = list(&sync["report"], "plugins");
-                    let mut text = format!("registered {name}; synced commit {}: {} plugins", s(&sync["report"]["commit"]), plugins.len());
-                    for p in plugins {
-                        text.push_str(&format!("\n  {}  {}  {}", s(&p["name"]), s(&p["status"]), s(&p["verdict"])));
+            act(
+                server,
+                "POST",
+                "/api/admin/marketplaces",
+                Some(body),
+                out,
+                |r| {
+                    let sync = &r["sync"];
+                    if sync["ok"] == true {
+                        let plugins = list(&sync["report"], "plugins");
+                        let mut text = format!(
+                            "registered {name}; synced commit {}: {} plugins",
+                            s(&sync["report"]["commit"]),
+                            plugins.len()
+                        );
+                        for p in plugins {
+                            text.push_str(&format!(
+                                "\n  {}  {}  {}",
+                                s(&p["name"]),
+                                s(&p["status"]),
+                                s(&p["verdict"])
+                            ));
+                        }
+                        text
+                    } else {
+                        format!("registered {name}; the sync failed: {}", s(&sync["error"]))
                     }
-                    text
-                } else {
-                    format!("registered {name}; the sync failed: {}", s(&sync["error"]))
-                }
-            })
+                },
+            )
         }
         MarketplaceCmd::List => listing(
             server,
             "/api/admin/marketplaces",
             "marketplaces",
             out,
-            &["name", "url", "ref", "commit", "synced", "plugins", "served", "held", "error"],
-            |m| pick(m, &["name", "url", "ref", "commit", "synced_at", "plugins", "served", "held", "error"]),
+            &[
+                "name", "url", "ref", "commit", "synced", "plugins", "served", "held", "error",
+            ],
+            |m| {
+                pick(
+                    m,
+                    &[
+                        "name",
+                        "url",
+                        "ref",
+                        "commit",
+                        "synced_at",
+                        "plugins",
+                        "served",
+                        "held",
+                        "error",
+                    ],
+                )
+            },
         ),
-        MarketplaceCmd::Show { name } => act(server, "GET", &format!("/api/admin/marketplaces/{}", encode(&name)), None, out, |r| {
-            let m = &r["marketplace"];
-            let mut text = format!("{}  {}  ref {}  commit {}  synced {}", s(&m["name"]), s(&m["url"]), s(&m["ref"]), s(&m["commit"]), s(&m["synced_at"]));
-            if !m["error"].is_null() {
-                text.push_str(&format!("\n  last sync failed: {}", s(&m["error"])));
-            }
-            for p in list(r, "plugins") {
-                text.push_str(&format!("\n  {}", plugin_line(p)));
-            }
-            text
-        }),
-        MarketplaceCmd::Sync { name } => act(server, "POST", &format!("/api/admin/marketplaces/{}/sync", encode(&name)), None, out, |r| {
-            let report = &r["report"];
-            let mut text = format!("synced {name} at {}", s(&report["commit"]));
-            for p in list(report, "plugins") {
-                text.push_str(&format!(
-                    "\n  {}  {}  {}{}",
-                    s(&p["name"]),
-                    s(&p["status"]),
-                    s(&p["verdict"]),
-                    if p["changed"] == true { "  (new version)" } else { "" }
-                ));
-            }
-            for removed in list(report, "removed") {
-                text.push_str(&format!("\n  {}  removed", s(removed)));
-            }
-            text
-        }),
-        MarketplaceCmd::Remove { name } => act(server, "DELETE", &format!("/api/admin/marketplaces/{}", encode(&name)), None, out, |_| format!("removed {name}")),
+        MarketplaceCmd::Show { name } => act(
+            server,
+            "GET",
+            &format!("/api/admin/marketplaces/{}", encode(&name)),
+            None,
+            out,
+            |r| {
+                let m = &r["marketplace"];
+                let mut text = format!(
+                    "{}  {}  ref {}  commit {}  synced {}",
+                    s(&m["name"]),
+                    s(&m["url"]),
+                    s(&m["ref"]),
+                    s(&m["commit"]),
+                    s(&m["synced_at"])
+                );
+                if !m["error"].is_null() {
+                    text.push_str(&format!("\n  last sync failed: {}", s(&m["error"])));
+                }
+                for p in list(r, "plugins") {
+                    text.push_str(&format!("\n  {}", plugin_line(p)));
+                }
+                text
+            },
+        ),
+        MarketplaceCmd::Sync { name } => act(
+            server,
+            "POST",
+            &format!("/api/admin/marketplaces/{}/sync", encode(&name)),
+            None,
+            out,
+            |r| {
+                let report = &r["report"];
+                let mut text = format!("synced {name} at {}", s(&report["commit"]));
+                for p in list(report, "plugins") {
+                    text.push_str(&format!(
+                        "\n  {}  {}  {}{}",
+                        s(&p["name"]),
+                        s(&p["status"]),
+                        s(&p["verdict"]),
+                        if p["changed"] == true {
+                            "  (new version)"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
+                for removed in list(report, "removed") {
+                    text.push_str(&format!("\n  {}  removed", s(removed)));
+                }
+                text
+            },
+        ),
+        MarketplaceCmd::Remove { name } => act(
+            server,
+            "DELETE",
+            &format!("/api/admin/marketplaces/{}", encode(&name)),
+            None,
+            out,
+            |_| format!("removed {name}"),
+        ),
         MarketplaceCmd::Plugins { all } => {
-            let v = server.client()?.call("GET", "/api/admin/marketplace/plugins", None)?;
+            let v = server
+                .client()?
+                .call("GET", "/api/admin/marketplace/plugins", None)?;
             let held = |p: &&Value| all || p["status"] == "pending" || p["status"] == "denied";
             let items: Vec<Value> = list(&v, "plugins").iter().filter(held).cloned().collect();
             let lines: Vec<String> = items.iter().map(plugin_line).collect();
@@ -1282,27 +1378,47 @@ fn marketplace(cmd: MarketplaceCmd, server: &ServerArgs, out: &Output) -> Result
             );
             Ok(())
         }
-        MarketplaceCmd::Review { plugin } => act(server, "GET", &format!("/api/admin/marketplace/plugins/{}", plugin_path(&plugin)?), None, out, |r| {
-            let mut text = plugin_line(&r["plugin"]);
-            for review in list(r, "reviews") {
-                text.push_str(&format!("\n  reviewer {}: {}", s(&review["reviewer"]), s(&review["verdict"])));
-                if !review["failure"].is_null() {
-                    text.push_str(&format!(" (failed: {})", s(&review["failure"])));
+        MarketplaceCmd::Review { plugin } => act(
+            server,
+            "GET",
+            &format!("/api/admin/marketplace/plugins/{}", plugin_path(&plugin)?),
+            None,
+            out,
+            |r| {
+                let mut text = plugin_line(&r["plugin"]);
+                for review in list(r, "reviews") {
+                    text.push_str(&format!(
+                        "\n  reviewer {}: {}",
+                        s(&review["reviewer"]),
+                        s(&review["verdict"])
+                    ));
+                    if !review["failure"].is_null() {
+                        text.push_str(&format!(" (failed: {})", s(&review["failure"])));
+                    }
+                    for f in list(review, "findings") {
+                        let at = list(f, "spans")
+                            .first()
+                            .map(|sp| format!(" at {}:{}", s(&sp["path"]), s(&sp["start"])))
+                            .unwrap_or_default();
+                        text.push_str(&format!(
+                            "\n    [{}] {} {}{at}\n      {}",
+                            s(&f["severity"]),
+                            s(&f["rule"]),
+                            s(&f["title"]),
+                            s(&f["detail"])
+                        ));
+                    }
                 }
-                for f in list(review, "findings") {
-                    let at = list(f, "spans").first().map(|sp| format!(" at {}:{}", s(&sp["path"]), s(&sp["start"]))).unwrap_or_default();
-                    text.push_str(&format!("\n    [{}] {} {}{at}\n      {}", s(&f["severity"]), s(&f["rule"]), s(&f["title"]), s(&f["detail"])));
+                let changes = list(r, "changes_since_approved");
+                if !changes.is_empty() {
+                    text.push_str("\n  changes since the approved version:");
+                    for c in changes {
+                        text.push_str(&format!("\n    {}", s(c)));
+                    }
                 }
-            }
-            let changes = list(r, "changes_since_approved");
-            if !changes.is_empty() {
-                text.push_str("\n  changes since the approved version:");
-                for c in changes {
-                    text.push_str(&format!("\n    {}", s(c)));
-                }
-            }
-            text
-        }),
+                text
+            },
+        ),
         decision => {
             let (action, plugin) = match decision {
                 MarketplaceCmd::Approve { plugin } => ("approve", plugin),
@@ -1311,37 +1427,68 @@ fn marketplace(cmd: MarketplaceCmd, server: &ServerArgs, out: &Output) -> Result
                 MarketplaceCmd::Enable { plugin } => ("enable", plugin),
                 _ => unreachable!("every other command is matched above"),
             };
-            act(server, "POST", &format!("/api/admin/marketplace/plugins/{}/{action}", plugin_path(&plugin)?), None, out, |r| {
-                format!("{action}d {plugin}: {}", plugin_line(&r["plugin"]))
-            })
+            act(
+                server,
+                "POST",
+                &format!(
+                    "/api/admin/marketplace/plugins/{}/{action}",
+                    plugin_path(&plugin)?
+                ),
+                None,
+                out,
+                |r| format!("{action}d {plugin}: {}", plugin_line(&r["plugin"])),
+            )
         }
     }
 }
 
 fn reviewer(cmd: ReviewerCmd, server: &ServerArgs, out: &Output) -> Result<()> {
     match cmd {
-        ReviewerCmd::Upload { component, manifest, signature } => {
+        ReviewerCmd::Upload {
+            component,
+            manifest,
+            signature,
+        } => {
             let body = signed_upload(&component, &manifest, signature)?;
-            act(server, "POST", "/api/admin/reviewers", Some(body), out, |r| {
-                let rv = &r["reviewer"];
-                format!(
-                    "uploaded reviewer {}@{} (digest {}, signed by {}); it reviewed {} plugin(s)",
-                    s(&rv["name"]),
-                    s(&rv["version"]),
-                    s(&rv["digest"]),
-                    s(&rv["key_id"]),
-                    s(&r["plugins_reviewed"])
-                )
-            })
+            act(
+                server,
+                "POST",
+                "/api/admin/reviewers",
+                Some(body),
+                out,
+                |r| {
+                    let rv = &r["reviewer"];
+                    format!(
+                        "uploaded reviewer {}@{} (digest {}, signed by {}); it reviewed {} plugin(s)",
+                        s(&rv["name"]),
+                        s(&rv["version"]),
+                        s(&rv["digest"]),
+                        s(&rv["key_id"]),
+                        s(&r["plugins_reviewed"])
+                    )
+                },
+            )
         }
         ReviewerCmd::List => listing(
             server,
             "/api/admin/reviewers",
             "reviewers",
             out,
-            &["reviewer", "version", "enabled", "digest", "signer", "uploaded", "imports"],
+            &[
+                "reviewer", "version", "enabled", "digest", "signer", "uploaded", "imports",
+            ],
             |r| {
-                let mut row = pick(r, &["name", "version", "enabled", "digest", "key_id", "uploaded_at"]);
+                let mut row = pick(
+                    r,
+                    &[
+                        "name",
+                        "version",
+                        "enabled",
+                        "digest",
+                        "key_id",
+                        "uploaded_at",
+                    ],
+                );
                 row.push(joined(r, "imports"));
                 row
             },

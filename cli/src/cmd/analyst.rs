@@ -79,10 +79,18 @@ fn marketplace(client: &crate::client::Client, register: bool) -> Result<Option<
         let text = format!(
             "plugin marketplace `{name}`: {plugins} plugin(s) for you; register it with Claude Code once (or rerun init with --register-marketplace):\n  git config --global {header_key} \"Authorization: Bearer <your token>\"\n  {add}"
         );
-        return Ok(Some(json!({"name": name, "url": url, "plugins": plugins, "registered": false, "text": text})));
+        return Ok(Some(
+            json!({"name": name, "url": url, "plugins": plugins, "registered": false, "text": text}),
+        ));
     }
     let status = std::process::Command::new("git")
-        .args(["config", "--global", "--replace-all", &header_key, &format!("Authorization: {}", client.authorization())])
+        .args([
+            "config",
+            "--global",
+            "--replace-all",
+            &header_key,
+            &format!("Authorization: {}", client.authorization()),
+        ])
         .status()
         .context("running git config")?;
     if !status.success() {
@@ -92,14 +100,29 @@ fn marketplace(client: &crate::client::Client, register: bool) -> Result<Option<
         .args(["plugin", "marketplace", "add", &url])
         .output();
     let (added, text) = match claude {
-        Ok(o) if o.status.success() => (true, format!("plugin marketplace `{name}` ({plugins} plugin(s)) registered with Claude Code: install with `/plugin install <plugin>@{name}`")),
-        Ok(o) => (false, format!(
-            "git now authenticates to {url}; `{add}` failed: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(_) => (false, format!("git now authenticates to {url}; Claude Code is not on PATH: run `{add}` once it is")),
+        Ok(o) if o.status.success() => (
+            true,
+            format!(
+                "plugin marketplace `{name}` ({plugins} plugin(s)) registered with Claude Code: install with `/plugin install <plugin>@{name}`"
+            ),
+        ),
+        Ok(o) => (
+            false,
+            format!(
+                "git now authenticates to {url}; `{add}` failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+        ),
+        Err(_) => (
+            false,
+            format!(
+                "git now authenticates to {url}; Claude Code is not on PATH: run `{add}` once it is"
+            ),
+        ),
     };
-    Ok(Some(json!({"name": name, "url": url, "plugins": plugins, "registered": added, "git_configured": true, "text": text})))
+    Ok(Some(
+        json!({"name": name, "url": url, "plugins": plugins, "registered": added, "git_configured": true, "text": text}),
+    ))
 }
 
 /// The first line of a CLAUDE.md that `agnes init` wrote (and may rewrite).

@@ -50,7 +50,8 @@ pub fn put<T: Serialize>(
         1 => format!("INSERT OR REPLACE INTO {} VALUES (?, ?)", docs.table()),
         _ => format!("INSERT OR REPLACE INTO {} VALUES (?, ?, ?)", docs.table()),
     };
-    let mut params: Vec<&dyn duckdb::ToSql> = keys.iter().map(|k| k as &dyn duckdb::ToSql).collect();
+    let mut params: Vec<&dyn duckdb::ToSql> =
+        keys.iter().map(|k| k as &dyn duckdb::ToSql).collect();
     params.push(&doc);
     conn.execute(&sql, params.as_slice())?;
     Ok(())
@@ -58,10 +59,7 @@ pub fn put<T: Serialize>(
 
 /// Every record, in key order.
 pub fn list<T: DeserializeOwned>(conn: &duckdb::Connection, docs: Docs) -> ApiResult<Vec<T>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT doc FROM {} ORDER BY ALL",
-        docs.table()
-    ))?;
+    let mut stmt = conn.prepare(&format!("SELECT doc FROM {} ORDER BY ALL", docs.table()))?;
     let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
     let mut out = Vec::new();
     for doc in rows {

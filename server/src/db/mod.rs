@@ -409,7 +409,8 @@ impl Store for Db {
     }
 
     async fn list_marketplaces(&self) -> ApiResult<Vec<Marketplace>> {
-        self.call(|c| marketplace::list(c, Docs::Marketplaces)).await
+        self.call(|c| marketplace::list(c, Docs::Marketplaces))
+            .await
     }
 
     async fn delete_marketplace(&self, name: &str) -> ApiResult<usize> {
@@ -439,10 +440,8 @@ impl Store for Db {
 
     async fn put_review(&self, r: &PluginReview) -> ApiResult<()> {
         owned!(r);
-        self.call(move |c| {
-            marketplace::put(c, Docs::Reviews, &[&r.bundle, &r.reviewer_digest], &r)
-        })
-        .await
+        self.call(move |c| marketplace::put(c, Docs::Reviews, &[&r.bundle, &r.reviewer_digest], &r))
+            .await
     }
 
     async fn list_reviews(&self) -> ApiResult<Vec<PluginReview>> {

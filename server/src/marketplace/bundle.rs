@@ -43,7 +43,9 @@ pub fn safe_path(path: &str) -> bool {
         && !path.starts_with('/')
         && !path.contains('\\')
         && !path.chars().any(char::is_control)
-        && path.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 /// Writes a bundle (if it is not already stored) and returns its digest. `files` must be
@@ -83,10 +85,12 @@ pub fn write(data_dir: &Path, files: &[(BundleFile, Vec<u8>)]) -> std::io::Resul
 pub fn open(data_dir: &Path, digest: &str) -> std::io::Result<Bundle> {
     let dir = dir(data_dir, digest)
         .ok_or_else(|| std::io::Error::other(format!("`{digest}` is not a bundle digest")))?;
-    let files: Vec<BundleFile> =
-        serde_json::from_slice(&std::fs::read(dir.join("files.json"))?).map_err(std::io::Error::other)?;
+    let files: Vec<BundleFile> = serde_json::from_slice(&std::fs::read(dir.join("files.json"))?)
+        .map_err(std::io::Error::other)?;
     if files.iter().any(|f| !safe_path(&f.path)) {
-        return Err(std::io::Error::other(format!("bundle {digest} lists an unsafe path")));
+        return Err(std::io::Error::other(format!(
+            "bundle {digest} lists an unsafe path"
+        )));
     }
     Ok(Bundle {
         root: dir.join("tree"),
@@ -100,7 +104,17 @@ mod tests {
 
     #[test]
     fn unsafe_paths_are_refused() {
-        for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", "./a", "a\\b", "a\nb", "a/."] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            "./a",
+            "a\\b",
+            "a\nb",
+            "a/.",
+        ] {
             assert!(!safe_path(bad), "{bad:?}");
         }
         for good in ["a", "a/b.md", ".claude-plugin/plugin.json", "x/..y"] {

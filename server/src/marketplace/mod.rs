@@ -207,8 +207,8 @@ pub fn granted(principal: &Principal, plugin: &Plugin) -> bool {
     principal.grants.iter().any(|(t, id)| {
         t == "marketplace_plugin"
             && (id == "*"
-                || id
-                    .split_once('/')
-                    .is_some_and(|(m, p)| m == plugin.marketplace && (p == "*" || p == plugin.name)))
+                || id.split_once('/').is_some_and(|(m, p)| {
+                    m == plugin.marketplace && (p == "*" || p == plugin.name)
+                }))
     })
 }

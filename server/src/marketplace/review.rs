@@ -95,7 +95,9 @@ pub async fn reviews_of(
         let current = match &current {
             Some(b) => b.clone(),
             None => {
-                let b = Arc::new(bundle::open(&state.config.data_dir, digest).map_err(ApiError::internal)?);
+                let b = Arc::new(
+                    bundle::open(&state.config.data_dir, digest).map_err(ApiError::internal)?,
+                );
                 current = Some(b.clone());
                 b
             }
@@ -158,10 +160,15 @@ pub async fn settle(
         .max();
     plugin.verdict = Some(combined.map_or("unreviewed", Verdict::as_str).to_string());
     let decided_by_admin = plugin.decided_by.as_deref().is_some_and(|b| b != REVIEW);
-    if plugin.approved.as_deref() == Some(&digest)
-        || (plugin.status == status::REJECTED && decided_by_admin)
-    {
-        return Ok(()); // an admin (or an earlier review) decided on this very bundle
+    if plugin.approved.as_deref() == Some(&digest) {
+        // this very bundle was approved before (by an admin or a review), e.g. upstream
+        // went back to it after a held update
+        plugin.status = status::APPROVED.into();
+        plugin.reason = None;
+        return Ok(());
+    }
+    if plugin.status == status::REJECTED && decided_by_admin {
+        return Ok(()); // an admin refused this very bundle
     }
     let failed = reviews.iter().filter(|r| r.failure.is_some()).count();
     match combined {
@@ -175,7 +182,9 @@ pub async fn settle(
         }
         Some(Verdict::Deny) => {
             plugin.status = status::DENIED.into();
-            plugin.reason = Some("a reviewer denied it; an admin may approve it after reading the findings".into());
+            plugin.reason = Some(
+                "a reviewer denied it; an admin may approve it after reading the findings".into(),
+            );
         }
         Some(Verdict::Flag) => {
             plugin.status = status::PENDING.into();
@@ -187,7 +196,8 @@ pub async fn settle(
         }
         None => {
             plugin.status = status::PENDING.into();
-            plugin.reason = Some("no reviewer is configured: every new version waits for an admin".into());
+            plugin.reason =
+                Some("no reviewer is configured: every new version waits for an admin".into());
         }
     }
     Ok(())

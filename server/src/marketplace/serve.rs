@@ -95,7 +95,11 @@ pub async fn view(state: &AppState, principal: &Principal) -> ApiResult<View> {
             let digest = p.approved.clone().expect("filtered");
             let bundle = bundle::open(&data_dir, &digest).map_err(ApiError::internal)?;
             let dir = p.served_name();
-            let entry = if names[&p.name] > 1 { dir.clone() } else { p.name.clone() };
+            let entry = if names[&p.name] > 1 {
+                dir.clone()
+            } else {
+                p.name.clone()
+            };
             h.update(format!(
                 "{dir} {entry} {digest} {} {}\n",
                 p.approved_version.as_deref().unwrap_or(""),
@@ -195,7 +199,8 @@ pub async fn zip(state: &AppState, view: View) -> ApiResult<PathBuf> {
                 .unix_permissions(if executable { 0o755 } else { 0o644 })
         };
         let fail = |e: zip::result::ZipError| ApiError::Internal(format!("writing the zip: {e}"));
-        zip.start_file(".claude-plugin/marketplace.json", options(false)).map_err(fail)?;
+        zip.start_file(".claude-plugin/marketplace.json", options(false))
+            .map_err(fail)?;
         zip.write_all(&manifest).map_err(ApiError::internal)?;
         for (name, executable, from) in files(&view) {
             zip.start_file(name, options(executable)).map_err(fail)?;
@@ -255,7 +260,11 @@ pub async fn repository(state: &AppState, view: View) -> ApiResult<PathBuf> {
         .map_err(ApiError::internal)?;
     let mut stdin = child.stdin.take().expect("piped");
     let mut entries = vec![(".claude-plugin/marketplace.json".to_string(), false, None)];
-    entries.extend(files(&view).into_iter().map(|(p, x, from)| (p, x, Some(from))));
+    entries.extend(
+        files(&view)
+            .into_iter()
+            .map(|(p, x, from)| (p, x, Some(from))),
+    );
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     let writer = async {
         let mut commit = String::new();
@@ -310,7 +319,10 @@ pub async fn repository(state: &AppState, view: View) -> ApiResult<PathBuf> {
 
 /// A path as fast-import reads it: quoted C-style when it has a special character.
 fn quote_path(path: &str) -> String {
-    if path.bytes().all(|b| b > b' ' && b != b'"' && b != b'\\' && b < 0x7f) {
+    if path
+        .bytes()
+        .all(|b| b > b' ' && b != b'"' && b != b'\\' && b < 0x7f)
+    {
         return path.to_string();
     }
     let mut out = String::from("\"");
@@ -373,7 +385,11 @@ pub async fn http_backend(
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    if protocol.bytes().all(|b| b.is_ascii_alphanumeric() || b"=:._-".contains(&b)) && !protocol.is_empty() {
+    if protocol
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"=:._-".contains(&b))
+        && !protocol.is_empty()
+    {
         cmd.env("GIT_PROTOCOL", protocol);
     }
     if encoding == "gzip" {
@@ -410,10 +426,16 @@ fn cgi_response(out: Vec<u8>) -> ApiResult<axum::response::Response> {
     let mut response = axum::response::Response::builder();
     let mut status = 200u16;
     for line in head.lines() {
-        let Some((k, v)) = line.split_once(':') else { continue };
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
         let (k, v) = (k.trim(), v.trim());
         if k.eq_ignore_ascii_case("status") {
-            status = v.split_whitespace().next().and_then(|s| s.parse().ok()).unwrap_or(500);
+            status = v
+                .split_whitespace()
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(500);
         } else {
             response = response.header(k, v);
         }

@@ -85,10 +85,20 @@ async fn run(mut cmd: tokio::process::Command, what: &str) -> ApiResult<Vec<u8>>
 /// it (protocol allow-list, pinned resolution, no redirects).
 async fn egress(state: &AppState, m: &Marketplace) -> ApiResult<Vec<(String, String)>> {
     let url = &m.spec.url;
-    let uri: axum::http::Uri = url
-        .parse()
-        .map_err(|_| ApiError::BadRequest(format!("marketplace url `{url}` is not a URL")))?;
-    let scheme = uri.scheme_str().unwrap_or_default().to_ascii_lowercase();
+    let authority = url
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
+    if authority.contains('@') {
+        return Err(ApiError::BadRequest(format!(
+            "marketplace url `{}`: put credentials in `token` (a secret), not in the URL",
+            agnes_runtime::names::sanitized(url.split_once("://").map_or("", |(s, _)| s), 10)
+                + "://…"
+        )));
+    }
+    let scheme = url
+        .split_once("://")
+        .map_or("", |(s, _)| s)
+        .to_ascii_lowercase();
     let mut config = vec![
         ("protocol.allow".to_string(), "never".to_string()),
         ("http.followRedirects".into(), "false".into()),
@@ -112,11 +122,9 @@ async fn egress(state: &AppState, m: &Marketplace) -> ApiResult<Vec<(String, Str
             )));
         }
     }
-    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        return Err(ApiError::BadRequest(format!(
-            "marketplace url `{url}`: put credentials in `token` (a secret), not in the URL"
-        )));
-    }
+    let uri: axum::http::Uri = url
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("marketplace url `{url}` is not a URL")))?;
     config.push((format!("protocol.{scheme}.allow"), "always".into()));
     let host = uri
         .host()
@@ -131,12 +139,16 @@ async fn egress(state: &AppState, m: &Marketplace) -> ApiResult<Vec<(String, Str
         Some(pinned) => pinned.clone(),
         None => tokio::net::lookup_host((host.as_str(), port))
             .await
-            .map_err(|e| ApiError::BadRequest(format!("marketplace url `{url}`: resolving {host}: {e}")))?
+            .map_err(|e| {
+                ApiError::BadRequest(format!("marketplace url `{url}`: resolving {host}: {e}"))
+            })?
             .map(|a| a.ip())
             .collect(),
     };
     if addrs.is_empty() {
-        return Err(ApiError::BadRequest(format!("marketplace url `{url}`: {host} has no address")));
+        return Err(ApiError::BadRequest(format!(
+            "marketplace url `{url}`: {host} has no address"
+        )));
     }
     if !m.spec.allow_private
         && let Some(ip) = addrs.iter().find(|ip| !agnes_runtime::is_public(**ip))
@@ -153,7 +165,10 @@ async fn egress(state: &AppState, m: &Marketplace) -> ApiResult<Vec<(String, Str
             v4 => v4.to_string(),
         })
         .collect();
-    config.push(("http.curloptResolve".into(), format!("{host}:{port}:{}", list.join(","))));
+    config.push((
+        "http.curloptResolve".into(),
+        format!("{host}:{port}:{}", list.join(",")),
+    ));
     Ok(config)
 }
 
@@ -245,17 +260,23 @@ async fn fetch_and_store(state: &AppState, m: &Marketplace) -> ApiResult<SyncRep
     let mut fetch = git(&repo);
     let mut n = 0;
     for (k, v) in &config {
-        fetch.env(format!("GIT_CONFIG_KEY_{n}"), k).env(format!("GIT_CONFIG_VALUE_{n}"), v);
+        fetch
+            .env(format!("GIT_CONFIG_KEY_{n}"), k)
+            .env(format!("GIT_CONFIG_VALUE_{n}"), v);
         n += 1;
     }
     if let Some(token) = &m.spec.token {
         let value = token
             .reveal(&format!("token of marketplace {}", m.spec.name))
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{value}"));
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{value}"));
         fetch
             .env(format!("GIT_CONFIG_KEY_{n}"), "http.extraHeader")
-            .env(format!("GIT_CONFIG_VALUE_{n}"), format!("Authorization: Basic {basic}"));
+            .env(
+                format!("GIT_CONFIG_VALUE_{n}"),
+                format!("Authorization: Basic {basic}"),
+            );
         n += 1;
     }
     fetch.env("GIT_CONFIG_COUNT", n.to_string());
@@ -263,11 +284,22 @@ async fn fetch_and_store(state: &AppState, m: &Marketplace) -> ApiResult<SyncRep
     if wanted.starts_with('-') || wanted.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(ApiError::BadRequest(format!("ref `{wanted}` is not a ref")));
     }
-    fetch.args(["fetch", "-q", "--depth", "1", "--no-tags", "--", &m.spec.url, &wanted]);
+    fetch.args([
+        "fetch",
+        "-q",
+        "--depth",
+        "1",
+        "--no-tags",
+        "--",
+        &m.spec.url,
+        &wanted,
+    ]);
     run(fetch, &format!("fetching {}", m.spec.url)).await?;
     let mut rev = git(&repo);
     rev.args(["rev-parse", "--verify", "FETCH_HEAD^{commit}"]);
-    let commit = String::from_utf8_lossy(&run(rev, "git rev-parse").await?).trim().to_string();
+    let commit = String::from_utf8_lossy(&run(rev, "git rev-parse").await?)
+        .trim()
+        .to_string();
 
     let mut ls = git(&repo);
     ls.args(["ls-tree", "-r", "-l", "-z", "--full-tree", &commit]);
@@ -275,7 +307,9 @@ async fn fetch_and_store(state: &AppState, m: &Marketplace) -> ApiResult<SyncRep
     let mut tree: BTreeMap<String, TreeEntry> = BTreeMap::new();
     for record in listing.split(|b| *b == 0).filter(|r| !r.is_empty()) {
         let text = String::from_utf8_lossy(record);
-        let Some((meta, path)) = text.split_once('\t') else { continue };
+        let Some((meta, path)) = text.split_once('\t') else {
+            continue;
+        };
         let mut parts = meta.split_whitespace();
         let (Some(mode), Some(_kind), Some(oid), Some(size)) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -305,12 +339,16 @@ async fn fetch_and_store(state: &AppState, m: &Marketplace) -> ApiResult<SyncRep
     }
     let blobs = cat_files(&repo, &[manifest_entry.oid.clone()]).await?;
     let manifest: Value = serde_json::from_slice(&blobs[&manifest_entry.oid]).map_err(|e| {
-        ApiError::BadRequest(format!(".claude-plugin/marketplace.json is not valid JSON: {e}"))
+        ApiError::BadRequest(format!(
+            ".claude-plugin/marketplace.json is not valid JSON: {e}"
+        ))
     })?;
     let entries = manifest
         .get("plugins")
         .and_then(Value::as_array)
-        .ok_or_else(|| ApiError::BadRequest(".claude-plugin/marketplace.json has no `plugins` list".into()))?;
+        .ok_or_else(|| {
+            ApiError::BadRequest(".claude-plugin/marketplace.json has no `plugins` list".into())
+        })?;
     if entries.len() > MAX_PLUGINS {
         return Err(ApiError::BadRequest(format!(
             "marketplace.json lists {} plugins; at most {MAX_PLUGINS}",
@@ -341,7 +379,12 @@ async fn fetch_and_store(state: &AppState, m: &Marketplace) -> ApiResult<SyncRep
             tracing::warn!(marketplace = %m.spec.name, plugin = %agnes_runtime::names::shown(name), "skipping a plugin with an invalid or duplicate name");
             continue;
         }
-        let text = |k: &str| entry.get(k).and_then(Value::as_str).map(|s| s.chars().take(1000).collect::<String>());
+        let text = |k: &str| {
+            entry
+                .get(k)
+                .and_then(Value::as_str)
+                .map(|s| s.chars().take(1000).collect::<String>())
+        };
         let (path, files) = match entry.get("source") {
             Some(Value::String(source)) => {
                 let rel = source.trim_start_matches("./").trim_end_matches('/');
@@ -353,7 +396,10 @@ async fn fetch_and_store(state: &AppState, m: &Marketplace) -> ApiResult<SyncRep
                 (rel, files)
             }
             Some(other) => {
-                let kind = other.get("source").and_then(Value::as_str).unwrap_or("object");
+                let kind = other
+                    .get("source")
+                    .and_then(Value::as_str)
+                    .unwrap_or("object");
                 (
                     String::new(),
                     Err(format!(
@@ -446,10 +492,11 @@ async fn fetch_and_store(state: &AppState, m: &Marketplace) -> ApiResult<SyncRep
                     .collect();
                 p.version = plugin_version(&contents).or(f.version.clone());
                 let data_dir = state.config.data_dir.clone();
-                let digest = tokio::task::spawn_blocking(move || bundle::write(&data_dir, &contents))
-                    .await
-                    .map_err(ApiError::internal)?
-                    .map_err(ApiError::internal)?;
+                let digest =
+                    tokio::task::spawn_blocking(move || bundle::write(&data_dir, &contents))
+                        .await
+                        .map_err(ApiError::internal)?
+                        .map_err(ApiError::internal)?;
                 if p.bundle.as_deref() != Some(&digest) || p.status == status::REFUSED {
                     p.bundle = Some(digest);
                     p.status = status::PENDING.into();
@@ -478,7 +525,9 @@ async fn fetch_and_store(state: &AppState, m: &Marketplace) -> ApiResult<SyncRep
 
 /// The version in the bundle's `.claude-plugin/plugin.json`.
 fn plugin_version(files: &[(BundleFile, Vec<u8>)]) -> Option<String> {
-    let (_, bytes) = files.iter().find(|(f, _)| f.path == ".claude-plugin/plugin.json")?;
+    let (_, bytes) = files
+        .iter()
+        .find(|(f, _)| f.path == ".claude-plugin/plugin.json")?;
     let v: Value = serde_json::from_slice(bytes).ok()?;
     v.get("version")
         .and_then(Value::as_str)
@@ -493,25 +542,52 @@ fn plugin_files(
     dir: &str,
 ) -> Result<Vec<(String, bool, TreeEntry)>, String> {
     if !dir.is_empty() && !safe_path(dir) {
-        return Err(format!("source `{dir}` is not a path inside the repository"));
+        return Err(format!(
+            "source `{dir}` is not a path inside the repository"
+        ));
     }
-    let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+    let prefix = if dir.is_empty() {
+        String::new()
+    } else {
+        format!("{dir}/")
+    };
     let mut out = Vec::new();
     let mut bytes = 0u64;
     for (path, e) in tree.range(prefix.clone()..) {
-        let Some(rel) = path.strip_prefix(&prefix) else { break };
+        let Some(rel) = path.strip_prefix(&prefix) else {
+            break;
+        };
         let executable = match e.mode.as_str() {
             "100644" => false,
             "100755" => true,
-            "120000" => return Err(format!("`{path}` is a symbolic link; plugins with symlinks are refused")),
-            "160000" => return Err(format!("`{path}` is a submodule; plugins with submodules are refused")),
+            "120000" => {
+                return Err(format!(
+                    "`{path}` is a symbolic link; plugins with symlinks are refused"
+                ));
+            }
+            "160000" => {
+                return Err(format!(
+                    "`{path}` is a submodule; plugins with submodules are refused"
+                ));
+            }
             other => return Err(format!("`{path}` has mode {other}")),
         };
         if !safe_path(rel) {
-            return Err(format!("`{}` is not a safe path", agnes_runtime::names::shown(path)));
+            return Err(format!(
+                "`{}` is not a safe path",
+                agnes_runtime::names::shown(path)
+            ));
         }
         bytes += e.size;
-        out.push((rel.to_string(), executable, TreeEntry { mode: e.mode.clone(), oid: e.oid.clone(), size: e.size }));
+        out.push((
+            rel.to_string(),
+            executable,
+            TreeEntry {
+                mode: e.mode.clone(),
+                oid: e.oid.clone(),
+                size: e.size,
+            },
+        ));
         if out.len() > MAX_FILES || bytes > MAX_BYTES {
             return Err(format!(
                 "the plugin is over the limits ({MAX_FILES} files, {} MiB)",
@@ -520,7 +596,9 @@ fn plugin_files(
         }
     }
     if out.is_empty() {
-        return Err(format!("directory `{dir}` is not in the repository or is empty"));
+        return Err(format!(
+            "directory `{dir}` is not in the repository or is empty"
+        ));
     }
     Ok(out)
 }
@@ -532,8 +610,11 @@ async fn cat_files(repo: &Path, oids: &[String]) -> ApiResult<BTreeMap<String, V
         return Ok(out);
     }
     let mut cmd = git(repo);
-    cmd.args(["cat-file", "--batch"]).stdin(std::process::Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| ApiError::Internal(format!("running git cat-file: {e}")))?;
+    cmd.args(["cat-file", "--batch"])
+        .stdin(std::process::Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| ApiError::Internal(format!("running git cat-file: {e}")))?;
     let mut stdin = child.stdin.take().expect("piped");
     let input: String = oids.iter().map(|o| format!("{o}\n")).collect();
     let writer = tokio::spawn(async move {
@@ -554,12 +635,17 @@ async fn cat_files(repo: &Path, oids: &[String]) -> ApiResult<BTreeMap<String, V
         let header = String::from_utf8_lossy(&data[at..at + nl]).to_string();
         at += nl + 1;
         let mut parts = header.split_whitespace();
-        let (Some(got), Some(_kind), Some(size)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(got), Some(_kind), Some(size)) = (parts.next(), parts.next(), parts.next())
+        else {
             return Err(ApiError::Internal(format!("git cat-file: `{header}`")));
         };
-        let size: usize = size.parse().map_err(|_| ApiError::Internal(format!("git cat-file: `{header}`")))?;
+        let size: usize = size
+            .parse()
+            .map_err(|_| ApiError::Internal(format!("git cat-file: `{header}`")))?;
         if got != oid || at + size > data.len() {
-            return Err(ApiError::Internal(format!("git cat-file: unexpected `{header}`")));
+            return Err(ApiError::Internal(format!(
+                "git cat-file: unexpected `{header}`"
+            )));
         }
         out.insert(oid.clone(), data[at..at + size].to_vec());
         at += size + 1;

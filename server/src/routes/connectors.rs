@@ -113,9 +113,12 @@ pub(crate) async fn store_signed_upload(
     bytes: Vec<u8>,
     manifest: String,
     signature: agnes_runtime::signature::SignatureFile,
-    check: impl FnOnce(&agnes_runtime::LoadedComponent, &agnes_runtime::manifest::ConnectorManifest) -> ApiResult<()>
-        + Send
-        + 'static,
+    check: impl FnOnce(
+        &agnes_runtime::LoadedComponent,
+        &agnes_runtime::manifest::ConnectorManifest,
+    ) -> ApiResult<()>
+    + Send
+    + 'static,
 ) -> ApiResult<StoredUpload> {
     let trusted_dir = state.config.trusted_keys.clone().ok_or_else(|| {
         ApiError::BadRequest(
@@ -125,26 +128,48 @@ pub(crate) async fn store_signed_upload(
     let st = state.clone();
     tokio::task::spawn_blocking(move || -> ApiResult<StoredUpload> {
         let bad = |e: agnes_runtime::Error| ApiError::BadRequest(e.to_string());
-        let trusted = agnes_runtime::signature::TrustedKeys::from_dir(&trusted_dir).map_err(ApiError::internal)?;
-        let verified = agnes_runtime::signature::verify(&bytes, manifest.as_bytes(), &signature, &trusted).map_err(bad)?;
+        let trusted = agnes_runtime::signature::TrustedKeys::from_dir(&trusted_dir)
+            .map_err(ApiError::internal)?;
+        let verified =
+            agnes_runtime::signature::verify(&bytes, manifest.as_bytes(), &signature, &trusted)
+                .map_err(bad)?;
         let parsed = agnes_runtime::manifest::ConnectorManifest::parse(&manifest).map_err(bad)?;
-        if parsed.version.is_empty() || !parsed.version.chars().all(|c| c.is_ascii_alphanumeric() || ".-+_".contains(c)) {
-            return Err(ApiError::BadRequest(format!("version `{}` must be [A-Za-z0-9.+_-]", parsed.version)));
+        if parsed.version.is_empty()
+            || !parsed
+                .version
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-+_".contains(c))
+        {
+            return Err(ApiError::BadRequest(format!(
+                "version `{}` must be [A-Za-z0-9.+_-]",
+                parsed.version
+            )));
         }
         let component = st.runtime.load(&bytes).map_err(bad)?;
         check(&component, &parsed)?;
         let surface = st.runtime.surface(&component);
-        let dir = st.config.data_dir.join(root).join(&parsed.name).join(&parsed.version);
+        let dir = st
+            .config
+            .data_dir
+            .join(root)
+            .join(&parsed.name)
+            .join(&parsed.version);
         if dir.exists() {
-            return Err(ApiError::Conflict(format!("{}@{} exists; bump the version", parsed.name, parsed.version)));
+            return Err(ApiError::Conflict(format!(
+                "{}@{} exists; bump the version",
+                parsed.name, parsed.version
+            )));
         }
         let tmp = dir.with_extension("uploading");
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(ApiError::internal)?;
         std::fs::write(tmp.join("component.wasm"), &bytes).map_err(ApiError::internal)?;
         std::fs::write(tmp.join(manifest_file), &manifest).map_err(ApiError::internal)?;
-        std::fs::write(agnes_runtime::signature::default_path(&tmp.join("component.wasm")), serde_json::to_vec(&signature).map_err(ApiError::internal)?)
-            .map_err(ApiError::internal)?;
+        std::fs::write(
+            agnes_runtime::signature::default_path(&tmp.join("component.wasm")),
+            serde_json::to_vec(&signature).map_err(ApiError::internal)?,
+        )
+        .map_err(ApiError::internal)?;
         std::fs::rename(&tmp, &dir).map_err(ApiError::internal)?;
         Ok(StoredUpload {
             manifest: parsed,

@@ -33,7 +33,9 @@ pub fn router() -> Router<AppState> {
         .route("/marketplace/info", get(info))
         .route(
             "/marketplace.git/{*rest}",
-            get(git).post(git).layer(DefaultBodyLimit::max(serve::MAX_GIT_BODY)),
+            get(git)
+                .post(git)
+                .layer(DefaultBodyLimit::max(serve::MAX_GIT_BODY)),
         )
         .route("/api/admin/marketplaces", get(list).post(create))
         .route(
@@ -63,18 +65,27 @@ fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().trim_start_matches("W/").trim_matches('"') == etag || t.trim() == "*")
+            v.split(',').any(|t| {
+                t.trim().trim_start_matches("W/").trim_matches('"') == etag || t.trim() == "*"
+            })
         })
 }
 
 /// The caller's marketplace as a zip: `.claude-plugin/marketplace.json` and
 /// `plugins/<marketplace>-<plugin>/...`; ETag = the view's hash, `If-None-Match` → 304.
-async fn zip(State(state): State<AppState>, user: AuthUser, headers: HeaderMap) -> ApiResult<Response> {
+async fn zip(
+    State(state): State<AppState>,
+    user: AuthUser,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let view = serve::view(&state, &user.0).await?;
     let etag = view.etag.clone();
     if etag_matches(&headers, &etag) {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, format!("\"{etag}\""))]).into_response());
+        return Ok((
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, format!("\"{etag}\""))],
+        )
+            .into_response());
     }
     let path = serve::zip(&state, view).await?;
     let bytes = tokio::fs::read(&path).await.map_err(ApiError::internal)?;
@@ -84,7 +95,10 @@ async fn zip(State(state): State<AppState>, user: AuthUser, headers: HeaderMap) 
             (header::ETAG, format!("\"{etag}\"")),
             (
                 header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{}-marketplace.zip\"", state.config.marketplace.name),
+                format!(
+                    "attachment; filename=\"{}-marketplace.zip\"",
+                    state.config.marketplace.name
+                ),
             ),
             (header::CACHE_CONTROL, "private, no-cache".into()),
         ],
@@ -95,7 +109,11 @@ async fn zip(State(state): State<AppState>, user: AuthUser, headers: HeaderMap) 
 
 /// What the caller is served: plugins (name, version, description, bundle digest, the
 /// reviewers' verdict) and the ETag, plus the URLs to register.
-async fn info(State(state): State<AppState>, user: AuthUser, headers: HeaderMap) -> ApiResult<Json<Value>> {
+async fn info(
+    State(state): State<AppState>,
+    user: AuthUser,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
     let view = serve::view(&state, &user.0).await?;
     let reviews = state.store.list_reviews().await?;
     let plugins: Vec<Value> = view
@@ -136,10 +154,17 @@ pub(crate) fn public_base(state: &AppState, headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || b".:-[]".contains(&b)))
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".:-[]".contains(&b))
+        })
         .map(str::to_string)
         .unwrap_or_else(|| state.config.listen.to_string());
-    let scheme = if state.config.tls.is_some() { "https" } else { "http" };
+    let scheme = if state.config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     format!("{scheme}://{host}")
 }
 
@@ -181,7 +206,16 @@ async fn git(
     let result = async {
         let view = serve::view(&state, &user.0).await?;
         let repo = serve::repository(&state, view).await?;
-        serve::http_backend(&state, &repo, method.as_str(), rest, &query, &headers, body.to_vec()).await
+        serve::http_backend(
+            &state,
+            &repo,
+            method.as_str(),
+            rest,
+            &query,
+            &headers,
+            body.to_vec(),
+        )
+        .await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
@@ -195,11 +229,22 @@ async fn list(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Jso
         .await?
         .into_iter()
         .map(|m| {
-            let mine: Vec<&Plugin> = plugins.iter().filter(|p| p.marketplace == m.spec.name).collect();
+            let mine: Vec<&Plugin> = plugins
+                .iter()
+                .filter(|p| p.marketplace == m.spec.name)
+                .collect();
             let mut v = serde_json::to_value(&m).unwrap_or_default();
             v["plugins"] = json!(mine.len());
-            v["served"] = json!(mine.iter().filter(|p| p.approved.is_some() && !p.disabled).count());
-            v["held"] = json!(mine.iter().filter(|p| [status::PENDING, status::DENIED].contains(&p.status.as_str())).count());
+            v["served"] = json!(
+                mine.iter()
+                    .filter(|p| p.approved.is_some() && !p.disabled)
+                    .count()
+            );
+            v["held"] = json!(
+                mine.iter()
+                    .filter(|p| [status::PENDING, status::DENIED].contains(&p.status.as_str()))
+                    .count()
+            );
             v
         })
         .collect();
@@ -213,7 +258,11 @@ async fn find(state: &AppState, name: &str) -> ApiResult<Marketplace> {
         .await?
         .into_iter()
         .find(|m| m.spec.name == name)
-        .ok_or_else(|| ApiError::NotFound(format!("no marketplace `{name}`; see `agnes admin marketplace list`")))
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no marketplace `{name}`; see `agnes admin marketplace list`"
+            ))
+        })
 }
 
 fn check_spec(spec: &MarketplaceSpec) -> ApiResult<()> {
@@ -221,13 +270,36 @@ fn check_spec(spec: &MarketplaceSpec) -> ApiResult<()> {
     if spec.url.is_empty() || spec.url.len() > 2048 || spec.url.chars().any(char::is_control) {
         return Err(ApiError::BadRequest("url must be a URL".into()));
     }
+    let scheme = spec
+        .url
+        .split_once("://")
+        .map_or("", |(s, _)| s)
+        .to_ascii_lowercase();
+    if !["https", "http", "file"].contains(&scheme.as_str()) {
+        return Err(ApiError::BadRequest(format!(
+            "url: scheme `{}` is not allowed; use https:// (or file:// where the server allows it)",
+            agnes_runtime::names::shown(&scheme)
+        )));
+    }
+    let authority = spec
+        .url
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
+    if authority.contains('@') {
+        // refused before it is stored: a password in a URL would end up in the state and the audit log
+        return Err(ApiError::BadRequest(
+            "url: put credentials in `token` (a secret reference), not in the URL".into(),
+        ));
+    }
     if let Some(s) = &spec.schedule {
         crate::store::parse_schedule(s).map_err(ApiError::BadRequest)?;
     }
     if let Some(t) = &spec.token
         && t.env.is_some() == t.file.is_some()
     {
-        return Err(ApiError::BadRequest("token: give exactly one of `env` or `file`".into()));
+        return Err(ApiError::BadRequest(
+            "token: give exactly one of `env` or `file`".into(),
+        ));
     }
     Ok(())
 }
@@ -242,10 +314,17 @@ struct Create {
     sync: Option<bool>,
 }
 
-async fn create(State(state): State<AppState>, admin: AdminUser, ApiJson(body): ApiJson<Create>) -> ApiResult<Response> {
+async fn create(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    ApiJson(body): ApiJson<Create>,
+) -> ApiResult<Response> {
     check_spec(&body.spec)?;
     if find(&state, &body.spec.name).await.is_ok() {
-        return Err(ApiError::Conflict(format!("marketplace `{}` exists", body.spec.name)));
+        return Err(ApiError::Conflict(format!(
+            "marketplace `{}` exists",
+            body.spec.name
+        )));
     }
     let m = Marketplace {
         spec: body.spec.clone(),
@@ -257,31 +336,64 @@ async fn create(State(state): State<AppState>, admin: AdminUser, ApiJson(body): 
         last_attempt_at: None,
     };
     state.store.put_marketplace(&m).await?;
-    super::audit(&state, &admin.0, "marketplace.create", Some(m.spec.name.clone()), Some(m.spec.url.clone())).await;
+    super::audit(
+        &state,
+        &admin.0,
+        "marketplace.create",
+        Some(m.spec.name.clone()),
+        Some(m.spec.url.clone()),
+    )
+    .await;
     let report = if body.sync.unwrap_or(true) {
         Some(sync_report(&state, &admin, &m.spec.name).await)
     } else {
         None
     };
-    Ok((StatusCode::CREATED, Json(json!({"marketplace": m.spec, "sync": report}))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"marketplace": m.spec, "sync": report})),
+    )
+        .into_response())
 }
 
 async fn sync_report(state: &AppState, admin: &AdminUser, name: &str) -> Value {
     let outcome = sync::sync(state, name).await;
     let detail = match &outcome {
-        Ok(r) => format!("commit {}; {} plugins, {} removed", r.commit, r.plugins.len(), r.removed.len()),
+        Ok(r) => format!(
+            "commit {}; {} plugins, {} removed",
+            r.commit,
+            r.plugins.len(),
+            r.removed.len()
+        ),
         Err(e) => format!("failed: {}", e.detail()),
     };
-    super::audit(state, &admin.0, "marketplace.sync", Some(name.to_string()), Some(detail)).await;
+    super::audit(
+        state,
+        &admin.0,
+        "marketplace.sync",
+        Some(name.to_string()),
+        Some(detail),
+    )
+    .await;
     match outcome {
         Ok(r) => json!({"ok": true, "report": r}),
         Err(e) => json!({"ok": false, "error": e.detail()}),
     }
 }
 
-async fn show(State(state): State<AppState>, _admin: AdminUser, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+async fn show(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
     let m = find(&state, &name).await?;
-    let plugins: Vec<Plugin> = state.store.list_plugins().await?.into_iter().filter(|p| p.marketplace == name).collect();
+    let plugins: Vec<Plugin> = state
+        .store
+        .list_plugins()
+        .await?
+        .into_iter()
+        .filter(|p| p.marketplace == name)
+        .collect();
     Ok(Json(json!({"marketplace": m, "plugins": plugins})))
 }
 
@@ -292,29 +404,61 @@ async fn update(
     ApiJson(spec): ApiJson<MarketplaceSpec>,
 ) -> ApiResult<Json<Value>> {
     if spec.name != name {
-        return Err(ApiError::BadRequest("a marketplace cannot be renamed".into()));
+        return Err(ApiError::BadRequest(
+            "a marketplace cannot be renamed".into(),
+        ));
     }
     check_spec(&spec)?;
     let mut m = find(&state, &name).await?;
     m.spec = spec;
     state.store.put_marketplace(&m).await?;
     let body = json!({"marketplace": m.spec});
-    Ok(super::admin::changed(&state, &admin, false, "marketplace.update", name, None, body).await)
+    Ok(super::admin::changed(
+        &state,
+        &admin,
+        false,
+        "marketplace.update",
+        name,
+        None,
+        body,
+    )
+    .await)
 }
 
-async fn remove(State(state): State<AppState>, admin: AdminUser, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+async fn remove(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
     find(&state, &name).await?;
     state.store.delete_marketplace(&name).await?;
     let body = json!({"removed": name});
-    Ok(super::admin::changed(&state, &admin, false, "marketplace.delete", name, None, body).await)
+    Ok(super::admin::changed(
+        &state,
+        &admin,
+        false,
+        "marketplace.delete",
+        name,
+        None,
+        body,
+    )
+    .await)
 }
 
 /// Fetches it now; 200 with the report, or 422 with the reason (the previous plugins keep
 /// being served).
-async fn sync_now(State(state): State<AppState>, admin: AdminUser, Path(name): Path<String>) -> ApiResult<Response> {
+async fn sync_now(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
     find(&state, &name).await?;
     let report = sync_report(&state, &admin, &name).await;
-    let code = if report["ok"] == true { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let code = if report["ok"] == true {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
     Ok((code, Json(report)).into_response())
 }
 
@@ -327,7 +471,11 @@ struct QueueQuery {
 
 /// Every plugin (or those of one status / marketplace), held ones first, each with the
 /// reviews of its newest bundle.
-async fn queue(State(state): State<AppState>, _admin: AdminUser, ApiQuery(q): ApiQuery<QueueQuery>) -> ApiResult<Json<Value>> {
+async fn queue(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    ApiQuery(q): ApiQuery<QueueQuery>,
+) -> ApiResult<Json<Value>> {
     let reviews = state.store.list_reviews().await?;
     let mut plugins: Vec<Plugin> = state
         .store
@@ -344,7 +492,12 @@ async fn queue(State(state): State<AppState>, _admin: AdminUser, ApiQuery(q): Ap
         .map(|p| {
             let mut v = serde_json::to_value(p).unwrap_or_default();
             v["served"] = json!(p.approved.is_some() && !p.disabled);
-            v["reviews"] = json!(reviews.iter().filter(|r| p.bundle.as_deref() == Some(&r.bundle)).collect::<Vec<_>>());
+            v["reviews"] = json!(
+                reviews
+                    .iter()
+                    .filter(|r| p.bundle.as_deref() == Some(&r.bundle))
+                    .collect::<Vec<_>>()
+            );
             v
         })
         .collect();
@@ -397,7 +550,9 @@ async fn plugin_detail(
             changes.push(format!("- {}", b.path));
         }
     }
-    Ok(Json(json!({"plugin": p, "reviews": reviews, "files": now, "changes_since_approved": changes})))
+    Ok(Json(
+        json!({"plugin": p, "reviews": reviews, "files": now, "changes_since_approved": changes}),
+    ))
 }
 
 /// `approve` (serve the newest bundle), `reject` (hold it; the approved one stays),
@@ -467,11 +622,25 @@ async fn decide(
         p.verdict.as_deref().unwrap_or("-")
     );
     let body = json!({"plugin": p});
-    Ok(super::admin::changed(&state, &admin, false, action, format!("{mp}/{name}"), Some(detail), body).await)
+    Ok(super::admin::changed(
+        &state,
+        &admin,
+        false,
+        action,
+        format!("{mp}/{name}"),
+        Some(detail),
+        body,
+    )
+    .await)
 }
 
-async fn list_reviewers(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Value>> {
-    Ok(Json(json!({"reviewers": state.store.list_reviewers().await?})))
+async fn list_reviewers(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        json!({"reviewers": state.store.list_reviewers().await?}),
+    ))
 }
 
 /// A signed reviewer component: `{component_base64, manifest, signature}` like a connector

@@ -57,6 +57,11 @@ pub fn router() -> Router<AppState> {
             "/admin/connectors/{name}/{version}",
             get(pages::connector).post(pages::review_connector),
         )
+        .route("/admin/marketplace", get(pages::marketplace))
+        .route(
+            "/admin/marketplace/{marketplace}/{plugin}",
+            get(pages::marketplace_plugin).post(pages::decide_plugin),
+        )
         .route("/admin/access", get(pages::access))
         .route("/admin/access/{action}", post(pages::access_action))
         .route(

@@ -27,10 +27,11 @@ pub struct Flash {
 /// when asked (`/admin/access?source=NAME`).
 const MATRIX_TABLES: usize = 200;
 
-const NAV: [(&str, &str); 6] = [
+const NAV: [(&str, &str); 7] = [
     ("/admin", "Overview"),
     ("/admin/sources", "Sources"),
     ("/admin/connectors", "Connectors"),
+    ("/admin/marketplace", "Marketplace"),
     ("/admin/access", "Access"),
     ("/admin/metrics", "Metrics"),
     ("/admin/audit", "Audit log"),
@@ -93,7 +94,7 @@ fn badge(status: &str) -> Markup {
     let class = match status {
         "ok" | "approved" => "good",
         "partial" | "pending" | "running" => "warn",
-        "failed" | "revoked" | "disabled" => "bad",
+        "failed" | "revoked" | "disabled" | "denied" | "rejected" | "refused" => "bad",
         _ => "none",
     };
     html! { span class={"badge " (class)} { (status) } }
@@ -1249,4 +1250,200 @@ pub async fn remove_metric(
     let path = format!("/api/admin/metrics/{}", encode(&id));
     let answer = api(&state, &b.user, Method::DELETE, &path, None).await;
     after("/admin/metrics", answer, &format!("Metric {id} removed."))
+}
+
+/// `/admin/marketplace`: the review queue (held plugins first), every plugin's state, the
+/// registered marketplaces and the reviewers.
+pub async fn marketplace(
+    State(state): State<AppState>,
+    BrowserAdmin(b): BrowserAdmin,
+    Query(flash): Query<Flash>,
+) -> Response {
+    let (status, queue) = api(
+        &state,
+        &b.user,
+        Method::GET,
+        "/api/admin/marketplace/plugins",
+        None,
+    )
+    .await;
+    if !status.is_success() {
+        return (status, axum::Json(queue)).into_response();
+    }
+    let marketplaces = match state.store.list_marketplaces().await {
+        Ok(m) => m,
+        Err(e) => return e.into_response(),
+    };
+    let reviewers = match state.store.list_reviewers().await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let plugins = queue["plugins"].as_array().cloned().unwrap_or_default();
+    let held = plugins
+        .iter()
+        .filter(|p| p["status"] == "pending" || p["status"] == "denied")
+        .count();
+    page_response(layout(
+        Some(&b),
+        "/admin/marketplace",
+        "Plugin marketplace",
+        &flash,
+        html! {
+            p.hint { "Register with " code { "agnes admin marketplace add NAME --url URL" } "; grant with " code { "agnes admin grant add GROUP --plugin NAME/PLUGIN" } ". A new plugin version is served once every reviewer allows it, or once approved here; until then the approved version stays served." }
+            h2 { "Review queue (" (held) " held)" }
+            table #plugins {
+                thead { tr { th { "plugin" } th { "state" } th { "verdict" } th { "served" } th { "findings" } th { "why" } } }
+                tbody {
+                    @for p in &plugins {
+                        @let findings: usize = p["reviews"].as_array().map(|r| r.iter().map(|r| r["findings"].as_array().map_or(0, Vec::len)).sum()).unwrap_or(0);
+                        tr {
+                            td { a href={"/admin/marketplace/" (encode(&text(&p["marketplace"]))) "/" (encode(&text(&p["name"])))} { (text(&p["marketplace"])) "/" (text(&p["name"])) } }
+                            td { (badge(&text(&p["status"]))) @if p["disabled"] == true { " " (badge("disabled")) } }
+                            td { (text(&p["verdict"])) }
+                            td { @if p["served"] == true { (text(&p["approved_version"])) } @else { "—" } }
+                            td { (findings) }
+                            td { (text(&p["reason"])) }
+                        }
+                    }
+                }
+            }
+            h2 { "Marketplaces" }
+            table #marketplaces {
+                thead { tr { th { "name" } th { "url" } th { "ref" } th { "commit" } th { "synced" } th { "last error" } } }
+                tbody {
+                    @for m in &marketplaces {
+                        tr {
+                            td { (m.spec.name) }
+                            td { code { (m.spec.url) } }
+                            td { (m.spec.git_ref.clone().unwrap_or_default()) }
+                            td { code { (m.commit.as_deref().unwrap_or("").chars().take(12).collect::<String>()) } }
+                            td { (m.synced_at.clone().unwrap_or_default()) }
+                            td { (m.error.clone().unwrap_or_default()) }
+                        }
+                    }
+                }
+            }
+            h2 { "Reviewers" }
+            @if reviewers.iter().all(|r| !r.enabled) { p.flash.error { "No reviewer is enabled: every new plugin version waits for an admin. Upload one with " code { "agnes admin reviewer upload" } "." } }
+            table #reviewers {
+                thead { tr { th { "reviewer" } th { "enabled" } th { "digest" } th { "signer" } th { "imports" } } }
+                tbody {
+                    @for r in &reviewers {
+                        tr {
+                            td { (r.name) "@" (r.version) }
+                            td { @if r.enabled { (badge("approved")) } @else { (badge("disabled")) } }
+                            td { code { (r.digest.chars().take(19).collect::<String>()) "…" } }
+                            td { (r.key_id) }
+                            td { (r.imports.join(", ")) }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+/// One plugin: the reviews of its newest bundle with every finding, the files changed since
+/// the approved version, and the admin's decision.
+pub async fn marketplace_plugin(
+    State(state): State<AppState>,
+    BrowserAdmin(b): BrowserAdmin,
+    Path((mp, name)): Path<(String, String)>,
+    Query(flash): Query<Flash>,
+) -> Response {
+    let path = format!(
+        "/api/admin/marketplace/plugins/{}/{}",
+        encode(&mp),
+        encode(&name)
+    );
+    let (status, v) = api(&state, &b.user, Method::GET, &path, None).await;
+    if !status.is_success() {
+        return (status, axum::Json(v)).into_response();
+    }
+    let p = &v["plugin"];
+    let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    page_response(layout(
+        Some(&b),
+        "/admin/marketplace",
+        &format!("Plugin {mp}/{name}"),
+        &flash,
+        html! {
+            dl.spec {
+                dt { "state" } dd #status { (badge(&text(&p["status"]))) @if p["disabled"] == true { " " (badge("disabled")) } " " (text(&p["reason"])) }
+                dt { "verdict" } dd { (text(&p["verdict"])) }
+                dt { "newest version" } dd { (text(&p["version"])) " " code { (text(&p["bundle"])) } }
+                dt { "served" } dd { @if p["approved"].is_null() { "nothing" } @else { (text(&p["approved_version"])) " " code { (text(&p["approved"])) } } }
+                dt { "decided" } dd { (text(&p["decided_by"])) " " (text(&p["decided_at"])) }
+            }
+            h2 { "Decision" }
+            form.inline method="post" action={"/admin/marketplace/" (encode(&mp)) "/" (encode(&name))} {
+                (csrf(&b))
+                button #approve name="decision" value="approve" type="submit" { "Approve and serve" }
+                button.danger #reject name="decision" value="reject" type="submit" { "Reject" }
+                @if p["disabled"] == true {
+                    button #enable name="decision" value="enable" type="submit" { "Enable" }
+                } @else {
+                    button.danger #disable name="decision" value="disable" type="submit" { "Disable" }
+                }
+            }
+            h2 { "Changes since the served version" }
+            @let changes = list(&v["changes_since_approved"]);
+            @if changes.is_empty() { p.hint { "none" } }
+            ul.diff #changes { @for c in &changes { @let c = text(c); li class=(if c.starts_with('+') { "added" } else if c.starts_with('-') { "removed" } else { "" }) { (c) } } }
+            h2 { "Reviews" }
+            @for r in list(&v["reviews"]) {
+                h3 { (text(&r["reviewer"])) ": " (badge(&text(&r["verdict"]))) " in " (text(&r["millis"])) " ms" }
+                @if !r["failure"].is_null() { p.flash.error { "The review failed (a failure is a flag): " (text(&r["failure"])) } }
+                table.findings {
+                    thead { tr { th { "severity" } th { "rule" } th { "finding" } th { "where" } } }
+                    tbody {
+                        @for f in list(&r["findings"]) {
+                            tr {
+                                td { (text(&f["severity"])) }
+                                td { code { (text(&f["rule"])) } }
+                                td { strong { (text(&f["title"])) } br; (text(&f["detail"])) }
+                                td { @for s in list(&f["spans"]) { code { (text(&s["path"])) ":" (text(&s["start"])) } " " } }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { "Files" }
+            table #files {
+                thead { tr { th { "path" } th { "size" } th { "sha256" } } }
+                tbody {
+                    @for f in list(&v["files"]) {
+                        tr {
+                            td { code { (text(&f["path"])) } @if f["executable"] == true { " (executable)" } }
+                            td { (bytes(f["size"].as_i64().unwrap_or(0))) }
+                            td { code { (text(&f["sha256"]).chars().take(16).collect::<String>()) "…" } }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+pub async fn decide_plugin(
+    State(state): State<AppState>,
+    Path((mp, name)): Path<(String, String)>,
+    Posted {
+        who: BrowserAdmin(b),
+        form,
+    }: Posted<BrowserAdmin>,
+) -> Response {
+    let decision = form.get("decision").cloned().unwrap_or_default();
+    let path = format!(
+        "/api/admin/marketplace/plugins/{}/{}/{}",
+        encode(&mp),
+        encode(&name),
+        encode(&decision)
+    );
+    let answer = api(&state, &b.user, Method::POST, &path, None).await;
+    after(
+        &format!("/admin/marketplace/{}/{}", encode(&mp), encode(&name)),
+        answer,
+        &format!("{mp}/{name}: {decision} done."),
+    )
 }
