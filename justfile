@@ -78,6 +78,7 @@ lint:
     cd connectors-wasm && cargo fmt --all -- --check
     cd tests/connectors && cargo fmt --all -- --check
     cd sql-wasm && cargo fmt --all -- --check
+    cd hooks-wasm && cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
 # Re-vendor the WASI WIT packages into wit/deps from the pinned wasmtime-wasi crate.

@@ -369,7 +369,7 @@ pub enum MarketplaceCmd {
         /// Allow a loopback or private address for the repository's host.
         #[arg(long)]
         allow_private: bool,
-        /// Fetch it this often (`30m`, `6h`, `1d`); default: only on demand.
+        /// Fetch it this often (`every 30m`, `every 6h`, `every 1d`); default: only on demand.
         #[arg(long)]
         schedule: Option<String>,
     },

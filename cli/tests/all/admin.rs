@@ -583,7 +583,7 @@ fn marketplace_commands_and_the_claude_code_registration() {
         "--url",
         &up.url(),
         "--schedule",
-        "6h",
+        "every 6h",
     ]);
     assert_eq!(added["sync"]["ok"], true, "{added}");
     let listed = a.json(&["marketplace", "list"]);

@@ -133,11 +133,21 @@ impl Bundle {
         let mut out = Vec::new();
         for (v, file, text) in sources {
             let events = v.get("hooks").unwrap_or(&v);
-            let Some(events) = events.as_object() else { continue };
+            let Some(events) = events.as_object() else {
+                continue;
+            };
             for groups in events.values() {
                 for group in groups.as_array().into_iter().flatten() {
-                    for hook in group.get("hooks").and_then(|h| h.as_array()).into_iter().flatten() {
-                        let kind = hook.get("type").and_then(|t| t.as_str()).unwrap_or("command");
+                    for hook in group
+                        .get("hooks")
+                        .and_then(|h| h.as_array())
+                        .into_iter()
+                        .flatten()
+                    {
+                        let kind = hook
+                            .get("type")
+                            .and_then(|t| t.as_str())
+                            .unwrap_or("command");
                         let body = hook
                             .get("command")
                             .or_else(|| hook.get("url"))
@@ -237,18 +247,26 @@ impl Bundle {
                     "mcp.remote-url",
                     Severity::Medium,
                     "An MCP server is a remote URL",
-                    &format!("server `{name}` connects to `{url}`: what it does can change at any time"),
+                    &format!(
+                        "server `{name}` connects to `{url}`: what it does can change at any time"
+                    ),
                     &file,
                     line,
                 ));
             }
-            let command = def.get("command").and_then(|c| c.as_str()).unwrap_or_default();
+            let command = def
+                .get("command")
+                .and_then(|c| c.as_str())
+                .unwrap_or_default();
             let args: Vec<&str> = def
                 .get("args")
                 .and_then(|a| a.as_array())
                 .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
                 .unwrap_or_default();
-            let full = std::iter::once(command).chain(args.iter().copied()).collect::<Vec<_>>().join(" ");
+            let full = std::iter::once(command)
+                .chain(args.iter().copied())
+                .collect::<Vec<_>>()
+                .join(" ");
             if runtime_fetch(command, &args) {
                 findings.push(finding(
                     "mcp.runtime-fetch",
@@ -260,12 +278,21 @@ impl Bundle {
                 ));
             }
             if !command.is_empty() {
-                command_rules(&Command { text: full, file: file.clone(), line }, findings);
+                command_rules(
+                    &Command {
+                        text: full,
+                        file: file.clone(),
+                        line,
+                    },
+                    findings,
+                );
             }
         }
         // every file: secrets, text rules, native executables
         for f in &self.files {
-            let Some(bytes) = self.read(&f.path) else { continue };
+            let Some(bytes) = self.read(&f.path) else {
+                continue;
+            };
             if let Some(kind) = native_kind(&bytes) {
                 findings.push(finding(
                     "file.native-executable",
@@ -297,7 +324,10 @@ impl Bundle {
 
 fn escalation(previous: &Bundle, current: &Bundle, findings: &mut Vec<Finding>) {
     let hooks = |b: &Bundle| -> BTreeSet<String> {
-        b.hooks().into_iter().map(|(k, c)| format!("{k}: {}", c.text)).collect()
+        b.hooks()
+            .into_iter()
+            .map(|(k, c)| format!("{k}: {}", c.text))
+            .collect()
     };
     let before = hooks(previous);
     for (kind, hook) in current.hooks() {
@@ -314,7 +344,10 @@ fn escalation(previous: &Bundle, current: &Bundle, findings: &mut Vec<Finding>) 
         }
     }
     let servers = |b: &Bundle| -> BTreeSet<String> {
-        b.servers().into_iter().map(|(n, d, _, _)| format!("{n}={d}")).collect()
+        b.servers()
+            .into_iter()
+            .map(|(n, d, _, _)| format!("{n}={d}"))
+            .collect()
     };
     let before = servers(previous);
     for (name, def, file, text) in current.servers() {
@@ -349,7 +382,14 @@ fn escalation(previous: &Bundle, current: &Bundle, findings: &mut Vec<Finding>) 
     }
 }
 
-fn finding(rule: &str, severity: Severity, title: &str, detail: &str, path: &str, line: u32) -> Finding {
+fn finding(
+    rule: &str,
+    severity: Severity,
+    title: &str,
+    detail: &str,
+    path: &str,
+    line: u32,
+) -> Finding {
     Finding {
         rule: rule.into(),
         severity,
@@ -368,7 +408,8 @@ fn line_of(text: &str, needle: &str) -> u32 {
     let escaped = serde_json::to_string(needle).unwrap_or_default();
     let escaped = escaped.trim_matches('"');
     let at = text.find(needle).or_else(|| text.find(escaped));
-    at.map(|i| text[..i].matches('\n').count() as u32 + 1).unwrap_or(1)
+    at.map(|i| text[..i].matches('\n').count() as u32 + 1)
+        .unwrap_or(1)
 }
 
 /// `./x/y` → `x/y`.
@@ -395,11 +436,21 @@ fn plugin_paths(command: &str) -> Vec<String> {
 fn url_host(url: &str) -> String {
     let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
+    let host = authority
+        .rsplit_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or(authority);
     if host.starts_with('[') {
-        return host.split(']').next().map(|h| format!("{h}]")).unwrap_or_default();
+        return host
+            .split(']')
+            .next()
+            .map(|h| format!("{h}]"))
+            .unwrap_or_default();
     }
-    host.split(':').next().unwrap_or_default().to_ascii_lowercase()
+    host.split(':')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase()
 }
 
 /// Words of a shell command, split on whitespace and shell operators.
@@ -416,7 +467,9 @@ fn command_rules(cmd: &Command, findings: &mut Vec<Finding>) {
     let compact: String = lower.chars().filter(|c| !c.is_whitespace()).collect();
     let words = words(&lower);
     let has = |w: &str| words.iter().any(|x| x == w);
-    let shells = ["sh", "bash", "zsh", "dash", "ksh", "fish", "python", "python3", "perl", "ruby", "node"];
+    let shells = [
+        "sh", "bash", "zsh", "dash", "ksh", "fish", "python", "python3", "perl", "ruby", "node",
+    ];
     let piped_shell = shells.iter().any(|s| {
         compact.contains(&format!("|{s}")) && {
             // `| sh`, `| sh -s`, `| sudo bash`, but not `| shasum`
@@ -445,10 +498,26 @@ fn command_rules(cmd: &Command, findings: &mut Vec<Finding>) {
         ));
     }
     const CREDENTIALS: &[&str] = &[
-        "~/.ssh", "$home/.ssh", ".ssh/id_", "id_rsa", "id_ed25519", "~/.aws", "$home/.aws",
-        ".aws/credentials", ".netrc", ".git-credentials", ".gnupg", ".config/gcloud",
-        ".kube/config", ".docker/config.json", ".npmrc", ".pypirc", "keychain", "/etc/shadow",
-        ".claude/.credentials", "security find-generic-password",
+        "~/.ssh",
+        "$home/.ssh",
+        ".ssh/id_",
+        "id_rsa",
+        "id_ed25519",
+        "~/.aws",
+        "$home/.aws",
+        ".aws/credentials",
+        ".netrc",
+        ".git-credentials",
+        ".gnupg",
+        ".config/gcloud",
+        ".kube/config",
+        ".docker/config.json",
+        ".npmrc",
+        ".pypirc",
+        "keychain",
+        "/etc/shadow",
+        ".claude/.credentials",
+        "security find-generic-password",
     ];
     if let Some(hit) = CREDENTIALS.iter().find(|c| lower.contains(*c)) {
         findings.push(finding(
@@ -461,17 +530,34 @@ fn command_rules(cmd: &Command, findings: &mut Vec<Finding>) {
         ));
     }
     const PROFILES: &[&str] = &[
-        ".bashrc", ".bash_profile", ".zshrc", ".zprofile", ".profile", ".config/fish",
-        ".claude/settings", "claude_desktop_config", "crontab", ".config/autostart",
+        ".bashrc",
+        ".bash_profile",
+        ".zshrc",
+        ".zprofile",
+        ".profile",
+        ".config/fish",
+        ".claude/settings",
+        "claude_desktop_config",
+        "crontab",
+        ".config/autostart",
         "launchagents",
     ];
-    let writes = lower.contains('>') || has("tee") || has("sed") || has("cp") || has("mv") || has("crontab") || lower.contains("writefile");
+    let writes = lower.contains('>')
+        || has("tee")
+        || has("sed")
+        || has("cp")
+        || has("mv")
+        || has("crontab")
+        || lower.contains("writefile");
     if writes && let Some(hit) = PROFILES.iter().find(|p| lower.contains(*p)) {
         findings.push(finding(
             "hook.profile-write",
             Severity::High,
             "Writes a shell profile or Claude settings",
-            &format!("`{}` writes `{hit}`: it would persist beyond the plugin", cmd.text),
+            &format!(
+                "`{}` writes `{hit}`: it would persist beyond the plugin",
+                cmd.text
+            ),
             &cmd.file,
             cmd.line,
         ));
@@ -494,8 +580,21 @@ fn command_rules(cmd: &Command, findings: &mut Vec<Finding>) {
         ));
     }
     const NETWORK: &[&str] = &[
-        "curl", "wget", "nc", "ncat", "netcat", "socat", "ssh", "scp", "sftp", "rsync",
-        "telnet", "ftp", "tftp", "invoke-webrequest", "iwr",
+        "curl",
+        "wget",
+        "nc",
+        "ncat",
+        "netcat",
+        "socat",
+        "ssh",
+        "scp",
+        "sftp",
+        "rsync",
+        "telnet",
+        "ftp",
+        "tftp",
+        "invoke-webrequest",
+        "iwr",
     ];
     if let Some(tool) = NETWORK.iter().find(|t| has(t)) {
         findings.push(finding(
@@ -510,13 +609,22 @@ fn command_rules(cmd: &Command, findings: &mut Vec<Finding>) {
 }
 
 fn runtime_fetch(command: &str, args: &[&str]) -> bool {
-    let base = command.rsplit('/').next().unwrap_or(command).to_ascii_lowercase();
+    let base = command
+        .rsplit('/')
+        .next()
+        .unwrap_or(command)
+        .to_ascii_lowercase();
     let has_arg = |a: &str| args.iter().any(|x| x.eq_ignore_ascii_case(a));
     match base.as_str() {
         "npx" | "pnpx" => true,
         "bunx" | "uvx" | "pipx" => true,
         "npm" | "pnpm" | "yarn" => has_arg("exec") || has_arg("dlx") || has_arg("x"),
-        "uv" => has_arg("run") && args.iter().any(|a| a.starts_with("--with") || a.contains("://")),
+        "uv" => {
+            has_arg("run")
+                && args
+                    .iter()
+                    .any(|a| a.starts_with("--with") || a.contains("://"))
+        }
         "docker" | "podman" => has_arg("run"),
         "deno" => args.iter().any(|a| a.contains("://")),
         "sh" | "bash" | "zsh" => {
@@ -576,12 +684,18 @@ fn secrets(path: &str, text: &str, findings: &mut Vec<Finding>) {
 
 fn token_kind(line: &str) -> Option<&'static str> {
     let bytes = line.as_bytes();
-    let run = |from: usize, ok: fn(u8) -> bool| bytes[from..].iter().take_while(|b| ok(**b)).count();
+    let run =
+        |from: usize, ok: fn(u8) -> bool| bytes[from..].iter().take_while(|b| ok(**b)).count();
     let alnum = |b: u8| b.is_ascii_alphanumeric();
     let upper_digit = |b: u8| b.is_ascii_uppercase() || b.is_ascii_digit();
     let token = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
     for (prefix, min, ok, kind) in [
-        ("AKIA", 16usize, upper_digit as fn(u8) -> bool, "AWS access key id"),
+        (
+            "AKIA",
+            16usize,
+            upper_digit as fn(u8) -> bool,
+            "AWS access key id",
+        ),
         ("ASIA", 16, upper_digit, "AWS temporary access key id"),
         ("ghp_", 36, alnum, "GitHub personal access token"),
         ("gho_", 36, alnum, "GitHub OAuth token"),

@@ -40,7 +40,7 @@ pub struct MarketplaceSpec {
     /// addresses are refused after resolution, as for connectors' egress).
     #[serde(default)]
     pub allow_private: bool,
-    /// How often it is fetched (`30m`, `6h`, `1d`); absent: only on demand.
+    /// How often it is fetched (`every 30m`, `every 6h`, `every 1d`); absent: only on demand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
 }

@@ -337,7 +337,7 @@ async fn fetch_and_store(state: &AppState, m: &Marketplace) -> ApiResult<SyncRep
             ".claude-plugin/marketplace.json must be a regular file under 4 MiB".into(),
         ));
     }
-    let blobs = cat_files(&repo, &[manifest_entry.oid.clone()]).await?;
+    let blobs = cat_files(&repo, std::slice::from_ref(&manifest_entry.oid)).await?;
     let manifest: Value = serde_json::from_slice(&blobs[&manifest_entry.oid]).map_err(|e| {
         ApiError::BadRequest(format!(
             ".claude-plugin/marketplace.json is not valid JSON: {e}"

@@ -25,7 +25,11 @@ fn finding(detail: String) -> Finding {
         severity: Severity::Info,
         title: "note".into(),
         detail,
-        spans: vec![Span { path: "x".into(), start: 1, end: 1 }],
+        spans: vec![Span {
+            path: "x".into(),
+            start: 1,
+            end: 1,
+        }],
     }
 }
 
@@ -56,7 +60,10 @@ impl exports::agnes::hook::review::Guest for Reviewer {
                 findings: vec![finding("x".repeat(1 << 20))],
             },
             other => {
-                let files: Vec<String> = bundle::files(Version::Current).into_iter().map(|f| f.path).collect();
+                let files: Vec<String> = bundle::files(Version::Current)
+                    .into_iter()
+                    .map(|f| f.path)
+                    .collect();
                 let previous = bundle::files(Version::Previous).len();
                 let escape = bundle::read(Version::Current, "../../etc/passwd", 0, 100).is_err();
                 Report {

@@ -15,6 +15,9 @@ impl exports::agnes::hook::review::Guest for Reviewer {
     fn review() -> Report {
         let request = wasi::http::types::OutgoingRequest::new(wasi::http::types::Fields::new());
         let _ = wasi::http::outgoing_handler::handle(request, None);
-        Report { verdict: Verdict::Allow, findings: Vec::new() }
+        Report {
+            verdict: Verdict::Allow,
+            findings: Vec::new(),
+        }
     }
 }
