@@ -180,10 +180,53 @@ fn files(view: &View) -> Vec<(String, bool, PathBuf)> {
     out
 }
 
+/// Served artifacts unused for this long are removed after a sync (they are rebuilt on
+/// demand, byte for byte).
+pub const SERVED_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Marks an artifact as used now (its modification time), so pruning keeps it.
+fn touch(path: &Path) {
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Removes served zips and repositories not used for [`SERVED_RETENTION`], and scratch
+/// directories of builds that died. Returns how many were removed.
+pub fn prune_served(data_dir: &Path) -> usize {
+    let dir = data_dir.join("marketplace").join("served");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > SERVED_RETENTION);
+        if !old {
+            continue;
+        }
+        let path = e.path();
+        let gone = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if gone.is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// The zip of the view (built once per ETag).
 pub async fn zip(state: &AppState, view: View) -> ApiResult<PathBuf> {
     let path = served_dir(state).join(format!("{}.zip", view.etag));
     if path.exists() {
+        touch(&path);
         return Ok(path);
     }
     let manifest = marketplace_json(state, &view);
@@ -222,6 +265,7 @@ pub async fn zip(state: &AppState, view: View) -> ApiResult<PathBuf> {
 pub async fn repository(state: &AppState, view: View) -> ApiResult<PathBuf> {
     let path = served_dir(state).join(format!("{}.git", view.etag));
     if path.join("refs").exists() && path.join("agnes-complete").exists() {
+        touch(&path);
         return Ok(path);
     }
     let manifest = marketplace_json(state, &view);
@@ -444,4 +488,56 @@ fn cgi_response(out: Vec<u8>) -> ApiResult<axum::response::Response> {
         .status(status)
         .body(axum::body::Body::from(out[split.0 + split.1..].to_vec()))
         .map_err(ApiError::internal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unused_artifacts_are_pruned_and_used_ones_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let served = tmp.path().join("marketplace/served");
+        std::fs::create_dir_all(served.join("old.git/refs")).unwrap();
+        std::fs::write(served.join("old.zip"), b"z").unwrap();
+        std::fs::write(served.join("new.zip"), b"z").unwrap();
+        let long_ago = std::time::SystemTime::now() - SERVED_RETENTION - Duration::from_secs(60);
+        for p in ["old.git", "old.zip"] {
+            std::fs::File::open(served.join(p))
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
+        // used just now: kept
+        std::fs::File::open(served.join("old.zip"))
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        touch(&served.join("old.zip"));
+        assert_eq!(prune_served(tmp.path()), 1);
+        assert!(!served.join("old.git").exists());
+        assert!(served.join("old.zip").exists() && served.join("new.zip").exists());
+    }
+
+    #[test]
+    fn cgi_output_becomes_a_response() {
+        let r =
+            cgi_response(b"Status: 403 Forbidden\r\nContent-Type: text/plain\r\n\r\nno".to_vec())
+                .unwrap();
+        assert_eq!(r.status(), 403);
+        assert_eq!(r.headers()["content-type"], "text/plain");
+        let r = cgi_response(
+            b"Content-Type: application/x-git-upload-pack-advertisement\n\n001e#".to_vec(),
+        )
+        .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(cgi_response(b"garbage without headers".to_vec()).is_err());
+    }
+
+    #[test]
+    fn fast_import_paths_are_quoted() {
+        assert_eq!(quote_path("plugins/a/b.md"), "plugins/a/b.md");
+        assert_eq!(quote_path("a b\"c"), "\"a b\\\"c\"");
+        assert_eq!(quote_path("ü"), "\"\\303\\274\"");
+    }
 }

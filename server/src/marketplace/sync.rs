@@ -201,6 +201,16 @@ pub async fn sync(state: &AppState, name: &str) -> ApiResult<SyncReport> {
         Err(e) => m.error = Some(e.detail()),
     }
     state.store.put_marketplace(&m).await?;
+    let data_dir = state.config.data_dir.clone();
+    let pruned = tokio::task::spawn_blocking(move || super::serve::prune_served(&data_dir))
+        .await
+        .unwrap_or(0);
+    if pruned > 0 {
+        tracing::info!(
+            pruned,
+            "removed served marketplace artifacts unused for a week"
+        );
+    }
     outcome
 }
 
