@@ -9,6 +9,7 @@ csv_wasm := wasm_target / "wasm32-wasip2/release/agnes_connector_csv.wasm"
 pg_wasm := wasm_target / "wasm32-wasip2/release/agnes_connector_postgres.wasm"
 sql_target := CARGO_TARGET_DIR / "wasm-sql"
 sql_wasm := sql_target / "wasm32-wasip2/release/agnes_sql.wasm"
+reviewer_wasm := wasm_target / "wasm32-wasip2/release/agnes_plugin_reviewer.wasm"
 
 default:
     @just --list
@@ -50,8 +51,8 @@ build:
 
 # The demo: the csv component syncs the bundled dataset, the server serves it, an analyst
 # with a grant downloads and queries it over REST (scripts/demo.sh).
-demo: connectors sql-component build
-    AGNES_SQL_COMPONENT={{sql_wasm}} scripts/demo.sh {{agnes}} {{csv_wasm}} {{pg_wasm}}
+demo: connectors sql-component reviewers build
+    AGNES_SQL_COMPONENT={{sql_wasm}} scripts/demo.sh {{agnes}} {{csv_wasm}} {{pg_wasm}} {{reviewer_wasm}}
 
 # The whole test suite (host crates, end-to-end with real components, guest unit tests).
 test:

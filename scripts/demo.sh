@@ -2,10 +2,10 @@
 # The demo: a real WASM connector syncs the bundled dataset, the server serves it, an
 # analyst with a grant pulls it into a local workspace and queries it (over REST and with
 # the agnes CLI). Called by `just demo`.
-#   scripts/demo.sh <agnes binary> <csv component>
+#   scripts/demo.sh <agnes binary> <csv component> <postgres component> <plugin reviewer component>
 set -euo pipefail
 cd "$(dirname "$0")/.."
-AGNES="$1"; CSV="$(realpath "$2")"; PG_WASM="$(realpath "$3")"
+AGNES="$1"; CSV="$(realpath "$2")"; PG_WASM="$(realpath "$3")"; REVIEWER="$(realpath "$4")"
 DATA_DIR=./agnes-data
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -23,6 +23,7 @@ MANIFEST=connectors-wasm/csv/connector.toml
 step "2. the server trusts the demo key: first admin, then serve on a free loopback port"
 SERVER_DIR="$DATA_DIR/server"; rm -rf "$SERVER_DIR"
 export AGNES_TRUSTED_KEYS="$(realpath "$KEYS/trusted")"
+export AGNES_MARKETPLACE_FILE_URLS=1     # the demo's plugin marketplace is a local git repository
 . scripts/lib-server.sh
 start_server "$AGNES" "$SERVER_DIR" "$DATA_DIR/server.log"
 trap 'kill $server 2>/dev/null || true' EXIT
@@ -126,10 +127,29 @@ head -n 12 CLAUDE.md                        # the agent rails, written by init f
 # what the SessionEnd hook would upload at the end of a Claude Code session here
 "$AGNES" push --dry-run
 
-step "7. the admin web UI (sign-in with a password; the REST API keeps using tokens)"
+step "6b. a Claude Code plugin marketplace: every plugin reviewed by a sandboxed reviewer component, served per group"
 cd "$OLDPWD"                                # back from the workspace
+MP="$DATA_DIR/marketplace-upstream"; rm -rf "$MP"; cp -r examples/demo/marketplace "$MP"
+git -C "$MP" init -q -b main && git -C "$MP" add -A
+git -C "$MP" -c user.name=demo -c user.email=demo@example.com commit -qm "team plugins"
+REVIEWER_MANIFEST=hooks-wasm/plugin-reviewer/reviewer.toml
+"$AGNES" connector sign "$REVIEWER" --manifest "$REVIEWER_MANIFEST" --key "$KEYS/demo.key"
+export AGNES_SERVER="$base" AGNES_TOKEN="$ADMIN"
+"$AGNES" admin reviewer upload "$REVIEWER" --manifest "$REVIEWER_MANIFEST"   # no network, no files: only the bundle
+"$AGNES" admin marketplace add team --url "file://$(realpath "$MP")"
+"$AGNES" admin marketplace plugins                 # the review queue: what is held, and why
+"$AGNES" admin marketplace review team/quick-setup
+"$AGNES" admin grant add sales --plugin 'team/*'
+unset AGNES_SERVER AGNES_TOKEN
+api "$ANALYST" GET /marketplace/info | pretty
+# what Claude Code clones (`agnes init --register-marketplace` sets it up): only the approved plugins
+rm -rf "$DATA_DIR/plugins"
+git clone -q --depth 1 "http://analyst:$ANALYST@${base#http://}/marketplace.git" "$DATA_DIR/plugins"
+(cd "$DATA_DIR/plugins" && git log --oneline && find . -path ./.git -prune -o -type f -print | sort)
+
+step "7. the admin web UI (sign-in with a password; the REST API keeps using tokens)"
 ADMIN_PASSWORD=$(AGNES_SERVER="$base" AGNES_TOKEN="$ADMIN" "$AGNES" admin user password admin --generate | tail -n 1)
 curl -s -o /dev/null -w "GET /admin without a session: %{http_code} -> %header{location}\n" "$base/admin"
 echo "Open the admin UI while a server runs on this data (it stops when this script ends):"
-echo "  AGNES_DATA_DIR=$(realpath "$SERVER_DIR") AGNES_LISTEN=$AGNES_LISTEN AGNES_TRUSTED_KEYS=$AGNES_TRUSTED_KEYS AGNES_SQL_COMPONENT=$AGNES_SQL_COMPONENT $AGNES serve"
+echo "  AGNES_DATA_DIR=$(realpath "$SERVER_DIR") AGNES_LISTEN=$AGNES_LISTEN AGNES_TRUSTED_KEYS=$AGNES_TRUSTED_KEYS AGNES_SQL_COMPONENT=$AGNES_SQL_COMPONENT AGNES_MARKETPLACE_FILE_URLS=1 $AGNES serve"
 echo "  then $base/admin   user: admin   password (shown once): $ADMIN_PASSWORD"

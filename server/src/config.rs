@@ -53,6 +53,7 @@ pub struct MarketplaceConfig {
     pub name: String,
     /// Allow `file://` marketplace URLs (a repository on the server's own disk): off, since
     /// an admin could otherwise read any repository the server can.
+    /// `AGNES_MARKETPLACE_FILE_URLS=1` sets it.
     pub allow_file_urls: bool,
     /// Limits of one reviewer run.
     pub review_limits: agnes_runtime::hook::ReviewLimits,
@@ -231,6 +232,9 @@ impl ServerConfig {
         }
         if let Some(path) = env("AGNES_SQL_COMPONENT") {
             config.sql.component = Some(PathBuf::from(path));
+        }
+        if let Some(v) = env("AGNES_MARKETPLACE_FILE_URLS") {
+            config.marketplace.allow_file_urls = matches!(v.as_str(), "1" | "true" | "yes");
         }
         if let Some(v) = env("AGNES_ALLOW_UNSIGNED") {
             config.allow_unsigned_connectors = matches!(v.as_str(), "1" | "true" | "yes");
