@@ -68,7 +68,9 @@ pub use engine::{LoadedComponent, Runtime, Surface};
 pub use error::{Error, Phase};
 pub use host::egress::{ResolveOverrides, is_public};
 pub use limits::Limits;
-pub use policy::{DatabaseGrant, DatabaseKind, DirGrant, Grant, HttpGrant, SecretGrant, TlsMode};
+pub use policy::{
+    DatabaseGrant, DatabaseKind, DirGrant, Grant, HttpGrant, SecretGrant, TlsMode, host_matches,
+};
 pub use run::{
     ConnectorSpec, Materialize, NativeEmitter, Progress, ProgressFn, RunReport, RunRequest,
     TableReport, TableSpec,

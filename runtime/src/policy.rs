@@ -198,7 +198,7 @@ impl SecretGrant {
 
 /// Does host `pattern` (`*`, `*.suffix` or an exact name) cover `host`? Both lowercase.
 /// A `*.suffix` pattern also covers a narrower pattern `*.x.suffix`.
-pub(crate) fn host_matches(pattern: &str, host: &str) -> bool {
+pub fn host_matches(pattern: &str, host: &str) -> bool {
     if pattern == "*" || pattern == host {
         return true;
     }

@@ -55,6 +55,9 @@ pub struct MarketplaceConfig {
     /// an admin could otherwise read any repository the server can.
     /// `AGNES_MARKETPLACE_FILE_URLS=1` sets it.
     pub allow_file_urls: bool,
+    /// Hosts marketplaces may be fetched from (`github.com`, `*.example.com`); empty: any
+    /// public host. The operator's grant, as `[grant.http]` is for connectors.
+    pub allowed_hosts: Vec<String>,
     /// Limits of one reviewer run.
     pub review_limits: agnes_runtime::hook::ReviewLimits,
 }
@@ -64,6 +67,7 @@ impl Default for MarketplaceConfig {
         MarketplaceConfig {
             name: "agnes".into(),
             allow_file_urls: false,
+            allowed_hosts: Vec::new(),
             review_limits: Default::default(),
         }
     }

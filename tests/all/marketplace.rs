@@ -704,7 +704,24 @@ fn marketplace_urls_go_through_the_egress_rules() {
             .contains("allow_file_urls"),
         "{v}"
     );
-    // a loopback git server is refused without allow_private: the same check as connectors
+    // the operator's host allow-list is checked before anything is resolved or fetched
+    let narrow = TestServer::start_with(|c| {
+        c.marketplace.allowed_hosts = vec!["git.example.com".into(), "*.corp.example".into()]
+    });
+    let (st, v) = narrow.call(
+        "POST",
+        Some(&narrow.admin),
+        "/api/admin/marketplaces",
+        Some(json!({"name": "gh", "url": "https://github.com/someone/plugins.git"})),
+    );
+    assert_eq!(st, 201);
+    assert!(
+        v["sync"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not in the server's `[marketplace] allowed_hosts`"),
+        "{v}"
+    );
 }
 
 #[test]
@@ -1064,4 +1081,79 @@ fn the_review_queue_is_worked_from_the_web_ui() {
     );
     assert_eq!(forged.status, 403);
     assert_eq!(plugins_by_name(&s)["mcp-npx"]["status"], "pending");
+}
+
+#[test]
+fn a_marketplace_is_fetched_over_http_with_a_token_and_only_from_allowed_addresses() {
+    // server A serves alice's view of its marketplace over git smart HTTP; server B fetches
+    // it as an upstream, authenticating with alice's token from a secret file
+    let (a, _, _keys_a) = marketplace_server(ReviewLimits::default());
+    let up = Upstream::new();
+    up.plugin("good", "1.0.0", &[("skills/sql/SKILL.md", GOOD_SKILL)])
+        .manifest(&["good"], &[]);
+    up.commit("v1");
+    a.admin_call(
+        "POST",
+        "/api/admin/marketplaces",
+        Some(json!({"name": "team", "url": up.url()})),
+    );
+    a.admin_call(
+        "POST",
+        "/api/admin/marketplace/plugins/team/good/approve",
+        None,
+    );
+    let (alice, _) = user(&a, "alice", &["data"]);
+    grant(&a, "data", "team/*");
+
+    let (b, _, _keys_b) = marketplace_server(ReviewLimits::default());
+    let secrets = tempfile::tempdir().unwrap();
+    let token_file = secrets.path().join("token");
+    std::fs::write(&token_file, format!("{alice}\n")).unwrap();
+    let url = a.url("/marketplace.git");
+    // loopback is refused unless the marketplace allows private addresses
+    let (_, v) = b.call(
+        "POST",
+        Some(&b.admin),
+        "/api/admin/marketplaces",
+        Some(json!({"name": "mirror", "url": url, "token": {"file": token_file}})),
+    );
+    assert!(
+        v["sync"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("non-public address 127.0.0.1"),
+        "{v}"
+    );
+    b.admin_call("PUT", "/api/admin/marketplaces/mirror", Some(json!({"name": "mirror", "url": url, "token": {"file": token_file}, "allow_private": true})));
+    let v = b.admin_call("POST", "/api/admin/marketplaces/mirror/sync", None);
+    assert_eq!(v["report"]["plugins"][0]["name"], "good", "{v}");
+    let p = &plugins_by_name(&b)["good"];
+    assert_eq!(
+        (p["status"].as_str(), p["path"].as_str()),
+        (Some("pending"), Some("plugins/team-good")),
+        "{p}"
+    );
+    // a wrong token: the fetch fails, the token never appears in the error
+    std::fs::write(&token_file, "not-the-token").unwrap();
+    let (st, v) = b.call(
+        "POST",
+        Some(&b.admin),
+        "/api/admin/marketplaces/mirror/sync",
+        None,
+    );
+    assert_eq!(st, 422, "{v}");
+    assert!(
+        !v.to_string().contains("not-the-token") && !v.to_string().contains(&alice),
+        "{v}"
+    );
+    let m = b.admin_call("GET", "/api/admin/marketplaces/mirror", None);
+    assert!(
+        !m.to_string().contains(&alice),
+        "the token is a reference, never stored: {m}"
+    );
+    assert_eq!(
+        plugins_by_name(&b)["good"]["status"],
+        "pending",
+        "what was synced stays"
+    );
 }

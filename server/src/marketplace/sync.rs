@@ -132,6 +132,16 @@ async fn egress(state: &AppState, m: &Marketplace) -> ApiResult<Vec<(String, Str
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_ascii_lowercase();
+    let allowed = &state.config.marketplace.allowed_hosts;
+    if !allowed.is_empty()
+        && !allowed
+            .iter()
+            .any(|p| agnes_runtime::host_matches(&p.to_ascii_lowercase(), &host))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "marketplace url `{url}`: host {host} is not in the server's `[marketplace] allowed_hosts`"
+        )));
+    }
     let port = uri
         .port_u16()
         .unwrap_or(if scheme == "https" { 443 } else { 80 });
