@@ -398,7 +398,9 @@ pub async fn http_backend(
         .await
         .map_err(|_| ApiError::TooManyRequests("the git server is busy; retry".into(), 5))?
         .map_err(ApiError::internal)?;
-    let root = repo.parent().expect("served dir");
+    // absolute: git resolves GIT_PROJECT_ROOT after changing into the working directory
+    let root = std::fs::canonicalize(repo.parent().expect("served dir")).map_err(ApiError::internal)?;
+    let root = root.as_path();
     let name = repo.file_name().expect("a repository").to_string_lossy();
     let header = |h: &str| headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("");
     let protocol = header("git-protocol");
