@@ -399,7 +399,8 @@ pub async fn http_backend(
         .map_err(|_| ApiError::TooManyRequests("the git server is busy; retry".into(), 5))?
         .map_err(ApiError::internal)?;
     // absolute: git resolves GIT_PROJECT_ROOT after changing into the working directory
-    let root = std::fs::canonicalize(repo.parent().expect("served dir")).map_err(ApiError::internal)?;
+    let root =
+        std::fs::canonicalize(repo.parent().expect("served dir")).map_err(ApiError::internal)?;
     let root = root.as_path();
     let name = repo.file_name().expect("a repository").to_string_lossy();
     let header = |h: &str| headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("");
