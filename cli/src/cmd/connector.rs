@@ -14,6 +14,20 @@ use crate::output::{Output, bytes, count};
 
 #[derive(Debug, Subcommand)]
 pub enum ConnectorCmd {
+    /// Scaffold a connector crate in a new directory: Cargo.toml, src/lib.rs using the SDK,
+    /// connector.toml with the minimal requests, README, fixtures, .gitignore — the SDK and
+    /// WIT of this release vendored, so it builds with `cargo build --release --target
+    /// wasm32-wasip2` or `cargo component build --release`.
+    New {
+        /// The connector's name ([a-z0-9-]).
+        name: String,
+        /// What it reads.
+        #[arg(long, value_enum, default_value = "file")]
+        kind: super::scaffold::Kind,
+        /// Where to write it (default: ./NAME); must not exist or be empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Run a connector component and publish its extract at --out.
     Run(RunArgs),
     /// List the tables a connector offers with a config, with their columns.
@@ -191,6 +205,23 @@ fn tokio() -> Result<tokio::runtime::Runtime> {
 
 pub fn run(cmd: ConnectorCmd, out: &Output) -> Result<()> {
     match cmd {
+        ConnectorCmd::New { name, kind, dir } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let files = super::scaffold::write(&name, kind, &dir)?;
+            out.print(
+                || {
+                    format!(
+                        "wrote {} ({} files, SDK and WIT of agnes {} vendored)\nnext: cd {} && cargo build --release --target wasm32-wasip2",
+                        dir.display(),
+                        files.len(),
+                        super::scaffold::sdk_version(),
+                        dir.display()
+                    )
+                },
+                || serde_json::json!({"dir": dir, "files": files, "sdk": super::scaffold::sdk_version()}),
+            );
+            Ok(())
+        }
         ConnectorCmd::Run(args) => run_connector(args, out),
         ConnectorCmd::Discover(args) => discover(args, out),
         ConnectorCmd::Keygen { name } => keygen(&name, out),

@@ -6,5 +6,6 @@ pub mod connector;
 pub mod extract;
 pub mod pull;
 pub mod push;
+pub mod scaffold;
 pub mod serve;
 pub mod snapshot;

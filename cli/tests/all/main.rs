@@ -4,6 +4,7 @@
 mod admin;
 mod analyst;
 mod chaos;
+mod kit;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,0 +1,231 @@
+//! The connector kit: `agnes connector new` scaffolds a crate outside the project tree that
+//! builds with plain cargo for wasm32-wasip2, runs, signs and verifies.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// The wasm32-wasip2 toolchain scripts/setup.sh records (`WASM_CARGO`, `WASM_RUSTC`).
+fn toolchain() -> (String, String) {
+    let env =
+        std::fs::read_to_string("/etc/agnes/wasm-toolchain.env").expect("run scripts/setup.sh");
+    let get = |k: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("{k} in /etc/agnes/wasm-toolchain.env"))
+            .to_string()
+    };
+    (get("WASM_CARGO"), get("WASM_RUSTC"))
+}
+
+/// `cargo build --release --target wasm32-wasip2` in `dir`, sharing one target dir across
+/// runs: the component's path.
+fn build(dir: &Path, artifact: &str) -> PathBuf {
+    let (cargo, rustc) = toolchain();
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("connector-kit");
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--release",
+        "--target",
+        "wasm32-wasip2",
+        "--offline",
+    ])
+    .current_dir(dir)
+    .env("CARGO_TARGET_DIR", &target)
+    .env("RUSTC", rustc);
+    for var in [
+        "RUSTUP_TOOLCHAIN",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO",
+        "CARGO_MANIFEST_DIR",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "building {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wasm = target.join(format!("wasm32-wasip2/release/{artifact}.wasm"));
+    assert!(wasm.exists(), "{} was not produced", wasm.display());
+    wasm
+}
+
+fn agnes(args: &[&str], cwd: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_agnes"))
+        .args(args)
+        .current_dir(cwd)
+        .env("AGNES_CACHE_DIR", cwd.join(".cache"))
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn ok(o: &std::process::Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn a_scaffolded_connector_builds_runs_signs_and_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = agnes(
+        &["connector", "new", "lines", "--kind", "file", "--json"],
+        tmp.path(),
+    );
+    let v: Value = serde_json::from_str(&ok(&o)).unwrap();
+    let files: Vec<&str> = v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    for f in [
+        "Cargo.toml",
+        "src/lib.rs",
+        "connector.toml",
+        "README.md",
+        ".gitignore",
+        "fixtures/run.toml",
+        "Cargo.lock",
+        "wit/connector-0.2/connector.wit",
+    ] {
+        assert!(files.contains(&f), "{f}: {files:?}");
+    }
+    let dir = tmp.path().join("lines");
+    // refuses to write over a directory in use, and bad names
+    let o = agnes(&["connector", "new", "lines"], tmp.path());
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("not empty"));
+    let o = agnes(&["connector", "new", "Bad_Name"], tmp.path());
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("[a-z0-9-]"));
+
+    let wasm = build(&dir, "agnes_connector_lines");
+    let wasm_s = wasm.to_str().unwrap();
+    // it runs against its fixture, within what connector.toml requests
+    let out = tmp.path().join("extracts/lines");
+    ok(&agnes(
+        &[
+            "connector",
+            "run",
+            wasm_s,
+            "--config",
+            "fixtures/run.toml",
+            "--out",
+            out.to_str().unwrap(),
+            "--allow-unsigned",
+            "--manifest",
+            "connector.toml",
+        ],
+        &dir,
+    ));
+    let shown = ok(&agnes(
+        &["extract", "show", out.to_str().unwrap(), "-n", "5"],
+        &dir,
+    ));
+    assert!(
+        shown.contains("3 rows") && shown.contains("hello.txt | 2 | world"),
+        "{shown}"
+    );
+    // signed with connector.toml; verified against the key; a flipped byte is refused
+    ok(&agnes(
+        &[
+            "connector",
+            "keygen",
+            tmp.path().join("keys/ops").to_str().unwrap(),
+        ],
+        &dir,
+    ));
+    std::fs::create_dir_all(tmp.path().join("trusted")).unwrap();
+    std::fs::copy(
+        tmp.path().join("keys/ops.pub"),
+        tmp.path().join("trusted/ops.pub"),
+    )
+    .unwrap();
+    let component = tmp.path().join("lines.wasm");
+    std::fs::copy(&wasm, &component).unwrap();
+    let c = component.to_str().unwrap();
+    ok(&agnes(
+        &[
+            "connector",
+            "sign",
+            c,
+            "--manifest",
+            "connector.toml",
+            "--key",
+            tmp.path().join("keys/ops.key").to_str().unwrap(),
+        ],
+        &dir,
+    ));
+    let trusted = tmp.path().join("trusted");
+    let verified = ok(&agnes(
+        &[
+            "connector",
+            "verify",
+            c,
+            "--manifest",
+            "connector.toml",
+            "--trusted-keys",
+            trusted.to_str().unwrap(),
+        ],
+        &dir,
+    ));
+    assert!(verified.contains("dir /data"), "{verified}");
+    let mut bytes = std::fs::read(&component).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&component, bytes).unwrap();
+    let o = agnes(
+        &[
+            "connector",
+            "verify",
+            c,
+            "--manifest",
+            "connector.toml",
+            "--trusted-keys",
+            trusted.to_str().unwrap(),
+        ],
+        &dir,
+    );
+    assert!(!o.status.success(), "a flipped byte must not verify");
+}
+
+#[test]
+fn the_http_and_database_scaffolds_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (kind, name) in [("http", "items-api"), ("database", "pg-tables")] {
+        ok(&agnes(
+            &["connector", "new", name, "--kind", kind],
+            tmp.path(),
+        ));
+        let dir = tmp.path().join(name);
+        let manifest = std::fs::read_to_string(dir.join("connector.toml")).unwrap();
+        assert!(
+            manifest.contains(if kind == "http" {
+                "[[requests.http]]"
+            } else {
+                "[[requests.databases]]"
+            }),
+            "{manifest}"
+        );
+        let wasm = build(&dir, &format!("agnes_connector_{}", name.replace('-', "_")));
+        let inspected = ok(&agnes(
+            &[
+                "connector",
+                "inspect",
+                wasm.to_str().unwrap(),
+                "--manifest",
+                "connector.toml",
+            ],
+            &dir,
+        ));
+        assert!(inspected.contains("agnes:connector@0.2.0"), "{inspected}");
+    }
+}
