@@ -51,6 +51,8 @@ pub(crate) struct EngineInner {
     /// Pinned addresses for outbound HTTP host names (see [`Runtime::with_resolve`]).
     pub resolve_overrides: Arc<crate::host::egress::ResolveOverrides>,
     pub tls: Arc<rustls::ClientConfig>,
+    /// Recorded HTTP exchanges to answer from (or to record into); `None`: the network.
+    pub http_fixtures: Option<Arc<crate::host::fixtures::HttpFixtures>>,
 }
 
 /// A component's capability surface: every imported and exported function, as
@@ -120,6 +122,7 @@ impl Runtime {
                 cache_dir: cache_dir.map(Path::to_path_buf),
                 resolve_overrides: Arc::default(),
                 tls: crate::host::egress::tls_config(),
+                http_fixtures: None,
             }),
         })
     }
@@ -129,6 +132,17 @@ impl Runtime {
     /// as DNS answers: a non-public one still needs `allow_private`.
     pub fn with_resolve(mut self, overrides: crate::host::egress::ResolveOverrides) -> Runtime {
         Arc::make_mut(&mut self.inner).resolve_overrides = Arc::new(overrides);
+        self
+    }
+
+    /// Answers connectors' HTTP requests from recorded exchanges, or records them
+    /// ([`crate::HttpFixtures`]): for testing a connector without its source. Grants and
+    /// secrets are still checked first.
+    pub fn with_http_fixtures(
+        mut self,
+        fixtures: Arc<crate::host::fixtures::HttpFixtures>,
+    ) -> Runtime {
+        Arc::make_mut(&mut self.inner).http_fixtures = Some(fixtures);
         self
     }
 

@@ -67,6 +67,7 @@ pub use config::RunConfig;
 pub use engine::{LoadedComponent, Runtime, Surface};
 pub use error::{Error, Phase};
 pub use host::egress::{ResolveOverrides, is_public};
+pub use host::fixtures::{Exchange, HttpFixtures};
 pub use limits::Limits;
 pub use policy::{
     DatabaseGrant, DatabaseKind, DirGrant, Grant, HttpGrant, SecretGrant, TlsMode, host_matches,

@@ -178,6 +178,7 @@ impl Runtime {
             grant,
             self.inner.resolve_overrides.clone(),
             self.inner.tls.clone(),
+            self.inner.http_fixtures.clone(),
         )?;
         let databases = crate::host::database::Databases::new(
             grant,

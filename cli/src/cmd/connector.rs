@@ -30,6 +30,13 @@ pub enum ConnectorCmd {
     },
     /// Run a connector component and publish its extract at --out.
     Run(RunArgs),
+    /// Test a component without its source: discover and read in the sandbox with HTTP
+    /// answered from recorded fixtures (`<fixtures>/http.json`; an unexpected request fails
+    /// naming it) and the run config `<fixtures>/run.toml` (config, grant — e.g. a fixture
+    /// directory —, limits); checks the extract contract (`_meta`, md5 of every file) and that
+    /// a second run gives the same schemas. Exit 1 on any failure. `--record` sends the
+    /// requests to the live source once and writes http.json.
+    Test(TestArgs),
     /// List the tables a connector offers with a config, with their columns.
     Discover(DiscoverArgs),
     /// Create a signing key pair: NAME.key (secret, mode 0600) and NAME.pub.
@@ -164,6 +171,22 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct TestArgs {
+    /// The connector component (.wasm).
+    component: PathBuf,
+    /// Directory with run.toml and (for HTTP connectors) http.json.
+    #[arg(long)]
+    fixtures: PathBuf,
+    /// Record: send the requests to the live source and write <fixtures>/http.json.
+    #[arg(long)]
+    record: bool,
+    #[command(flatten)]
+    signed: SignedArgs,
+    #[command(flatten)]
+    cache: CacheArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct DiscoverArgs {
     /// The connector component (.wasm).
     component: PathBuf,
@@ -223,6 +246,7 @@ pub fn run(cmd: ConnectorCmd, out: &Output) -> Result<()> {
             Ok(())
         }
         ConnectorCmd::Run(args) => run_connector(args, out),
+        ConnectorCmd::Test(args) => test_connector(args, out),
         ConnectorCmd::Discover(args) => discover(args, out),
         ConnectorCmd::Keygen { name } => keygen(&name, out),
         ConnectorCmd::Sign {
@@ -591,4 +615,212 @@ fn peak_rss_bytes() -> Option<u64> {
         .parse()
         .ok()?;
     Some(kb * 1024)
+}
+
+/// One run of `agnes connector test`: the report and the fixtures it used.
+fn test_run(
+    runtime: &Runtime,
+    component: &agnes_runtime::LoadedComponent,
+    config: &RunConfig,
+    grant: &agnes_runtime::Grant,
+    limits: &agnes_runtime::Limits,
+    fixtures: std::sync::Arc<agnes_runtime::HttpFixtures>,
+    extracts: &Path,
+) -> Result<agnes_runtime::RunReport, agnes_runtime::Error> {
+    let runtime = runtime.clone().with_http_fixtures(fixtures);
+    let request = RunRequest {
+        source: "test".into(),
+        extracts_dir: extracts.to_path_buf(),
+        config: config.config.clone(),
+        grant: grant.clone(),
+        limits: limits.clone(),
+        streams: None,
+        state: None,
+    };
+    tokio()
+        .map_err(|e| agnes_runtime::Error::Policy {
+            reason: e.to_string(),
+        })?
+        .block_on(runtime.run(component, request, None))
+}
+
+/// `(column, type)` of a parquet file, as DuckDB reads it.
+fn parquet_columns(path: &Path) -> Result<Vec<(String, String)>> {
+    let db = duckdb::Connection::open_in_memory()?;
+    let mut stmt = db
+        .prepare("SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet(?))")?;
+    let rows = stmt.query_map([path.to_string_lossy().to_string()], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn test_connector(args: TestArgs, out: &Output) -> Result<()> {
+    use agnes_runtime::HttpFixtures;
+    use std::sync::Arc;
+    let config = RunConfig::from_file(&args.fixtures.join("run.toml"))?;
+    let http_path = args.fixtures.join("http.json");
+    let recorded: Vec<agnes_runtime::Exchange> = if args.record || !http_path.exists() {
+        Vec::new()
+    } else {
+        serde_json::from_slice(&std::fs::read(&http_path)?)
+            .with_context(|| format!("{} is not a list of exchanges", http_path.display()))?
+    };
+    let runtime = args.cache.runtime()?;
+    let (component, manifest, _) =
+        args.signed
+            .load(&runtime, &args.component, out.quiet || out.json)?;
+    let (grant, limits) = match &manifest {
+        Some(m) => m.effective(&config.grant, &config.limits)?,
+        None => (config.grant.clone(), config.limits.clone()),
+    };
+    let scratch = Scratch::new()?;
+    let mut checks: Vec<(bool, String)> = Vec::new();
+    let first = Arc::new(if args.record {
+        HttpFixtures::record()
+    } else {
+        HttpFixtures::replay(recorded.clone())
+    });
+    let report = test_run(
+        &runtime,
+        &component,
+        &config,
+        &grant,
+        &limits,
+        first.clone(),
+        &scratch.0.join("one"),
+    );
+    for request in first.unexpected() {
+        checks.push((
+            false,
+            format!("unexpected request {request}: no fixture answers it"),
+        ));
+    }
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            checks.push((false, format!("discover + read failed: {e}")));
+            return finish(&args, checks, out);
+        }
+    };
+    checks.push((
+        true,
+        format!(
+            "discover + read: {} tables, {} rows, {} HTTP exchanges",
+            report.tables.len(),
+            report.rows,
+            first.exchanges().len()
+        ),
+    ));
+    if args.record {
+        std::fs::write(&http_path, serde_json::to_vec_pretty(&first.exchanges())?)?;
+        checks.push((
+            true,
+            format!(
+                "recorded {} exchanges into {}",
+                first.exchanges().len(),
+                http_path.display()
+            ),
+        ));
+    } else {
+        for unused in first.unused() {
+            checks.push((true, format!("note: fixture {unused} was not requested")));
+        }
+    }
+    // the extract contract: _meta agrees with the files, every file's md5 is what is recorded
+    match extract::read_meta(&report.dir) {
+        Ok(meta) => {
+            let names: Vec<&str> = meta.iter().map(|m| m.table_name.as_str()).collect();
+            checks.push((
+                names.len() == report.tables.len(),
+                format!("_meta lists {} table(s): {}", names.len(), names.join(", ")),
+            ));
+        }
+        Err(e) => checks.push((false, format!("_meta: {e}"))),
+    }
+    for t in &report.tables {
+        let md5 =
+            std::fs::read(&t.path).map(|b| format!("{:x}", <md5::Md5 as md5::Digest>::digest(&b)));
+        checks.push(match md5 {
+            Ok(m) if m == t.md5 => (true, format!("{}: {} rows, md5 {m}", t.name, t.rows)),
+            Ok(m) => (
+                false,
+                format!(
+                    "{}: the file's md5 {m} is not the recorded {}",
+                    t.name, t.md5
+                ),
+            ),
+            Err(e) => (false, format!("{}: {e}", t.name)),
+        });
+    }
+    // schema stability: a second run over the same fixtures gives the same columns
+    let second = Arc::new(HttpFixtures::replay(if args.record {
+        first.exchanges()
+    } else {
+        recorded
+    }));
+    match test_run(
+        &runtime,
+        &component,
+        &config,
+        &grant,
+        &limits,
+        second,
+        &scratch.0.join("two"),
+    ) {
+        Ok(again) => {
+            for t in &report.tables {
+                let other = again.tables.iter().find(|o| o.name == t.name);
+                let same = match other {
+                    Some(o) => parquet_columns(&t.path).ok() == parquet_columns(&o.path).ok(),
+                    None => false,
+                };
+                checks.push((same, format!("{}: the same schema on a second run", t.name)));
+            }
+        }
+        Err(e) => checks.push((false, format!("a second run failed: {e}"))),
+    }
+    finish(&args, checks, out)
+}
+
+fn finish(args: &TestArgs, checks: Vec<(bool, String)>, out: &Output) -> Result<()> {
+    let failed = checks.iter().filter(|(ok, _)| !ok).count();
+    out.print(
+        || {
+            let mut text = format!("{}:", args.component.display());
+            for (ok, line) in &checks {
+                text.push_str(&format!("\n  {} {line}", if *ok { "ok  " } else { "FAIL" }));
+            }
+            text
+        },
+        || json!({"component": args.component, "passed": failed == 0, "checks": checks.iter().map(|(ok, l)| json!({"ok": ok, "check": l})).collect::<Vec<_>>()}),
+    );
+    if failed > 0 {
+        bail!("{failed} check(s) failed");
+    }
+    Ok(())
+}
+
+/// A scratch directory removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Scratch> {
+        let dir = std::env::temp_dir().join(format!(
+            "agnes-connector-test-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -238,11 +238,21 @@ fn template(kind: Kind, name: &str, table: &str) -> Result<Template> {
             format!(
                 "# What the {name} connector requests; signed together with the component.\nname = \"{name}\"\nversion = \"0.1.0\"\ndescription = \"records of a JSON API\"\n\n[[requests.http]]\nhost = \"*\"\n\n[[requests.secrets]]\nname = \"api_token\"\nhosts = [\"*\"]\ndescription = \"sent as a Bearer token\"\n"
             ),
-            "agnes connector run ... --config fixtures/run.toml  # with the API reachable and api_token set".into(),
-            vec![(
-                "fixtures/items.json".into(),
-                "{\"items\": [{\"id\": 1, \"name\": \"first\"}, {\"id\": 2, \"name\": \"second\"}]}\n".into(),
-            )],
+            format!(
+                "agnes connector test target/wasm32-wasip2/release/agnes_connector_{}.wasm --fixtures fixtures --allow-unsigned --manifest connector.toml",
+                name.replace('-', "_")
+            ),
+            vec![
+                (
+                    "fixtures/run.toml".into(),
+                    "# `agnes connector test --fixtures fixtures` answers the requests from http.json;\n# `--record` sends them to the live API once (set base_url and a real token file).\n[config]\nbase_url = \"https://api.example.com/v1\"\n\n[[grant.http]]\nhost = \"api.example.com\"\n\n[grant.secrets.api_token]\nfile = \"token.txt\"\nhosts = [\"api.example.com\"]\n".into(),
+                ),
+                ("fixtures/token.txt".into(), "not-a-real-token\n".into()),
+                (
+                    "fixtures/http.json".into(),
+                    "[\n  {\n    \"method\": \"GET\",\n    \"url\": \"https://api.example.com/v1/items\",\n    \"status\": 200,\n    \"headers\": [[\"content-type\", \"application/json\"]],\n    \"body\": \"{\\\"items\\\": [{\\\"id\\\": 1, \\\"name\\\": \\\"first\\\"}, {\\\"id\\\": 2, \\\"name\\\": \\\"second\\\"}]}\"\n  }\n]\n".into(),
+                ),
+            ],
         ),
         Kind::Database => (
             format!("{serde}\n"),

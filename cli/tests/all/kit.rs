@@ -227,5 +227,66 @@ fn the_http_and_database_scaffolds_build() {
             &dir,
         ));
         assert!(inspected.contains("agnes:connector@0.2.0"), "{inspected}");
+        if kind != "http" {
+            continue;
+        }
+        // the recorded API answers the connector in the sandbox: no network, grants still apply
+        let test = |dir: &Path| {
+            agnes(
+                &[
+                    "connector",
+                    "test",
+                    wasm.to_str().unwrap(),
+                    "--fixtures",
+                    "fixtures",
+                    "--allow-unsigned",
+                    "--manifest",
+                    "connector.toml",
+                ],
+                dir,
+            )
+        };
+        let report = ok(&test(&dir));
+        assert!(
+            report.contains("1 tables, 2 rows, 1 HTTP exchanges")
+                && report.contains("the same schema on a second run"),
+            "{report}"
+        );
+        assert!(!report.contains("FAIL"), "{report}");
+        // a request the recording does not have fails the test, naming it
+        let http = dir.join("fixtures/http.json");
+        let recorded = std::fs::read_to_string(&http).unwrap();
+        std::fs::write(&http, recorded.replace("/v1/items", "/v1/other")).unwrap();
+        let o = test(&dir);
+        let text =
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{text}");
+        assert!(
+            text.contains("unexpected request GET https://api.example.com/v1/items"),
+            "{text}"
+        );
+        // a request outside the grant is refused before any fixture is consulted
+        std::fs::write(&http, recorded).unwrap();
+        let run = dir.join("fixtures/run.toml");
+        let config = std::fs::read_to_string(&run).unwrap();
+        std::fs::write(
+            &run,
+            config.replace(
+                "base_url = \"https://api.example.com/v1\"",
+                "base_url = \"https://evil.example.net/v1\"",
+            ),
+        )
+        .unwrap();
+        let o = test(&dir);
+        let text =
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && text.contains("evil.example.net"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("not-a-real-token"),
+            "the secret never appears: {text}"
+        );
     }
 }

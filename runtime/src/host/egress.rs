@@ -65,6 +65,8 @@ struct EgressInner {
     /// The first refusal; the run fails with it.
     denied: Mutex<Option<Error>>,
     tls: Arc<rustls::ClientConfig>,
+    /// Replay or record HTTP exchanges instead of (or besides) the network.
+    fixtures: Option<Arc<super::fixtures::HttpFixtures>>,
 }
 
 impl Egress {
@@ -73,6 +75,7 @@ impl Egress {
         grant: &Grant,
         overrides: Arc<ResolveOverrides>,
         tls: Arc<rustls::ClientConfig>,
+        fixtures: Option<Arc<super::fixtures::HttpFixtures>>,
     ) -> Result<Egress, Error> {
         let mut secrets = HashMap::new();
         for (name, s) in &grant.secrets {
@@ -85,6 +88,7 @@ impl Egress {
                 overrides,
                 denied: Mutex::new(None),
                 tls,
+                fixtures,
             }),
         })
     }
@@ -173,6 +177,20 @@ impl Egress {
             *value = v;
         }
 
+        let method = request.method().to_string();
+        let url = uri.to_string();
+        if let Some(f) = &self.inner.fixtures
+            && f.mode == super::fixtures::Mode::Replay
+        {
+            return match f.answer(&method, &url) {
+                Some(response) => Ok((response, Box::new(async { Ok(()) }))),
+                None => Err(self.deny(
+                    attempt,
+                    format!("unexpected request {method} {url}: no recorded fixture answers it"),
+                )),
+            };
+        }
+
         let connect_timeout = options
             .and_then(|o| o.connect_timeout)
             .unwrap_or(CONNECT_TIMEOUT);
@@ -214,6 +232,10 @@ impl Egress {
             exchange(tls, request, connect_timeout, first_byte).await?
         } else {
             exchange(stream, request, connect_timeout, first_byte).await?
+        };
+        let response = match &self.inner.fixtures {
+            Some(f) => f.keep(&method, &url, response).await?,
+            None => response,
         };
         Ok((response, Box::new(async { Ok(()) })))
     }
@@ -429,7 +451,7 @@ mod tests {
                 ..SecretGrant::default()
             },
         );
-        Egress::new(&grant, Arc::default(), tls_config()).unwrap()
+        Egress::new(&grant, Arc::default(), tls_config(), None).unwrap()
     }
 
     #[test]
@@ -484,7 +506,7 @@ mod tests {
                 ..SecretGrant::default()
             },
         );
-        let err = Egress::new(&grant, Arc::default(), tls_config())
+        let err = Egress::new(&grant, Arc::default(), tls_config(), None)
             .err()
             .unwrap()
             .to_string();

@@ -5,6 +5,7 @@
 pub(crate) mod connector;
 pub mod database;
 pub(crate) mod egress;
+pub mod fixtures;
 pub(crate) mod output;
 mod v2;
 
@@ -124,6 +125,7 @@ impl RunState {
             &crate::Grant::default(),
             Default::default(),
             egress::tls_config(),
+            None,
         )?;
         let databases = database::Databases::new(
             &crate::Grant::default(),
