@@ -265,3 +265,145 @@ mod tests {
         );
     }
 }
+
+/// Custom sections a packaged component carries (`agnes connector package`).
+pub const MANIFEST_SECTION: &str = "agnes-manifest";
+pub const SIGNATURE_SECTION: &str = "agnes-signature";
+
+fn leb128(mut n: usize, out: &mut Vec<u8>) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn read_leb128(bytes: &[u8], at: &mut usize) -> Option<usize> {
+    let mut n: usize = 0;
+    for shift in (0..35).step_by(7) {
+        let b = *bytes.get(*at)?;
+        *at += 1;
+        n |= usize::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(n);
+        }
+    }
+    None
+}
+
+/// One package: the component with its `connector.toml` and signature as two custom
+/// sections appended at the end. The signature still covers the component *without* them,
+/// so packing changes nothing a verifier checks; [`unpack`] gives the three parts back.
+pub fn pack(component: &[u8], manifest: &str, sig: &SignatureFile) -> Result<Vec<u8>, Error> {
+    let (bare, _) = strip(component).ok_or_else(|| bad("not a WebAssembly binary".to_string()))?;
+    let mut out = bare;
+    let sig = serde_json::to_vec(sig).map_err(|e| bad(e.to_string()))?;
+    for (name, payload) in [
+        (MANIFEST_SECTION, manifest.as_bytes()),
+        (SIGNATURE_SECTION, &sig[..]),
+    ] {
+        let mut body = Vec::new();
+        leb128(name.len(), &mut body);
+        body.extend_from_slice(name.as_bytes());
+        body.extend_from_slice(payload);
+        out.push(0); // custom section
+        leb128(body.len(), &mut out);
+        out.extend_from_slice(&body);
+    }
+    Ok(out)
+}
+
+/// The component without Agnes' custom sections, and those sections' payloads by name.
+/// `None` when `bytes` is not a well-formed sequence of top-level sections.
+fn strip(bytes: &[u8]) -> Option<(Vec<u8>, Vec<(String, Vec<u8>)>)> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return None;
+    }
+    let mut out = bytes[..8].to_vec();
+    let mut found = Vec::new();
+    let mut at = 8;
+    while at < bytes.len() {
+        let start = at;
+        let id = bytes[at];
+        at += 1;
+        let size = read_leb128(bytes, &mut at)?;
+        let end = at.checked_add(size).filter(|e| *e <= bytes.len())?;
+        if id == 0 {
+            let mut p = at;
+            let len = read_leb128(bytes, &mut p)?;
+            let name_end = p.checked_add(len).filter(|e| *e <= end)?;
+            let name = std::str::from_utf8(&bytes[p..name_end]).ok()?;
+            if name == MANIFEST_SECTION || name == SIGNATURE_SECTION {
+                found.push((name.to_string(), bytes[name_end..end].to_vec()));
+                at = end;
+                continue;
+            }
+        }
+        out.extend_from_slice(&bytes[start..end]);
+        at = end;
+    }
+    Some((out, found))
+}
+
+/// The parts of a package: the bare component, its `connector.toml` and its signature; `None`
+/// when `bytes` carries no Agnes sections (a plain component).
+pub fn unpack(bytes: &[u8]) -> Result<Option<(Vec<u8>, String, SignatureFile)>, Error> {
+    let Some((bare, found)) = strip(bytes) else {
+        return Ok(None);
+    };
+    let get = |name: &str| {
+        found
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p.clone())
+    };
+    match (get(MANIFEST_SECTION), get(SIGNATURE_SECTION)) {
+        (None, None) => Ok(None),
+        (Some(m), Some(s)) => {
+            let manifest = String::from_utf8(m)
+                .map_err(|_| bad("the packaged connector.toml is not UTF-8".to_string()))?;
+            let sig: SignatureFile = serde_json::from_slice(&s)
+                .map_err(|e| bad(format!("the packaged signature is not a signature: {e}")))?;
+            Ok(Some((bare, manifest, sig)))
+        }
+        _ => Err(bad(
+            "a package needs both the agnes-manifest and agnes-signature sections".to_string(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod package_tests {
+    use super::*;
+
+    /// An empty component: the header alone.
+    const EMPTY: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    #[test]
+    fn a_package_unpacks_to_what_was_signed_and_verifies() {
+        let (secret, public, _) = keygen().unwrap();
+        let manifest = "name = \"x\"\nversion = \"1.0.0\"\n";
+        let sig = sign(EMPTY, manifest.as_bytes(), &secret).unwrap();
+        let packed = pack(EMPTY, manifest, &sig).unwrap();
+        assert_ne!(packed, EMPTY);
+        let (bare, m, s) = unpack(&packed).unwrap().unwrap();
+        assert_eq!((bare.as_slice(), m.as_str(), &s), (EMPTY, manifest, &sig));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("k.pub"), &public).unwrap();
+        let trusted = TrustedKeys::from_dir(dir.path()).unwrap();
+        verify(&bare, m.as_bytes(), &s, &trusted).unwrap();
+        // packing again replaces the sections instead of stacking them
+        assert_eq!(pack(&packed, manifest, &sig).unwrap(), packed);
+        // a plain component is not a package; a flipped byte of the component fails to verify
+        assert!(unpack(EMPTY).unwrap().is_none());
+        let mut flipped = bare.clone();
+        flipped[7] ^= 1;
+        assert!(verify(&flipped, m.as_bytes(), &s, &trusted).is_err());
+        // a truncated package is not mistaken for one
+        assert!(unpack(&packed[..packed.len() - 3]).unwrap().is_none());
+    }
+}

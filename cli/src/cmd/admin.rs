@@ -318,11 +318,12 @@ pub enum TokenCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum ConnectorCmd {
-    /// Upload a signed component with its connector.toml and signature.
+    /// Upload a signed component with its connector.toml and signature (or a package from
+    /// `agnes connector package`, which carries both).
     Upload {
         component: PathBuf,
         #[arg(long)]
-        manifest: PathBuf,
+        manifest: Option<PathBuf>,
         /// Default: `<component>.sig`.
         #[arg(long)]
         signature: Option<PathBuf>,
@@ -417,11 +418,11 @@ pub enum MarketplaceCmd {
 pub enum ReviewerCmd {
     /// Upload a signed reviewer component with its manifest (`name`, `version`) and
     /// signature (`agnes connector sign` makes it). It becomes the enabled version of its
-    /// name and reviews every plugin.
+    /// name and reviews every plugin. A package (`agnes connector package`) needs no --manifest.
     Upload {
         component: PathBuf,
         #[arg(long)]
-        manifest: PathBuf,
+        manifest: Option<PathBuf>,
         /// Default: `<component>.sig`.
         #[arg(long)]
         signature: Option<PathBuf>,
@@ -1180,9 +1181,28 @@ fn token(cmd: TokenCmd, server: &ServerArgs, out: &Output) -> Result<()> {
 }
 
 /// The JSON body of a signed upload (connector or reviewer).
-fn signed_upload(component: &Path, manifest: &Path, signature: Option<PathBuf>) -> Result<Value> {
+fn signed_upload(
+    component: &Path,
+    manifest: Option<&Path>,
+    signature: Option<PathBuf>,
+) -> Result<Value> {
     use base64::Engine as _;
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let Some(manifest) = manifest else {
+        // a package carries its connector.toml and signature
+        let (bare, manifest, sig) = agnes_runtime::signature::unpack(&read(component)?)?
+            .with_context(|| {
+                format!(
+                    "{} is not a package: pass --manifest (and --signature)",
+                    component.display()
+                )
+            })?;
+        return Ok(json!({
+            "component_base64": base64::engine::general_purpose::STANDARD.encode(bare),
+            "manifest": manifest,
+            "signature": sig,
+        }));
+    };
     let sig_path = signature.unwrap_or_else(|| agnes_runtime::signature::default_path(component));
     let sig: Value = serde_json::from_slice(&read(&sig_path)?)
         .with_context(|| format!("{} is not a signature file", sig_path.display()))?;
@@ -1449,7 +1469,7 @@ fn reviewer(cmd: ReviewerCmd, server: &ServerArgs, out: &Output) -> Result<()> {
             manifest,
             signature,
         } => {
-            let body = signed_upload(&component, &manifest, signature)?;
+            let body = signed_upload(&component, manifest.as_deref(), signature)?;
             act(
                 server,
                 "POST",
@@ -1503,7 +1523,7 @@ fn connector(cmd: ConnectorCmd, server: &ServerArgs, out: &Output) -> Result<()>
             manifest,
             signature,
         } => {
-            let body = signed_upload(&component, &manifest, signature)?;
+            let body = signed_upload(&component, manifest.as_deref(), signature)?;
             act(
                 server,
                 "POST",

@@ -28,6 +28,20 @@ pub enum ConnectorCmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// One artifact to ship: the component with its connector.toml and signature embedded as
+    /// custom sections (`agnes-manifest`, `agnes-signature`); `verify`, `inspect`, `run`,
+    /// `test` and `agnes admin connector upload` accept it without --manifest.
+    Package {
+        component: PathBuf,
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Default: <component>.sig.
+        #[arg(long)]
+        signature: Option<PathBuf>,
+        /// Default: <component without .wasm>.agnes.wasm.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Run a connector component and publish its extract at --out.
     Run(RunArgs),
     /// Test a component without its source: discover and read in the sandbox with HTTP
@@ -113,6 +127,28 @@ impl SignedArgs {
         Option<agnes_runtime::manifest::ConnectorManifest>,
         Option<String>,
     )> {
+        // a package (`agnes connector package`): its embedded connector.toml and signature,
+        // unless given explicitly
+        if self.manifest.is_none()
+            && let Ok(bytes) = std::fs::read(component)
+            && let Some((bare, manifest, sig)) = agnes_runtime::signature::unpack(&bytes)?
+        {
+            let scratch = Scratch::new()?;
+            let (c, m, s) = (
+                scratch.0.join("component.wasm"),
+                scratch.0.join("connector.toml"),
+                scratch.0.join("component.wasm.sig"),
+            );
+            std::fs::write(&c, bare)?;
+            std::fs::write(&m, manifest)?;
+            std::fs::write(&s, serde_json::to_vec(&sig)?)?;
+            let unpacked = SignedArgs {
+                manifest: Some(m),
+                signature: Some(s),
+                ..self.clone()
+            };
+            return unpacked.load(runtime, &c, quiet);
+        }
         let Some(dir) = &self.trusted_keys else {
             if !self.allow_unsigned {
                 bail!(
@@ -242,6 +278,33 @@ pub fn run(cmd: ConnectorCmd, out: &Output) -> Result<()> {
                     )
                 },
                 || serde_json::json!({"dir": dir, "files": files, "sdk": super::scaffold::sdk_version()}),
+            );
+            Ok(())
+        }
+        ConnectorCmd::Package {
+            component,
+            manifest,
+            signature,
+            output,
+        } => {
+            let bytes = std::fs::read(&component)
+                .with_context(|| format!("reading {}", component.display()))?;
+            let text = std::fs::read_to_string(&manifest)
+                .with_context(|| format!("reading {}", manifest.display()))?;
+            let sig = agnes_runtime::signature::read_signature(
+                &signature.unwrap_or_else(|| agnes_runtime::signature::default_path(&component)),
+            )?;
+            let packed = agnes_runtime::signature::pack(&bytes, &text, &sig)?;
+            let output = output.unwrap_or_else(|| component.with_extension("agnes.wasm"));
+            std::fs::write(&output, &packed)
+                .with_context(|| format!("writing {}", output.display()))?;
+            let digest = format!(
+                "sha256:{}",
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&packed))
+            );
+            out.print(
+                || format!("packaged {} ({} bytes, {digest}) with its connector.toml and signature (key {})", output.display(), packed.len(), sig.key_id),
+                || json!({"package": output, "bytes": packed.len(), "digest": digest, "key_id": sig.key_id}),
             );
             Ok(())
         }

@@ -134,6 +134,24 @@ fn a_scaffolded_connector_builds_runs_signs_and_verifies() {
         shown.contains("3 rows") && shown.contains("hello.txt | 2 | world"),
         "{shown}"
     );
+    // tested against its fixtures: the extract contract and a stable schema
+    let report = ok(&agnes(
+        &[
+            "connector",
+            "test",
+            wasm_s,
+            "--fixtures",
+            "fixtures",
+            "--allow-unsigned",
+            "--manifest",
+            "connector.toml",
+        ],
+        &dir,
+    ));
+    assert!(
+        report.contains("_meta lists 1 table(s): lines") && !report.contains("FAIL"),
+        "{report}"
+    );
     // signed with connector.toml; verified against the key; a flipped byte is refused
     ok(&agnes(
         &[
@@ -178,6 +196,107 @@ fn a_scaffolded_connector_builds_runs_signs_and_verifies() {
         &dir,
     ));
     assert!(verified.contains("dir /data"), "{verified}");
+    // one artifact: the component with its connector.toml and signature embedded
+    let package = tmp.path().join("lines.agnes.wasm");
+    ok(&agnes(
+        &[
+            "connector",
+            "package",
+            c,
+            "--manifest",
+            "connector.toml",
+            "-o",
+            package.to_str().unwrap(),
+        ],
+        &dir,
+    ));
+    let p = package.to_str().unwrap();
+    let verified = ok(&agnes(
+        &[
+            "connector",
+            "verify",
+            p,
+            "--trusted-keys",
+            trusted.to_str().unwrap(),
+        ],
+        &dir,
+    ));
+    assert!(verified.contains("OK: lines 0.1.0"), "{verified}");
+    let inspected = ok(&agnes(
+        &[
+            "connector",
+            "inspect",
+            p,
+            "--trusted-keys",
+            trusted.to_str().unwrap(),
+        ],
+        &dir,
+    ));
+    assert!(
+        inspected.contains("(verified)") && inspected.contains("dir /data"),
+        "{inspected}"
+    );
+    let mut tampered = std::fs::read(&package).unwrap();
+    tampered[100] ^= 1;
+    let bad = tmp.path().join("tampered.agnes.wasm");
+    std::fs::write(&bad, tampered).unwrap();
+    let o = agnes(
+        &[
+            "connector",
+            "verify",
+            bad.to_str().unwrap(),
+            "--trusted-keys",
+            trusted.to_str().unwrap(),
+        ],
+        &dir,
+    );
+    assert!(
+        !o.status.success(),
+        "a flipped byte in a package must not verify"
+    );
+
+    // upload the package to a real server, approve it, sync a source with it
+    let server = agnes_tests::TestServer::start_with(|cfg| {
+        cfg.trusted_keys = Some(trusted.clone());
+        cfg.allow_unsigned_connectors = false;
+    });
+    let admin = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_agnes"))
+            .arg("admin")
+            .args(args)
+            .current_dir(&dir)
+            .env("AGNES_SERVER", &server.base)
+            .env("AGNES_TOKEN", &server.admin)
+            .env("AGNES_CONFIG_DIR", tmp.path().join("config"))
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        ok(&o)
+    };
+    let up = admin(&["connector", "upload", p]);
+    assert!(up.contains("uploaded lines@0.1.0"), "{up}");
+    admin(&["connector", "approve", "lines@0.1.0"]);
+    let data = dir.join("fixtures/data").canonicalize().unwrap();
+    let grant = format!(
+        r#"{{"dirs": [{{"host": "{}", "guest": "/data"}}]}}"#,
+        data.display()
+    );
+    admin(&[
+        "source",
+        "add",
+        "notes",
+        "--connector",
+        "lines@0.1.0",
+        "--config",
+        r#"{"dir": "/data"}"#,
+        "--grant",
+        &grant,
+        "--table",
+        "lines",
+    ]);
+    let synced = admin(&["source", "sync", "notes", "--wait"]);
+    assert!(synced.contains("lines ok (3 rows)"), "{synced}");
+
     let mut bytes = std::fs::read(&component).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
