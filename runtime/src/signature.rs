@@ -317,9 +317,12 @@ pub fn pack(component: &[u8], manifest: &str, sig: &SignatureFile) -> Result<Vec
     Ok(out)
 }
 
+/// A custom section's name and payload.
+type Section = (String, Vec<u8>);
+
 /// The component without Agnes' custom sections, and those sections' payloads by name.
 /// `None` when `bytes` is not a well-formed sequence of top-level sections.
-fn strip(bytes: &[u8]) -> Option<(Vec<u8>, Vec<(String, Vec<u8>)>)> {
+fn strip(bytes: &[u8]) -> Option<(Vec<u8>, Vec<Section>)> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         return None;
     }
