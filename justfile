@@ -21,6 +21,13 @@ connectors:
       "$WASM_CARGO" build --release --locked
     @ls -l {{wasm_target}}/wasm32-wasip2/release/*.wasm
 
+# A connector author's pipeline on a crate made with `agnes connector new` (the steps of
+# docs/examples/connector-ci.yml): build, test with fixtures, sign, package, upload if
+# AGNES_SERVER/AGNES_TOKEN are set. Needs AGNES_SIGNING_KEY (a key file).
+connector-ci dir: build
+    . /etc/agnes/wasm-toolchain.env && env -u RUSTUP_TOOLCHAIN RUSTC="$WASM_RUSTC" CARGO="$WASM_CARGO" \
+      AGNES={{agnes}} scripts/connector-ci.sh {{dir}}
+
 # Build the first-party reviewer component (agnes:hook@0.1.0) for marketplace plugins.
 reviewers:
     . /etc/agnes/wasm-toolchain.env && cd hooks-wasm && \

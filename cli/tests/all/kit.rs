@@ -409,3 +409,93 @@ fn the_http_and_database_scaffolds_build() {
         );
     }
 }
+
+#[test]
+fn the_ci_pipeline_builds_tests_signs_packages_and_uploads_a_scaffold() {
+    let tmp = tempfile::tempdir().unwrap();
+    ok(&agnes(&["connector", "new", "ci-lines"], tmp.path()));
+    let dir = tmp.path().join("ci-lines");
+    ok(&agnes(
+        &[
+            "connector",
+            "keygen",
+            tmp.path().join("keys/ops").to_str().unwrap(),
+        ],
+        tmp.path(),
+    ));
+    let trusted = tmp.path().join("trusted");
+    std::fs::create_dir_all(&trusted).unwrap();
+    std::fs::copy(tmp.path().join("keys/ops.pub"), trusted.join("ops.pub")).unwrap();
+    let server = agnes_tests::TestServer::start_with(|cfg| {
+        cfg.trusted_keys = Some(trusted.clone());
+        cfg.allow_unsigned_connectors = false;
+    });
+    let (cargo, rustc) = toolchain();
+    let script = agnes_tests::repo_root().join("scripts/connector-ci.sh");
+    let o = Command::new("bash")
+        .arg(&script)
+        .arg(&dir)
+        .env("AGNES", env!("CARGO_BIN_EXE_agnes"))
+        .env("AGNES_SIGNING_KEY", tmp.path().join("keys/ops.key"))
+        .env("AGNES_SERVER", &server.base)
+        .env("AGNES_TOKEN", &server.admin)
+        .env("AGNES_CONFIG_DIR", tmp.path().join("config"))
+        .env("AGNES_CACHE_DIR", tmp.path().join("cache"))
+        .env("CARGO", cargo)
+        .env("RUSTC", rustc)
+        .env(
+            "CARGO_TARGET_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("connector-kit"),
+        )
+        .env("CARGO_NET_OFFLINE", "true")
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{text}");
+    assert!(
+        text.contains("_meta lists 1 table(s)") && text.contains("uploaded ci-lines@0.1.0"),
+        "{text}"
+    );
+    assert!(dir.join("agnes-connector-ci-lines.agnes.wasm").exists());
+    let listed = server.admin_call("GET", "/api/admin/connectors", None);
+    assert_eq!(
+        listed["connectors"][0]["status"], "pending",
+        "uploads wait for a security reviewer: {listed}"
+    );
+
+    // the GitHub Actions example runs the same agnes commands as the script
+    let yml =
+        std::fs::read_to_string(agnes_tests::repo_root().join("docs/examples/connector-ci.yml"))
+            .unwrap();
+    let script_text = std::fs::read_to_string(&script).unwrap();
+    // `[admin] connector <verb>` on every line that is not a comment
+    let commands = |text: &str| -> Vec<String> {
+        let mut c = Vec::new();
+        for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            for (k, w) in words.iter().enumerate() {
+                if *w == "connector"
+                    && k + 1 < words.len()
+                    && (k > 0
+                        && (words[k - 1].ends_with("agnes")
+                            || words[k - 1].ends_with("AGNES\"")
+                            || words[k - 1] == "admin"))
+                {
+                    let admin = if words[k - 1] == "admin" {
+                        "admin "
+                    } else {
+                        ""
+                    };
+                    c.push(format!("{admin}connector {}", words[k + 1]));
+                }
+            }
+        }
+        c.sort();
+        c.dedup();
+        c
+    };
+    assert!(commands(&yml).len() >= 4, "{:?}", commands(&yml));
+    assert_eq!(commands(&yml), commands(&script_text));
+}
