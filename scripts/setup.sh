@@ -9,6 +9,8 @@
 #      benchmark start private clusters as the `postgres` user (never as root)
 #   5. clang, llvm and wasi-libc (Debian), if missing: the sql component (DataFusion) links
 #      zstd, C compiled for wasm32-wasip2
+#   7. cargo-component (crates.io) and the wasm32-wasip1 target, for connector authors'
+#      second build path (recorded in /etc/agnes/cargo-component.env)
 #   6. Chromium and ChromeDriver (Debian `chromium`, `chromium-driver`), if missing: the
 #      admin web UI is tested in a real headless browser
 #
@@ -82,6 +84,33 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   log "installing Chromium and ChromeDriver (Debian chromium, chromium-driver) for the admin UI's browser tests"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
     || die "apt-get install chromium chromium-driver failed"
+fi
+
+# cargo-component, for connector authors who build with it (the kit's test builds a scaffold
+# both ways): installed once outside the clone (~7 min cold on 2 cores), and the wasm32-wasip1
+# target it builds for (then adapts to a component). Where either cannot be installed, the file
+# below says so and the test reports that it only built with plain cargo.
+CC_VERSION=0.21.1
+CC_ROOT="/opt/agnes-deps/cargo-component-$CC_VERSION"
+CC_ENV=/etc/agnes/cargo-component.env
+. /etc/agnes/wasm-toolchain.env
+if [ ! -x "$CC_ROOT/bin/cargo-component" ]; then
+  log "installing cargo-component $CC_VERSION (crates.io) into $CC_ROOT"
+  env -u RUSTUP_TOOLCHAIN RUSTC="$WASM_RUSTC" "$WASM_CARGO" install --quiet --locked cargo-component --version "$CC_VERSION" --root "$CC_ROOT" \
+    || log "cargo-component did not install"
+fi
+wasip1=no
+if command -v rustup >/dev/null 2>&1; then
+  if rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || timeout 90 rustup target add wasm32-wasip1 >/dev/null 2>&1; then
+    wasip1=yes
+  fi
+fi
+if [ -x "$CC_ROOT/bin/cargo-component" ] && [ "$wasip1" = yes ]; then
+  printf 'CARGO_COMPONENT=%s\n' "$CC_ROOT/bin/cargo-component" > "$CC_ENV"
+else
+  printf 'CARGO_COMPONENT=\n# unavailable: cargo-component installed=%s, wasm32-wasip1 target=%s\n' \
+    "$([ -x "$CC_ROOT/bin/cargo-component" ] && echo yes || echo no)" "$wasip1" > "$CC_ENV"
+  log "cargo component builds are unavailable here (see $CC_ENV)"
 fi
 
 log "ready: just $(just --version | cut -d' ' -f2), libduckdb $DUCKDB_DIR, $(grep WASM_RUSTC /etc/agnes/wasm-toolchain.env), $(ls -d /usr/lib/postgresql/*/bin | tail -1)"

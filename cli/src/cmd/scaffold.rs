@@ -22,10 +22,6 @@ pub enum Kind {
 /// The SDK, the query crate and the WIT of this release, as the scaffold writes them.
 const VENDORED: &[(&str, &str)] = &[
     (
-        "vendor/agnes-connector-sdk/src/lib.rs",
-        include_str!("../../../connectors-wasm/sdk/src/lib.rs"),
-    ),
-    (
         "vendor/agnes-connector-sdk/src/database.rs",
         include_str!("../../../connectors-wasm/sdk/src/database.rs"),
     ),
@@ -54,7 +50,7 @@ const VENDORED: &[(&str, &str)] = &[
         include_str!("../../../query/src/postgres.rs"),
     ),
     (
-        "wit/connector-0.2/connector.wit",
+        "vendor/wit/connector-0.2/connector.wit",
         include_str!("../../../wit/connector-0.2/connector.wit"),
     ),
     (
@@ -64,6 +60,13 @@ const VENDORED: &[(&str, &str)] = &[
 ];
 
 const SDK_TOML: &str = include_str!("../../../connectors-wasm/sdk/Cargo.toml");
+const SDK_LIB: &str = include_str!("../../../connectors-wasm/sdk/src/lib.rs");
+/// Where the SDK finds the WIT in this repository, and in a scaffold (`vendor/wit`: not the
+/// crate's own `wit/`, which `cargo component` reads as the component's target world).
+const SDK_WIT_PATH: (&str, &str) = (
+    "path: \"../../wit/connector-0.2\"",
+    "path: \"../wit/connector-0.2\"",
+);
 const QUERY_TOML: &str = include_str!("../../../query/Cargo.toml");
 const WORKSPACE_TOML: &str = include_str!("../../../connectors-wasm/Cargo.toml");
 
@@ -102,6 +105,14 @@ fn sdk_toml() -> Result<String> {
         out.push('\n');
     }
     Ok(out)
+}
+
+/// The SDK's lib.rs with the WIT path of a scaffold.
+fn sdk_lib() -> Result<String> {
+    if !SDK_LIB.contains(SDK_WIT_PATH.0) {
+        bail!("the SDK no longer names its WIT as {}", SDK_WIT_PATH.0);
+    }
+    Ok(SDK_LIB.replace(SDK_WIT_PATH.0, SDK_WIT_PATH.1))
 }
 
 /// Writes the crate for connector `name` into `dir` (which must not exist or be empty).
@@ -189,6 +200,7 @@ operator's grant narrows it. See the connector authoring guide of your Agnes rel
             "[build]\ntarget = \"wasm32-wasip2\"\n".into(),
         ),
         ("vendor/agnes-connector-sdk/Cargo.toml".into(), sdk_toml()?),
+        ("vendor/agnes-connector-sdk/src/lib.rs".into(), sdk_lib()?),
         (
             "vendor/agnes-query/Cargo.toml".into(),
             QUERY_TOML.to_string(),

@@ -19,6 +19,15 @@ fn toolchain() -> (String, String) {
     (get("WASM_CARGO"), get("WASM_RUSTC"))
 }
 
+/// The cargo-component binary scripts/setup.sh installed, when it could.
+fn cargo_component() -> Option<PathBuf> {
+    let env = std::fs::read_to_string("/etc/agnes/cargo-component.env").ok()?;
+    let path = env
+        .lines()
+        .find_map(|l| l.strip_prefix("CARGO_COMPONENT="))?;
+    (!path.is_empty()).then(|| PathBuf::from(path))
+}
+
 /// `cargo build --release --target wasm32-wasip2` in `dir`, sharing one target dir across
 /// runs: the component's path.
 fn build(dir: &Path, artifact: &str) -> PathBuf {
@@ -96,7 +105,7 @@ fn a_scaffolded_connector_builds_runs_signs_and_verifies() {
         ".gitignore",
         "fixtures/run.toml",
         "Cargo.lock",
-        "wit/connector-0.2/connector.wit",
+        "vendor/wit/connector-0.2/connector.wit",
     ] {
         assert!(files.contains(&f), "{f}: {files:?}");
     }
@@ -134,6 +143,55 @@ fn a_scaffolded_connector_builds_runs_signs_and_verifies() {
         shown.contains("3 rows") && shown.contains("hello.txt | 2 | world"),
         "{shown}"
     );
+    // the same crate with `cargo component build` (wasm32-wasip1 + the WASI adapter): it
+    // runs and passes its fixtures too
+    match cargo_component() {
+        Some(cc) => {
+            let (cargo, rustc) = toolchain();
+            let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("connector-kit");
+            let path = format!(
+                "{}:{}",
+                cc.parent().unwrap().display(),
+                std::env::var("PATH").unwrap_or_default()
+            );
+            let out = Command::new(cargo)
+                .args(["component", "build", "--release", "--offline"])
+                .current_dir(&dir)
+                .env("PATH", path)
+                .env("CARGO_TARGET_DIR", &target)
+                .env("RUSTC", rustc)
+                .env_remove("RUSTUP_TOOLCHAIN")
+                .env_remove("CARGO_BUILD_TARGET")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "cargo component build: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let cc_wasm = target.join("wasm32-wasip1/release/agnes_connector_lines.wasm");
+            let report = ok(&agnes(
+                &[
+                    "connector",
+                    "test",
+                    cc_wasm.to_str().unwrap(),
+                    "--fixtures",
+                    "fixtures",
+                    "--allow-unsigned",
+                    "--manifest",
+                    "connector.toml",
+                ],
+                &dir,
+            ));
+            assert!(
+                report.contains("3 rows") && !report.contains("FAIL"),
+                "{report}"
+            );
+        }
+        None => eprintln!(
+            "NOTE: cargo component is unavailable on this machine (/etc/agnes/cargo-component.env): only the plain cargo build was tested"
+        ),
+    }
     // tested against its fixtures: the extract contract and a stable schema
     let report = ok(&agnes(
         &[
