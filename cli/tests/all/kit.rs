@@ -465,6 +465,61 @@ fn the_http_and_database_scaffolds_build() {
             !text.contains("not-a-real-token"),
             "the secret never appears: {text}"
         );
+
+        // --record against a live API (a local server), once; then the recording replays
+        // with the server gone, and the token never lands in the recording
+        let api = agnes_tests::Loopback::start(axum::Router::new().route(
+            "/v1/items",
+            axum::routing::get(|| async {
+                axum::Json(serde_json::json!({"items": [{"id": 7, "name": "live"}, {"id": 8, "name": "also"}, {"id": 9, "name": "three"}]}))
+            }),
+        ));
+        let port = api.grant().ports[0];
+        std::fs::write(
+            &run,
+            format!(
+                "[config]\nbase_url = \"{}\"\n\n[[grant.http]]\nhost = \"127.0.0.1\"\nports = [{port}]\nallow_http = true\nallow_private = true\n\n[grant.secrets.api_token]\nfile = \"token.txt\"\nhosts = [\"127.0.0.1\"]\n",
+                api.url("/v1")
+            ),
+        )
+        .unwrap();
+        std::fs::remove_file(&http).unwrap();
+        let recorded = ok(&agnes(
+            &[
+                "connector",
+                "test",
+                wasm.to_str().unwrap(),
+                "--fixtures",
+                "fixtures",
+                "--record",
+                "--allow-unsigned",
+                "--manifest",
+                "connector.toml",
+            ],
+            &dir,
+        ));
+        assert!(
+            recorded.contains("recorded 1 exchanges") && recorded.contains("3 rows"),
+            "{recorded}"
+        );
+        let saved = std::fs::read_to_string(&http).unwrap();
+        assert!(
+            saved.contains("live") && !saved.contains("not-a-real-token"),
+            "{saved}"
+        );
+        let got = api.received();
+        assert_eq!(got.len(), 1, "recorded once, replayed for the second run");
+        assert_eq!(
+            got[0].header("authorization"),
+            Some("Bearer not-a-real-token"),
+            "the host injected the secret"
+        );
+        drop(api);
+        let replayed = ok(&test(&dir));
+        assert!(
+            replayed.contains("3 rows") && !replayed.contains("FAIL"),
+            "{replayed}"
+        );
     }
 }
 
