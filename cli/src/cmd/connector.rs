@@ -739,6 +739,31 @@ fn test_connector(args: TestArgs, out: &Output) -> Result<()> {
     };
     let scratch = Scratch::new()?;
     let mut checks: Vec<(bool, String)> = Vec::new();
+    // spec: what it says about itself, and the config checked against its config schema
+    let spec = match tokio()?.block_on(runtime.spec(&component, &limits)) {
+        Ok(spec) => {
+            let config: serde_json::Value =
+                serde_json::from_str(&config.config).unwrap_or_default();
+            match agnes_runtime::jsonschema::validate(&spec.config_schema, &config, "config") {
+                Ok(()) => checks.push((
+                    true,
+                    format!(
+                        "spec: {} {} ({}); the config fits its config schema",
+                        spec.name, spec.version, spec.world
+                    ),
+                )),
+                Err(e) => checks.push((
+                    false,
+                    format!("spec: the config does not fit the config schema: {e}"),
+                )),
+            }
+            Some(spec)
+        }
+        Err(e) => {
+            checks.push((false, format!("spec failed: {e}")));
+            None
+        }
+    };
     let first = Arc::new(if args.record {
         HttpFixtures::record()
     } else {
@@ -775,6 +800,50 @@ fn test_connector(args: TestArgs, out: &Output) -> Result<()> {
             first.exchanges().len()
         ),
     ));
+    // query (connectors that answer it): the first table, at most 10 rows, the read's columns
+    if let (Some(spec), Some(table)) = (&spec, report.tables.first())
+        && spec.capabilities.query
+    {
+        let call = agnes_runtime::query::QueryCall {
+            config: config.config.clone(),
+            grant: grant.clone(),
+            limits: limits.clone(),
+            table: table.name.clone(),
+            request: agnes_runtime::query::QueryRequest::Structured(
+                agnes_runtime::query::Request {
+                    table: table.name.clone(),
+                    limit: Some(10),
+                    ..Default::default()
+                },
+            ),
+        };
+        let dir = scratch.0.join("query");
+        std::fs::create_dir_all(&dir)?;
+        let queried = runtime.clone().with_http_fixtures(first.clone());
+        match tokio()?.block_on(queried.query(&component, &call, &dir)) {
+            Ok(q) => {
+                let same = parquet_columns(&q.path).ok() == parquet_columns(&table.path).ok();
+                checks.push((
+                    q.rows <= 10 && same,
+                    format!(
+                        "query {} limit 10: {} rows, {} columns as read",
+                        table.name,
+                        q.rows,
+                        if same { "the same" } else { "NOT the same" }
+                    ),
+                ));
+            }
+            Err(e) => checks.push((false, format!("query {} limit 10 failed: {e}", table.name))),
+        }
+        for request in first.unexpected() {
+            if !checks.iter().any(|(_, l)| l.contains(&request)) {
+                checks.push((
+                    false,
+                    format!("unexpected request {request}: no fixture answers it"),
+                ));
+            }
+        }
+    }
     if args.record {
         std::fs::write(&http_path, serde_json::to_vec_pretty(&first.exchanges())?)?;
         checks.push((

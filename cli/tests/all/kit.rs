@@ -117,6 +117,25 @@ fn a_scaffolded_connector_builds_runs_signs_and_verifies() {
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("[a-z0-9-]"));
 
     let wasm = build(&dir, "agnes_connector_lines");
+    // reproducible: the same scaffold in another directory gives the same bytes
+    let digest = |p: &Path| {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))
+    };
+    let first = digest(&wasm);
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    ok(&agnes(
+        &["connector", "new", "lines", "--kind", "file"],
+        &elsewhere,
+    ));
+    let again = build(&elsewhere.join("lines"), "agnes_connector_lines");
+    assert_eq!(
+        digest(&again),
+        first,
+        "same source, same toolchain: the same component"
+    );
+    let wasm = build(&dir, "agnes_connector_lines");
     let wasm_s = wasm.to_str().unwrap();
     // it runs against its fixture, within what connector.toml requests
     let out = tmp.path().join("extracts/lines");
@@ -611,4 +630,50 @@ fn the_ci_pipeline_builds_tests_signs_packages_and_uploads_a_scaffold() {
     };
     assert!(commands(&yml).len() >= 4, "{:?}", commands(&yml));
     assert_eq!(commands(&yml), commands(&script_text));
+}
+
+#[test]
+fn connector_test_asks_a_query_capable_connector_a_query() {
+    use agnes_tests::pg::{PgCluster, READER_PASSWORD};
+    let pg = PgCluster::start();
+    pg.psql("app", "CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT g, 'n' || g FROM generate_series(1, 50) g;");
+    pg.grant_select();
+    let tmp = tempfile::tempdir().unwrap();
+    let fixtures = tmp.path().join("fixtures");
+    std::fs::create_dir_all(&fixtures).unwrap();
+    std::fs::write(fixtures.join("password"), READER_PASSWORD).unwrap();
+    let g = pg.grant("reader", None);
+    std::fs::write(
+        fixtures.join("run.toml"),
+        format!(
+            "[config]\n\n[grant.databases.main]\nhost = \"{}\"\nport = {}\ndatabase = \"app\"\nuser = \"reader\"\npassword = {{ file = \"password\" }}\ntls = \"disable\"\nallow_private = true\n",
+            g.host, g.port
+        ),
+    )
+    .unwrap();
+    let manifest = agnes_tests::repo_root().join("connectors-wasm/postgres/connector.toml");
+    let o = agnes(
+        &[
+            "connector",
+            "test",
+            agnes_tests::POSTGRES_COMPONENT,
+            "--fixtures",
+            fixtures.to_str().unwrap(),
+            "--allow-unsigned",
+            "--manifest",
+            manifest.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    let report = ok(&o);
+    assert!(
+        report.contains("agnes:connector@0.2.0")
+            && report.contains("query items limit 10: 10 rows, the same columns as read"),
+        "{report}"
+    );
+    assert!(
+        report.contains("items: 50 rows") && !report.contains("FAIL"),
+        "{report}"
+    );
+    assert!(!report.contains(READER_PASSWORD), "{report}");
 }
