@@ -164,6 +164,7 @@ fn a_scaffolded_connector_builds_runs_signs_and_verifies() {
     );
     // the same crate with `cargo component build` (wasm32-wasip1 + the WASI adapter): it
     // runs and passes its fixtures too
+    let mut cc_built: Option<PathBuf> = None;
     match cargo_component() {
         Some(cc) => {
             let (cargo, rustc) = toolchain();
@@ -206,6 +207,7 @@ fn a_scaffolded_connector_builds_runs_signs_and_verifies() {
                 report.contains("3 rows") && !report.contains("FAIL"),
                 "{report}"
             );
+            cc_built = Some(cc_wasm);
         }
         None => eprintln!(
             "NOTE: cargo component is unavailable on this machine (/etc/agnes/cargo-component.env): only the plain cargo build was tested"
@@ -273,6 +275,37 @@ fn a_scaffolded_connector_builds_runs_signs_and_verifies() {
         &dir,
     ));
     assert!(verified.contains("dir /data"), "{verified}");
+    // the cargo-component build signs and verifies the same way
+    if let Some(cc_wasm) = &cc_built {
+        let copy = tmp.path().join("lines-cc.wasm");
+        std::fs::copy(cc_wasm, &copy).unwrap();
+        let copy_s = copy.to_str().unwrap();
+        ok(&agnes(
+            &[
+                "connector",
+                "sign",
+                copy_s,
+                "--manifest",
+                "connector.toml",
+                "--key",
+                tmp.path().join("keys/ops.key").to_str().unwrap(),
+            ],
+            &dir,
+        ));
+        let verified = ok(&agnes(
+            &[
+                "connector",
+                "verify",
+                copy_s,
+                "--manifest",
+                "connector.toml",
+                "--trusted-keys",
+                trusted.to_str().unwrap(),
+            ],
+            &dir,
+        ));
+        assert!(verified.contains("OK: lines 0.1.0"), "{verified}");
+    }
     // one artifact: the component with its connector.toml and signature embedded
     let package = tmp.path().join("lines.agnes.wasm");
     ok(&agnes(

@@ -13,6 +13,12 @@
 //! (address checked like HTTP egress), negotiated TLS and logged in, with the session
 //! read-only: the password never enters the connector. Speak the protocol over it with
 //! [`crate::postgres`].
+//!
+//! ```ignore
+//! use agnes_connector_sdk::database;
+//! let stream = database::connect("warehouse")?; // authenticated by the host
+//! let mut pg = agnes_connector_sdk::postgres::Client::new(stream);
+//! ```
 
 use std::io::{Read, Write};
 

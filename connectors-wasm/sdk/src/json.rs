@@ -1,5 +1,12 @@
 //! JSON records → Arrow: column kinds, RFC 3339 timestamps, and record batches from
 //! `serde_json` objects. Shared by the JSON-API connectors.
+//!
+//! ```ignore
+//! use agnes_connector_sdk::json::{schema, to_batch, Kind};
+//! let schema = schema(&[("id", Kind::Int64), ("name", Kind::String), ("updated", Kind::Timestamp)]);
+//! let records: Vec<serde_json::Value> = page["items"].as_array().cloned().unwrap_or_default();
+//! ctx.emit("items", &to_batch("items", &schema, &records)?)?;
+//! ```
 
 use std::sync::Arc;
 
