@@ -1392,7 +1392,7 @@ pub async fn marketplace_plugin(
             ul.diff #changes { @for c in &changes { @let c = text(c); li class=(if c.starts_with('+') { "added" } else if c.starts_with('-') { "removed" } else { "" }) { (c) } } }
             h2 { "Reviews" }
             @for r in list(&v["reviews"]) {
-                h3 { (text(&r["reviewer"])) ": " (badge(&text(&r["verdict"]))) " in " (text(&r["millis"])) " ms" }
+                h3 { (text(&r["reviewer"])) ": " (badge(&text(&r["verdict"]))) @if r["millis"].as_u64().unwrap_or(0) == 0 { " in under 1 ms" } @else { " in " (text(&r["millis"])) " ms" } }
                 @if !r["failure"].is_null() { p.flash.error { "The review failed (a failure is a flag): " (text(&r["failure"])) } }
                 table.findings {
                     thead { tr { th { "severity" } th { "rule" } th { "finding" } th { "where" } } }
