@@ -115,6 +115,27 @@ pub struct SignedArgs {
 }
 
 impl SignedArgs {
+    /// [`SignedArgs::load`], then the run's effective grant and limits: the config's,
+    /// narrowed to what the manifest requests when there is one.
+    fn load_effective(
+        &self,
+        runtime: &Runtime,
+        component: &Path,
+        config: &RunConfig,
+        quiet: bool,
+    ) -> Result<(
+        agnes_runtime::LoadedComponent,
+        agnes_runtime::Grant,
+        agnes_runtime::Limits,
+    )> {
+        let (loaded, manifest, _) = self.load(runtime, component, quiet)?;
+        let (grant, limits) = match &manifest {
+            Some(m) => m.effective(&config.grant, &config.limits)?,
+            None => (config.grant.clone(), config.limits.clone()),
+        };
+        Ok((loaded, grant, limits))
+    }
+
     /// Verifies and loads; without --trusted-keys refuses, unless --allow-unsigned, which
     /// loads unverified with a warning (and still applies --manifest's requests).
     fn load(
@@ -437,13 +458,9 @@ fn run_connector(args: RunArgs, out: &Output) -> Result<()> {
         extract::published_state(&extracts_dir, &source)
     };
     let runtime = args.cache.runtime()?;
-    let (component, manifest, _signer) =
+    let (component, grant, limits) =
         args.signed
-            .load(&runtime, &args.component, out.quiet || out.json)?;
-    let (grant, limits) = match &manifest {
-        Some(m) => m.effective(&config.grant, &config.limits)?,
-        None => (config.grant.clone(), config.limits.clone()),
-    };
+            .load_effective(&runtime, &args.component, &config, out.quiet || out.json)?;
 
     let bar = if out.progress() {
         let bar = ProgressBar::new_spinner();
@@ -526,13 +543,9 @@ fn run_connector(args: RunArgs, out: &Output) -> Result<()> {
 fn discover(args: DiscoverArgs, out: &Output) -> Result<()> {
     let config = RunConfig::from_file(&args.config)?;
     let runtime = args.cache.runtime()?;
-    let (component, manifest, _) =
+    let (component, grant, limits) =
         args.signed
-            .load(&runtime, &args.component, out.quiet || out.json)?;
-    let (grant, limits) = match &manifest {
-        Some(m) => m.effective(&config.grant, &config.limits)?,
-        None => (config.grant.clone(), config.limits.clone()),
-    };
+            .load_effective(&runtime, &args.component, &config, out.quiet || out.json)?;
     let tables =
         tokio()?.block_on(runtime.discover(&component, &config.config, &grant, &limits))?;
     out.print(
@@ -730,13 +743,9 @@ fn test_connector(args: TestArgs, out: &Output) -> Result<()> {
             .with_context(|| format!("{} is not a list of exchanges", http_path.display()))?
     };
     let runtime = args.cache.runtime()?;
-    let (component, manifest, _) =
+    let (component, grant, limits) =
         args.signed
-            .load(&runtime, &args.component, out.quiet || out.json)?;
-    let (grant, limits) = match &manifest {
-        Some(m) => m.effective(&config.grant, &config.limits)?,
-        None => (config.grant.clone(), config.limits.clone()),
-    };
+            .load_effective(&runtime, &args.component, &config, out.quiet || out.json)?;
     let scratch = Scratch::new()?;
     let mut checks: Vec<(bool, String)> = Vec::new();
     // spec: what it says about itself, and the config checked against its config schema

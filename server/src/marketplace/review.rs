@@ -26,8 +26,24 @@ pub fn reviewer_dir(state: &AppState, name: &str, version: &str) -> PathBuf {
         .join(version)
 }
 
+/// The enabled reviewers, compiled, and every stored review: read once per sync (or
+/// re-review), extended as reviews run.
+pub struct Reviewers {
+    pub components: Vec<(ReviewerInfo, LoadedComponent)>,
+    stored: Vec<PluginReview>,
+}
+
+/// The enabled reviewers (verified against the trusted keys and compiled) and the stored
+/// reviews.
+pub async fn reviewers(state: &AppState) -> ApiResult<Reviewers> {
+    Ok(Reviewers {
+        components: components(state).await?,
+        stored: state.store.list_reviews().await?,
+    })
+}
+
 /// The enabled reviewers, verified against the trusted keys and compiled.
-pub async fn reviewers(state: &AppState) -> ApiResult<Vec<(ReviewerInfo, LoadedComponent)>> {
+async fn components(state: &AppState) -> ApiResult<Vec<(ReviewerInfo, LoadedComponent)>> {
     let enabled: Vec<ReviewerInfo> = state
         .store
         .list_reviewers()
@@ -76,19 +92,16 @@ pub async fn reviews_of(
     state: &AppState,
     plugin: &Plugin,
     digest: &str,
-    reviewers: &[(ReviewerInfo, LoadedComponent)],
+    reviewers: &mut Reviewers,
 ) -> ApiResult<Vec<PluginReview>> {
-    let stored: Vec<PluginReview> = state
-        .store
-        .list_reviews()
-        .await?
-        .into_iter()
-        .filter(|r| r.bundle == digest)
-        .collect();
     let mut out = Vec::new();
     let mut current: Option<Arc<agnes_runtime::hook::Bundle>> = None;
-    for (info, component) in reviewers {
-        if let Some(r) = stored.iter().find(|r| r.reviewer_digest == info.digest) {
+    for (info, component) in &reviewers.components {
+        if let Some(r) = reviewers
+            .stored
+            .iter()
+            .find(|r| r.bundle == digest && r.reviewer_digest == info.digest)
+        {
             out.push(r.clone());
             continue;
         }
@@ -134,6 +147,7 @@ pub async fn reviews_of(
             reviewed_at: crate::db::now(),
         };
         state.store.put_review(&record).await?;
+        reviewers.stored.push(record.clone());
         out.push(record);
     }
     Ok(out)
@@ -145,7 +159,7 @@ pub async fn reviews_of(
 pub async fn settle(
     state: &AppState,
     plugin: &mut Plugin,
-    reviewers: &[(ReviewerInfo, LoadedComponent)],
+    reviewers: &mut Reviewers,
 ) -> ApiResult<()> {
     let Some(digest) = plugin.bundle.clone() else {
         return Ok(());
@@ -209,14 +223,14 @@ pub const REVIEW: &str = "review";
 /// Settles every plugin again (after a reviewer upload): new reviewers review what they
 /// have not seen yet.
 pub async fn settle_all(state: &AppState) -> ApiResult<usize> {
-    let reviewers = reviewers(state).await?;
+    let mut reviewers = reviewers(state).await?;
     let mut n = 0;
     for mut p in state.store.list_plugins().await? {
         if p.bundle.is_none() || p.status == status::REFUSED {
             continue;
         }
         let before = p.clone();
-        settle(state, &mut p, &reviewers).await?;
+        settle(state, &mut p, &mut reviewers).await?;
         if p != before {
             state.store.put_plugin(&p).await?;
         }

@@ -60,7 +60,7 @@ pub struct ServedPlugin {
     /// Its entry name in the served marketplace.json: the plugin's own name, or `dir` when
     /// two marketplaces in the view have a plugin of that name.
     pub entry: String,
-    pub bundle: agnes_runtime::hook::Bundle,
+    /// The approved bundle served.
     pub digest: String,
 }
 
@@ -71,7 +71,8 @@ pub struct View {
     pub etag: String,
 }
 
-/// The caller's view: granted, approved, not disabled; sorted by directory name.
+/// The caller's view: granted, approved, not disabled; sorted by directory name. Reads the
+/// plugin records only: the bundles' files are read when an artifact of a new ETag is built.
 pub async fn view(state: &AppState, principal: &Principal) -> ApiResult<View> {
     let mut plugins: Vec<Plugin> = state
         .store
@@ -85,42 +86,37 @@ pub async fn view(state: &AppState, principal: &Principal) -> ApiResult<View> {
     for p in &plugins {
         *names.entry(p.name.clone()).or_default() += 1;
     }
-    let data_dir = state.config.data_dir.clone();
-    let marketplace_name = state.config.marketplace.name.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut h = Sha256::new();
-        h.update(format!("agnes-marketplace-v1 {marketplace_name}\n"));
-        let mut out = Vec::new();
-        for p in plugins {
-            let digest = p.approved.clone().expect("filtered");
-            let bundle = bundle::open(&data_dir, &digest).map_err(ApiError::internal)?;
-            let dir = p.served_name();
-            let entry = if names[&p.name] > 1 {
-                dir.clone()
-            } else {
-                p.name.clone()
-            };
-            h.update(format!(
-                "{dir} {entry} {digest} {} {}\n",
-                p.approved_version.as_deref().unwrap_or(""),
-                p.description.as_deref().unwrap_or("").len()
-            ));
-            h.update(p.description.as_deref().unwrap_or(""));
-            out.push(ServedPlugin {
-                plugin: p,
-                dir,
-                entry,
-                bundle,
-                digest,
-            });
-        }
-        Ok(View {
-            plugins: out,
-            etag: hex::encode(h.finalize()),
-        })
+    let mut h = Sha256::new();
+    h.update(format!(
+        "agnes-marketplace-v1 {}\n",
+        state.config.marketplace.name
+    ));
+    let mut out = Vec::new();
+    for p in plugins {
+        let digest = p.approved.clone().expect("filtered");
+        let dir = p.served_name();
+        let entry = if names[&p.name] > 1 {
+            dir.clone()
+        } else {
+            p.name.clone()
+        };
+        h.update(format!(
+            "{dir} {entry} {digest} {} {}\n",
+            p.approved_version.as_deref().unwrap_or(""),
+            p.description.as_deref().unwrap_or("").len()
+        ));
+        h.update(p.description.as_deref().unwrap_or(""));
+        out.push(ServedPlugin {
+            plugin: p,
+            dir,
+            entry,
+            digest,
+        });
+    }
+    Ok(View {
+        plugins: out,
+        etag: hex::encode(h.finalize()),
     })
-    .await
-    .map_err(ApiError::internal)?
 }
 
 /// The served `.claude-plugin/marketplace.json`.
@@ -161,23 +157,21 @@ fn served_dir(state: &AppState) -> PathBuf {
 }
 
 /// Every file of the view as (path in the served tree, executable, where to read it),
-/// sorted by path; marketplace.json is given separately.
-fn files(view: &View) -> Vec<(String, bool, PathBuf)> {
-    let mut out: Vec<(String, bool, PathBuf)> = view
-        .plugins
-        .iter()
-        .flat_map(|s| {
-            s.bundle.files.iter().map(move |f| {
-                (
-                    format!("plugins/{}/{}", s.dir, f.path),
-                    f.executable,
-                    s.bundle.root.join(&f.path),
-                )
-            })
-        })
-        .collect();
+/// sorted by path; marketplace.json is given separately. Reads each bundle's file list.
+fn files(data_dir: &Path, view: &View) -> ApiResult<Vec<(String, bool, PathBuf)>> {
+    let mut out = Vec::new();
+    for s in &view.plugins {
+        let bundle = bundle::open(data_dir, &s.digest).map_err(ApiError::internal)?;
+        out.extend(bundle.files.iter().map(|f| {
+            (
+                format!("plugins/{}/{}", s.dir, f.path),
+                f.executable,
+                bundle.root.join(&f.path),
+            )
+        }));
+    }
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+    Ok(out)
 }
 
 /// Served artifacts unused for this long are removed after a sync (they are rebuilt on
@@ -230,6 +224,7 @@ pub async fn zip(state: &AppState, view: View) -> ApiResult<PathBuf> {
         return Ok(path);
     }
     let manifest = marketplace_json(state, &view);
+    let data_dir = state.config.data_dir.clone();
     tokio::task::spawn_blocking(move || -> ApiResult<PathBuf> {
         std::fs::create_dir_all(path.parent().expect("served dir")).map_err(ApiError::internal)?;
         let tmp = path.with_extension(format!("zip.tmp{}", std::process::id()));
@@ -245,7 +240,7 @@ pub async fn zip(state: &AppState, view: View) -> ApiResult<PathBuf> {
         zip.start_file(".claude-plugin/marketplace.json", options(false))
             .map_err(fail)?;
         zip.write_all(&manifest).map_err(ApiError::internal)?;
-        for (name, executable, from) in files(&view) {
+        for (name, executable, from) in files(&data_dir, &view)? {
             zip.start_file(name, options(executable)).map_err(fail)?;
             let bytes = std::fs::read(&from).map_err(ApiError::internal)?;
             zip.write_all(&bytes).map_err(ApiError::internal)?;
@@ -275,17 +270,7 @@ pub async fn repository(state: &AppState, view: View) -> ApiResult<PathBuf> {
         .tempdir_in(served_dir(state))
         .map_err(ApiError::internal)?;
     let repo = tmp.path().join("repo.git");
-    let git = |dir: &Path| {
-        let mut cmd = tokio::process::Command::new("git");
-        cmd.env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("HOME", dir)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .current_dir(dir)
-            .kill_on_drop(true);
-        cmd
-    };
+    let git = super::sync::git;
     let status = git(tmp.path())
         .args(["init", "--bare", "-q", "--initial-branch=main", "repo.git"])
         .status()
@@ -303,12 +288,12 @@ pub async fn repository(state: &AppState, view: View) -> ApiResult<PathBuf> {
         .spawn()
         .map_err(ApiError::internal)?;
     let mut stdin = child.stdin.take().expect("piped");
+    let data_dir = state.config.data_dir.clone();
+    let (files, view) = tokio::task::spawn_blocking(move || (files(&data_dir, &view), view))
+        .await
+        .map_err(ApiError::internal)?;
     let mut entries = vec![(".claude-plugin/marketplace.json".to_string(), false, None)];
-    entries.extend(
-        files(&view)
-            .into_iter()
-            .map(|(p, x, from)| (p, x, Some(from))),
-    );
+    entries.extend(files?.into_iter().map(|(p, x, from)| (p, x, Some(from))));
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     let writer = async {
         let mut commit = String::new();
@@ -406,13 +391,8 @@ pub async fn http_backend(
     let header = |h: &str| headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("");
     let protocol = header("git-protocol");
     let encoding = header("content-encoding");
-    let mut cmd = tokio::process::Command::new("git");
+    let mut cmd = super::sync::git(root);
     cmd.arg("http-backend")
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("HOME", root)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_PROJECT_ROOT", root)
         .env("GIT_HTTP_EXPORT_ALL", "1")
         .env("GIT_CONFIG_COUNT", "3")
@@ -427,11 +407,7 @@ pub async fn http_backend(
         .env("QUERY_STRING", query)
         .env("CONTENT_TYPE", header("content-type"))
         .env("CONTENT_LENGTH", body.len().to_string())
-        .current_dir(root)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
+        .stdin(std::process::Stdio::piped());
     if protocol
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"=:._-".contains(&b))

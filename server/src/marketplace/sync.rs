@@ -45,9 +45,10 @@ pub struct PluginOutcome {
     pub reason: Option<String>,
 }
 
-/// A git command with a cleared environment: no system or global config, no prompts, no
-/// hooks, only the protocols given.
-fn git(dir: &Path) -> tokio::process::Command {
+/// A git command run in `dir` with a cleared environment: no system or global config, no
+/// prompts, stdout and stderr captured, killed when dropped. Every git the server runs
+/// (fetching, building served repositories, `git http-backend`) starts here.
+pub(super) fn git(dir: &Path) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new("git");
     cmd.env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -457,7 +458,7 @@ async fn fetch_and_store(state: &AppState, m: &Marketplace) -> ApiResult<SyncRep
         .filter(|p| p.marketplace == m.spec.name)
         .map(|p| (p.name.clone(), p))
         .collect();
-    let reviewers = super::review::reviewers(state).await?;
+    let mut reviewers = super::review::reviewers(state).await?;
     let now = crate::db::now();
     let mut report = SyncReport {
         marketplace: m.spec.name.clone(),
@@ -522,7 +523,7 @@ async fn fetch_and_store(state: &AppState, m: &Marketplace) -> ApiResult<SyncRep
                     p.status = status::PENDING.into();
                     p.reason = None;
                 }
-                super::review::settle(state, &mut p, &reviewers).await?;
+                super::review::settle(state, &mut p, &mut reviewers).await?;
             }
         }
         state.store.put_plugin(&p).await?;
