@@ -283,13 +283,28 @@ impl Client {
         offset: u64,
         out: &mut impl std::io::Write,
     ) -> Result<(u64, Option<String>), Transient> {
+        self.download_range(path, offset, None, out)
+    }
+
+    /// Like [`Client::download`], of the bytes `offset..end` (`end` exclusive; `None`: to
+    /// the end of the file). A range must be answered with 206.
+    pub fn download_range(
+        &self,
+        path: &str,
+        offset: u64,
+        end: Option<u64>,
+        out: &mut impl std::io::Write,
+    ) -> Result<(u64, Option<String>), Transient> {
         let what = format!("GET {path}");
         let mut req = self
             .agent
             .get(&self.url(path))
             .header("Authorization", &self.auth);
-        if offset > 0 {
-            req = req.header("Range", &format!("bytes={offset}-"));
+        let ranged = offset > 0 || end.is_some();
+        match end {
+            Some(end) => req = req.header("Range", &format!("bytes={offset}-{}", end - 1)),
+            None if offset > 0 => req = req.header("Range", &format!("bytes={offset}-")),
+            None => {}
         }
         let r = req
             .call()
@@ -298,7 +313,7 @@ impl Client {
         if status >= 500 || status == 429 {
             return Err(Transient::Yes(anyhow!("{what}: server answered {status}")));
         }
-        if offset > 0 && status != 206 {
+        if ranged && status != 206 {
             bail_permanent(anyhow!(
                 "{what}: the server did not honour the Range request ({status})"
             ))?;

@@ -21,8 +21,13 @@ impl Env {
     }
 
     fn agnes(&self, args: &[&str]) -> Output {
+        self.agnes_with(args, &[])
+    }
+
+    fn agnes_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_agnes"))
             .args(args)
+            .envs(vars.iter().copied())
             .current_dir(self.ws.path())
             .env("AGNES_CONFIG_DIR", self.config.path())
             .env_remove("AGNES_SERVER")
@@ -34,9 +39,13 @@ impl Env {
     }
 
     fn json(&self, args: &[&str]) -> Value {
+        self.json_with(args, &[])
+    }
+
+    fn json_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Value {
         let mut a = args.to_vec();
         a.push("--json");
-        let o = self.agnes(&a);
+        let o = self.agnes_with(&a, vars);
         assert!(
             o.status.success(),
             "agnes {args:?}: {}",
@@ -332,7 +341,7 @@ fn a_corrupted_download_is_rejected_and_the_old_file_kept() {
     bytes[mid] ^= 0xff;
     std::fs::write(&served, bytes).unwrap();
 
-    let o = env.agnes(&["pull"]);
+    let o = env.agnes_with(&["pull"], &[("AGNES_PULL_CHUNKED_ABOVE", "1000")]);
     assert_eq!(o.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -349,9 +358,78 @@ fn a_corrupted_download_is_rejected_and_the_old_file_kept() {
     let leftovers: Vec<_> = std::fs::read_dir(env.ws.path().join("server/parquet"))
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        .filter(|e| e.file_name().to_string_lossy().contains(".part"))
         .collect();
     assert!(leftovers.is_empty(), "no partial file is left behind");
+}
+
+/// Chunked downloads (forced for a small file with `AGNES_PULL_CHUNKED_ABOVE`): the file
+/// is byte-identical, an interrupted chunked download resumes each chunk where its record
+/// says, a plain partial file resumes as a prefix, and a record that lies costs one clean
+/// restart, never a wrong file.
+#[test]
+fn large_files_come_in_parallel_chunks_and_resume() {
+    const CHUNKED: (&str, &str) = ("AGNES_PULL_CHUNKED_ABOVE", "1000");
+    let env = setup();
+    let first = env.json_with(&["pull"], &[CHUNKED]);
+    assert_eq!(first["failed"], json!([]), "{first}");
+    let dir = env.ws.path().join("server/parquet");
+    let orders = dir.join("orders.parquet");
+    let served = env.server().state.catalog().tables["orders"].path.clone();
+    let good = std::fs::read(&served).unwrap();
+    assert!(good.len() > 4000, "the chunked path is taken");
+    assert_eq!(md5(&orders), md5(&served));
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(env.ws.path().join("server/manifest.json")).unwrap())
+            .unwrap();
+    let hash = manifest["tables"]["orders"]["hash"].as_str().unwrap().to_string();
+    assert_eq!(hash, md5(&served));
+    let part = dir.join(format!(".orders.{hash}.part"));
+    let record = dir.join(format!(".orders.{hash}.part.progress"));
+    let size = good.len();
+    let bounds: Vec<(usize, usize)> = (0..4).map(|i| (size * i / 4, size * (i + 1) / 4)).collect();
+
+    // chunk 0 complete, chunk 2 half done, the rest missing (holes of zeros)
+    let mut partial = vec![0u8; size];
+    let c2 = bounds[2].0 + (bounds[2].1 - bounds[2].0) / 2;
+    partial[..bounds[0].1].copy_from_slice(&good[..bounds[0].1]);
+    partial[bounds[2].0..c2].copy_from_slice(&good[bounds[2].0..c2]);
+    let done = [bounds[0].1, bounds[1].0, c2, bounds[3].0];
+    let lines: String = bounds
+        .iter()
+        .zip(done)
+        .map(|(&(s, e), d)| format!("{s} {e} {d}\n"))
+        .collect();
+    std::fs::remove_file(&orders).unwrap();
+    std::fs::write(&part, &partial).unwrap();
+    std::fs::write(&record, &lines).unwrap();
+    let resumed = env.json_with(&["pull"], &[CHUNKED]);
+    assert_eq!(resumed["downloaded"], json!(["orders"]), "{resumed}");
+    let skipped = bounds[0].1 + (c2 - bounds[2].0);
+    assert_eq!(resumed["bytes"], json!(size - skipped), "only what was missing came");
+    assert_eq!(std::fs::read(&orders).unwrap(), good);
+    assert!(!part.exists() && !record.exists(), "nothing left behind");
+
+    // a plain partial file (no record) is a prefix
+    std::fs::remove_file(&orders).unwrap();
+    std::fs::write(&part, &good[..1500]).unwrap();
+    let prefix = env.json_with(&["pull"], &[CHUNKED]);
+    assert_eq!(prefix["bytes"], json!(size - 1500), "{prefix}");
+    assert_eq!(std::fs::read(&orders).unwrap(), good);
+
+    // a record claiming bytes the file does not hold: md5 catches it, one clean restart
+    std::fs::remove_file(&orders).unwrap();
+    std::fs::write(&part, vec![0xAA; size]).unwrap();
+    std::fs::write(&record, &lines).unwrap();
+    let lied = env.json_with(&["pull"], &[CHUNKED]);
+    assert_eq!(lied["failed"], json!([]), "{lied}");
+    assert_eq!(std::fs::read(&orders).unwrap(), good);
+    assert!(!part.exists() && !record.exists());
+
+    // the same pull without chunking (the default threshold) gives the same file
+    std::fs::remove_file(&orders).unwrap();
+    env.json(&["pull"]);
+    assert_eq!(std::fs::read(&orders).unwrap(), good);
 }
 
 #[test]
