@@ -60,6 +60,7 @@ mod run;
 pub mod schema;
 pub mod signature;
 pub mod sink;
+mod split;
 pub mod sqlbox;
 mod world;
 

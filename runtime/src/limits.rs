@@ -44,6 +44,17 @@ pub struct Limits {
     pub max_db_connections: u32,
     /// Bytes a run may read from its database connections, in MiB.
     pub max_db_read_mb: u64,
+    /// The most instances one read may be split into, for a connector that asks for it
+    /// (`[requests.limits] parallel_reads` in its connector.toml); the machine's cores cap
+    /// it too. Each instance has the per-run limits above while it runs; the run's totals
+    /// (`max_rows`, `max_output_mb`) are checked over all of them before anything is
+    /// published.
+    pub parallel_reads: u32,
+    /// What this run got: the connector's ask within `parallel_reads` (set by
+    /// [`crate::manifest::ConnectorManifest::effective`]; 1 for a connector that did not
+    /// ask, whose read is never split).
+    #[serde(skip)]
+    pub read_partitions: u32,
 }
 
 impl Default for Limits {
@@ -63,11 +74,23 @@ impl Default for Limits {
             max_log_lines: 10_000,
             max_db_connections: 4,
             max_db_read_mb: 256 * 1024,
+            parallel_reads: 4,
+            read_partitions: 1,
         }
     }
 }
 
 impl Limits {
+    /// The instances this run's read is split into: what it was granted, at most one per
+    /// core.
+    pub(crate) fn partitions(&self) -> u32 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        self.read_partitions
+            .min(self.parallel_reads)
+            .min(cores)
+            .max(1)
+    }
+
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs)
     }

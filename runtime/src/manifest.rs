@@ -116,6 +116,10 @@ pub struct LimitRequests {
     pub timeout_secs: Option<u64>,
     pub cpu_secs: Option<u64>,
     pub max_output_mb: Option<u64>,
+    /// The connector can split one read into this many instances (each reads its share,
+    /// told by `ReadContext::partition` in the SDK); the operator's `parallel_reads` and
+    /// the cores cap it.
+    pub parallel_reads: Option<u32>,
 }
 
 impl Requests {
@@ -146,6 +150,7 @@ impl Requests {
             ("timeout_secs", l.timeout_secs),
             ("cpu_secs", l.cpu_secs),
             ("max_output_mb", l.max_output_mb),
+            ("parallel_reads", l.parallel_reads.map(u64::from)),
         ] {
             if let Some(v) = v {
                 out.push(format!("limit {name} = {v}"));
@@ -420,6 +425,10 @@ impl ConnectorManifest {
                 *cap = r;
             }
         }
+        // asking for more than the operator allows is not an error: the read is split less
+        effective.read_partitions = l
+            .parallel_reads
+            .map_or(1, |r| r.clamp(1, limits.parallel_reads.max(1)));
         Ok((
             Grant {
                 dirs,

@@ -21,6 +21,7 @@ use crate::sink::duckdb::{ExtractTable, write_extract};
 use crate::sink::parquet::{TableWriter, WrittenFile};
 use crate::sink::pipeline::Sink;
 
+use crate::split::{PARTITION_ENV, PEER_FAILED, Split};
 use crate::world::{Capabilities, GuestError, Instance, Pre, TableInfo, World};
 use crate::{Error, Grant, Limits};
 
@@ -157,6 +158,17 @@ impl Runtime {
     /// The host side of one run, built from the grant only: WASI context (read-only
     /// preopens, no sockets, captured stdio), egress rules and secrets, limits.
     pub(crate) fn run_state(&self, grant: &Grant, limits: &Limits) -> Result<RunState, Error> {
+        self.run_state_in(grant, limits, None)
+    }
+
+    /// [`Runtime::run_state`] for instance `i` of a read split `n` ways: the guest finds
+    /// `AGNES_READ_PARTITION=i/n` in its environment (the SDK's `ReadContext::partition`).
+    fn run_state_in(
+        &self,
+        grant: &Grant,
+        limits: &Limits,
+        partition: Option<(u32, u32)>,
+    ) -> Result<RunState, Error> {
         let host_cpu = std::sync::Arc::<std::sync::atomic::AtomicU64>::default();
         let stderr = GuestOutput::new("stderr", limits.max_log_lines, host_cpu.clone());
         let stdout = GuestOutput::new("stdout", limits.max_log_lines, host_cpu.clone());
@@ -166,6 +178,9 @@ impl Runtime {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
+        if let Some((i, n)) = partition {
+            wasi.env(PARTITION_ENV, format!("{i}/{n}"));
+        }
         for d in &grant.dirs {
             wasi.preopened_dir(&d.host, &d.guest, FsPerms::ReadOnly)
                 .map_err(|e| Error::InvalidGrant {
@@ -207,7 +222,17 @@ impl Runtime {
     }
 
     pub(crate) fn store(&self, grant: &Grant, limits: &Limits) -> Result<Store<RunState>, Error> {
-        let mut store = Store::new(&self.inner.engine, self.run_state(grant, limits)?);
+        self.store_in(grant, limits, None)
+    }
+
+    pub(crate) fn store_in(
+        &self,
+        grant: &Grant,
+        limits: &Limits,
+        partition: Option<(u32, u32)>,
+    ) -> Result<Store<RunState>, Error> {
+        let state = self.run_state_in(grant, limits, partition)?;
+        let mut store = Store::new(&self.inner.engine, state);
         // what one host call may copy out of the guest: a whole batch under max_batch_mb,
         // never refused by wasmtime's own (128 MiB) default first
         store.set_hostcall_fuel(limits.max_batch_bytes().saturating_add(1 << 20));
@@ -218,6 +243,17 @@ impl Runtime {
         store.epoch_deadline_callback(move |mut ctx| {
             let state = ctx.data_mut();
             state.cpu_ticks += 1;
+            if state
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+            {
+                state.fail(Error::Trap {
+                    phase: Phase::Read,
+                    reason: PEER_FAILED.into(),
+                });
+                return Ok(wasmtime::UpdateDeadline::Interrupt);
+            }
             if state.over_cpu_budget() {
                 return Ok(wasmtime::UpdateDeadline::Interrupt);
             }
@@ -370,26 +406,47 @@ impl Runtime {
         let started = Instant::now();
         let extracted_at = chrono::Utc::now().naive_utc();
         let staging = Staging::begin(&request.extracts_dir, &request.source)?;
-        let mut store = self.store(&request.grant, &request.limits)?;
+        let partitions = request.limits.partitions();
+        let mut store = self.store_in(
+            &request.grant,
+            &request.limits,
+            (partitions > 1).then_some((0, partitions)),
+        )?;
         store.data_mut().on_progress = on_progress;
         let instance = self.instantiate(component, &mut store).await?;
 
         let tables = discover_in(&instance, &mut store, &request.config).await?;
         let selected = select(&request, tables)?;
 
-        prepare_read(store.data_mut(), &staging, &selected)?;
-        let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();
-        let result = instance
-            .read(
-                &mut store,
-                &request.config,
-                &names,
-                request.state.as_deref(),
-            )
-            .await;
-        let returned = settle(&mut store, Phase::Read, result)?;
-        let (new_state, sink, mut counts) =
-            end_read(store.data_mut(), returned, started, extracted_at)?;
+        let (new_state, files, mut counts) = if partitions > 1 {
+            let read = Split {
+                component,
+                request: &request,
+                selected: &selected,
+                staging: &staging,
+                partitions,
+                started,
+                extracted_at,
+            };
+            self.read_split(read, &mut store, &instance).await?
+        } else {
+            prepare_read(store.data_mut(), staging.data_dir(), &selected)?;
+            let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();
+            let result = instance
+                .read(
+                    &mut store,
+                    &request.config,
+                    &names,
+                    request.state.as_deref(),
+                )
+                .await;
+            let returned = settle(&mut store, Phase::Read, result)?;
+            let (new_state, sink, counts) =
+                end_read(store.data_mut(), returned, started, extracted_at)?;
+            (new_state, sink.finish()?, counts)
+        };
+        // what the read counted in this store (the rest of a split read counted elsewhere)
+        let (read_rows, read_bytes) = (store.data().rows, store.data().bytes);
         let mut materialized = Vec::new();
         let mut instance = instance;
         for m in materialize {
@@ -409,14 +466,14 @@ impl Runtime {
             }
             materialized.push((m.table.clone(), outcome));
         }
-        counts.rows = store.data().rows;
-        counts.bytes = store.data().bytes;
+        counts.rows += store.data().rows - read_rows;
+        counts.bytes += store.data().bytes - read_bytes;
         drop(store);
         publish(
             staging,
             request,
             selected,
-            sink,
+            files,
             new_state,
             counts,
             component.digest.clone(),
@@ -444,7 +501,7 @@ impl Runtime {
             crate::schema::validate(&t.name, &t.schema, &request.limits)?;
         }
         let selected = select(&request, tables)?;
-        prepare_read(&mut state, &staging, &selected)?;
+        prepare_read(&mut state, staging.data_dir(), &selected)?;
         let result = read(&mut NativeEmitter { state: &mut state });
         if let Some(failure) = state.take_failure() {
             return Err(failure);
@@ -454,7 +511,7 @@ impl Runtime {
             staging,
             request,
             selected,
-            sink,
+            sink.finish()?,
             new_state,
             counts,
             "native".into(),
@@ -503,6 +560,16 @@ pub(crate) struct Counts {
     host_busy: Duration,
     started: Instant,
     extracted_at: chrono::NaiveDateTime,
+}
+
+impl Counts {
+    /// Adds another instance's counts (a split read).
+    pub(crate) fn add(&mut self, other: &Counts) {
+        self.rows += other.rows;
+        self.bytes += other.bytes;
+        self.logs_dropped += other.logs_dropped;
+        self.host_busy += other.host_busy;
+    }
 }
 
 /// Ends a read that returned `returned`: the state to commit (the returned one, validated,
@@ -574,13 +641,10 @@ fn select(request: &RunRequest, tables: Vec<TableSpec>) -> Result<Vec<TableSpec>
 /// Opens the read: emits go to `staging`'s data dir, for the selected tables only.
 pub(crate) fn prepare_read(
     state: &mut RunState,
-    staging: &Staging,
+    dir: PathBuf,
     selected: &[TableSpec],
 ) -> Result<(), Error> {
-    state.sink = Some(Sink::start(
-        staging.data_dir(),
-        state.limits.host_memory_bytes(),
-    )?);
+    state.sink = Some(Sink::start(dir, state.limits.host_memory_bytes())?);
     state.selected = selected
         .iter()
         .map(|t| {
@@ -651,7 +715,7 @@ pub(crate) fn publish(
     staging: Staging,
     request: RunRequest,
     selected: Vec<TableSpec>,
-    sink: Sink,
+    mut files: HashMap<String, WrittenFile>,
     new_state: Option<String>,
     counts: Counts,
     component_digest: String,
@@ -668,7 +732,6 @@ pub(crate) fn publish(
         .as_ref()
         .and_then(|_| crate::extract::published(&request.extracts_dir, &request.source));
     let mut merged = Vec::new();
-    let mut files = sink.finish()?;
     for t in &selected {
         let mut file = match files.remove(&t.name) {
             Some(f) => f,

@@ -117,7 +117,7 @@ impl Runtime {
         let staging = Staging::begin(&request.extracts_dir, &request.source)?;
         let mut state = self.run_state(&Grant::default(), &request.limits)?;
         // nothing is read: every table of the source is materialized
-        prepare_read(&mut state, &staging, &[])?;
+        prepare_read(&mut state, staging.data_dir(), &[])?;
         let (_, sink, mut counts) = end_read(&mut state, None, started, extracted_at)?;
         let mut materialized = Vec::new();
         for t in tables {
@@ -139,7 +139,7 @@ impl Runtime {
             staging,
             request,
             Vec::new(),
-            sink,
+            sink.finish()?,
             None,
             counts,
             PROGRAM.into(),

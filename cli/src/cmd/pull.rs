@@ -366,7 +366,16 @@ fn download(
             .map(|chunk| {
                 let (file, progress) = (&file, &progress);
                 s.spawn(move || {
-                    let r = fetch_chunk(client, url, file, progress, chunk, chunked, bar, transferred);
+                    let r = fetch_chunk(
+                        client,
+                        url,
+                        file,
+                        progress,
+                        chunk,
+                        chunked,
+                        bar,
+                        transferred,
+                    );
                     if r.is_err() {
                         progress.fail();
                     }
@@ -377,7 +386,10 @@ fn download(
         let md5 = hash_in_order(&file, &progress, size);
         let results: Vec<Result<()>> = workers
             .into_iter()
-            .map(|w| w.join().unwrap_or_else(|_| Err(anyhow!("a download thread panicked"))))
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a download thread panicked")))
+            })
             .collect();
         (md5, results)
     });

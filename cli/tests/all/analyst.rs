@@ -382,7 +382,10 @@ fn large_files_come_in_parallel_chunks_and_resume() {
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(env.ws.path().join("server/manifest.json")).unwrap())
             .unwrap();
-    let hash = manifest["tables"]["orders"]["hash"].as_str().unwrap().to_string();
+    let hash = manifest["tables"]["orders"]["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(hash, md5(&served));
     let part = dir.join(format!(".orders.{hash}.part"));
     let record = dir.join(format!(".orders.{hash}.part.progress"));
@@ -406,7 +409,11 @@ fn large_files_come_in_parallel_chunks_and_resume() {
     let resumed = env.json_with(&["pull"], &[CHUNKED]);
     assert_eq!(resumed["downloaded"], json!(["orders"]), "{resumed}");
     let skipped = bounds[0].1 + (c2 - bounds[2].0);
-    assert_eq!(resumed["bytes"], json!(size - skipped), "only what was missing came");
+    assert_eq!(
+        resumed["bytes"],
+        json!(size - skipped),
+        "only what was missing came"
+    );
     assert_eq!(std::fs::read(&orders).unwrap(), good);
     assert!(!part.exists() && !record.exists(), "nothing left behind");
 

@@ -13,8 +13,8 @@ use agnes_connector_sdk::arrow_schema::{Schema, SchemaRef};
 use agnes_connector_sdk::http::{
     Client, Request, Response, Retry, Url, encode, secret, secret_base64,
 };
-use agnes_connector_sdk::json::text;
 pub use agnes_connector_sdk::json::{Column, Kind, snippet, to_batch};
+use agnes_connector_sdk::json::{decode_records, text};
 use agnes_connector_sdk::{Connector, Error, Level, ReadContext, Spec, Table};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -416,13 +416,6 @@ impl Config {
     }
 }
 
-/// GETs `url` (retried per the config) and parses the JSON body.
-fn get(config: &Config, client: &mut Client, url: &str) -> Result<(Response, Value), Error> {
-    let resp = client.send(&config.request(url))?;
-    let body = resp.json()?;
-    Ok((resp, body))
-}
-
 /// The committed state: `{"cursors": {"<table>": <value>}}`.
 fn cursors(state: Option<&str>) -> Result<Map<String, Value>, Error> {
     let Some(text) = state else {
@@ -497,11 +490,8 @@ fn table(config: &Config, client: &mut Client, endpoint: &Endpoint) -> Result<Ta
         (Some(_), _) => schema_for(endpoint, &[])?,
         (None, Some(schema)) => schema,
         (None, None) => {
-            let (_, mut body) = get(
-                config,
-                client,
-                &first_page(config, endpoint, &base_params(endpoint)),
-            )?;
+            let first = first_page(config, endpoint, &base_params(endpoint));
+            let mut body: Value = client.send(&config.request(&first))?.json()?;
             let schema = schema_for(endpoint, &take_records(endpoint, &mut body)?)?;
             INFERRED
                 .lock()
@@ -571,27 +561,33 @@ impl Connector for HttpJson {
             let mut page = 0u64;
             let mut total = 0usize;
             loop {
-                let (response, mut body) = get(config, &mut client, &url)?;
-                let records = take_records(endpoint, &mut body)?;
-                if let Some(field) = &endpoint.cursor_field {
-                    for r in &records {
-                        newest = max_cursor(newest, r.get(field).unwrap_or(&Value::Null));
-                    }
-                }
-                ctx.emit(
-                    &endpoint.name,
-                    &to_batch(&endpoint.name, &schema, &records)?,
-                )?;
-                total += records.len();
-                match next_page(
-                    config,
-                    endpoint,
-                    &params,
-                    page,
-                    records.len(),
-                    &response,
-                    &body,
-                )? {
+                let response = client.send(&config.request(&url))?;
+                let watch = endpoint.cursor_field.as_deref();
+                // straight into the column builders; the `Value` path for anything unusual
+                let (batch, body) =
+                    match decode_records(&schema, &response.body, &endpoint.records, watch) {
+                        Some(page) => {
+                            for v in &page.watched {
+                                newest = max_cursor(newest, v);
+                            }
+                            (page.batch, page.rest)
+                        }
+                        None => {
+                            let mut body = response.json::<Value>()?;
+                            let records = take_records(endpoint, &mut body)?;
+                            if let Some(field) = watch {
+                                for r in &records {
+                                    newest =
+                                        max_cursor(newest, r.get(field).unwrap_or(&Value::Null));
+                                }
+                            }
+                            (to_batch(&endpoint.name, &schema, &records)?, body)
+                        }
+                    };
+                let count = batch.num_rows();
+                ctx.emit(&endpoint.name, &batch)?;
+                total += count;
+                match next_page(config, endpoint, &params, page, count, &response, &body)? {
                     Next::Url(next) if next == url => {
                         return Err(Error::Source(format!(
                             "{}: the next page is the same URL ({next}); stopping",

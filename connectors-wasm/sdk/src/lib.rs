@@ -340,6 +340,15 @@ pub struct Estimate {
 }
 
 /// The read side of a run: which streams to read, the last committed state, and the
+/// `"i/n"` → `(i, n)`; anything else (absent, malformed, `i >= n`) → `(0, 1)`.
+fn partition_from(value: Option<&str>) -> (u32, u32) {
+    value
+        .and_then(|v| v.split_once('/'))
+        .and_then(|(i, n)| Some((i.parse().ok()?, n.parse().ok()?)))
+        .filter(|&(i, n): &(u32, u32)| n >= 1 && i < n)
+        .unwrap_or((0, 1))
+}
+
 /// channel to the host.
 pub struct ReadContext {
     streams: Vec<String>,
@@ -352,6 +361,15 @@ pub struct ReadContext {
 
 impl ReadContext {
     /// The streams the host asked for, in order.
+    /// This instance's share of a split read, `(index, count)`: `(0, 1)` unless the
+    /// connector asked for `parallel_reads` in its connector.toml and the host split the
+    /// read. Instance `index` of `count` must emit exactly its share of every selected
+    /// table, the same on every run (the host joins the shares in index order), and must
+    /// not rely on `discover` having run in the same instance.
+    pub fn partition(&self) -> (u32, u32) {
+        partition_from(std::env::var("AGNES_READ_PARTITION").ok().as_deref())
+    }
+
     pub fn streams(&self) -> &[String] {
         &self.streams
     }

@@ -74,6 +74,9 @@ pub(crate) struct RunState {
     /// Nanoseconds the host spent on the guest's behalf (accepting batches, its log lines
     /// and output), charged to `cpu_secs` with the guest's own time.
     pub host_cpu: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Set when another instance of a split read failed: this one stops at its next epoch
+    /// tick.
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl RunState {
@@ -109,6 +112,7 @@ impl RunState {
             stderr,
             stdout: None,
             host_cpu: std::sync::Arc::default(),
+            cancel: None,
         }
     }
 

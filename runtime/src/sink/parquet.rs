@@ -171,6 +171,100 @@ impl TableWriter {
     }
 }
 
+/// Joins the files of one table written by the instances of a split read, in the order
+/// given, into `<dir>/<table>.parquet` by copying their row groups (column chunks, page
+/// indexes and the Arrow schema are kept; nothing is decoded or re-encoded), hashing the
+/// output as it is written. One part is renamed. The parts are removed.
+pub(crate) fn concat(
+    dir: &Path,
+    table: &str,
+    parts: Vec<WrittenFile>,
+) -> Result<WrittenFile, Error> {
+    use parquet::column::writer::ColumnCloseResult;
+    use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+    use parquet::file::writer::SerializedFileWriter;
+
+    let path = dir.join(format!("{table}.parquet"));
+    let fail = |e: &dyn std::fmt::Display| Error::Parquet {
+        table: table.to_string(),
+        reason: format!("joining the parts of a split read: {e}"),
+    };
+    if let [one] = parts.as_slice() {
+        std::fs::rename(&one.path, &path).map_err(Error::io("renaming", &one.path))?;
+        return Ok(WrittenFile {
+            path,
+            ..one.clone()
+        });
+    }
+    let mut inputs = Vec::with_capacity(parts.len());
+    for p in &parts {
+        let file = File::open(&p.path).map_err(Error::io("opening", &p.path))?;
+        let meta = ParquetMetaDataReader::new()
+            .with_page_index_policy(PageIndexPolicy::Optional)
+            .parse_and_finish(&file)
+            .map_err(|e| fail(&e))?;
+        inputs.push((file, meta));
+    }
+    let first = inputs
+        .first()
+        .ok_or_else(|| fail(&"no parts"))?
+        .1
+        .file_metadata()
+        .clone();
+    for (_, meta) in &inputs[1..] {
+        if meta.file_metadata().schema() != first.schema() {
+            return Err(fail(&"the parts have different schemas"));
+        }
+    }
+    let out = File::create(&path).map_err(Error::io("creating", &path))?;
+    let sink = HashingFile {
+        inner: BufWriter::with_capacity(1 << 20, out),
+        md5: Md5::new(),
+        len: 0,
+    };
+    let props = WriterProperties::builder()
+        .set_key_value_metadata(first.key_value_metadata().cloned())
+        .build();
+    let mut writer = SerializedFileWriter::new(
+        sink,
+        first.schema_descr().root_schema_ptr(),
+        Arc::new(props),
+    )
+    .map_err(|e| fail(&e))?;
+    let mut rows = 0u64;
+    for (input, meta) in &inputs {
+        for (g, group) in meta.row_groups().iter().enumerate() {
+            let mut out = writer.next_row_group().map_err(|e| fail(&e))?;
+            for (c, column) in group.columns().iter().enumerate() {
+                let close = ColumnCloseResult {
+                    bytes_written: column.compressed_size() as u64,
+                    rows_written: group.num_rows() as u64,
+                    metadata: column.clone(),
+                    bloom_filter: None,
+                    column_index: meta.column_index().and_then(|i| i.get(g)?.get(c).cloned()),
+                    offset_index: meta.offset_index().and_then(|i| i.get(g)?.get(c).cloned()),
+                };
+                out.append_column(input, close).map_err(|e| fail(&e))?;
+            }
+            out.close().map_err(|e| fail(&e))?;
+            rows += group.num_rows() as u64;
+        }
+    }
+    let mut sink = writer.into_inner().map_err(|e| fail(&e))?;
+    sink.flush().map_err(|e| fail(&e))?;
+    let file = sink.inner.into_inner().map_err(|e| fail(&e))?;
+    file.sync_all().map_err(|e| fail(&e))?;
+    for p in &parts {
+        let _ = std::fs::remove_file(&p.path);
+    }
+    Ok(WrittenFile {
+        path,
+        rows,
+        size_bytes: sink.len,
+        md5: hex::encode(sink.md5.finalize()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use arrow_array::{Int64Array, StringArray, TimestampSecondArray};

@@ -20,6 +20,9 @@ use serde_json::{Map, Value};
 
 use crate::Error;
 
+mod decode;
+pub use decode::{Records, decode_records};
+
 /// A declared column.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
