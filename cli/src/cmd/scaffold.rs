@@ -30,8 +30,12 @@ const VENDORED: &[(&str, &str)] = &[
         include_str!("../../../connectors-wasm/sdk/src/http.rs"),
     ),
     (
-        "vendor/agnes-connector-sdk/src/json.rs",
-        include_str!("../../../connectors-wasm/sdk/src/json.rs"),
+        "vendor/agnes-connector-sdk/src/json/mod.rs",
+        include_str!("../../../connectors-wasm/sdk/src/json/mod.rs"),
+    ),
+    (
+        "vendor/agnes-connector-sdk/src/json/decode.rs",
+        include_str!("../../../connectors-wasm/sdk/src/json/decode.rs"),
     ),
     (
         "vendor/agnes-connector-sdk/src/postgres.rs",
