@@ -21,8 +21,13 @@ for i in $(seq -w 1 100); do
   api "$ADMIN" POST /api/admin/register-table -d "{\"name\": \"t$i\", \"source\": \"many\", \"connector\": \"$CSV\", \"grant\": {\"dirs\": [{\"host\": \"$work/many\", \"guest\": \"/data\"}]}}" >/dev/null
 done
 api "$ADMIN" POST /api/admin/register-table -d "{\"name\": \"big\", \"source\": \"big\", \"connector\": \"$CSV\", \"grant\": {\"dirs\": [{\"host\": \"$work/big\", \"guest\": \"/data\"}]}}" >/dev/null
+t0=$(date +%s.%N)
 api "$ADMIN" POST /api/sync/trigger >/dev/null
 wait_for_sync "$ADMIN"
+t1=$(date +%s.%N)
+csv_mb=$(du -m "$work/big/big.csv" | cut -f1)
+awk -v a="$t0" -v b="$t1" -v m="$csv_mb" 'BEGIN { printf "sync of 101 tables (big.csv %d MB) through the server: %.1f s\n", m, b-a }'
+echo "server peak RSS (VmHWM) after the sync: $(awk '/VmHWM/ {printf "%.0f MB", $2/1024}' /proc/$server/status)"
 size=$(api "$ADMIN" GET /api/sync/manifest | python3 -c 'import json,sys; print(json.load(sys.stdin)["tables"]["big"]["size_bytes"])')
 "$AGNES" init --server "$base" --token "$ADMIN" --dir "$work/ws" -q
 cd "$work/ws"
@@ -32,6 +37,7 @@ for _ in $(seq 10); do /usr/bin/time -f %e "$AGNES" pull -q 2>&1; done | sort -n
 echo "full pull of big ($size bytes), 3 runs:"
 for _ in 1 2 3; do
   rm -f server/parquet/big.parquet
-  t=$( { /usr/bin/time -f %e "$AGNES" pull -q; } 2>&1 )
-  awk -v t="$t" -v s="$size" 'BEGIN { printf "  %.2f s, %.0f MB/s (download + md5 verify + rename + views)\n", t, s/t/1e6 }'
+  sync
+  read -r t rss < <( { /usr/bin/time -f "%e %M" "$AGNES" pull -q; } 2>&1 )
+  awk -v t="$t" -v s="$size" -v r="$rss" 'BEGIN { printf "  %.2f s, %.0f MB/s (download + md5 verify + fsync + rename + views), peak RSS %.0f MB\n", t, s/t/1e6, r/1024 }'
 done

@@ -9,11 +9,12 @@ MODE="${1:-full}"
 : "${CARGO_TARGET_DIR:=/var/tmp/agnes-target/host}"
 export CARGO_TARGET_DIR
 case "$MODE" in
-  quick) BENCH_ARGS=--quick; BIG_ROWS=1000000;  HTTP_RECORDS=200000;  WRK_SECS=5;  PG_ROWS=1000000;  SQL_FACTS=200000 ;;
-  full)  BENCH_ARGS=;        BIG_ROWS=52000000; HTTP_RECORDS=1000000; WRK_SECS=10; PG_ROWS=10000000; SQL_FACTS=1000000 ;;
+  quick) BENCH_ARGS=--quick; BIG_ROWS=1000000;  HTTP_RECORDS=200000;  WRK_SECS=5;  PG_ROWS=1000000;  SQL_FACTS=200000;  SCALE_TABLES=200 ;;
+  full)  BENCH_ARGS=;        BIG_ROWS=52000000; HTTP_RECORDS=1000000; WRK_SECS=10; PG_ROWS=10000000; SQL_FACTS=1000000; SCALE_TABLES=1000 ;;
   *) echo "usage: scripts/bench.sh [full|quick]" >&2; exit 2 ;;
 esac
 
+command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 cargo build --release -p agnes
 cargo build --release -p agnes-tests --example bench --example static_server --example http_json_1m --example postgres_bench --example sql_bench --example web_bench --example marketplace_bench
 export AGNES="$CARGO_TARGET_DIR/release/agnes"
@@ -39,10 +40,16 @@ trap 'rm -f "$out"' EXIT
   STATIC_SERVER="$examples/static_server" bench/server.sh "$BIG_ROWS" "$WRK_SECS"
   echo '```'
   echo
-  echo "### 6. \`agnes pull\`: no-op with 101 tables, full pull of the big table"
+  echo "### 6. \`agnes pull\`: no-op with 101 tables, full pull of the big table, peak RSS"
   echo
   echo '```'
   bench/pull.sh "$BIG_ROWS"
+  echo '```'
+  echo
+  echo "### 6b. Server at scale: $SCALE_TABLES tables, 1000 concurrent clients, no-op pull"
+  echo
+  echo '```'
+  bench/scale.sh "$SCALE_TABLES" 1000 "$WRK_SECS"
   echo '```'
   echo
   echo "### 7. http-json over loopback"

@@ -86,9 +86,7 @@ fn main() {
     let csv = runtime().load_file(Path::new(CSV_COMPONENT)).unwrap();
 
     // `--only csv` (synth, csv, load, stop): one section, while working on it
-    let only: Option<String> = std::env::args()
-        .skip_while(|a| a != "--only")
-        .nth(1);
+    let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
     let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
     if run("synth") {
         synth_section(&rt, &synth, work.path(), &sizes);

@@ -35,6 +35,13 @@ impl Write for HashingFile {
     }
 }
 
+/// Bytes of one column's dictionary in a row group before it falls back to plain encoding.
+/// parquet-rs's default (1 MiB) lets a column of unique values (ids, free text, most
+/// timestamps) intern ~130k values into a dictionary per row group before it gives up —
+/// measured at ~9% of a CSV sync's CPU; 256 KiB keeps a dictionary for columns of up to
+/// ~32k distinct 8-byte values and gives up four times sooner on the rest.
+const DICTIONARY_LIMIT: usize = 256 << 10;
+
 /// A finished parquet file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WrittenFile {
@@ -95,6 +102,7 @@ impl TableWriter {
         let level = ZstdLevel::try_new(3).expect("3 is a valid zstd level");
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
+            .set_dictionary_page_size_limit(DICTIONARY_LIMIT)
             .build();
         let storable = storable(&schema);
         let writer = ArrowWriter::try_new(sink, storable.clone().unwrap_or(schema), Some(props))
