@@ -38,8 +38,8 @@ echo "server RSS after the sync: $(awk '/VmRSS/ {print $2/1024 " MB"}' /proc/$se
 for path in /api/sync/manifest /api/catalog/tables; do
   bytes=$(api "$ADMIN" GET "$path" | wc -c)
   for c in 1 "$CLIENTS"; do
-    echo "$path ($bytes bytes): wrk -t2 -c$c -d${SECS}s"
-    wrk -t2 -c"$c" -d"${SECS}s" --latency -H "Authorization: Bearer $ADMIN" "$base$path" \
+    echo "$path ($bytes bytes): wrk -c$c -d${SECS}s"
+    wrk -t"$([ "$c" -gt 1 ] && echo 2 || echo 1)" -c"$c" -d"${SECS}s" --latency -H "Authorization: Bearer $ADMIN" "$base$path" \
       | grep -E "Requests/sec|50%|99%|Non-2xx|Socket errors" || true
   done
 done

@@ -140,21 +140,33 @@ impl Workspace {
     /// Makes `analytics.duckdb` hold exactly one view per local table (and the user's own
     /// tables, which it never touches).
     pub fn rebuild_views(&self, m: &Manifest) -> Result<()> {
+        self.update_views(m, None)
+    }
+
+    /// Makes the views in `analytics.duckdb` match `m`: drops views of tables no longer
+    /// there and (re)creates those in `changed` (their file was replaced: the schema may
+    /// differ) or missing; `None` recreates every one. Views of unchanged tables stay, so a
+    /// pull that changed nothing costs one query.
+    pub fn update_views(&self, m: &Manifest, changed: Option<&[String]>) -> Result<()> {
         let conn = duckdb::Connection::open(self.duckdb_path())
             .with_context(|| format!("opening {}", self.duckdb_path().display()))?;
         let mut stmt = conn.prepare(
             "SELECT view_name FROM duckdb_views() WHERE NOT internal AND comment = 'agnes'",
         )?;
-        let existing: Vec<String> = stmt
+        let existing: std::collections::HashSet<String> = stmt
             .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
-        let mut sql = String::from("BEGIN;\n");
+        let changed: Option<std::collections::HashSet<&String>> =
+            changed.map(|c| c.iter().collect());
+        let mut sql = String::new();
         for v in existing.iter().filter(|v| !m.tables.contains_key(*v)) {
             sql.push_str(&format!("DROP VIEW IF EXISTS \"{v}\";\n"));
         }
         for name in m.tables.keys() {
+            let stale =
+                changed.as_ref().is_none_or(|c| c.contains(name)) || !existing.contains(name);
             let path = self.table_path(name);
-            if !path.exists() {
+            if !stale || !path.exists() {
                 continue;
             }
             sql.push_str(&format!(
@@ -162,8 +174,10 @@ impl Workspace {
                 agnes_runtime::sink::duckdb::sql_string(&path.to_string_lossy())
             ));
         }
-        sql.push_str("COMMIT;\n");
-        conn.execute_batch(&sql)
+        if sql.is_empty() {
+            return Ok(());
+        }
+        conn.execute_batch(&format!("BEGIN;\n{sql}COMMIT;\n"))
             .context("rebuilding the local views")?;
         Ok(())
     }

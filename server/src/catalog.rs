@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -45,6 +46,77 @@ pub struct Catalog {
     pub conflicts: Vec<Conflict>,
     /// Sources whose extract could not be read, with the reason.
     pub broken_sources: Vec<(String, String)>,
+    /// The kind of each source (its connector's name), as the original API's `source_type`.
+    #[serde(skip)]
+    pub source_types: std::collections::HashMap<String, String>,
+    /// Rendered answers per view of this catalog (see [`Catalog::rendered`]).
+    #[serde(skip)]
+    pub rendered: Rendered,
+}
+
+/// Answers rendered once per (what, readable tables) for one catalog version: a thousand
+/// analysts with the same grants polling the manifest cost one serialization. A rebuilt
+/// catalog starts empty (cloning gives an empty cache), so nothing stale is ever served.
+#[derive(Debug, Default)]
+pub struct Rendered(
+    std::sync::Mutex<std::collections::HashMap<(&'static str, Vec<u64>), Arc<str>>>,
+);
+
+impl Clone for Rendered {
+    fn clone(&self) -> Self {
+        Rendered::default()
+    }
+}
+
+/// Distinct views cached per catalog version; past it the cache starts over.
+const MAX_RENDERED: usize = 256;
+
+impl Catalog {
+    /// The tables `can_read` allows, as a bitset over the catalog's (sorted) tables.
+    pub fn readable(&self, can_read: impl Fn(&TableEntry) -> bool) -> Vec<u64> {
+        let mut bits = vec![0u64; self.tables.len().div_ceil(64)];
+        for (i, t) in self.tables.values().enumerate() {
+            if can_read(t) {
+                bits[i / 64] |= 1 << (i % 64);
+            }
+        }
+        bits
+    }
+
+    /// The readable tables of `bits`, in name order.
+    pub fn tables_in<'a>(&'a self, bits: &'a [u64]) -> impl Iterator<Item = &'a TableEntry> {
+        self.tables
+            .values()
+            .enumerate()
+            .filter(|(i, _)| bits[i / 64] & (1 << (i % 64)) != 0)
+            .map(|(_, t)| t)
+    }
+
+    /// `render()` for (`what`, `bits`), computed once per catalog version.
+    pub fn rendered(
+        &self,
+        what: &'static str,
+        bits: Vec<u64>,
+        render: impl FnOnce(&[u64]) -> String,
+    ) -> Arc<str> {
+        let key = (what, bits);
+        if let Some(hit) = self
+            .rendered
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return hit.clone();
+        }
+        let body: Arc<str> = render(&key.1).into();
+        let mut cache = self.rendered.0.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MAX_RENDERED {
+            cache.clear();
+        }
+        cache.insert(key, body.clone());
+        body
+    }
 }
 
 /// A registered table as the catalog needs it.
@@ -176,4 +248,60 @@ pub fn write_analytics_db(path: &Path, catalog: &Catalog) -> Result<(), String> 
         return Err(format!("writing {}: {e}", path.display()));
     }
     std::fs::rename(&tmp, path).map_err(|e| format!("publishing {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog(names: &[&str]) -> Catalog {
+        let mut c = Catalog::default();
+        for n in names {
+            c.tables.insert(
+                n.to_string(),
+                TableEntry {
+                    name: n.to_string(),
+                    source: "s".into(),
+                    description: None,
+                    path: PathBuf::new(),
+                    md5: String::new(),
+                    size_bytes: 0,
+                    rows: 0,
+                    updated: String::new(),
+                    query_mode: "local".into(),
+                },
+            );
+        }
+        c
+    }
+
+    #[test]
+    fn renderings_are_per_view_and_never_outlive_their_catalog() {
+        let names: Vec<String> = (0..130).map(|i| format!("t{i:03}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let c = catalog(&refs);
+        let odd = c.readable(|t| t.name.ends_with(['1', '3', '5', '7', '9']));
+        let listed: Vec<&str> = c.tables_in(&odd).map(|t| t.name.as_str()).collect();
+        assert_eq!(listed.len(), 65);
+        assert!(listed.contains(&"t129") && !listed.contains(&"t128"));
+        let mut renders = 0;
+        let mut render = |bits: &[u64]| {
+            renders += 1;
+            format!("{}", c.tables_in(bits).count())
+        };
+        assert_eq!(&*c.rendered("m", odd.clone(), &mut render), "65");
+        assert_eq!(&*c.rendered("m", odd.clone(), &mut render), "65");
+        let all = c.readable(|_| true);
+        assert_eq!(&*c.rendered("m", all.clone(), &mut render), "130");
+        assert_eq!(&*c.rendered("other", all, &mut render), "130");
+        assert_eq!(renders, 3, "the same view is rendered once");
+        // a rebuilt (cloned) catalog renders again
+        let next = c.clone();
+        let mut again = 0;
+        next.rendered("m", odd, |_| {
+            again += 1;
+            String::new()
+        });
+        assert_eq!(again, 1);
+    }
 }

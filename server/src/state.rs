@@ -90,11 +90,26 @@ impl AppState {
                 ((t.source, t.spec.name), reg)
             })
             .collect();
+        let source_types = self
+            .store
+            .list_sources()
+            .await
+            .map_err(|e| format!("listing sources: {}", e.detail()))?
+            .into_iter()
+            .map(|s| {
+                (
+                    s.spec.name,
+                    crate::routes::catalog::source_type(&s.spec.connector),
+                )
+            })
+            .collect();
         let state = self.clone();
         tokio::task::spawn_blocking(move || {
             let _one = state.rebuild.lock().unwrap_or_else(|p| p.into_inner());
             let previous = state.catalog();
-            let next = crate::catalog::build(&state.config.extracts_dir(), &previous, &registered);
+            let mut next =
+                crate::catalog::build(&state.config.extracts_dir(), &previous, &registered);
+            next.source_types = source_types;
             crate::catalog::write_analytics_db(&state.config.analytics_db(), &next)?;
             *state.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
             Ok(())

@@ -82,6 +82,7 @@ pub fn run(args: PullArgs, out: &Output) -> Result<()> {
         .cloned()
         .collect();
 
+    remove_stale_parts(&ws.parquet_dir(), &todo);
     let bars = out.progress().then(MultiProgress::new);
     let queue = Mutex::new(todo.clone());
     let outcomes = Mutex::new(Vec::new());
@@ -147,7 +148,7 @@ pub fn run(args: PullArgs, out: &Output) -> Result<()> {
     }
     local.server_time = remote.server_time.clone();
     ws.save_local_manifest(&local)?;
-    ws.rebuild_views(&local)?;
+    ws.update_views(&local, Some(&downloaded))?;
     downloaded.sort();
     failed.sort();
     let seconds = started.elapsed().as_secs_f64();
@@ -192,9 +193,7 @@ fn fetch(
     meta: &TableMeta,
     bar: Option<&ProgressBar>,
 ) -> Result<u64> {
-    let dir = ws.parquet_dir();
-    remove_stale_parts(&dir, name, &meta.hash);
-    let part = dir.join(format!(".{name}.{}.part", meta.hash));
+    let part = ws.parquet_dir().join(format!(".{name}.{}.part", meta.hash));
     let url = format!("/api/data/{name}/download");
     let size = u64::try_from(meta.size_bytes).unwrap_or(0);
     let transferred = AtomicU64::new(0);
@@ -505,14 +504,18 @@ fn remove_part(part: &Path) {
     let _ = std::fs::remove_file(progress_path(part));
 }
 
-fn remove_stale_parts(dir: &Path, name: &str, hash: &str) {
-    let keep = format!(".{name}.{hash}.part");
-    let prefix = format!(".{name}.");
+/// Removes partial downloads (and their progress records) that no table of this pull will
+/// resume: another version of the table, or a table no longer pulled. One directory listing.
+fn remove_stale_parts(dir: &Path, todo: &[(String, TableMeta)]) {
+    let keep: std::collections::HashSet<String> = todo
+        .iter()
+        .map(|(name, meta)| format!(".{name}.{}.part", meta.hash))
+        .collect();
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
             let f = e.file_name().to_string_lossy().into_owned();
-            let ours = f.strip_suffix(".progress").unwrap_or(&f);
-            if f.starts_with(&prefix) && ours.ends_with(".part") && ours != keep {
+            let part = f.strip_suffix(".progress").unwrap_or(&f);
+            if part.starts_with('.') && part.ends_with(".part") && !keep.contains(part) {
                 let _ = std::fs::remove_file(e.path());
             }
         }

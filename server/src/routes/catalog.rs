@@ -22,7 +22,7 @@ pub fn router() -> Router<AppState> {
 
 /// The kind of source a connector reference makes, as the original API's `source_type`: the
 /// connector's name (`csv@0.1.0` → `csv`; a development path → its file stem).
-fn source_type(connector: &str) -> String {
+pub(crate) fn source_type(connector: &str) -> String {
     match connector.split_once('@') {
         Some((name, _)) if !connector.starts_with('/') => name.to_string(),
         _ => std::path::Path::new(connector)
@@ -40,32 +40,29 @@ fn source_type(connector: &str) -> String {
 /// `size_bytes`, `updated`, `query_mode`, `description`) and the original API's `id`,
 /// `source_type`, `sql_flavor` (`duckdb`: what `/api/query` and local queries speak) and
 /// `server_only` (a remote table is queried on the server only).
-async fn tables(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Value>> {
+async fn tables(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> ApiResult<axum::response::Response> {
+    // the in-memory catalog, rendered once per view of it: no state-store query per request
     let catalog = state.catalog();
-    let kinds: std::collections::HashMap<String, String> = state
-        .store
-        .list_sources()
-        .await?
-        .into_iter()
-        .map(|s| (s.spec.name, source_type(&s.spec.connector)))
-        .collect();
-    let tables: Vec<Value> = catalog
-        .tables
-        .values()
-        .filter(|t| user.0.can_read(&t.name, &t.source))
-        .map(|t| {
-            let mut v = serde_json::to_value(t).unwrap_or_default();
-            v["id"] = json!(t.name);
-            v["source_type"] = json!(kinds.get(&t.source).cloned().unwrap_or_default());
-            v["sql_flavor"] = json!("duckdb");
-            v["server_only"] = json!(t.query_mode == "remote");
-            v
-        })
-        .collect();
-    Ok(Json(json!({
-        "tables": tables,
-        "server_time": chrono::Utc::now().to_rfc3339(),
-    })))
+    let bits = catalog.readable(|t| user.0.can_read(&t.name, &t.source));
+    let tables = catalog.rendered("catalog", bits, |bits| {
+        let kinds = &catalog.source_types;
+        let tables: Vec<Value> = catalog
+            .tables_in(bits)
+            .map(|t| {
+                let mut v = serde_json::to_value(t).unwrap_or_default();
+                v["id"] = json!(t.name);
+                v["source_type"] = json!(kinds.get(&t.source).cloned().unwrap_or_default());
+                v["sql_flavor"] = json!("duckdb");
+                v["server_only"] = json!(t.query_mode == "remote");
+                v
+            })
+            .collect();
+        Value::from(tables).to_string()
+    });
+    Ok(super::sync::json_with_server_time("tables", &tables))
 }
 
 async fn schema(

@@ -208,6 +208,10 @@ async fn update(
     set!(enabled, p.enabled);
     set!(description, p.description);
     let source = store_source(&state, &spec, false).await?;
+    if changed_fields.contains(&"connector") {
+        // the catalog shows each source's kind (`source_type`)
+        state.rebuild_catalog().await.map_err(ApiError::internal)?;
+    }
     let detail = Some(changed_fields.join(","));
     let body = json!({"source": source});
     Ok(changed(&state, &admin, false, "source.update", name, detail, body).await)
