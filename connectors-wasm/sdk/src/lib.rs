@@ -648,3 +648,25 @@ macro_rules! export_connector {
         };
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::partition_from;
+
+    #[test]
+    fn partitions_are_read_strictly() {
+        assert_eq!(partition_from(Some("1/4")), (1, 4));
+        assert_eq!(partition_from(Some("0/1")), (0, 1));
+        for bad in [
+            None,
+            Some(""),
+            Some("4/4"),
+            Some("1/0"),
+            Some("a/2"),
+            Some("1/2/3"),
+            Some("-1/2"),
+        ] {
+            assert_eq!(partition_from(bad), (0, 1), "{bad:?}");
+        }
+    }
+}
