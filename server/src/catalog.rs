@@ -58,9 +58,10 @@ pub struct Catalog {
 /// analysts with the same grants polling the manifest cost one serialization. A rebuilt
 /// catalog starts empty (cloning gives an empty cache), so nothing stale is ever served.
 #[derive(Debug, Default)]
-pub struct Rendered(
-    std::sync::Mutex<std::collections::HashMap<(&'static str, Vec<u64>), Arc<str>>>,
-);
+pub struct Rendered(std::sync::Mutex<std::collections::HashMap<ViewKey, Arc<str>>>);
+
+/// What was rendered and for which readable tables (a bitset over the catalog's tables).
+type ViewKey = (&'static str, Vec<u64>);
 
 impl Clone for Rendered {
     fn clone(&self) -> Self {
