@@ -97,6 +97,11 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
         .await;
         return Ok(());
     }
+    use axum::serve::ListenerExt;
+    // small answers go out at once, not after the client's delayed ACK (~40 ms each)
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),

@@ -53,6 +53,7 @@ pub async fn serve(
                 }
             },
         };
+        let _ = tcp.set_nodelay(true);
         let (acceptor, app) = (acceptor.clone(), app.clone());
         tokio::spawn(async move {
             let handshake =
