@@ -11,6 +11,18 @@ const ROUTES: &[(&str, &str, &str, bool)] = &[
         false,
     ),
     (
+        "/healthz",
+        "get",
+        "Liveness: the process answers (no token needed)",
+        false,
+    ),
+    (
+        "/readyz",
+        "get",
+        "Readiness: the state store answers; 503 with the reason otherwise (no token needed)",
+        false,
+    ),
+    (
         "/api/openapi.json",
         "get",
         "This document (no token needed)",
@@ -437,6 +449,8 @@ pub fn document() -> Value {
     for (path, method, summary, admin) in ROUTES {
         // webhooks authenticate by their signature, not a bearer token
         let public = path.starts_with("/api/health")
+            || *path == "/healthz"
+            || *path == "/readyz"
             || path.starts_with("/api/openapi")
             || path.starts_with("/api/webhooks");
         let mut op = json!({

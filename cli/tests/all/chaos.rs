@@ -367,3 +367,36 @@ fn bootstrap_gives_the_first_admin_a_web_password() {
     assert_eq!(overview.status, 200);
     assert!(overview.body.contains("Overview"), "{}", overview.body);
 }
+
+/// One embedded state, one process: a second `agnes serve` on the same data directory exits
+/// with a clear error while the first keeps serving; `/healthz` and `/readyz` answer.
+#[test]
+fn a_second_server_on_one_data_dir_is_refused_and_the_first_stays_ready() {
+    let data = tempfile::tempdir().unwrap();
+    let first = serve(data.path());
+    let port = free_port();
+    let out = agnes(data.path())
+        .arg("serve")
+        .env("AGNES_LISTEN", format!("127.0.0.1:{port}"))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("in use by another process")
+            && stderr.contains("one `agnes serve` at a time"),
+        "{stderr}"
+    );
+    for path in ["/healthz", "/readyz"] {
+        let r = http().get(&format!("{}{path}", first.base)).call().unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    let ready = agnes_tests::read_json(
+        http()
+            .get(&format!("{}/readyz", first.base))
+            .call()
+            .unwrap(),
+    );
+    assert_eq!(ready["status"], "ready");
+}

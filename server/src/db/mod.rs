@@ -33,8 +33,23 @@ impl Db {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         }
-        let conn = duckdb::Connection::open(path)
-            .map_err(|e| format!("opening {}: {e}", path.display()))?;
+        let conn = duckdb::Connection::open(path).map_err(|e| {
+            let e = e.to_string();
+            if e.contains("Could not set lock") {
+                // DuckDB's own file lock: the embedded state is one process's
+                format!(
+                    "{} is in use by another process ({}): the embedded state store serves one \
+                     `agnes serve` at a time; stop the other one, or give each its own data directory",
+                    path.display(),
+                    e.split("Conflicting lock is held in ")
+                        .nth(1)
+                        .and_then(|r| r.split(". See").next())
+                        .unwrap_or("lock held")
+                )
+            } else {
+                format!("opening {}: {e}", path.display())
+            }
+        })?;
         migrations::migrate(&conn).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
