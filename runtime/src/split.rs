@@ -201,9 +201,8 @@ impl Runtime {
         }
         let data_dir = split.staging.data_dir();
         let mut files = HashMap::new();
-        for (table, mut parts) in per_table {
-            // partition order: the directories are numbered
-            parts.sort_by(|a, b| a.path.cmp(&b.path));
+        // each table's parts were collected in partition order (instance 0, 1, …)
+        for (table, parts) in per_table {
             files.insert(table.clone(), concat(&data_dir, &table, parts)?);
         }
         for d in &dirs {
