@@ -20,7 +20,7 @@ use crate::engine::{LoadedComponent, Runtime};
 use crate::error::Phase;
 use crate::extract::Staging;
 use crate::host::RunState;
-use crate::run::{Counts, RunRequest, TableSpec, end_read, prepare_read, settle};
+use crate::run::{Counts, RunRequest, TableSpec, end_read, prepare_read, settle, within};
 use crate::sink::parquet::{WrittenFile, concat};
 use crate::world::Instance;
 
@@ -116,14 +116,19 @@ impl Runtime {
                         .build()
                         .map_err(Error::io("starting", Path::new("a read thread")))
                         .and_then(|rt_| {
-                            rt_.block_on(rt.read_partition(
-                                &component,
-                                &request,
-                                &selected,
-                                &dir,
-                                (i, n),
-                                &cancel,
-                                extracted_at,
+                            // its own deadline too: a share blocked in a host call (which
+                            // the cancel flag cannot interrupt) still ends with the run's
+                            rt_.block_on(within(
+                                &request.limits,
+                                rt.read_partition(
+                                    &component,
+                                    &request,
+                                    &selected,
+                                    &dir,
+                                    (i, n),
+                                    &cancel,
+                                    extracted_at,
+                                ),
                             ))
                         });
                     if part.is_err() {
