@@ -12,6 +12,7 @@
 //! - `native`: `Runtime::run_native` makes the same extract as the component.
 //! - `postgres`: connector world 0.2.0 and the postgres connector on a real PostgreSQL.
 //! - `server`: the REST server over real HTTP on loopback.
+//! - `store_contract`: what every state-store backend must do.
 //! - `split`: split reads (`parallel_reads`) give the same table as one instance.
 //! - `sql`: SQL over Agnes tables in the OS-confined `agnes-sqlbox` process.
 //! - `web`: the admin web UI over HTTP, and in a real headless Chromium.
@@ -34,4 +35,5 @@ mod server;
 mod sources;
 mod split;
 mod sql;
+mod store_contract;
 mod web;

@@ -1,0 +1,309 @@
+//! The state store's contract: what every backend behind `agnes_server::store::Store` must
+//! do, use case by use case. Today one backend (the embedded DuckDB state file); the
+//! PostgreSQL backend of the scale-out mode joins `backends()` and must pass the same tests.
+
+use agnes_server::error::ApiError;
+use agnes_server::store::{AuditFilter, SourceSpec, Store, TableOutcome, TableSpec};
+use serde_json::json;
+
+/// A fresh store of every backend, each with a name for the failure messages.
+fn backends() -> Vec<(&'static str, Box<dyn Store>, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().unwrap();
+    let db = agnes_server::db::Db::open(&dir.path().join("state/system.duckdb")).unwrap();
+    vec![("duckdb", Box::new(db), dir)]
+}
+
+fn source(name: &str) -> SourceSpec {
+    serde_json::from_value(
+        json!({"name": name, "connector": "csv@0.1.0", "config": {"dir": "/data"}}),
+    )
+    .unwrap()
+}
+
+fn table(name: &str) -> TableSpec {
+    serde_json::from_value(json!({"name": name})).unwrap()
+}
+
+#[tokio::test]
+async fn users_tokens_and_authentication() {
+    for (backend, store, _dir) in backends() {
+        let admin_token = store
+            .bootstrap("admin")
+            .await
+            .unwrap()
+            .expect("first admin");
+        assert!(
+            store.bootstrap("again").await.unwrap().is_none(),
+            "{backend}: once"
+        );
+        assert_eq!(store.count_users().await.unwrap(), 1);
+        let admin = store
+            .authenticate(&admin_token)
+            .await
+            .unwrap()
+            .expect("admin token");
+        assert!(admin.is_admin(), "{backend}");
+
+        store.create_group("sales").await.unwrap();
+        let (_, info, token) = store
+            .create_user("ana", &["sales".to_string()], Some(30))
+            .await
+            .unwrap();
+        assert!(info.expires_at.is_some(), "{backend}: expiry recorded");
+        assert!(
+            token.starts_with(&format!("agnes_{}_", info.prefix)),
+            "{backend}: the prefix names the token"
+        );
+        let ana = store
+            .authenticate(&token)
+            .await
+            .unwrap()
+            .expect("ana's token");
+        assert_eq!(ana.name, "ana");
+        assert!(
+            ana.groups.contains(&"sales".to_string()),
+            "{backend}: {:?}",
+            ana.groups
+        );
+        assert!(!ana.is_admin());
+        let (second, second_token) = store.create_token(&ana.id, "laptop", None).await.unwrap();
+        assert_eq!(
+            store.list_tokens(Some(&ana.id)).await.unwrap().len(),
+            2,
+            "{backend}"
+        );
+
+        // tokens are stored hashed: a token that was never issued, or one changed, fails
+        assert!(
+            store
+                .authenticate("agnes_00000000_nope")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let mut altered = token.clone();
+        altered.push('x');
+        assert!(
+            store.authenticate(&altered).await.unwrap().is_none(),
+            "{backend}"
+        );
+
+        // a user revokes their own token; it stops authenticating, the other one works
+        store.revoke_token(&second.id, &ana).await.unwrap();
+        assert!(
+            store.authenticate(&second_token).await.unwrap().is_none(),
+            "{backend}"
+        );
+        assert!(
+            store.authenticate(&token).await.unwrap().is_some(),
+            "{backend}"
+        );
+        // and may not revoke someone else's
+        let admin_tokens = store.list_tokens(Some(&admin.id)).await.unwrap();
+        assert!(
+            store.revoke_token(&admin_tokens[0].id, &ana).await.is_err(),
+            "{backend}: not another user's token"
+        );
+        // a disabled user's tokens stop authenticating
+        store.disable_user("ana").await.unwrap();
+        assert!(
+            store.authenticate(&token).await.unwrap().is_none(),
+            "{backend}"
+        );
+        assert!(
+            store.authenticate(&admin_token).await.unwrap().is_some(),
+            "{backend}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn grants_reach_members_and_go_with_revocation() {
+    for (backend, store, _dir) in backends() {
+        store.bootstrap("admin").await.unwrap();
+        store.create_group("sales").await.unwrap();
+        let (_, _, token) = store.create_user("ana", &[], None).await.unwrap();
+        let ana = || async { store.authenticate(&token).await.unwrap().unwrap() };
+        assert!(
+            !ana().await.can_read("orders", "shop"),
+            "{backend}: deny by default"
+        );
+        store.grant("sales", "table", "orders").await.unwrap();
+        assert!(
+            !ana().await.can_read("orders", "shop"),
+            "{backend}: not a member yet"
+        );
+        store.add_member("sales", "ana").await.unwrap();
+        assert!(ana().await.can_read("orders", "shop"), "{backend}");
+        assert!(!ana().await.can_read("customers", "shop"), "{backend}");
+        store.grant("sales", "source", "shop").await.unwrap();
+        assert!(
+            ana().await.can_read("customers", "shop"),
+            "{backend}: a source grant"
+        );
+        let grants = store.list_grants().await.unwrap();
+        assert!(
+            grants
+                .iter()
+                .any(|g| g.group == "sales" && g.resource_id == "orders")
+        );
+        store.revoke_grant("sales", "source", "shop").await.unwrap();
+        store.remove_member("sales", "ana").await.unwrap();
+        assert!(!ana().await.can_read("orders", "shop"), "{backend}");
+        assert!(
+            store.grant("nobody", "table", "orders").await.is_err(),
+            "{backend}: a grant names an existing group"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sources_and_tables_all_or_nothing() {
+    for (backend, store, _dir) in backends() {
+        store.create_source(&source("shop")).await.unwrap();
+        let dup = store.create_source(&source("shop")).await.unwrap_err();
+        assert!(matches!(dup, ApiError::Conflict(_)), "{backend}: {dup:?}");
+        store.create_source(&source("crm")).await.unwrap();
+        store
+            .add_tables("shop", &[table("orders"), table("customers")])
+            .await
+            .unwrap();
+        // one name taken by another source: a conflict naming the owner, and nothing added
+        let taken = store
+            .add_tables("crm", &[table("leads"), table("orders")])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&taken, ApiError::Conflict(m) if m.contains("shop")),
+            "{backend}: {taken:?}"
+        );
+        assert!(
+            store.list_tables(Some("crm")).await.unwrap().is_empty(),
+            "{backend}"
+        );
+        let mut names: Vec<String> = store
+            .list_tables(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.spec.name)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["customers", "orders"], "{backend}");
+
+        store.create_group("sales").await.unwrap();
+        store.grant("sales", "table", "orders").await.unwrap();
+        let removal = store.delete_source("shop").await.unwrap();
+        let mut removed = removal.tables.clone();
+        removed.sort();
+        assert_eq!(removed, ["customers", "orders"], "{backend}");
+        assert_eq!(
+            removal.dangling_grants.len(),
+            1,
+            "{backend}: the grant is kept and listed"
+        );
+        assert!(store.get_source("shop").await.unwrap().is_none());
+        assert!(
+            store.list_tables(None).await.unwrap().is_empty(),
+            "{backend}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn run_history_newest_first_and_abandoned_runs() {
+    for (backend, store, _dir) in backends() {
+        store.create_source(&source("shop")).await.unwrap();
+        let first = store.start_run("shop", "manual", false).await.unwrap();
+        store
+            .record_outcome(
+                first,
+                &TableOutcome {
+                    table: "orders".into(),
+                    status: "ok".into(),
+                    rows: Some(10),
+                    size_bytes: Some(100),
+                    error: None,
+                    finished_at: "2026-12-05 00:00:00".into(),
+                },
+            )
+            .await
+            .unwrap();
+        store.finish_run(first, "success", None).await.unwrap();
+        let second = store.start_run("shop", "schedule", true).await.unwrap();
+        assert!(second > first, "{backend}: ids grow");
+        let runs = store.list_runs(Some("shop"), 10).await.unwrap();
+        assert_eq!(
+            runs.iter().map(|r| r.id).collect::<Vec<_>>(),
+            [second, first]
+        );
+        assert_eq!(runs[1].tables.len(), 1);
+        assert_eq!(runs[1].tables[0].rows, Some(10));
+        assert_eq!(runs[0].status, "running");
+        // a restart marks what a previous process left running as failed
+        assert_eq!(store.abandon_running().await.unwrap(), 1, "{backend}");
+        let run = store.get_run(second).await.unwrap().unwrap();
+        assert_eq!(run.status, "failed");
+        assert!(run.error.is_some());
+        let latest = store.latest_runs().await.unwrap();
+        assert_eq!(latest.len(), 1);
+        assert_eq!(latest[0].id, second);
+    }
+}
+
+#[tokio::test]
+async fn audit_and_settings() {
+    for (backend, store, _dir) in backends() {
+        store
+            .audit(Some("admin"), "source.create", Some("shop"), None)
+            .await
+            .unwrap();
+        store
+            .audit(
+                Some("ana"),
+                "data.download",
+                Some("orders"),
+                Some("bytes 0-9"),
+            )
+            .await
+            .unwrap();
+        store
+            .audit(None, "sourcery.other", None, None)
+            .await
+            .unwrap();
+        let filter = AuditFilter {
+            since: None,
+            action: Some("source".into()),
+            limit: 10,
+        };
+        let entries = store.list_audit(&filter).await.unwrap();
+        assert_eq!(
+            entries.len(),
+            1,
+            "{backend}: `source` matches source.*, not sourcery"
+        );
+        assert_eq!(entries[0].resource.as_deref(), Some("shop"));
+        let all = store
+            .list_audit(&AuditFilter {
+                since: None,
+                action: None,
+                limit: 2,
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 2, "{backend}: the limit");
+
+        assert!(store.get_setting("welcome").await.unwrap().is_none());
+        store
+            .put_setting("welcome", Some("hi"), "admin")
+            .await
+            .unwrap();
+        let s = store.get_setting("welcome").await.unwrap().unwrap();
+        assert_eq!((s.value.as_str(), s.updated_by.as_str()), ("hi", "admin"));
+        store.put_setting("welcome", None, "admin").await.unwrap();
+        assert!(
+            store.get_setting("welcome").await.unwrap().is_none(),
+            "{backend}"
+        );
+    }
+}
