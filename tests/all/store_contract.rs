@@ -307,3 +307,111 @@ async fn audit_and_settings() {
         );
     }
 }
+
+#[tokio::test]
+async fn metrics_connectors_and_web_sessions() {
+    for (backend, store, _dir) in backends() {
+        // metrics: upsert by id, listed by category then name
+        let metric = |id: &str, category: &str, name: &str, sql: &str| {
+            serde_json::from_value::<agnes_server::metrics::Metric>(json!({
+                "id": id, "name": name, "display_name": name, "category": category, "sql": sql
+            }))
+            .unwrap()
+        };
+        store
+            .upsert_metric(&metric("sales/b", "sales", "b", "SELECT 1"))
+            .await
+            .unwrap();
+        store
+            .upsert_metric(&metric("revenue/a", "revenue", "a", "SELECT 2"))
+            .await
+            .unwrap();
+        store
+            .upsert_metric(&metric("sales/b", "sales", "b", "SELECT 3"))
+            .await
+            .unwrap();
+        let ids: Vec<String> = store
+            .list_metrics()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, ["revenue/a", "sales/b"], "{backend}");
+        assert_eq!(
+            store.get_metric("sales/b").await.unwrap().unwrap().sql,
+            "SELECT 3"
+        );
+        store.delete_metric("sales/b").await.unwrap();
+        assert!(
+            store.get_metric("sales/b").await.unwrap().is_none(),
+            "{backend}"
+        );
+
+        // connector uploads: recorded pending, reviewed with who and when
+        let info = agnes_server::store::ConnectorInfo {
+            name: "csv".into(),
+            version: "0.1.0".into(),
+            digest: "sha256:00".into(),
+            key_id: "k".into(),
+            requests: json!({"dirs": ["/data"]}),
+            imports: json!([]),
+            uploaded_at: "2026-12-05 00:00:00".into(),
+            uploaded_by: "admin".into(),
+            status: "pending".into(),
+            reviewed_at: None,
+            reviewed_by: None,
+        };
+        store.record_connector(&info).await.unwrap();
+        store
+            .review_connector("csv", "0.1.0", "approved", "reviewer")
+            .await
+            .unwrap();
+        let listed = store.list_connectors().await.unwrap();
+        assert_eq!(listed.len(), 1, "{backend}");
+        assert_eq!(listed[0].status, "approved");
+        assert_eq!(listed[0].reviewed_by.as_deref(), Some("reviewer"));
+        assert_eq!(listed[0].requests, json!({"dirs": ["/data"]}));
+        assert!(
+            store
+                .review_connector("csv", "9.9.9", "approved", "reviewer")
+                .await
+                .is_err(),
+            "{backend}: an unknown version"
+        );
+
+        // browser sign-in: a password hash and sessions that end when revoked
+        store.bootstrap("admin").await.unwrap();
+        assert!(store.password_of("admin").await.unwrap().is_none());
+        store.set_password("admin", "$argon2id$fake").await.unwrap();
+        let (user_id, hash) = store.password_of("admin").await.unwrap().unwrap();
+        assert_eq!(hash, "$argon2id$fake", "{backend}");
+        store
+            .create_session(
+                "0123456789abcdef0123456789abcdef",
+                &user_id,
+                "csrf-1",
+                3600,
+                "test",
+            )
+            .await
+            .unwrap();
+        let (who, csrf) = store
+            .session("0123456789abcdef0123456789abcdef")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((who.name.as_str(), csrf.as_str()), ("admin", "csrf-1"));
+        let sessions = store.list_sessions().await.unwrap();
+        assert_eq!(sessions.len(), 1, "{backend}");
+        assert_eq!(store.revoke_session(&sessions[0].id).await.unwrap(), 1);
+        assert!(
+            store
+                .session("0123456789abcdef0123456789abcdef")
+                .await
+                .unwrap()
+                .is_none(),
+            "{backend}"
+        );
+    }
+}
