@@ -415,3 +415,115 @@ async fn metrics_connectors_and_web_sessions() {
         );
     }
 }
+
+#[tokio::test]
+async fn marketplace_records() {
+    use agnes_server::marketplace::{Marketplace, Plugin, PluginReview, ReviewerInfo};
+    for (backend, store, _dir) in backends() {
+        let mp = |name: &str| -> Marketplace {
+            serde_json::from_value(json!({
+                "name": name, "url": format!("https://git.example.com/{name}.git"),
+                "created_at": "2026-12-05 00:00:00", "created_by": "admin"
+            }))
+            .unwrap()
+        };
+        let plugin = |marketplace: &str, name: &str, status: &str| -> Plugin {
+            serde_json::from_value(json!({
+                "marketplace": marketplace, "name": name, "path": format!("plugins/{name}"),
+                "status": status, "synced_at": "2026-12-05 00:00:00"
+            }))
+            .unwrap()
+        };
+        store.put_marketplace(&mp("team")).await.unwrap();
+        store.put_marketplace(&mp("other")).await.unwrap();
+        // put replaces by name
+        let mut synced = mp("team");
+        synced.commit = Some("abc".into());
+        store.put_marketplace(&synced).await.unwrap();
+        let listed = store.list_marketplaces().await.unwrap();
+        assert_eq!(listed.len(), 2, "{backend}");
+        let team = listed.iter().find(|m| m.spec.name == "team").unwrap();
+        assert_eq!(team.commit.as_deref(), Some("abc"), "{backend}");
+
+        store
+            .put_plugin(&plugin("team", "sql-helper", "approved"))
+            .await
+            .unwrap();
+        store
+            .put_plugin(&plugin("team", "curl-bash", "denied"))
+            .await
+            .unwrap();
+        store
+            .put_plugin(&plugin("other", "sql-helper", "pending"))
+            .await
+            .unwrap();
+        store
+            .put_plugin(&plugin("team", "curl-bash", "pending"))
+            .await
+            .unwrap();
+        let plugins = store.list_plugins().await.unwrap();
+        assert_eq!(
+            plugins.len(),
+            3,
+            "{backend}: one record per (marketplace, plugin)"
+        );
+        let held = plugins
+            .iter()
+            .find(|p| p.marketplace == "team" && p.name == "curl-bash")
+            .unwrap();
+        assert_eq!(held.status, "pending", "{backend}: replaced");
+        store.delete_plugin("team", "curl-bash").await.unwrap();
+        assert_eq!(store.list_plugins().await.unwrap().len(), 2);
+
+        let review = PluginReview {
+            bundle: "sha256:b1".into(),
+            reviewer: "plugin-reviewer".into(),
+            reviewer_digest: "sha256:r1".into(),
+            verdict: "allow".into(),
+            findings: Vec::new(),
+            failure: None,
+            millis: 1,
+            reviewed_at: "2026-12-05 00:00:00".into(),
+        };
+        store.put_review(&review).await.unwrap();
+        store
+            .put_review(&PluginReview {
+                reviewer_digest: "sha256:r2".into(),
+                verdict: "flag".into(),
+                ..review.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            store.list_reviews().await.unwrap().len(),
+            2,
+            "{backend}: one per (bundle, reviewer version)"
+        );
+        store
+            .put_reviewer(&ReviewerInfo {
+                name: "plugin-reviewer".into(),
+                version: "0.1.0".into(),
+                digest: "sha256:r1".into(),
+                key_id: "k".into(),
+                imports: vec!["agnes:hook/bundle@0.1.0".into()],
+                uploaded_at: "2026-12-05 00:00:00".into(),
+                uploaded_by: "admin".into(),
+                enabled: true,
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.list_reviewers().await.unwrap().len(), 1);
+
+        // removing a marketplace removes its plugins; reviews stay (keyed by bundle)
+        assert_eq!(
+            store.delete_marketplace("team").await.unwrap(),
+            1,
+            "{backend}"
+        );
+        let left = store.list_plugins().await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].marketplace, "other");
+        assert_eq!(store.list_marketplaces().await.unwrap().len(), 1);
+        assert_eq!(store.list_reviews().await.unwrap().len(), 2, "{backend}");
+    }
+}
