@@ -430,20 +430,17 @@ impl Runtime {
             };
             self.read_split(read, &mut store, &instance).await?
         } else {
-            prepare_read(store.data_mut(), staging.data_dir(), &selected)?;
-            let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();
-            let result = instance
-                .read(
-                    &mut store,
-                    &request.config,
-                    &names,
-                    request.state.as_deref(),
-                )
-                .await;
-            let returned = settle(&mut store, Phase::Read, result)?;
-            let (new_state, sink, counts) =
-                end_read(store.data_mut(), returned, started, extracted_at)?;
-            (new_state, sink.finish()?, counts)
+            let dir = staging.data_dir();
+            read_into(
+                &instance,
+                &mut store,
+                &request,
+                &selected,
+                dir,
+                started,
+                extracted_at,
+            )
+            .await?
         };
         // what the read counted in this store (the rest of a split read counted elsewhere)
         let (read_rows, read_bytes) = (store.data().rows, store.data().bytes);
@@ -603,6 +600,29 @@ pub(crate) fn end_read(
         extracted_at,
     };
     Ok((new_state, sink, counts))
+}
+
+/// What one instance's read produced: the state to commit, its files by table, its counts.
+pub(crate) type ReadOutput = (Option<String>, HashMap<String, WrittenFile>, Counts);
+
+/// One instance's `read` of `selected` into `dir`: prepared, settled, its files finished.
+pub(crate) async fn read_into(
+    instance: &Instance,
+    store: &mut Store<RunState>,
+    request: &RunRequest,
+    selected: &[TableSpec],
+    dir: PathBuf,
+    started: Instant,
+    extracted_at: chrono::NaiveDateTime,
+) -> Result<ReadOutput, Error> {
+    prepare_read(store.data_mut(), dir, selected)?;
+    let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();
+    let result = instance
+        .read(store, &request.config, &names, request.state.as_deref())
+        .await;
+    let returned = settle(store, Phase::Read, result)?;
+    let (state, sink, counts) = end_read(store.data_mut(), returned, started, extracted_at)?;
+    Ok((state, sink.finish()?, counts))
 }
 
 /// `discover`'s tables → the ones to read (all, or `request.streams` in order).

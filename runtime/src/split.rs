@@ -20,7 +20,7 @@ use crate::engine::{LoadedComponent, Runtime};
 use crate::error::Phase;
 use crate::extract::Staging;
 use crate::host::RunState;
-use crate::run::{Counts, RunRequest, TableSpec, end_read, prepare_read, settle, within};
+use crate::run::{Counts, ReadOutput, RunRequest, TableSpec, read_into, within};
 use crate::sink::parquet::{WrittenFile, concat};
 use crate::world::Instance;
 
@@ -29,9 +29,6 @@ pub(crate) const PARTITION_ENV: &str = "AGNES_READ_PARTITION";
 
 /// Why an instance stopped when another one failed (never the error a run reports).
 pub(crate) const PEER_FAILED: &str = "stopped: another instance of the split read failed";
-
-/// What one instance of a split read produced.
-type Part = (Option<String>, HashMap<String, WrittenFile>, Counts);
 
 /// One split read.
 pub(crate) struct Split<'a> {
@@ -48,11 +45,11 @@ pub(crate) struct Split<'a> {
 /// dropping the future).
 struct Others {
     cancel: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<Result<Part, Error>>>,
+    threads: Vec<std::thread::JoinHandle<Result<ReadOutput, Error>>>,
 }
 
 impl Others {
-    fn join(mut self) -> Vec<Result<Part, Error>> {
+    fn join(mut self) -> Vec<Result<ReadOutput, Error>> {
         std::mem::take(&mut self.threads)
             .into_iter()
             .map(|t| {
@@ -90,7 +87,7 @@ impl Runtime {
         split: Split<'_>,
         store: &mut Store<RunState>,
         instance: &Instance,
-    ) -> Result<(Option<String>, HashMap<String, WrittenFile>, Counts), Error> {
+    ) -> Result<ReadOutput, Error> {
         let n = split.partitions;
         let dirs: Vec<PathBuf> = (0..n)
             .map(|i| split.staging.dir().join(format!(".partition-{i}")))
@@ -141,25 +138,16 @@ impl Runtime {
         }
 
         store.data_mut().cancel = Some(cancel.clone());
-        let names: Vec<String> = split.selected.iter().map(|t| t.name.clone()).collect();
-        prepare_read(store.data_mut(), dirs[0].clone(), split.selected)?;
-        let result = instance
-            .read(
-                store,
-                &split.request.config,
-                &names,
-                split.request.state.as_deref(),
-            )
-            .await;
-        let first = settle(store, Phase::Read, result).and_then(|returned| {
-            let (state, sink, counts) = end_read(
-                store.data_mut(),
-                returned,
-                split.started,
-                split.extracted_at,
-            )?;
-            Ok((state, sink.finish()?, counts))
-        });
+        let first = read_into(
+            instance,
+            store,
+            split.request,
+            split.selected,
+            dirs[0].clone(),
+            split.started,
+            split.extracted_at,
+        )
+        .await;
         store.data_mut().cancel = None;
         if first.is_err() {
             cancel.store(true, Ordering::Relaxed);
@@ -173,7 +161,8 @@ impl Runtime {
             let real = errors.iter().position(|e| !is_peer_stop(e)).unwrap_or(0);
             return Err(errors.swap_remove(real));
         }
-        let mut parts: Vec<Part> = results.into_iter().map(|r| r.expect("no error")).collect();
+        let mut parts: Vec<ReadOutput> =
+            results.into_iter().map(|r| r.expect("no error")).collect();
         let (state, _, _) = &mut parts[0];
         let state = state.take();
         let mut counts: Option<Counts> = None;
@@ -227,23 +216,21 @@ impl Runtime {
         partition: (u32, u32),
         cancel: &Arc<AtomicBool>,
         extracted_at: chrono::NaiveDateTime,
-    ) -> Result<Part, Error> {
+    ) -> Result<ReadOutput, Error> {
         let started = Instant::now();
         let mut store = self.store_in(&request.grant, &request.limits, Some(partition))?;
         store.data_mut().cancel = Some(cancel.clone());
         let instance = self.instantiate(component, &mut store).await?;
-        prepare_read(store.data_mut(), dir.to_path_buf(), selected)?;
-        let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();
-        let result = instance
-            .read(
-                &mut store,
-                &request.config,
-                &names,
-                request.state.as_deref(),
-            )
-            .await;
-        let returned = settle(&mut store, Phase::Read, result)?;
-        let (state, sink, counts) = end_read(store.data_mut(), returned, started, extracted_at)?;
-        Ok((state, sink.finish()?, counts))
+        let dir = dir.to_path_buf();
+        read_into(
+            &instance,
+            &mut store,
+            request,
+            selected,
+            dir,
+            started,
+            extracted_at,
+        )
+        .await
     }
 }

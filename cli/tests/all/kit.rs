@@ -78,6 +78,14 @@ fn agnes(args: &[&str], cwd: &Path) -> std::process::Output {
         .unwrap()
 }
 
+/// `agnes connector test WASM --fixtures fixtures` of a scaffold in `dir` (extra args after).
+fn test_fixtures(wasm: &str, extra: &[&str], dir: &Path) -> std::process::Output {
+    let mut args = vec!["connector", "test", wasm, "--fixtures", "fixtures"];
+    args.extend_from_slice(extra);
+    args.extend(["--allow-unsigned", "--manifest", "connector.toml"]);
+    agnes(&args, dir)
+}
+
 fn ok(o: &std::process::Output) -> String {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -190,19 +198,7 @@ fn a_scaffolded_connector_builds_runs_signs_and_verifies() {
                 String::from_utf8_lossy(&out.stderr)
             );
             let cc_wasm = target.join("wasm32-wasip1/release/agnes_connector_lines.wasm");
-            let report = ok(&agnes(
-                &[
-                    "connector",
-                    "test",
-                    cc_wasm.to_str().unwrap(),
-                    "--fixtures",
-                    "fixtures",
-                    "--allow-unsigned",
-                    "--manifest",
-                    "connector.toml",
-                ],
-                &dir,
-            ));
+            let report = ok(&test_fixtures(cc_wasm.to_str().unwrap(), &[], &dir));
             assert!(
                 report.contains("3 rows") && !report.contains("FAIL"),
                 "{report}"
@@ -214,19 +210,7 @@ fn a_scaffolded_connector_builds_runs_signs_and_verifies() {
         ),
     }
     // tested against its fixtures: the extract contract and a stable schema
-    let report = ok(&agnes(
-        &[
-            "connector",
-            "test",
-            wasm_s,
-            "--fixtures",
-            "fixtures",
-            "--allow-unsigned",
-            "--manifest",
-            "connector.toml",
-        ],
-        &dir,
-    ));
+    let report = ok(&test_fixtures(wasm_s, &[], &dir));
     assert!(
         report.contains("_meta lists 1 table(s): lines") && !report.contains("FAIL"),
         "{report}"
@@ -460,21 +444,7 @@ fn the_http_and_database_scaffolds_build() {
             continue;
         }
         // the recorded API answers the connector in the sandbox: no network, grants still apply
-        let test = |dir: &Path| {
-            agnes(
-                &[
-                    "connector",
-                    "test",
-                    wasm.to_str().unwrap(),
-                    "--fixtures",
-                    "fixtures",
-                    "--allow-unsigned",
-                    "--manifest",
-                    "connector.toml",
-                ],
-                dir,
-            )
-        };
+        let test = |dir: &Path| test_fixtures(wasm.to_str().unwrap(), &[], dir);
         let report = ok(&test(&dir));
         assert!(
             report.contains("1 tables, 2 rows, 1 HTTP exchanges")
@@ -536,20 +506,7 @@ fn the_http_and_database_scaffolds_build() {
         )
         .unwrap();
         std::fs::remove_file(&http).unwrap();
-        let recorded = ok(&agnes(
-            &[
-                "connector",
-                "test",
-                wasm.to_str().unwrap(),
-                "--fixtures",
-                "fixtures",
-                "--record",
-                "--allow-unsigned",
-                "--manifest",
-                "connector.toml",
-            ],
-            &dir,
-        ));
+        let recorded = ok(&test_fixtures(wasm.to_str().unwrap(), &["--record"], &dir));
         assert!(
             recorded.contains("recorded 1 exchanges") && recorded.contains("3 rows"),
             "{recorded}"

@@ -62,7 +62,7 @@ async fn tables(
             .collect();
         Value::from(tables).to_string()
     });
-    Ok(super::sync::json_with_server_time("tables", &tables))
+    Ok(super::json_with_server_time("tables", &tables))
 }
 
 async fn schema(

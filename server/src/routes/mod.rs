@@ -81,3 +81,16 @@ async fn audit_entry(
         tracing::warn!("error.type" = "audit", error = %e, "audit log write failed");
     }
 }
+
+/// `{"<key>": <rendered>, "server_time": "<now>"}` as a JSON response: a cached rendering
+/// with the one field that changes per request.
+pub(crate) fn json_with_server_time(key: &str, rendered: &str) -> axum::response::Response {
+    let body = format!(
+        "{{{}:{rendered},\"server_time\":{}}}",
+        serde_json::Value::from(key),
+        serde_json::Value::from(chrono::Utc::now().to_rfc3339())
+    );
+    use axum::response::IntoResponse;
+    let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
+    (json, body).into_response()
+}

@@ -1,8 +1,8 @@
 //! `/api/sync/...`: trigger, status, history, one run, and the analyst's manifest.
 
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -141,16 +141,5 @@ async fn manifest(State(state): State<AppState>, user: AuthUser) -> ApiResult<Re
         }
         Value::Object(tables).to_string()
     });
-    Ok(json_with_server_time("tables", &tables))
-}
-
-/// `{"<key>": <rendered>, "server_time": "<now>"}` as a JSON response: a cached rendering
-/// with the one field that changes per request.
-pub(crate) fn json_with_server_time(key: &str, rendered: &str) -> Response {
-    let body = format!(
-        "{{{}:{rendered},\"server_time\":{}}}",
-        Value::from(key),
-        Value::from(chrono::Utc::now().to_rfc3339())
-    );
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    Ok(super::json_with_server_time("tables", &tables))
 }

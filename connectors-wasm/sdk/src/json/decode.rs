@@ -16,6 +16,7 @@ use arrow_array::builder::{
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, SchemaRef};
+use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
@@ -128,38 +129,6 @@ impl Column {
             Column::Time(b) => b.append_null(),
             Column::Text(b) | Column::Json(b) => b.append_null(),
         }
-    }
-
-    /// Appends a value already parsed (the watched field); `false` when it does not fit.
-    fn append(&mut self, v: &Value) -> bool {
-        match (self, v) {
-            (c, Value::Null) => c.append_null(),
-            (Column::Int(b), Value::Number(n)) => match n.as_i64() {
-                Some(x) => b.append_value(x),
-                None => return false,
-            },
-            (Column::Int(b), Value::String(s)) => match s.parse() {
-                Ok(x) => b.append_value(x),
-                Err(_) => return false,
-            },
-            (Column::Float(b), Value::Number(n)) => match n.as_f64() {
-                Some(x) => b.append_value(x),
-                None => return false,
-            },
-            (Column::Float(b), Value::String(s)) => match s.parse() {
-                Ok(x) => b.append_value(x),
-                Err(_) => return false,
-            },
-            (Column::Bool(b), Value::Bool(x)) => b.append_value(*x),
-            (Column::Time(b), Value::String(s)) => match parse_timestamp(s) {
-                Some(x) => b.append_value(x),
-                None => return false,
-            },
-            (Column::Text(b), Value::String(s)) => b.append_value(s),
-            (Column::Text(b) | Column::Json(b), other) => b.append_value(other.to_string()),
-            _ => return false,
-        }
-        true
     }
 
     fn finish(self) -> ArrayRef {
@@ -282,10 +251,11 @@ impl<'de> Visitor<'de> for Record<'_, '_> {
                     st.set[i] = row;
                     st.hint = i + 1;
                     if st.watch_column == Some(i) {
+                        // kept for the cursor, and appended by the same visitor
                         let v: Value = map.next_value()?;
-                        if !st.builders[i].append(&v) {
-                            return Err(refuse());
-                        }
+                        Cell(&mut st.builders[i])
+                            .deserialize(&v)
+                            .map_err(|_| refuse::<A::Error>())?;
                         st.watched.push(v);
                     } else {
                         map.next_value_seed(Cell(&mut st.builders[i]))?;
@@ -362,7 +332,6 @@ impl<'de> DeserializeSeed<'de> for Cell<'_> {
     }
 }
 
-use serde::Deserialize;
 
 impl<'de> Visitor<'de> for Cell<'_> {
     type Value = ();
