@@ -332,7 +332,6 @@ impl<'de> DeserializeSeed<'de> for Cell<'_> {
     }
 }
 
-
 impl<'de> Visitor<'de> for Cell<'_> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
