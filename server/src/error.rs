@@ -100,6 +100,17 @@ impl From<duckdb::Error> for ApiError {
     }
 }
 
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                ApiError::Conflict(format!("already exists ({})", d.message()))
+            }
+            _ => ApiError::internal(format!("system database: {e}")),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let ApiError::Internal(cause) = &self {

@@ -5,7 +5,8 @@
 
 use sha2::{Digest, Sha256};
 
-use super::now;
+use super::sql::{Row, Sql, p};
+use super::{now, stamp};
 use crate::error::{ApiError, ApiResult};
 use crate::store::{GrantInfo, GroupInfo, Principal, RESOURCE_TYPES, TokenInfo, UserInfo};
 
@@ -21,42 +22,41 @@ pub fn hash(token: &str) -> String {
 }
 
 /// Creates a user (member of `Everyone`) and returns its id.
-pub fn create_user(conn: &duckdb::Connection, name: &str) -> ApiResult<String> {
+pub fn create_user(conn: &dyn Sql, name: &str) -> ApiResult<String> {
     if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
         return Err(ApiError::BadRequest(
             "user name must be 1-100 characters without control characters".into(),
         ));
     }
-    let exists: i64 = conn.query_row("SELECT count(*) FROM users WHERE name = ?", [name], |r| {
-        r.get(0)
-    })?;
+    let exists: i64 = conn.value("SELECT count(*) FROM users WHERE name = ?", p![name])?;
     if exists > 0 {
         return Err(ApiError::Conflict(format!("user `{name}` exists")));
     }
     let id = format!("u_{}", random_hex(8)?);
     conn.execute(
         "INSERT INTO users (id, name, created_at) VALUES (?, ?, CAST(? AS TIMESTAMP))",
-        duckdb::params![id, name, now()],
+        p![&id, name, now()],
     )?;
     conn.execute(
-        "INSERT OR IGNORE INTO members VALUES ('Everyone', ?)",
-        [&id],
+        "INSERT INTO members VALUES ('Everyone', ?) ON CONFLICT DO NOTHING",
+        p![&id],
     )?;
     Ok(id)
 }
 
-pub fn user_id(conn: &duckdb::Connection, name: &str) -> ApiResult<String> {
-    conn.query_row("SELECT id FROM users WHERE name = ?", [name], |r| r.get(0))
-        .map_err(|_| ApiError::NotFound(format!("no user `{name}`")))
+pub fn user_id(conn: &dyn Sql, name: &str) -> ApiResult<String> {
+    conn.row("SELECT id FROM users WHERE name = ?", p![name])?
+        .ok_or_else(|| ApiError::NotFound(format!("no user `{name}`")))?
+        .get(0)
 }
 
-pub fn count_users(conn: &duckdb::Connection) -> ApiResult<i64> {
-    Ok(conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?)
+pub fn count_users(conn: &dyn Sql) -> ApiResult<i64> {
+    conn.value("SELECT count(*) FROM users", p![])
 }
 
 /// Issues a token for `user_id`; returns its metadata and the token itself (shown once).
 pub fn create_token(
-    conn: &duckdb::Connection,
+    conn: &dyn Sql,
     user_id: &str,
     name: &str,
     expires_in_days: Option<u32>,
@@ -65,15 +65,10 @@ pub fn create_token(
     let token = format!("agnes_{prefix}_{}", random_hex(20)?);
     let id = format!("t_{}", random_hex(8)?);
     let created = now();
-    let expires = expires_in_days.map(|d| {
-        (chrono::Utc::now() + chrono::Duration::days(d.into()))
-            .naive_utc()
-            .format("%Y-%m-%d %H:%M:%S%.6f")
-            .to_string()
-    });
+    let expires = expires_in_days.map(|d| stamp(chrono::Duration::days(d.into())));
     conn.execute(
         "INSERT INTO tokens VALUES (?, ?, ?, ?, ?, CAST(? AS TIMESTAMP), CAST(? AS TIMESTAMP), NULL, NULL)",
-        duckdb::params![id, user_id, name, prefix, hash(&token), created, expires],
+        p![&id, user_id, name, &prefix, hash(&token), &created, &expires],
     )?;
     let info = TokenInfo {
         id,
@@ -90,26 +85,31 @@ pub fn create_token(
 
 /// Resolves a bearer token to its user, or `None` when it is unknown, revoked or
 /// expired. Records `last_used_at` (at most once a minute).
-pub fn authenticate(conn: &duckdb::Connection, token: &str) -> ApiResult<Option<Principal>> {
+pub fn authenticate(conn: &dyn Sql, token: &str) -> ApiResult<Option<Principal>> {
     let Some(prefix) = token
         .strip_prefix("agnes_")
         .and_then(|t| t.split('_').next())
     else {
         return Ok(None);
     };
-    let found = conn.query_row(
+    let at = now();
+    let Some(row) = conn.row(
         "SELECT t.id, t.hash, u.id, u.name, \
-         coalesce(t.last_used_at < now() - INTERVAL 60 SECOND, true) FROM tokens t JOIN users u ON u.id = t.user_id \
-         WHERE t.prefix = ? AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now()) \
+         coalesce(t.last_used_at < CAST(? AS TIMESTAMP), true) FROM tokens t JOIN users u ON u.id = t.user_id \
+         WHERE t.prefix = ? AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > CAST(? AS TIMESTAMP)) \
          AND u.id NOT IN (SELECT user_id FROM user_status)",
-        [prefix],
-        |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, bool>(4)?)),
-    );
-    let (token_id, stored, user_id, user_name, stale) = match found {
-        Ok(row) => row,
-        Err(duckdb::Error::QueryReturnedNoRows) => return Ok(None),
-        Err(e) => return Err(e.into()),
+        p![stamp(chrono::Duration::seconds(-60)), prefix, &at],
+    )?
+    else {
+        return Ok(None);
     };
+    let (token_id, stored, user_id, user_name, stale): (String, String, String, String, bool) = (
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    );
     if stored != hash(token) {
         return Ok(None);
     }
@@ -117,25 +117,26 @@ pub fn authenticate(conn: &duckdb::Connection, token: &str) -> ApiResult<Option<
     if stale {
         conn.execute(
             "UPDATE tokens SET last_used_at = CAST(? AS TIMESTAMP) WHERE id = ?",
-            duckdb::params![now(), token_id],
+            p![&at, &token_id],
         )?;
     }
     principal(conn, &user_id, &user_name).map(Some)
 }
 
-pub(crate) fn principal(conn: &duckdb::Connection, id: &str, name: &str) -> ApiResult<Principal> {
-    let mut stmt =
-        conn.prepare("SELECT group_name FROM members WHERE user_id = ? ORDER BY group_name")?;
-    let groups = stmt
-        .query_map([id], |r| r.get(0))?
-        .collect::<Result<Vec<String>, _>>()?;
-    let mut stmt = conn.prepare(
-        "SELECT DISTINCT g.resource_type, g.resource_id FROM grants g JOIN members m ON m.group_name = g.group_name \
-         WHERE m.user_id = ? ORDER BY 1, 2",
+pub(crate) fn principal(conn: &dyn Sql, id: &str, name: &str) -> ApiResult<Principal> {
+    let groups = conn.column(
+        "SELECT group_name FROM members WHERE user_id = ? ORDER BY group_name",
+        p![id],
     )?;
-    let grants = stmt
-        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<Vec<(String, String)>, _>>()?;
+    let grants = conn
+        .query(
+            "SELECT DISTINCT g.resource_type, g.resource_id FROM grants g JOIN members m ON m.group_name = g.group_name \
+             WHERE m.user_id = ? ORDER BY 1, 2",
+            p![id],
+        )?
+        .iter()
+        .map(|r| Ok((r.get(0)?, r.get(1)?)))
+        .collect::<ApiResult<Vec<(String, String)>>>()?;
     Ok(Principal {
         id: id.into(),
         name: name.into(),
@@ -145,14 +146,16 @@ pub(crate) fn principal(conn: &duckdb::Connection, id: &str, name: &str) -> ApiR
 }
 
 /// The tokens of one user, or of every user (with the owner's name).
-pub fn list_tokens(conn: &duckdb::Connection, user_id: Option<&str>) -> ApiResult<Vec<TokenInfo>> {
-    let mut stmt = conn.prepare(
+pub fn list_tokens(conn: &dyn Sql, user_id: Option<&str>) -> ApiResult<Vec<TokenInfo>> {
+    let all = user_id.is_none();
+    conn.query(
         "SELECT t.id, t.name, t.prefix, CAST(t.created_at AS VARCHAR), CAST(t.expires_at AS VARCHAR), \
          CAST(t.revoked_at AS VARCHAR), CAST(t.last_used_at AS VARCHAR), u.name FROM tokens t JOIN users u ON u.id = t.user_id \
          WHERE ?::VARCHAR IS NULL OR t.user_id = ? ORDER BY t.created_at, t.id",
-    )?;
-    let all = user_id.is_none();
-    let rows = stmt.query_map(duckdb::params![user_id, user_id], |r| {
+        p![user_id, user_id],
+    )?
+    .iter()
+    .map(|r| {
         Ok(TokenInfo {
             id: r.get(0)?,
             name: r.get(1)?,
@@ -163,17 +166,16 @@ pub fn list_tokens(conn: &duckdb::Connection, user_id: Option<&str>) -> ApiResul
             last_used_at: r.get(6)?,
             user: if all { Some(r.get(7)?) } else { None },
         })
-    })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    })
+    .collect()
 }
 
 /// Revokes a token: its owner may, and an admin may revoke any.
-pub fn revoke_token(conn: &duckdb::Connection, token_id: &str, by: &Principal) -> ApiResult<()> {
+pub fn revoke_token(conn: &dyn Sql, token_id: &str, by: &Principal) -> ApiResult<()> {
     let owner: String = conn
-        .query_row("SELECT user_id FROM tokens WHERE id = ?", [token_id], |r| {
-            r.get(0)
-        })
-        .map_err(|_| ApiError::NotFound(format!("no token `{token_id}`")))?;
+        .row("SELECT user_id FROM tokens WHERE id = ?", p![token_id])?
+        .ok_or_else(|| ApiError::NotFound(format!("no token `{token_id}`")))?
+        .get(0)?;
     if owner != by.id && !by.is_admin() {
         return Err(ApiError::Forbidden(
             "you may only revoke your own tokens".into(),
@@ -181,57 +183,49 @@ pub fn revoke_token(conn: &duckdb::Connection, token_id: &str, by: &Principal) -
     }
     conn.execute(
         "UPDATE tokens SET revoked_at = CAST(? AS TIMESTAMP) WHERE id = ? AND revoked_at IS NULL",
-        duckdb::params![now(), token_id],
+        p![now(), token_id],
     )?;
     Ok(())
 }
 
 /// Every user with their groups, in creation order.
-pub fn list_users(conn: &duckdb::Connection) -> ApiResult<Vec<UserInfo>> {
-    let mut stmt = conn.prepare(
+pub fn list_users(conn: &dyn Sql) -> ApiResult<Vec<UserInfo>> {
+    // group names are [A-Za-z0-9 _-]: a comma separates them
+    conn.query(
         "SELECT u.id, u.name, CAST(u.created_at AS VARCHAR), CAST(s.disabled_at AS VARCHAR), \
-         coalesce(list(m.group_name ORDER BY m.group_name) FILTER (WHERE m.group_name IS NOT NULL), []) \
+         string_agg(m.group_name, ',' ORDER BY m.group_name) \
          FROM users u LEFT JOIN user_status s ON s.user_id = u.id LEFT JOIN members m ON m.user_id = u.id \
-         GROUP BY ALL ORDER BY 3, 2",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        let groups: duckdb::types::Value = r.get(4)?;
+         GROUP BY u.id, u.name, u.created_at, s.disabled_at ORDER BY u.created_at, u.name",
+        p![],
+    )?
+    .iter()
+    .map(|r: &Row| {
+        let groups: Option<String> = r.get(4)?;
         Ok(UserInfo {
             id: r.get(0)?,
             name: r.get(1)?,
             created_at: r.get(2)?,
             disabled_at: r.get(3)?,
-            groups: text_list(groups),
+            groups: groups
+                .map(|g| g.split(',').map(str::to_owned).collect())
+                .unwrap_or_default(),
         })
-    })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
-}
-
-fn text_list(v: duckdb::types::Value) -> Vec<String> {
-    match v {
-        duckdb::types::Value::List(items) => items
-            .into_iter()
-            .filter_map(|i| match i {
-                duckdb::types::Value::Text(t) => Some(t),
-                _ => None,
-            })
-            .collect(),
-        _ => vec![],
-    }
+    })
+    .collect()
 }
 
 /// Disables a user: their tokens stop authenticating at once (the caller clears the auth
 /// cache). Disabling twice is a no-op.
-pub fn disable_user(conn: &duckdb::Connection, name: &str) -> ApiResult<()> {
+pub fn disable_user(conn: &dyn Sql, name: &str) -> ApiResult<()> {
     let id = user_id(conn, name)?;
     conn.execute(
-        "INSERT OR IGNORE INTO user_status VALUES (?, CAST(? AS TIMESTAMP))",
-        duckdb::params![id, now()],
+        "INSERT INTO user_status VALUES (?, CAST(? AS TIMESTAMP)) ON CONFLICT DO NOTHING",
+        p![&id, now()],
     )?;
     Ok(())
 }
 
-pub fn create_group(conn: &duckdb::Connection, name: &str) -> ApiResult<()> {
+pub fn create_group(conn: &dyn Sql, name: &str) -> ApiResult<()> {
     if name.is_empty()
         || name.len() > 100
         || !name
@@ -243,8 +237,8 @@ pub fn create_group(conn: &duckdb::Connection, name: &str) -> ApiResult<()> {
         ));
     }
     let n = conn.execute(
-        "INSERT OR IGNORE INTO groups VALUES (?, CAST(? AS TIMESTAMP))",
-        duckdb::params![name, now()],
+        "INSERT INTO groups VALUES (?, CAST(? AS TIMESTAMP)) ON CONFLICT DO NOTHING",
+        p![name, now()],
     )?;
     if n == 0 {
         return Err(ApiError::Conflict(format!("group `{name}` exists")));
@@ -252,10 +246,8 @@ pub fn create_group(conn: &duckdb::Connection, name: &str) -> ApiResult<()> {
     Ok(())
 }
 
-fn require_group(conn: &duckdb::Connection, name: &str) -> ApiResult<()> {
-    let n: i64 = conn.query_row("SELECT count(*) FROM groups WHERE name = ?", [name], |r| {
-        r.get(0)
-    })?;
+fn require_group(conn: &dyn Sql, name: &str) -> ApiResult<()> {
+    let n: i64 = conn.value("SELECT count(*) FROM groups WHERE name = ?", p![name])?;
     if n == 0 {
         Err(ApiError::NotFound(format!("no group `{name}`")))
     } else {
@@ -263,32 +255,27 @@ fn require_group(conn: &duckdb::Connection, name: &str) -> ApiResult<()> {
     }
 }
 
-pub fn add_member(conn: &duckdb::Connection, group: &str, user_name: &str) -> ApiResult<()> {
+pub fn add_member(conn: &dyn Sql, group: &str, user_name: &str) -> ApiResult<()> {
     require_group(conn, group)?;
     let id = user_id(conn, user_name)?;
     conn.execute(
-        "INSERT OR IGNORE INTO members VALUES (?, ?)",
-        duckdb::params![group, id],
+        "INSERT INTO members VALUES (?, ?) ON CONFLICT DO NOTHING",
+        p![group, &id],
     )?;
     Ok(())
 }
 
-pub fn remove_member(conn: &duckdb::Connection, group: &str, user_name: &str) -> ApiResult<()> {
+pub fn remove_member(conn: &dyn Sql, group: &str, user_name: &str) -> ApiResult<()> {
     require_group(conn, group)?;
     let id = user_id(conn, user_name)?;
     conn.execute(
         "DELETE FROM members WHERE group_name = ? AND user_id = ?",
-        duckdb::params![group, id],
+        p![group, &id],
     )?;
     Ok(())
 }
 
-pub fn grant(
-    conn: &duckdb::Connection,
-    group: &str,
-    resource_type: &str,
-    resource_id: &str,
-) -> ApiResult<()> {
+pub fn grant(conn: &dyn Sql, group: &str, resource_type: &str, resource_id: &str) -> ApiResult<()> {
     require_group(conn, group)?;
     if !RESOURCE_TYPES.contains(&resource_type) {
         return Err(ApiError::BadRequest(format!(
@@ -309,21 +296,21 @@ pub fn grant(
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     }
     conn.execute(
-        "INSERT OR IGNORE INTO grants VALUES (?, ?, ?, CAST(? AS TIMESTAMP))",
-        duckdb::params![group, resource_type, resource_id, now()],
+        "INSERT INTO grants VALUES (?, ?, ?, CAST(? AS TIMESTAMP)) ON CONFLICT DO NOTHING",
+        p![group, resource_type, resource_id, now()],
     )?;
     Ok(())
 }
 
 pub fn revoke_grant(
-    conn: &duckdb::Connection,
+    conn: &dyn Sql,
     group: &str,
     resource_type: &str,
     resource_id: &str,
 ) -> ApiResult<()> {
     let n = conn.execute(
         "DELETE FROM grants WHERE group_name = ? AND resource_type = ? AND resource_id = ?",
-        duckdb::params![group, resource_type, resource_id],
+        p![group, resource_type, resource_id],
     )?;
     if n == 0 {
         return Err(ApiError::NotFound(format!(
@@ -333,23 +320,22 @@ pub fn revoke_grant(
     Ok(())
 }
 
-pub fn list_groups(conn: &duckdb::Connection) -> ApiResult<Vec<GroupInfo>> {
-    let mut stmt = conn.prepare("SELECT name FROM groups ORDER BY name")?;
-    let names = stmt
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<Vec<String>, _>>()?;
+pub fn list_groups(conn: &dyn Sql) -> ApiResult<Vec<GroupInfo>> {
+    let names: Vec<String> = conn.column("SELECT name FROM groups ORDER BY name", p![])?;
     let mut out = Vec::new();
     for name in names {
-        let mut s = conn.prepare("SELECT u.name FROM members m JOIN users u ON u.id = m.user_id WHERE m.group_name = ? ORDER BY 1")?;
-        let members = s
-            .query_map([&name], |r| r.get(0))?
-            .collect::<Result<Vec<String>, _>>()?;
-        let mut s = conn.prepare(
-            "SELECT resource_type, resource_id FROM grants WHERE group_name = ? ORDER BY 1, 2",
+        let members = conn.column(
+            "SELECT u.name FROM members m JOIN users u ON u.id = m.user_id WHERE m.group_name = ? ORDER BY 1",
+            p![&name],
         )?;
-        let grants = s
-            .query_map([&name], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<Vec<(String, String)>, _>>()?;
+        let grants = conn
+            .query(
+                "SELECT resource_type, resource_id FROM grants WHERE group_name = ? ORDER BY 1, 2",
+                p![&name],
+            )?
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?)))
+            .collect::<ApiResult<Vec<(String, String)>>>()?;
         out.push(GroupInfo {
             name,
             members,
@@ -360,29 +346,31 @@ pub fn list_groups(conn: &duckdb::Connection) -> ApiResult<Vec<GroupInfo>> {
 }
 
 /// Deletes a group with its memberships and grants. `Admin` and `Everyone` stay.
-pub fn delete_group(conn: &duckdb::Connection, name: &str) -> ApiResult<()> {
+pub fn delete_group(conn: &dyn Sql, name: &str) -> ApiResult<()> {
     if name == "Admin" || name == "Everyone" {
         return Err(ApiError::BadRequest(format!(
             "group `{name}` is built in and cannot be removed"
         )));
     }
     require_group(conn, name)?;
-    conn.execute("DELETE FROM grants WHERE group_name = ?", [name])?;
-    conn.execute("DELETE FROM members WHERE group_name = ?", [name])?;
-    conn.execute("DELETE FROM groups WHERE name = ?", [name])?;
+    conn.execute("DELETE FROM grants WHERE group_name = ?", p![name])?;
+    conn.execute("DELETE FROM members WHERE group_name = ?", p![name])?;
+    conn.execute("DELETE FROM groups WHERE name = ?", p![name])?;
     Ok(())
 }
 
 /// Every grant, with whether it points at a registered source or table.
-pub fn list_grants(conn: &duckdb::Connection) -> ApiResult<Vec<GrantInfo>> {
-    let mut stmt = conn.prepare(
+pub fn list_grants(conn: &dyn Sql) -> ApiResult<Vec<GrantInfo>> {
+    conn.query(
         "SELECT g.group_name, g.resource_type, g.resource_id, CAST(g.created_at AS VARCHAR), \
          g.resource_id <> '*' AND CASE g.resource_type \
            WHEN 'table' THEN g.resource_id NOT IN (SELECT name FROM source_tables) \
            WHEN 'source' THEN g.resource_id NOT IN (SELECT name FROM sources) ELSE true END \
          FROM grants g ORDER BY 1, 2, 3",
-    )?;
-    let rows = stmt.query_map([], |r| {
+        p![],
+    )?
+    .iter()
+    .map(|r| {
         Ok(GrantInfo {
             group: r.get(0)?,
             resource_type: r.get(1)?,
@@ -390,8 +378,8 @@ pub fn list_grants(conn: &duckdb::Connection) -> ApiResult<Vec<GrantInfo>> {
             created_at: r.get(3)?,
             dangling: r.get(4)?,
         })
-    })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    })
+    .collect()
 }
 
 #[cfg(test)]
@@ -414,10 +402,9 @@ mod tests {
             let p = authenticate(c, &token)?.expect("valid token");
             assert_eq!(p.name, "ada");
             assert_eq!(p.groups, ["Everyone"]);
-            let stored: i64 = c.query_row(
+            let stored: i64 = c.value(
                 "SELECT count(*) FROM tokens WHERE hash = ? OR prefix = ?",
-                [&token, &token],
-                |r| r.get(0),
+                p![&token, &token],
             )?;
             assert_eq!(stored, 0, "the token itself is never stored");
             assert!(

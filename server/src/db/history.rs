@@ -1,58 +1,49 @@
 //! Sync history: one row per run of one source, one per table outcome.
 
 use super::now;
+use super::sql::{Sql, Val, p};
 use crate::error::ApiResult;
 use crate::store::{RunInfo, TableOutcome};
 
-pub fn start(
-    conn: &duckdb::Connection,
-    source: &str,
-    trigger: &str,
-    full_refresh: bool,
-) -> ApiResult<i64> {
-    let id: i64 = conn.query_row("SELECT nextval('source_run_ids')", [], |r| r.get(0))?;
+pub fn start(conn: &dyn Sql, source: &str, trigger: &str, full_refresh: bool) -> ApiResult<i64> {
+    let id: i64 = conn.value("SELECT nextval('source_run_ids')", p![])?;
     conn.execute(
         "INSERT INTO source_runs VALUES (?, ?, ?, ?, CAST(? AS TIMESTAMP), NULL, 'running', NULL)",
-        duckdb::params![id, source, trigger, full_refresh, now()],
+        p![id, source, trigger, full_refresh, now()],
     )?;
     Ok(id)
 }
 
-pub fn record(conn: &duckdb::Connection, run: i64, o: &TableOutcome) -> ApiResult<()> {
+pub fn record(conn: &dyn Sql, run: i64, o: &TableOutcome) -> ApiResult<()> {
     conn.execute(
         "INSERT INTO run_tables VALUES (?, ?, ?, ?, ?, ?, CAST(? AS TIMESTAMP))",
-        duckdb::params![
+        p![
             run,
-            o.table,
-            o.status,
-            o.rows,
-            o.size_bytes,
-            o.error,
-            o.finished_at
+            &o.table,
+            &o.status,
+            &o.rows,
+            &o.size_bytes,
+            &o.error,
+            &o.finished_at
         ],
     )?;
     Ok(())
 }
 
-pub fn finish(
-    conn: &duckdb::Connection,
-    run: i64,
-    status: &str,
-    error: Option<&str>,
-) -> ApiResult<()> {
+pub fn finish(conn: &dyn Sql, run: i64, status: &str, error: Option<&str>) -> ApiResult<()> {
     conn.execute(
         "UPDATE source_runs SET finished_at = CAST(? AS TIMESTAMP), status = ?, error = ? WHERE id = ?",
-        duckdb::params![now(), status, error, run],
+        p![now(), status, error, run],
     )?;
     Ok(())
 }
 
 /// Marks runs left `running` by a previous process as failed (start-up).
-pub fn abandon_running(conn: &duckdb::Connection) -> ApiResult<u64> {
+pub fn abandon_running(conn: &dyn Sql) -> ApiResult<u64> {
     let n = conn.execute(
-        "UPDATE source_runs SET status = 'failed', finished_at = now(), \
+        "UPDATE source_runs SET status = 'failed', finished_at = CAST(? AS TIMESTAMP), \
          error = 'the server stopped while this run was in progress' WHERE status = 'running'",
-        [],
+        p![now()],
     )?;
     Ok(n as u64)
 }
@@ -60,7 +51,7 @@ pub fn abandon_running(conn: &duckdb::Connection) -> ApiResult<u64> {
 /// The newest `limit` runs (of `source`, or the one run `id`), newest first, with their
 /// table outcomes.
 pub fn list(
-    conn: &duckdb::Connection,
+    conn: &dyn Sql,
     source: Option<&str>,
     id: Option<i64>,
     limit: usize,
@@ -68,31 +59,31 @@ pub fn list(
     runs_where(
         conn,
         "(?::VARCHAR IS NULL OR source = ?) AND (?::BIGINT IS NULL OR id = ?) ORDER BY id DESC LIMIT ?",
-        duckdb::params![source, source, id, id, limit as i64],
+        p![source, source, id, id, limit as i64],
     )
 }
 
 /// The newest run of every source that has run, with its table outcomes, in one query
 /// (overviews of many sources).
-pub fn latest_per_source(conn: &duckdb::Connection) -> ApiResult<Vec<RunInfo>> {
+pub fn latest_per_source(conn: &dyn Sql) -> ApiResult<Vec<RunInfo>> {
     runs_where(
         conn,
         "id IN (SELECT max(id) FROM source_runs GROUP BY source) ORDER BY source",
-        duckdb::params![],
+        p![],
     )
 }
 
-fn runs_where(
-    conn: &duckdb::Connection,
-    condition: &str,
-    params: &[&dyn duckdb::ToSql],
-) -> ApiResult<Vec<RunInfo>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT id, source, trigger, full_refresh, CAST(started_at AS VARCHAR), CAST(finished_at AS VARCHAR), \
-         status, error FROM source_runs WHERE {condition}"
-    ))?;
-    let mut runs = stmt
-        .query_map(params, |r| {
+fn runs_where(conn: &dyn Sql, condition: &str, params: &[Val]) -> ApiResult<Vec<RunInfo>> {
+    let mut runs = conn
+        .query(
+            &format!(
+                "SELECT id, source, trigger, full_refresh, CAST(started_at AS VARCHAR), \
+                 CAST(finished_at AS VARCHAR), status, error FROM source_runs WHERE {condition}"
+            ),
+            params,
+        )?
+        .iter()
+        .map(|r| {
             Ok(RunInfo {
                 id: r.get(0)?,
                 source: r.get(1)?,
@@ -104,22 +95,26 @@ fn runs_where(
                 error: r.get(7)?,
                 tables: vec![],
             })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
     if runs.is_empty() {
         return Ok(runs);
     }
     // every outcome of these runs in one query
     let ids: Vec<String> = runs.iter().map(|r| r.id.to_string()).collect();
-    let mut stmt = conn.prepare(&format!(
-        "SELECT run_id, table_name, status, rows, size_bytes, error, CAST(finished_at AS VARCHAR) FROM run_tables \
-         WHERE run_id IN ({}) ORDER BY run_id, table_name",
-        ids.join(", ")
-    ))?;
-    let outcomes = stmt
-        .query_map([], |r| {
+    let outcomes = conn
+        .query(
+            &format!(
+                "SELECT run_id, table_name, status, rows, size_bytes, error, CAST(finished_at AS VARCHAR) \
+                 FROM run_tables WHERE run_id IN ({}) ORDER BY run_id, table_name",
+                ids.join(", ")
+            ),
+            p![],
+        )?
+        .iter()
+        .map(|r| {
             Ok((
-                r.get::<_, i64>(0)?,
+                r.get::<i64>(0)?,
                 TableOutcome {
                     table: r.get(1)?,
                     status: r.get(2)?,
@@ -129,8 +124,8 @@ fn runs_where(
                     finished_at: r.get(6)?,
                 },
             ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
     for (run_id, outcome) in outcomes {
         if let Some(run) = runs.iter_mut().find(|r| r.id == run_id) {
             run.tables.push(outcome);
@@ -142,11 +137,12 @@ fn runs_where(
 /// When each source last started a run, whatever its outcome (`(source, epoch seconds)`),
 /// for the scheduler: a source is due one interval after its last attempt, so a failing
 /// source is retried once per interval, not at every scheduler tick.
-pub fn last_attempt(conn: &duckdb::Connection) -> ApiResult<Vec<(String, i64)>> {
-    let mut stmt = conn.prepare(
-        "SELECT source, CAST(epoch(max(started_at)) AS BIGINT) FROM source_runs GROUP BY source",
-    )?;
-    Ok(stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<Vec<_>, _>>()?)
+pub fn last_attempt(conn: &dyn Sql) -> ApiResult<Vec<(String, i64)>> {
+    conn.query(
+        "SELECT source, CAST(extract(epoch FROM max(started_at)) AS BIGINT) FROM source_runs GROUP BY source",
+        p![],
+    )?
+    .iter()
+    .map(|r| Ok((r.get(0)?, r.get(1)?)))
+    .collect()
 }

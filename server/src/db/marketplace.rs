@@ -5,6 +5,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::sql::{Sql, p};
 use crate::error::ApiResult;
 
 /// The tables of this module, so that no SQL is built from a caller's string.
@@ -29,67 +30,64 @@ impl Docs {
             Docs::Reviewers => "reviewers",
         }
     }
-    fn keys(self) -> usize {
+    /// The key columns.
+    fn keys(self) -> &'static [&'static str] {
         match self {
-            Docs::Marketplaces => 1,
-            _ => 2,
+            Docs::Marketplaces => &["name"],
+            Docs::Plugins => &["marketplace", "name"],
+            Docs::Reviews => &["bundle", "reviewer"],
+            Docs::Reviewers => &["name", "version"],
         }
     }
 }
 
 /// Inserts or replaces the record with these keys.
-pub fn put<T: Serialize>(
-    conn: &duckdb::Connection,
-    docs: Docs,
-    keys: &[&str],
-    doc: &T,
-) -> ApiResult<()> {
-    assert_eq!(keys.len(), docs.keys(), "keys of {}", docs.table());
+pub fn put<T: Serialize>(conn: &dyn Sql, docs: Docs, keys: &[&str], doc: &T) -> ApiResult<()> {
+    assert_eq!(keys.len(), docs.keys().len(), "keys of {}", docs.table());
     let doc = serde_json::to_string(doc).map_err(crate::error::ApiError::internal)?;
-    let sql = match docs.keys() {
-        1 => format!("INSERT OR REPLACE INTO {} VALUES (?, ?)", docs.table()),
-        _ => format!("INSERT OR REPLACE INTO {} VALUES (?, ?, ?)", docs.table()),
-    };
-    let mut params: Vec<&dyn duckdb::ToSql> =
-        keys.iter().map(|k| k as &dyn duckdb::ToSql).collect();
-    params.push(&doc);
-    conn.execute(&sql, params.as_slice())?;
+    let sql = format!(
+        "INSERT INTO {} VALUES ({}?) ON CONFLICT ({}) DO UPDATE SET doc = excluded.doc",
+        docs.table(),
+        "?, ".repeat(keys.len()),
+        docs.keys().join(", ")
+    );
+    let mut params: Vec<super::sql::Val> = keys.iter().map(|k| (*k).into()).collect();
+    params.push(doc.into());
+    conn.execute(&sql, &params)?;
     Ok(())
 }
 
 /// Every record, in key order.
-pub fn list<T: DeserializeOwned>(conn: &duckdb::Connection, docs: Docs) -> ApiResult<Vec<T>> {
-    let mut stmt = conn.prepare(&format!("SELECT doc FROM {} ORDER BY ALL", docs.table()))?;
-    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+pub fn list<T: DeserializeOwned>(conn: &dyn Sql, docs: Docs) -> ApiResult<Vec<T>> {
+    let sql = format!(
+        "SELECT doc FROM {} ORDER BY {}",
+        docs.table(),
+        docs.keys().join(", ")
+    );
     let mut out = Vec::new();
-    for doc in rows {
-        out.push(serde_json::from_str(&doc?).map_err(crate::error::ApiError::internal)?);
+    for doc in conn.column::<String>(&sql, p![])? {
+        out.push(serde_json::from_str(&doc).map_err(crate::error::ApiError::internal)?);
     }
     Ok(out)
 }
 
 /// Deletes the records whose first key is `first` (and whose second is `second`, when
 /// given); returns how many.
-pub fn delete(
-    conn: &duckdb::Connection,
-    docs: Docs,
-    first: &str,
-    second: Option<&str>,
-) -> ApiResult<usize> {
-    let (k1, k2) = match docs {
-        Docs::Marketplaces => ("name", ""),
-        Docs::Plugins => ("marketplace", "name"),
-        Docs::Reviews => ("bundle", "reviewer"),
-        Docs::Reviewers => ("name", "version"),
-    };
+pub fn delete(conn: &dyn Sql, docs: Docs, first: &str, second: Option<&str>) -> ApiResult<usize> {
+    let keys = docs.keys();
     Ok(match second {
         None => conn.execute(
-            &format!("DELETE FROM {} WHERE {k1} = ?", docs.table()),
-            [first],
+            &format!("DELETE FROM {} WHERE {} = ?", docs.table(), keys[0]),
+            p![first],
         )?,
         Some(second) => conn.execute(
-            &format!("DELETE FROM {} WHERE {k1} = ? AND {k2} = ?", docs.table()),
-            [first, second],
+            &format!(
+                "DELETE FROM {} WHERE {} = ? AND {} = ?",
+                docs.table(),
+                keys[0],
+                keys[1]
+            ),
+            p![first, second],
         )?,
     })
 }

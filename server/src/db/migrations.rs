@@ -23,12 +23,13 @@
 
 use std::collections::BTreeMap;
 
+use super::sql::{Sql, p};
 use crate::error::{ApiError, ApiResult};
 
 /// One step of the ladder.
 pub(crate) enum Step {
     Sql(&'static str),
-    Code(fn(&duckdb::Connection) -> ApiResult<()>),
+    Code(fn(&dyn Sql) -> ApiResult<()>),
 }
 
 /// Every migration, in order; the number is the index + 1.
@@ -45,24 +46,20 @@ pub(crate) const MIGRATIONS: &[(&str, Step)] = &[
 pub const LATEST: u32 = MIGRATIONS.len() as u32;
 
 /// Brings the database up to [`LATEST`]; returns the version it was at.
-pub fn migrate(conn: &duckdb::Connection) -> Result<u32, String> {
+pub fn migrate(conn: &dyn Sql) -> Result<u32, String> {
     migrate_to(conn, LATEST)
 }
 
 /// Applies the migrations up to `target` (tests build older databases with it).
-pub fn migrate_to(conn: &duckdb::Connection, target: u32) -> Result<u32, String> {
-    conn.execute_batch(
+pub fn migrate_to(conn: &dyn Sql, target: u32) -> Result<u32, String> {
+    conn.batch(
         "CREATE TABLE IF NOT EXISTS schema_version (
             version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)",
     )
-    .map_err(|e| format!("creating schema_version: {e}"))?;
+    .map_err(|e| format!("creating schema_version: {}", e.detail()))?;
     let current: u32 = conn
-        .query_row(
-            "SELECT coalesce(max(version), 0) FROM schema_version",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(|e| format!("reading schema_version: {e}"))?;
+        .value("SELECT coalesce(max(version), 0) FROM schema_version", p![])
+        .map_err(|e| format!("reading schema_version: {}", e.detail()))?;
     if current > LATEST {
         return Err(format!(
             "the state database is at schema version {current}, newer than this agnes knows \
@@ -85,29 +82,18 @@ pub fn migrate_to(conn: &duckdb::Connection, target: u32) -> Result<u32, String>
     Ok(current)
 }
 
-fn apply(conn: &duckdb::Connection, version: u32, name: &str, step: &Step) -> ApiResult<()> {
-    conn.execute_batch("BEGIN TRANSACTION")?;
-    let applied = (|| {
+fn apply(conn: &dyn Sql, version: u32, name: &str, step: &Step) -> ApiResult<()> {
+    conn.transaction(|conn| {
         match step {
-            Step::Sql(sql) => conn.execute_batch(sql)?,
+            Step::Sql(sql) => conn.batch(sql)?,
             Step::Code(f) => f(conn)?,
         }
         conn.execute(
-            "INSERT INTO schema_version VALUES (?, ?, now())",
-            duckdb::params![version, name],
+            "INSERT INTO schema_version VALUES (?, ?, CAST(? AS TIMESTAMP))",
+            p![version, name, super::now()],
         )?;
-        Ok::<_, ApiError>(())
-    })();
-    match applied {
-        Ok(()) => {
-            conn.execute_batch("COMMIT")?;
-            Ok(())
-        }
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
-    }
+        Ok(())
+    })
 }
 
 /// Migration 1: the schema as the releases before migrations created it.
@@ -143,7 +129,7 @@ CREATE TABLE IF NOT EXISTS connectors (
     name VARCHAR NOT NULL, version VARCHAR NOT NULL, digest VARCHAR NOT NULL,
     key_id VARCHAR NOT NULL, requests VARCHAR NOT NULL, imports VARCHAR NOT NULL,
     uploaded_at TIMESTAMP NOT NULL, uploaded_by VARCHAR NOT NULL, PRIMARY KEY (name, version));
-INSERT OR IGNORE INTO groups VALUES ('Admin', now()), ('Everyone', now());
+INSERT INTO groups VALUES ('Admin', now()), ('Everyone', now()) ON CONFLICT DO NOTHING;
 ";
 
 const V2: &str = "
@@ -208,8 +194,8 @@ CREATE TABLE settings (
 ";
 
 /// Migration 2: sources as records; registrations converted, history split per source.
-fn v2_sources(conn: &duckdb::Connection) -> ApiResult<()> {
-    conn.execute_batch(V2)?;
+fn v2_sources(conn: &dyn Sql) -> ApiResult<()> {
+    conn.batch(V2)?;
 
     // registrations -> sources + tables (a source's tables shared one run config, enforced
     // by the old registry; the oldest registration's config wins, the shortest schedule too)
@@ -234,12 +220,14 @@ fn v2_sources(conn: &duckdb::Connection) -> ApiResult<()> {
         String,
         String,
     );
-    let mut stmt = conn.prepare(
-        "SELECT name, source, connector, config, query_mode, schedule, description, \
-         CAST(registered_at AS VARCHAR), CAST(updated_at AS VARCHAR) FROM registry ORDER BY registered_at, name",
-    )?;
-    let rows: Vec<Row> = stmt
-        .query_map([], |r| {
+    let rows: Vec<Row> = conn
+        .query(
+            "SELECT name, source, connector, config, query_mode, schedule, description, \
+             CAST(registered_at AS VARCHAR), CAST(updated_at AS VARCHAR) FROM registry ORDER BY registered_at, name",
+            p![],
+        )?
+        .iter()
+        .map(|r| {
             Ok((
                 r.get(0)?,
                 r.get(1)?,
@@ -251,8 +239,8 @@ fn v2_sources(conn: &duckdb::Connection) -> ApiResult<()> {
                 r.get(7)?,
                 r.get(8)?,
             ))
-        })?
-        .collect::<Result<_, _>>()?;
+        })
+        .collect::<ApiResult<_>>()?;
     let mut sources: BTreeMap<String, Vec<Row>> = BTreeMap::new();
     for row in rows {
         sources.entry(row.1.clone()).or_default().push(row);
@@ -286,48 +274,49 @@ fn v2_sources(conn: &duckdb::Connection) -> ApiResult<()> {
             .unwrap_or_else(|| first.8.clone());
         conn.execute(
             "INSERT INTO sources VALUES (?, ?, ?, ?, true, NULL, CAST(? AS TIMESTAMP), CAST(? AS TIMESTAMP))",
-            duckdb::params![source, connector, spec.to_string(), schedule, first.7, updated],
+            p![source, connector, spec.to_string(), schedule, &first.7, updated],
         )?;
         for t in tables {
             conn.execute(
                 "INSERT INTO source_tables VALUES (?, ?, ?, ?, '{}', CAST(? AS TIMESTAMP), CAST(? AS TIMESTAMP))",
-                duckdb::params![t.0, source, t.4, t.6, t.7, t.8],
+                p![&t.0, source, &t.4, &t.6, &t.7, &t.8],
             )?;
         }
     }
 
     // one run per (old run, source); runs with no outcome keep an empty source
     type Old = (i64, String, String, Option<String>, String);
-    let mut stmt = conn.prepare(
-        "SELECT id, trigger, CAST(started_at AS VARCHAR), CAST(finished_at AS VARCHAR), status FROM sync_runs ORDER BY id",
-    )?;
-    let runs: Vec<Old> = stmt
-        .query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })?
-        .collect::<Result<_, _>>()?;
+    let runs: Vec<Old> = conn
+        .query(
+            "SELECT id, trigger, CAST(started_at AS VARCHAR), CAST(finished_at AS VARCHAR), status FROM sync_runs ORDER BY id",
+            p![],
+        )?
+        .iter()
+        .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .collect::<ApiResult<_>>()?;
     let mut next = 1i64;
     for (id, trigger, started, finished, status) in runs {
-        let mut stmt = conn
-            .prepare("SELECT DISTINCT source FROM sync_tables WHERE run_id = ? ORDER BY source")?;
-        let run_sources: Vec<String> = stmt
-            .query_map([id], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
+        let run_sources: Vec<String> = conn.column(
+            "SELECT DISTINCT source FROM sync_tables WHERE run_id = ? ORDER BY source",
+            p![id],
+        )?;
         if run_sources.is_empty() {
             conn.execute(
                 "INSERT INTO source_runs VALUES (?, '', ?, false, CAST(? AS TIMESTAMP), CAST(? AS TIMESTAMP), ?, NULL)",
-                duckdb::params![next, trigger, started, finished, status],
+                p![next, &trigger, &started, &finished, &status],
             )?;
             next += 1;
             continue;
         }
         for source in run_sources {
-            let (ok, failed): (i64, i64) = conn.query_row(
-                "SELECT count(*) FILTER (WHERE status = 'ok'), count(*) FILTER (WHERE status <> 'ok') \
-                 FROM sync_tables WHERE run_id = ? AND source = ?",
-                duckdb::params![id, source],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+            let counts = conn
+                .row(
+                    "SELECT count(*) FILTER (WHERE status = 'ok'), count(*) FILTER (WHERE status <> 'ok') \
+                     FROM sync_tables WHERE run_id = ? AND source = ?",
+                    p![id, &source],
+                )?
+                .ok_or_else(|| ApiError::internal("no counts"))?;
+            let (ok, failed): (i64, i64) = (counts.get(0)?, counts.get(1)?);
             let status = match (ok, failed) {
                 _ if status == "running" => "running",
                 (_, 0) => "ok",
@@ -336,17 +325,17 @@ fn v2_sources(conn: &duckdb::Connection) -> ApiResult<()> {
             };
             conn.execute(
                 "INSERT INTO source_runs VALUES (?, ?, ?, false, CAST(? AS TIMESTAMP), CAST(? AS TIMESTAMP), ?, NULL)",
-                duckdb::params![next, source, trigger, started, finished, status],
+                p![next, &source, &trigger, &started, &finished, status],
             )?;
             conn.execute(
                 "INSERT INTO run_tables SELECT ?, table_name, status, rows, size_bytes, error, finished_at \
                  FROM sync_tables WHERE run_id = ? AND source = ?",
-                duckdb::params![next, id, source],
+                p![next, id, &source],
             )?;
             next += 1;
         }
     }
-    conn.execute_batch(&format!(
+    conn.batch(&format!(
         "CREATE SEQUENCE source_run_ids START {next};
          DROP TABLE registry; DROP TABLE sync_tables; DROP TABLE sync_runs; DROP SEQUENCE sync_run_ids;"
     ))?;
@@ -400,7 +389,7 @@ mod tests {
         access::add_member(&conn, "finance", "ana").unwrap();
         access::grant(&conn, "finance", "table", "orders").unwrap();
         access::grant(&conn, "finance", "source", "crm").unwrap();
-        conn.execute_batch(&format!(
+        conn.batch(&format!(
             "INSERT INTO registry VALUES
                ('orders', 'demo', '/srv/agnes/connectors/csv/0.3.1/component.wasm', '{registry_config}', 'local',
                 'every 1h', 'Orders', TIMESTAMP '2026-01-01 10:00:00', TIMESTAMP '2026-01-02 10:00:00'),
@@ -430,7 +419,7 @@ mod tests {
         let path = tmp.path().join("system.duckdb");
         let token = previous_release_db(&path, DEMO_CONFIG);
         let db = Db::open(&path).unwrap();
-        assert_eq!(db.schema_version().unwrap(), LATEST);
+        assert_eq!(db.schema_version().await.unwrap(), LATEST);
 
         // users, tokens, groups, grants and the audit log are kept
         let ana = db

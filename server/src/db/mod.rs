@@ -1,7 +1,9 @@
-//! The embedded state store: `state/system.duckdb`, one connection behind a mutex (the one
-//! writer), every call on a blocking thread, never on the async executor. Its schema comes
-//! from the [`migrations`] ladder. The rest of the server reaches it only through
-//! [`crate::store::Store`]; the modules here hold the SQL.
+//! The state store behind [`crate::store::Store`]: the embedded `state/system.duckdb` (one
+//! connection behind a mutex, the one writer) or, for several `agnes serve` processes, a
+//! PostgreSQL database ([`pg`]). Both run the same use-case code, written once against
+//! [`sql::Sql`] in the SQL both engines speak, on blocking threads (never on the async
+//! executor), and the same [`migrations`] ladder. The rest of the server reaches the state
+//! only through `Store`; the modules here hold the SQL.
 
 pub mod access;
 pub mod audit;
@@ -10,7 +12,9 @@ pub mod history;
 pub mod marketplace;
 pub mod metrics;
 pub mod migrations;
+pub mod pg;
 pub mod sources;
+pub mod sql;
 pub mod web;
 
 use std::path::Path;
@@ -19,16 +23,23 @@ use std::sync::{Arc, Mutex};
 use crate::error::{ApiError, ApiResult};
 use crate::store::*;
 use marketplace::Docs;
+use sql::Sql;
 
 /// The system database.
 #[derive(Clone)]
 pub struct Db {
-    conn: Arc<Mutex<duckdb::Connection>>,
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Embedded(Arc<Mutex<duckdb::Connection>>),
+    Postgres(pg::Pg),
 }
 
 impl Db {
-    /// Opens (creating if needed) the database and migrates its schema to the newest
-    /// version; refuses a database newer than this binary.
+    /// Opens (creating if needed) the embedded database and migrates its schema to the
+    /// newest version; refuses a database newer than this binary.
     pub fn open(path: &Path) -> Result<Db, String> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
@@ -52,66 +63,81 @@ impl Db {
         })?;
         migrations::migrate(&conn).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(Db {
-            conn: Arc::new(Mutex::new(conn)),
+            backend: Backend::Embedded(Arc::new(Mutex::new(conn))),
         })
     }
 
-    /// Runs `f` with the connection on a blocking thread.
+    /// Connects to a PostgreSQL state database and migrates its schema (once, whichever
+    /// replica gets there first).
+    pub async fn connect(target: &pg::PgTarget) -> Result<Db, String> {
+        Ok(Db {
+            backend: Backend::Postgres(pg::Pg::connect(target).await?),
+        })
+    }
+
+    /// The PostgreSQL pool, when this is the PostgreSQL backend.
+    pub fn postgres(&self) -> Option<&pg::Pg> {
+        match &self.backend {
+            Backend::Postgres(pg) => Some(pg),
+            Backend::Embedded(_) => None,
+        }
+    }
+
+    /// Runs `f` with a connection on a blocking thread.
     async fn call<T, F>(&self, f: F) -> ApiResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&duckdb::Connection) -> ApiResult<T> + Send + 'static,
+        F: FnOnce(&dyn Sql) -> ApiResult<T> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&conn)
-        })
-        .await
-        .map_err(ApiError::internal)?
+        match &self.backend {
+            Backend::Embedded(conn) => {
+                let conn = conn.clone();
+                tokio::task::spawn_blocking(move || {
+                    let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                    f(&*conn)
+                })
+                .await
+                .map_err(ApiError::internal)?
+            }
+            Backend::Postgres(pg) => pg.run(f).await,
+        }
     }
 
     /// Runs `f` in one transaction on a blocking thread: all of it or none.
     async fn transaction<T, F>(&self, f: F) -> ApiResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&duckdb::Connection) -> ApiResult<T> + Send + 'static,
+        F: FnOnce(&dyn Sql) -> ApiResult<T> + Send + 'static,
     {
-        self.call(move |c| {
-            c.execute_batch("BEGIN TRANSACTION")?;
-            match f(c) {
-                Ok(v) => {
-                    c.execute_batch("COMMIT")?;
-                    Ok(v)
-                }
-                Err(e) => {
-                    let _ = c.execute_batch("ROLLBACK");
-                    Err(e)
-                }
-            }
-        })
-        .await
+        self.call(move |c| c.transaction(f)).await
     }
 
-    /// Runs `f` with the connection on the current thread (unit tests of the SQL modules).
+    /// Runs `f` with the embedded connection on the current thread (unit tests of the SQL
+    /// modules).
     #[cfg(test)]
-    pub(crate) fn blocking<T>(
-        &self,
-        f: impl FnOnce(&duckdb::Connection) -> ApiResult<T>,
-    ) -> ApiResult<T> {
-        f(&self.conn.lock().unwrap_or_else(|p| p.into_inner()))
+    pub(crate) fn blocking<T>(&self, f: impl FnOnce(&dyn Sql) -> ApiResult<T>) -> ApiResult<T> {
+        match &self.backend {
+            Backend::Embedded(conn) => f(&*conn.lock().unwrap_or_else(|p| p.into_inner())),
+            Backend::Postgres(_) => unreachable!("unit tests use the embedded store"),
+        }
     }
 
-    /// The schema version of the open database.
-    pub fn schema_version(&self) -> ApiResult<u32> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(conn.query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))?)
+    /// The schema version of the database.
+    pub async fn schema_version(&self) -> ApiResult<u32> {
+        self.call(|c| c.value("SELECT max(version) FROM schema_version", sql::p![]))
+            .await
     }
 }
 
-/// Seconds-precision "now" as DuckDB TIMESTAMP text.
+/// Microseconds-precision "now" (UTC) as TIMESTAMP text: every timestamp the store writes
+/// or compares against comes from here, never from the database's clock.
 pub(crate) fn now() -> String {
-    chrono::Utc::now()
+    stamp(chrono::Duration::zero())
+}
+
+/// "now" plus `offset` (negative: in the past), as TIMESTAMP text.
+pub(crate) fn stamp(offset: chrono::Duration) -> String {
+    (chrono::Utc::now() + offset)
         .naive_utc()
         .format("%Y-%m-%d %H:%M:%S%.6f")
         .to_string()
@@ -382,22 +408,18 @@ impl Store for Db {
     async fn get_setting(&self, key: &str) -> ApiResult<Option<Setting>> {
         owned!(key);
         self.call(move |c| {
-            let found = c.query_row(
+            c.row(
                 "SELECT value, CAST(updated_at AS VARCHAR), updated_by FROM settings WHERE key = ?",
-                [&key],
-                |r| {
-                    Ok(Setting {
-                        value: r.get(0)?,
-                        updated_at: r.get(1)?,
-                        updated_by: r.get(2)?,
-                    })
-                },
-            );
-            match found {
-                Ok(s) => Ok(Some(s)),
-                Err(duckdb::Error::QueryReturnedNoRows) => Ok(None),
-                Err(e) => Err(e.into()),
-            }
+                sql::p![&key],
+            )?
+            .map(|r| {
+                Ok(Setting {
+                    value: r.get(0)?,
+                    updated_at: r.get(1)?,
+                    updated_by: r.get(2)?,
+                })
+            })
+            .transpose()
         })
         .await
     }
@@ -405,11 +427,11 @@ impl Store for Db {
     async fn put_setting(&self, key: &str, value: Option<&str>, by: &str) -> ApiResult<()> {
         let (key, value, by) = (key.to_owned(), value.map(str::to_owned), by.to_owned());
         self.transaction(move |c| {
-            c.execute("DELETE FROM settings WHERE key = ?", [&key])?;
+            c.execute("DELETE FROM settings WHERE key = ?", sql::p![&key])?;
             if let Some(value) = value {
                 c.execute(
                     "INSERT INTO settings VALUES (?, ?, CAST(? AS TIMESTAMP), ?)",
-                    duckdb::params![key, value, now(), by],
+                    sql::p![&key, value, now(), &by],
                 )?;
             }
             Ok(())

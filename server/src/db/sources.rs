@@ -7,6 +7,7 @@ use agnes_runtime::{Grant, Limits};
 use serde::{Deserialize, Serialize};
 
 use super::now;
+use super::sql::{Row, Sql, p};
 use crate::error::{ApiError, ApiResult};
 use crate::store::{GrantInfo, Source, SourceRemoval, SourceSpec, TableDef, TableSpec};
 
@@ -37,7 +38,7 @@ fn not_found(name: &str) -> ApiError {
     ApiError::NotFound(format!("no source `{name}`; see `agnes admin source list`"))
 }
 
-pub fn insert(conn: &duckdb::Connection, s: &SourceSpec) -> ApiResult<Source> {
+pub fn insert(conn: &dyn Sql, s: &SourceSpec) -> ApiResult<Source> {
     s.validate()?;
     if get(conn, &s.name)?.is_some() {
         return Err(ApiError::Conflict(format!(
@@ -48,33 +49,33 @@ pub fn insert(conn: &duckdb::Connection, s: &SourceSpec) -> ApiResult<Source> {
     let stamp = now();
     conn.execute(
         "INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, CAST(? AS TIMESTAMP), CAST(? AS TIMESTAMP))",
-        duckdb::params![
-            s.name,
-            s.connector,
+        p![
+            &s.name,
+            &s.connector,
             stored(s)?,
-            s.schedule,
+            &s.schedule,
             s.enabled,
-            s.description,
-            stamp,
-            stamp
+            &s.description,
+            &stamp,
+            &stamp
         ],
     )?;
     get(conn, &s.name)?.ok_or_else(|| ApiError::internal("source vanished after insert"))
 }
 
-pub fn update(conn: &duckdb::Connection, s: &SourceSpec) -> ApiResult<Source> {
+pub fn update(conn: &dyn Sql, s: &SourceSpec) -> ApiResult<Source> {
     s.validate()?;
     let n = conn.execute(
         "UPDATE sources SET connector = ?, spec = ?, schedule = ?, enabled = ?, description = ?, \
          updated_at = CAST(? AS TIMESTAMP) WHERE name = ?",
-        duckdb::params![
-            s.connector,
+        p![
+            &s.connector,
             stored(s)?,
-            s.schedule,
+            &s.schedule,
             s.enabled,
-            s.description,
+            &s.description,
             now(),
-            s.name
+            &s.name
         ],
     )?;
     if n == 0 {
@@ -86,7 +87,7 @@ pub fn update(conn: &duckdb::Connection, s: &SourceSpec) -> ApiResult<Source> {
 const SELECT_SOURCE: &str = "SELECT name, connector, spec, schedule, enabled, description, \
      CAST(created_at AS VARCHAR), CAST(updated_at AS VARCHAR) FROM sources";
 
-fn source_row(r: &duckdb::Row<'_>) -> duckdb::Result<(Source, String)> {
+fn source_row(r: &Row) -> ApiResult<(Source, String)> {
     Ok((
         Source {
             spec: SourceSpec {
@@ -119,27 +120,23 @@ fn decode((mut source, spec): (Source, String)) -> ApiResult<Source> {
     Ok(source)
 }
 
-pub fn get(conn: &duckdb::Connection, name: &str) -> ApiResult<Option<Source>> {
-    let mut stmt = conn.prepare(&format!("{SELECT_SOURCE} WHERE name = ?"))?;
-    let mut rows = stmt.query_map([name], source_row)?;
-    match rows.next() {
-        Some(r) => Ok(Some(decode(r?)?)),
-        None => Ok(None),
-    }
+pub fn get(conn: &dyn Sql, name: &str) -> ApiResult<Option<Source>> {
+    conn.row(&format!("{SELECT_SOURCE} WHERE name = ?"), p![name])?
+        .map(|r| decode(source_row(&r)?))
+        .transpose()
 }
 
 /// Every source, by name.
-pub fn list(conn: &duckdb::Connection) -> ApiResult<Vec<Source>> {
-    let mut stmt = conn.prepare(&format!("{SELECT_SOURCE} ORDER BY name"))?;
-    let rows = stmt
-        .query_map([], source_row)?
-        .collect::<Result<Vec<_>, _>>()?;
-    rows.into_iter().map(decode).collect()
+pub fn list(conn: &dyn Sql) -> ApiResult<Vec<Source>> {
+    conn.query(&format!("{SELECT_SOURCE} ORDER BY name"), p![])?
+        .iter()
+        .map(|r| decode(source_row(r)?))
+        .collect()
 }
 
 /// Deletes a source and its tables (call in a transaction); lists the grants left naming
 /// them.
-pub fn delete(conn: &duckdb::Connection, name: &str) -> ApiResult<SourceRemoval> {
+pub fn delete(conn: &dyn Sql, name: &str) -> ApiResult<SourceRemoval> {
     if get(conn, name)?.is_none() {
         return Err(not_found(name));
     }
@@ -147,8 +144,8 @@ pub fn delete(conn: &duckdb::Connection, name: &str) -> ApiResult<SourceRemoval>
         .into_iter()
         .map(|t| t.spec.name)
         .collect();
-    conn.execute("DELETE FROM source_tables WHERE source = ?", [name])?;
-    conn.execute("DELETE FROM sources WHERE name = ?", [name])?;
+    conn.execute("DELETE FROM source_tables WHERE source = ?", p![name])?;
+    conn.execute("DELETE FROM sources WHERE name = ?", p![name])?;
     let dangling_grants: Vec<GrantInfo> = super::access::list_grants(conn)?
         .into_iter()
         .filter(|g| {
@@ -165,11 +162,7 @@ pub fn delete(conn: &duckdb::Connection, name: &str) -> ApiResult<SourceRemoval>
 }
 
 /// Adds tables to `source` (call in a transaction: all or none).
-pub fn add_tables(
-    conn: &duckdb::Connection,
-    source: &str,
-    tables: &[TableSpec],
-) -> ApiResult<Vec<TableDef>> {
+pub fn add_tables(conn: &dyn Sql, source: &str, tables: &[TableSpec]) -> ApiResult<Vec<TableDef>> {
     if get(conn, source)?.is_none() {
         return Err(not_found(source));
     }
@@ -184,12 +177,12 @@ pub fn add_tables(
             )));
         }
         let owner: Option<String> = conn
-            .query_row(
+            .row(
                 "SELECT source FROM source_tables WHERE name = ?",
-                [&t.name],
-                |r| r.get(0),
-            )
-            .ok();
+                p![&t.name],
+            )?
+            .map(|r| r.get(0))
+            .transpose()?;
         if let Some(owner) = owner {
             return Err(ApiError::Conflict(if owner == source {
                 format!("table `{}` is already a table of source `{source}`", t.name)
@@ -203,14 +196,14 @@ pub fn add_tables(
         }
         conn.execute(
             "INSERT INTO source_tables VALUES (?, ?, ?, ?, ?, CAST(? AS TIMESTAMP), CAST(? AS TIMESTAMP))",
-            duckdb::params![
-                t.name,
+            p![
+                &t.name,
                 source,
-                t.query_mode,
-                t.description,
+                &t.query_mode,
+                &t.description,
                 t.options.to_string(),
-                stamp,
-                stamp
+                &stamp,
+                &stamp
             ],
         )?;
         added.push(TableDef {
@@ -227,18 +220,18 @@ fn table_not_found(source: &str, table: &str) -> ApiError {
     ApiError::NotFound(format!("source `{source}` has no table `{table}`"))
 }
 
-pub fn update_table(conn: &duckdb::Connection, source: &str, t: &TableSpec) -> ApiResult<TableDef> {
+pub fn update_table(conn: &dyn Sql, source: &str, t: &TableSpec) -> ApiResult<TableDef> {
     t.validate()?;
     let n = conn.execute(
         "UPDATE source_tables SET query_mode = ?, description = ?, options = ?, updated_at = CAST(? AS TIMESTAMP) \
          WHERE source = ? AND name = ?",
-        duckdb::params![
-            t.query_mode,
-            t.description,
+        p![
+            &t.query_mode,
+            &t.description,
             t.options.to_string(),
             now(),
             source,
-            t.name
+            &t.name
         ],
     )?;
     if n == 0 {
@@ -250,10 +243,10 @@ pub fn update_table(conn: &duckdb::Connection, source: &str, t: &TableSpec) -> A
         .ok_or_else(|| table_not_found(source, &t.name))
 }
 
-pub fn remove_table(conn: &duckdb::Connection, source: &str, table: &str) -> ApiResult<()> {
+pub fn remove_table(conn: &dyn Sql, source: &str, table: &str) -> ApiResult<()> {
     let n = conn.execute(
         "DELETE FROM source_tables WHERE source = ? AND name = ?",
-        [source, table],
+        p![source, table],
     )?;
     if n == 0 {
         return Err(table_not_found(source, table));
@@ -263,18 +256,20 @@ pub fn remove_table(conn: &duckdb::Connection, source: &str, table: &str) -> Api
 
 /// The tables of `source` (404 when it does not exist), or of every source; by source, then
 /// by when they were added.
-pub fn list_tables(conn: &duckdb::Connection, source: Option<&str>) -> ApiResult<Vec<TableDef>> {
+pub fn list_tables(conn: &dyn Sql, source: Option<&str>) -> ApiResult<Vec<TableDef>> {
     if let Some(s) = source
         && get(conn, s)?.is_none()
     {
         return Err(not_found(s));
     }
-    let mut stmt = conn.prepare(
+    conn.query(
         "SELECT source, name, query_mode, description, options, CAST(created_at AS VARCHAR), \
          CAST(updated_at AS VARCHAR) FROM source_tables WHERE ?::VARCHAR IS NULL OR source = ? \
          ORDER BY source, created_at, name",
-    )?;
-    let rows = stmt.query_map(duckdb::params![source, source], |r| {
+        p![source, source],
+    )?
+    .iter()
+    .map(|r| {
         let options: String = r.get(4)?;
         Ok(TableDef {
             source: r.get(0)?,
@@ -287,6 +282,6 @@ pub fn list_tables(conn: &duckdb::Connection, source: Option<&str>) -> ApiResult
             created_at: r.get(5)?,
             updated_at: r.get(6)?,
         })
-    })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    })
+    .collect()
 }

@@ -2,15 +2,16 @@
 //! 32 random bytes handed to the browser once as a cookie; only its sha256 is stored, with
 //! the session's CSRF token, expiry and the client it was made from.
 
-use super::now;
+use super::sql::{Sql, p};
+use super::{now, stamp};
 use crate::error::{ApiError, ApiResult};
 use crate::store::{Principal, WebSession};
 
 /// Stores `hash` (a PHC string) as user `name`'s password.
-pub fn set_password(conn: &duckdb::Connection, name: &str, hash: &str) -> ApiResult<()> {
+pub fn set_password(conn: &dyn Sql, name: &str, hash: &str) -> ApiResult<()> {
     let changed = conn.execute(
         "UPDATE users SET password_hash = ? WHERE name = ?",
-        duckdb::params![hash, name],
+        p![hash, name],
     )?;
     if changed == 0 {
         return Err(ApiError::NotFound(format!("no user `{name}`")));
@@ -19,28 +20,24 @@ pub fn set_password(conn: &duckdb::Connection, name: &str, hash: &str) -> ApiRes
     conn.execute(
         "UPDATE web_sessions SET revoked_at = CAST(? AS TIMESTAMP) WHERE revoked_at IS NULL \
          AND user_id = (SELECT id FROM users WHERE name = ?)",
-        duckdb::params![now(), name],
+        p![now(), name],
     )?;
     Ok(())
 }
 
 /// `(user id, password hash)` of an enabled user with a password.
-pub fn password_of(conn: &duckdb::Connection, name: &str) -> ApiResult<Option<(String, String)>> {
-    let found = conn.query_row(
+pub fn password_of(conn: &dyn Sql, name: &str) -> ApiResult<Option<(String, String)>> {
+    conn.row(
         "SELECT id, password_hash FROM users WHERE name = ? AND password_hash IS NOT NULL \
          AND id NOT IN (SELECT user_id FROM user_status)",
-        [name],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    );
-    match found {
-        Ok(row) => Ok(Some(row)),
-        Err(duckdb::Error::QueryReturnedNoRows) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+        p![name],
+    )?
+    .map(|r| Ok((r.get(0)?, r.get(1)?)))
+    .transpose()
 }
 
 pub fn create_session(
-    conn: &duckdb::Connection,
+    conn: &dyn Sql,
     id_hash: &str,
     user_id: &str,
     csrf: &str,
@@ -48,58 +45,45 @@ pub fn create_session(
     client: &str,
 ) -> ApiResult<()> {
     // sessions ended a month ago are history nobody lists: drop them as new ones start
+    let month_ago = stamp(-chrono::Duration::days(30));
     conn.execute(
-        "DELETE FROM web_sessions WHERE expires_at < now() - INTERVAL 30 DAY \
-         OR revoked_at < now() - INTERVAL 30 DAY",
-        [],
+        "DELETE FROM web_sessions WHERE expires_at < CAST(? AS TIMESTAMP) \
+         OR revoked_at < CAST(? AS TIMESTAMP)",
+        p![&month_ago, &month_ago],
     )?;
+    let ttl = chrono::Duration::seconds(i64::try_from(ttl_secs).unwrap_or(i64::MAX / 1000));
     conn.execute(
-        "INSERT INTO web_sessions VALUES (?, ?, ?, CAST(? AS TIMESTAMP), \
-         CAST(? AS TIMESTAMP) + to_seconds(?), NULL, ?)",
-        duckdb::params![
-            id_hash,
-            user_id,
-            csrf,
-            now(),
-            now(),
-            ttl_secs as i64,
-            client
-        ],
+        "INSERT INTO web_sessions VALUES (?, ?, ?, CAST(? AS TIMESTAMP), CAST(? AS TIMESTAMP), NULL, ?)",
+        p![id_hash, user_id, csrf, now(), stamp(ttl), client],
     )?;
     Ok(())
 }
 
 /// The signed-in user and the session's CSRF token, for a live session of an enabled user.
-pub fn session(conn: &duckdb::Connection, id_hash: &str) -> ApiResult<Option<(Principal, String)>> {
-    let found = conn.query_row(
+pub fn session(conn: &dyn Sql, id_hash: &str) -> ApiResult<Option<(Principal, String)>> {
+    let Some(row) = conn.row(
         "SELECT u.id, u.name, s.csrf FROM web_sessions s JOIN users u ON u.id = s.user_id \
-         WHERE s.id_hash = ? AND s.revoked_at IS NULL AND s.expires_at > now() \
+         WHERE s.id_hash = ? AND s.revoked_at IS NULL AND s.expires_at > CAST(? AS TIMESTAMP) \
          AND u.id NOT IN (SELECT user_id FROM user_status)",
-        [id_hash],
-        |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        },
-    );
-    let (id, name, csrf) = match found {
-        Ok(row) => row,
-        Err(duckdb::Error::QueryReturnedNoRows) => return Ok(None),
-        Err(e) => return Err(e.into()),
+        p![id_hash, now()],
+    )?
+    else {
+        return Ok(None);
     };
+    let (id, name, csrf): (String, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
     Ok(Some((super::access::principal(conn, &id, &name)?, csrf)))
 }
 
 /// Live sessions, newest first; `id` is the first 12 characters of the stored hash.
-pub fn list_sessions(conn: &duckdb::Connection) -> ApiResult<Vec<WebSession>> {
-    let mut stmt = conn.prepare(
+pub fn list_sessions(conn: &dyn Sql) -> ApiResult<Vec<WebSession>> {
+    conn.query(
         "SELECT left(s.id_hash, 12), u.name, CAST(s.created_at AS VARCHAR), \
          CAST(s.expires_at AS VARCHAR), s.client FROM web_sessions s JOIN users u ON u.id = s.user_id \
-         WHERE s.revoked_at IS NULL AND s.expires_at > now() ORDER BY s.created_at DESC",
-    )?;
-    let rows = stmt.query_map([], |r| {
+         WHERE s.revoked_at IS NULL AND s.expires_at > CAST(? AS TIMESTAMP) ORDER BY s.created_at DESC",
+        p![now()],
+    )?
+    .iter()
+    .map(|r| {
         Ok(WebSession {
             id: r.get(0)?,
             user: r.get(1)?,
@@ -107,13 +91,13 @@ pub fn list_sessions(conn: &duckdb::Connection) -> ApiResult<Vec<WebSession>> {
             expires_at: r.get(3)?,
             client: r.get(4)?,
         })
-    })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    })
+    .collect()
 }
 
 /// Revokes the sessions whose stored hash starts with `id` (a listing's id, or a full
 /// hash); returns how many.
-pub fn revoke_session(conn: &duckdb::Connection, id: &str) -> ApiResult<usize> {
+pub fn revoke_session(conn: &dyn Sql, id: &str) -> ApiResult<usize> {
     if id.len() < 12 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(ApiError::BadRequest(
             "a session id is at least 12 hex characters".into(),
@@ -122,6 +106,6 @@ pub fn revoke_session(conn: &duckdb::Connection, id: &str) -> ApiResult<usize> {
     Ok(conn.execute(
         "UPDATE web_sessions SET revoked_at = CAST(? AS TIMESTAMP) \
          WHERE starts_with(id_hash, ?) AND revoked_at IS NULL",
-        duckdb::params![now(), id],
+        p![now(), id],
     )?)
 }
