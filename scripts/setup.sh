@@ -13,6 +13,8 @@
 #      second build path (recorded in /etc/agnes/cargo-component.env)
 #   6. Chromium and ChromeDriver (Debian `chromium`, `chromium-driver`), if missing: the
 #      admin web UI is tested in a real headless browser
+#   8. Garage 2.5.0 (crates.io), the S3-compatible server the scale-out tests run against,
+#      into /opt/agnes-deps/garage-2.5.0 (a separate test process; AGPL, never linked)
 #
 # Run as root (sudo) on Debian bookworm x86_64. A re-run takes a few seconds.
 set -euo pipefail
@@ -111,6 +113,18 @@ else
   printf 'CARGO_COMPONENT=\n# unavailable: cargo-component installed=%s, wasm32-wasip1 target=%s\n' \
     "$([ -x "$CC_ROOT/bin/cargo-component" ] && echo yes || echo no)" "$wasip1" > "$CC_ENV"
   log "cargo component builds are unavailable here (see $CC_ENV)"
+fi
+
+# Garage, the S3-compatible object store the scale-out tests run against (crates.io `garage`,
+# AGPL-3.0: run as a separate test process only, never linked into or shipped with Agnes).
+# Built once outside the clone: ~10 min cold on 2 cores.
+GARAGE_VERSION=2.5.0
+GARAGE_ROOT="/opt/agnes-deps/garage-$GARAGE_VERSION"
+if [ ! -x "$GARAGE_ROOT/bin/garage" ]; then
+  log "installing garage $GARAGE_VERSION (crates.io) into $GARAGE_ROOT (test S3 server)"
+  CARGO_TARGET_DIR=/var/tmp/agnes-target/garage cargo install --quiet --locked garage --version "$GARAGE_VERSION" --root "$GARAGE_ROOT" \
+    || die "cargo install garage failed"
+  rm -rf /var/tmp/agnes-target/garage
 fi
 
 log "ready: just $(just --version | cut -d' ' -f2), libduckdb $DUCKDB_DIR, $(grep WASM_RUSTC /etc/agnes/wasm-toolchain.env), $(ls -d /usr/lib/postgresql/*/bin | tail -1)"

@@ -156,6 +156,22 @@ impl PgCluster {
         );
     }
 
+    /// A fresh database on this cluster for the server's state (owned by the superuser,
+    /// which logs in over loopback by trust): what `[state] backend = "postgres"` points at.
+    pub fn state_target(&self) -> agnes_server::db::pg::PgTarget {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.psql("postgres", &format!("CREATE DATABASE agnes_state_{n}"));
+        agnes_server::db::pg::PgTarget {
+            url: format!(
+                "postgres://postgres@127.0.0.1:{}/agnes_state_{n}",
+                self.port
+            ),
+            password: None,
+            max_connections: 8,
+        }
+    }
+
     /// Runs SQL as the superuser in database `db`; returns the unaligned output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let out = Command::new(self.bin.join("psql"))

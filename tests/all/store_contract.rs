@@ -1,16 +1,27 @@
 //! The state store's contract: what every backend behind `agnes_server::store::Store` must
-//! do, use case by use case. Today one backend (the embedded DuckDB state file); the
-//! PostgreSQL backend of the scale-out mode joins `backends()` and must pass the same tests.
+//! do, use case by use case. Every test runs against every backend: the embedded DuckDB
+//! state file and PostgreSQL (a private cluster, the scale-out mode's state).
 
 use agnes_server::error::ApiError;
 use agnes_server::store::{AuditFilter, SourceSpec, Store, TableOutcome, TableSpec};
+use agnes_tests::pg::PgCluster;
 use serde_json::json;
 
+/// What keeps a backend alive (its directory, its cluster).
+type Guard = Box<dyn std::any::Any>;
+
 /// A fresh store of every backend, each with a name for the failure messages.
-fn backends() -> Vec<(&'static str, Box<dyn Store>, tempfile::TempDir)> {
+async fn backends() -> Vec<(&'static str, Box<dyn Store>, Guard)> {
     let dir = tempfile::tempdir().unwrap();
     let db = agnes_server::db::Db::open(&dir.path().join("state/system.duckdb")).unwrap();
-    vec![("duckdb", Box::new(db), dir)]
+    let pg = PgCluster::start();
+    let state = agnes_server::db::Db::connect(&pg.state_target())
+        .await
+        .unwrap();
+    vec![
+        ("duckdb", Box::new(db), Box::new(dir)),
+        ("postgres", Box::new(state), Box::new(pg)),
+    ]
 }
 
 fn source(name: &str) -> SourceSpec {
@@ -26,7 +37,7 @@ fn table(name: &str) -> TableSpec {
 
 #[tokio::test]
 async fn users_tokens_and_authentication() {
-    for (backend, store, _dir) in backends() {
+    for (backend, store, _dir) in backends().await {
         let admin_token = store
             .bootstrap("admin")
             .await
@@ -119,7 +130,7 @@ async fn users_tokens_and_authentication() {
 
 #[tokio::test]
 async fn grants_reach_members_and_go_with_revocation() {
-    for (backend, store, _dir) in backends() {
+    for (backend, store, _dir) in backends().await {
         store.bootstrap("admin").await.unwrap();
         store.create_group("sales").await.unwrap();
         let (_, _, token) = store.create_user("ana", &[], None).await.unwrap();
@@ -159,7 +170,7 @@ async fn grants_reach_members_and_go_with_revocation() {
 
 #[tokio::test]
 async fn sources_and_tables_all_or_nothing() {
-    for (backend, store, _dir) in backends() {
+    for (backend, store, _dir) in backends().await {
         store.create_source(&source("shop")).await.unwrap();
         let dup = store.create_source(&source("shop")).await.unwrap_err();
         assert!(matches!(dup, ApiError::Conflict(_)), "{backend}: {dup:?}");
@@ -212,7 +223,7 @@ async fn sources_and_tables_all_or_nothing() {
 
 #[tokio::test]
 async fn run_history_newest_first_and_abandoned_runs() {
-    for (backend, store, _dir) in backends() {
+    for (backend, store, _dir) in backends().await {
         store.create_source(&source("shop")).await.unwrap();
         let first = store.start_run("shop", "manual", false).await.unwrap();
         store
@@ -253,7 +264,7 @@ async fn run_history_newest_first_and_abandoned_runs() {
 
 #[tokio::test]
 async fn audit_and_settings() {
-    for (backend, store, _dir) in backends() {
+    for (backend, store, _dir) in backends().await {
         store
             .audit(Some("admin"), "source.create", Some("shop"), None)
             .await
@@ -310,7 +321,7 @@ async fn audit_and_settings() {
 
 #[tokio::test]
 async fn metrics_connectors_and_web_sessions() {
-    for (backend, store, _dir) in backends() {
+    for (backend, store, _dir) in backends().await {
         // metrics: upsert by id, listed by category then name
         let metric = |id: &str, category: &str, name: &str, sql: &str| {
             serde_json::from_value::<agnes_server::metrics::Metric>(json!({
@@ -419,7 +430,7 @@ async fn metrics_connectors_and_web_sessions() {
 #[tokio::test]
 async fn marketplace_records() {
     use agnes_server::marketplace::{Marketplace, Plugin, PluginReview, ReviewerInfo};
-    for (backend, store, _dir) in backends() {
+    for (backend, store, _dir) in backends().await {
         let mp = |name: &str| -> Marketplace {
             serde_json::from_value(json!({
                 "name": name, "url": format!("https://git.example.com/{name}.git"),
@@ -526,4 +537,35 @@ async fn marketplace_records() {
         assert_eq!(store.list_marketplaces().await.unwrap().len(), 1);
         assert_eq!(store.list_reviews().await.unwrap().len(), 2, "{backend}");
     }
+}
+
+/// Replicas started together on an empty PostgreSQL database: each migrates under the
+/// advisory lock, so the ladder runs once and every replica comes up on the newest schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_starting_together_migrate_once() {
+    let pg = PgCluster::start();
+    let target = pg.state_target();
+    let replicas: Vec<_> = (0..4)
+        .map(|_| {
+            let target = target.clone();
+            tokio::spawn(async move { agnes_server::db::Db::connect(&target).await })
+        })
+        .collect();
+    let latest = agnes_server::db::migrations::LATEST;
+    for r in replicas {
+        let db = r.await.unwrap().expect("every replica starts");
+        assert_eq!(db.schema_version().await.unwrap(), latest);
+    }
+    let db = target.url.rsplit('/').next().unwrap();
+    let applied = pg.psql(
+        db,
+        "SELECT count(*), count(DISTINCT version), max(version) FROM schema_version",
+    );
+    assert_eq!(applied.trim(), format!("{latest}|{latest}|{latest}"));
+    assert_eq!(
+        pg.psql(db, "SELECT string_agg(name, ',' ORDER BY name) FROM groups")
+            .trim(),
+        "Admin,Everyone",
+        "the built-in groups exist once"
+    );
 }
