@@ -43,6 +43,65 @@ pub struct ServerConfig {
     pub sql: SqlEngine,
     /// The Claude Code plugin marketplace the server re-serves.
     pub marketplace: MarketplaceConfig,
+    /// Where the server's state lives: the embedded DuckDB file, or PostgreSQL shared by
+    /// several `agnes serve` processes.
+    pub state: StateConfig,
+}
+
+/// `[state]`: the state store's backend.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// `duckdb` (`<data_dir>/state/system.duckdb`, one process) or `postgres`.
+    pub backend: String,
+    /// With `postgres`: `postgres://user@host:port/database[?sslmode=require]`. Keep the
+    /// password out of it: `password_file`. `AGNES_STATE_URL` sets it (and the backend).
+    pub url: Option<String>,
+    /// File holding the database password (read at start-up; never logged).
+    pub password_file: Option<PathBuf>,
+    /// Connections this process keeps to the database at most.
+    pub max_connections: u32,
+}
+
+/// The state backends of `[state] backend`.
+pub const STATE_BACKENDS: [&str; 2] = ["duckdb", "postgres"];
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            backend: "duckdb".into(),
+            url: None,
+            password_file: None,
+            max_connections: 16,
+        }
+    }
+}
+
+impl StateConfig {
+    /// The PostgreSQL target, when the backend is `postgres` (reads the password file).
+    pub fn postgres(&self) -> Result<Option<crate::db::pg::PgTarget>, String> {
+        if self.backend != "postgres" {
+            return Ok(None);
+        }
+        let url = self
+            .url
+            .clone()
+            .ok_or("[state] backend = \"postgres\" needs url")?;
+        let password = match &self.password_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| format!("[state] password_file {}: {e}", f.display()))?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string(),
+            ),
+            None => None,
+        };
+        Ok(Some(crate::db::pg::PgTarget {
+            url,
+            password,
+            max_connections: self.max_connections,
+        }))
+    }
 }
 
 /// `[marketplace]`: how registered plugin marketplaces are fetched, reviewed and served.
@@ -209,6 +268,7 @@ impl Default for ServerConfig {
             remote: RemoteLimits::default(),
             sql: SqlEngine::default(),
             marketplace: MarketplaceConfig::default(),
+            state: StateConfig::default(),
         }
     }
 }
@@ -243,6 +303,10 @@ impl ServerConfig {
         if let Some(v) = env("AGNES_ALLOW_UNSIGNED") {
             config.allow_unsigned_connectors = matches!(v.as_str(), "1" | "true" | "yes");
         }
+        if let Some(url) = env("AGNES_STATE_URL") {
+            config.state.backend = "postgres".into();
+            config.state.url = Some(url);
+        }
         if let Some(listen) = env("AGNES_LISTEN") {
             config.listen = listen
                 .parse()
@@ -273,6 +337,29 @@ impl ServerConfig {
         if let Some(j) = &self.webhooks.jira {
             agnes_runtime::names::validate_name("source", &j.source)
                 .map_err(|e| format!("[webhooks.jira] source: {e}"))?;
+        }
+        if !STATE_BACKENDS.contains(&self.state.backend.as_str()) {
+            return Err(format!(
+                "[state] backend `{}`: use one of {STATE_BACKENDS:?}",
+                self.state.backend
+            ));
+        }
+        match (&self.state.backend[..], &self.state.url) {
+            ("postgres", None) => {
+                return Err("[state] backend = \"postgres\" needs url (or AGNES_STATE_URL)".into());
+            }
+            ("postgres", Some(url))
+                if !url.starts_with("postgres://") && !url.starts_with("postgresql://") =>
+            {
+                return Err("[state] url must be a postgres:// URL".into());
+            }
+            ("duckdb", Some(_)) => {
+                return Err("[state] url is for backend = \"postgres\"".into());
+            }
+            _ => {}
+        }
+        if self.state.max_connections < 2 {
+            return Err("[state] max_connections must be at least 2".into());
         }
         if self.scheduler_tick_secs == 0 {
             return Err("scheduler_tick_secs must be at least 1".into());

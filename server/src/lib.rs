@@ -90,6 +90,8 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
         .map_err(|e| format!("binding {listen}: {e}"))?;
     tracing::info!(%listen, tls = tls.is_some(), "agnes server listening");
     tokio::spawn(sync::scheduler(state.clone(), tick));
+    tokio::spawn(state.clone().follow_changes());
+    tokio::spawn(sync::keep_alive(state.clone()));
     if let Some(acceptor) = tls {
         tls::serve(listener, acceptor, app(state), async {
             let _ = tokio::signal::ctrl_c().await;

@@ -23,21 +23,44 @@ pub struct AppState {
     rebuild: Arc<Mutex<()>>,
     /// Plugin marketplace syncs and git serving.
     pub(crate) marketplace: Arc<crate::marketplace::serve::MarketplaceState>,
+    /// The PostgreSQL state other `agnes serve` processes share, when configured: changes
+    /// to access and to the catalog are announced there (LISTEN/NOTIFY).
+    shared: Option<crate::db::pg::Pg>,
+    /// This process, among those sharing the state (random, per start).
+    pub(crate) instance: Arc<str>,
 }
 
+/// The channel on which processes sharing a PostgreSQL state announce changes; the payload
+/// is `<what>:<instance>` (`auth`, `catalog`).
+const CHANGES: &str = "agnes_changes";
+
 impl AppState {
-    /// Opens the embedded state store (migrating it; runs a previous process left
-    /// `running` are marked failed), creates the data directories and builds the catalog
-    /// from what is already published.
+    /// Opens the state store (the embedded file, or PostgreSQL; migrating it; runs a
+    /// previous process left `running` are marked failed), creates the data directories and
+    /// builds the catalog from what is already published.
     pub async fn open(config: ServerConfig) -> Result<AppState, String> {
         std::fs::create_dir_all(config.extracts_dir())
             .map_err(|e| format!("creating {}: {e}", config.extracts_dir().display()))?;
-        let path = config.system_db();
-        let db = tokio::task::spawn_blocking(move || crate::db::Db::open(&path))
-            .await
-            .map_err(|e| e.to_string())??;
+        let db = match config.state.postgres()? {
+            Some(target) => crate::db::Db::connect(&target).await?,
+            None => {
+                let path = config.system_db();
+                tokio::task::spawn_blocking(move || crate::db::Db::open(&path))
+                    .await
+                    .map_err(|e| e.to_string())??
+            }
+        };
+        let shared = db.postgres().cloned();
         let store: Arc<dyn Store> = Arc::new(db);
-        let abandoned = store.abandon_running().await.map_err(|e| e.detail())?;
+        // the embedded store is this process's alone: whatever is running was left by a
+        // previous one; a shared store's runs belong to whichever process still beats
+        let stale = shared
+            .as_ref()
+            .map(|_| crate::db::stamp(-crate::sync::RUN_STALE_AFTER));
+        let abandoned = store
+            .abandon_running(stale.as_deref())
+            .await
+            .map_err(|e| e.detail())?;
         // what a killed process left half-written: staging directories, unpublished versions
         let extracts = config.extracts_dir();
         let cleaned =
@@ -59,9 +82,101 @@ impl AppState {
             auth_cache: Arc::default(),
             rebuild: Arc::default(),
             marketplace: Arc::default(),
+            shared,
+            instance: crate::db::access::random_hex(8)
+                .map_err(|e| e.detail())?
+                .into(),
         };
-        state.rebuild_catalog().await?;
+        state.rebuild_local_catalog().await?;
         Ok(state)
+    }
+
+    /// The PostgreSQL state shared with other processes, when configured.
+    pub fn shared(&self) -> Option<&crate::db::pg::Pg> {
+        self.shared.as_ref()
+    }
+
+    /// Tokens, users, memberships or grants changed: forgets the resolved tokens here and
+    /// in every process sharing the state, so the change applies to the next request.
+    pub async fn access_changed(&self) {
+        self.auth_cache.clear();
+        self.announce("auth").await;
+    }
+
+    /// Tells the other processes sharing the state that `what` changed. Best effort: a
+    /// failure is logged, and the others' caches expire on their own ([`crate::auth::AUTH_TTL`]).
+    async fn announce(&self, what: &str) {
+        let Some(pg) = &self.shared else { return };
+        let payload = format!("{what}:{}", self.instance);
+        let sent = pg
+            .run(move |c| {
+                c.execute(
+                    "SELECT pg_notify(?, ?)",
+                    crate::db::sql::p![CHANGES, payload],
+                )
+            })
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(error = %e.detail(), what, "announcing a change to the other processes failed");
+        }
+    }
+
+    /// Applies what the other processes sharing the state announce, until the process
+    /// ends. A lost connection is re-established; what may have been missed meanwhile is
+    /// applied as if announced (caches cleared, catalog rebuilt).
+    pub async fn follow_changes(self) {
+        let Some(pg) = self.shared.clone() else {
+            return;
+        };
+        loop {
+            let mut listener = match sqlx::postgres::PgListener::connect_with(pg.pool()).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "listening for changes: retrying in 1 s");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if let Err(e) = listener.listen(CHANGES).await {
+                tracing::warn!(error = %e, "listening for changes: retrying in 1 s");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+            // whatever happened before we listened
+            self.apply_change("auth").await;
+            self.apply_change("catalog").await;
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(n)) => {
+                        let (what, from) = n.payload().split_once(':').unwrap_or((n.payload(), ""));
+                        if from != &*self.instance {
+                            self.apply_change(what).await;
+                        }
+                    }
+                    // reconnected: notifications may have been missed
+                    Ok(None) => {
+                        self.apply_change("auth").await;
+                        self.apply_change("catalog").await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "listening for changes failed; reconnecting");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn apply_change(&self, what: &str) {
+        match what {
+            "auth" => self.auth_cache.clear(),
+            "catalog" => {
+                if let Err(e) = self.rebuild_local_catalog().await {
+                    tracing::warn!(error = %e, "rebuilding the catalog after a change elsewhere failed");
+                }
+            }
+            other => tracing::debug!(change = other, "unknown change announced"),
+        }
     }
 
     /// The current catalog (a consistent snapshot).
@@ -72,9 +187,17 @@ impl AppState {
             .clone()
     }
 
-    /// Re-reads every extract, serves the registered tables, rewrites
-    /// `analytics/server.duckdb`, swaps the catalog.
+    /// Sources, tables or published extracts changed: rebuilds this process's catalog and
+    /// has every process sharing the state rebuild theirs.
     pub async fn rebuild_catalog(&self) -> Result<(), String> {
+        self.rebuild_local_catalog().await?;
+        self.announce("catalog").await;
+        Ok(())
+    }
+
+    /// Re-reads every extract, serves the registered tables, rewrites
+    /// `analytics/server.duckdb`, swaps the catalog (this process only).
+    async fn rebuild_local_catalog(&self) -> Result<(), String> {
         let registered: crate::catalog::Registered = self
             .store
             .list_tables(None)

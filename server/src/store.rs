@@ -335,11 +335,23 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tables(&self, source: Option<&str>) -> ApiResult<Vec<TableDef>>;
 
     // sync history
-    async fn start_run(&self, source: &str, trigger: &str, full_refresh: bool) -> ApiResult<i64>;
+    /// Starts a run of `source` owned by process `owner`; `Conflict` while another run of
+    /// it (in any process sharing the state) is in progress.
+    async fn start_run(
+        &self,
+        source: &str,
+        trigger: &str,
+        full_refresh: bool,
+        owner: &str,
+    ) -> ApiResult<i64>;
     async fn record_outcome(&self, run: i64, outcome: &TableOutcome) -> ApiResult<()>;
     async fn finish_run(&self, run: i64, status: &str, error: Option<&str>) -> ApiResult<()>;
-    /// Marks runs a previous process left `running` as failed (start-up).
-    async fn abandon_running(&self) -> ApiResult<u64>;
+    /// Marks runs whose process stopped as failed, releasing their sources: all running
+    /// runs (`None`; the embedded store at start-up), or those without a heartbeat since
+    /// `stale_before` (`YYYY-MM-DD HH:MM:SS`).
+    async fn abandon_running(&self, stale_before: Option<&str>) -> ApiResult<u64>;
+    /// Process `owner` is alive: keeps its running runs from being abandoned.
+    async fn heartbeat(&self, owner: &str) -> ApiResult<()>;
     /// The newest `limit` runs (of one source), newest first, with their table outcomes.
     async fn list_runs(&self, source: Option<&str>, limit: usize) -> ApiResult<Vec<RunInfo>>;
     async fn get_run(&self, id: i64) -> ApiResult<Option<RunInfo>>;

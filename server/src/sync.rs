@@ -23,6 +23,36 @@ pub struct Running {
     pub started_at: String,
 }
 
+/// How often a process records that it is alive, for its running runs.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+/// A run whose process has not beaten for this long is abandoned (failed, its source
+/// released) by any process sharing the state.
+pub const RUN_STALE_AFTER: chrono::Duration = chrono::Duration::seconds(45);
+
+/// Keeps this process's runs alive and, with a shared state, abandons the runs of processes
+/// that stopped beating (killed, lost their network). Runs until the process ends.
+pub async fn keep_alive(state: AppState) {
+    let shared = state.shared().is_some();
+    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+    loop {
+        tick.tick().await;
+        if let Err(e) = state.store.heartbeat(&state.instance).await {
+            tracing::warn!(error = %e.detail(), "recording this process's heartbeat failed");
+        }
+        if shared {
+            let stale = crate::db::stamp(-RUN_STALE_AFTER);
+            match state.store.abandon_running(Some(&stale)).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    runs = n,
+                    "runs of a process that stopped were marked failed"
+                ),
+                Err(e) => tracing::warn!(error = %e.detail(), "abandoning stale runs failed"),
+            }
+        }
+    }
+}
+
 /// Which sources a trigger names.
 #[derive(Debug, Clone)]
 pub enum Target {
@@ -96,17 +126,48 @@ pub async fn trigger(
                 .into(),
         ));
     }
+    // the store claims each source: with several processes sharing the state, the one
+    // that claims it first runs it
     let mut runs = Vec::with_capacity(reserved.len());
-    for (r, s) in &reserved {
-        let id = state
+    let mut started = Vec::with_capacity(reserved.len());
+    for (r, s) in reserved {
+        let claim = state
             .store
-            .start_run(&s.spec.name, &trigger, full_refresh)
-            .await?;
-        runs.push(r.started(id));
+            .start_run(&s.spec.name, &trigger, full_refresh, &state.instance)
+            .await;
+        match claim {
+            Ok(id) => {
+                runs.push(r.started(id));
+                started.push((r, s));
+            }
+            Err(ApiError::Conflict(why)) if matches!(target, Target::All) => {
+                tracing::debug!(source = %s.spec.name, %why, "syncing in another process");
+            }
+            Err(e) => {
+                for (r, _) in &started {
+                    let _ = state
+                        .store
+                        .finish_run(
+                            r.run_id(),
+                            "failed",
+                            Some(&format!(
+                                "not run: another source of this trigger could not start: {e}"
+                            )),
+                        )
+                        .await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    if started.is_empty() {
+        return Err(ApiError::Conflict(
+            "nothing to sync: every enabled source with tables is syncing already".into(),
+        ));
     }
     let state = state.clone();
     tokio::spawn(async move {
-        for (r, source) in reserved {
+        for (r, source) in started {
             run_source(&state, r.run_id(), &source, full_refresh).await;
         }
     });

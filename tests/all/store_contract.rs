@@ -225,7 +225,25 @@ async fn sources_and_tables_all_or_nothing() {
 async fn run_history_newest_first_and_abandoned_runs() {
     for (backend, store, _dir) in backends().await {
         store.create_source(&source("shop")).await.unwrap();
-        let first = store.start_run("shop", "manual", false).await.unwrap();
+        let first = store
+            .start_run("shop", "manual", false, "process-a")
+            .await
+            .unwrap();
+        // one run per source at a time, whichever process asks
+        let busy = store
+            .start_run("shop", "schedule", false, "process-b")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&busy, ApiError::Conflict(m) if m.contains(&format!("run {first}"))),
+            "{backend}: {busy:?}"
+        );
+        assert!(matches!(
+            store
+                .start_run("nowhere", "manual", false, "process-a")
+                .await,
+            Err(ApiError::NotFound(_))
+        ));
         store
             .record_outcome(
                 first,
@@ -241,7 +259,10 @@ async fn run_history_newest_first_and_abandoned_runs() {
             .await
             .unwrap();
         store.finish_run(first, "success", None).await.unwrap();
-        let second = store.start_run("shop", "schedule", true).await.unwrap();
+        let second = store
+            .start_run("shop", "schedule", true, "process-b")
+            .await
+            .unwrap();
         assert!(second > first, "{backend}: ids grow");
         let runs = store.list_runs(Some("shop"), 10).await.unwrap();
         assert_eq!(
@@ -251,14 +272,40 @@ async fn run_history_newest_first_and_abandoned_runs() {
         assert_eq!(runs[1].tables.len(), 1);
         assert_eq!(runs[1].tables[0].rows, Some(10));
         assert_eq!(runs[0].status, "running");
-        // a restart marks what a previous process left running as failed
-        assert_eq!(store.abandon_running().await.unwrap(), 1, "{backend}");
+        // a process that beats keeps its run; one that stopped beating loses it
+        store.heartbeat("process-b").await.unwrap();
+        let a_minute_ago = (chrono::Utc::now() - chrono::Duration::seconds(60))
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string();
+        assert_eq!(
+            store.abandon_running(Some(&a_minute_ago)).await.unwrap(),
+            0,
+            "{backend}: alive"
+        );
+        let in_a_minute = (chrono::Utc::now() + chrono::Duration::seconds(60))
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string();
+        assert_eq!(
+            store.abandon_running(Some(&in_a_minute)).await.unwrap(),
+            1,
+            "{backend}: stale"
+        );
         let run = store.get_run(second).await.unwrap().unwrap();
         assert_eq!(run.status, "failed");
         assert!(run.error.is_some());
+        // the source is free again; a restart of the only process abandons everything
+        let third = store
+            .start_run("shop", "manual", false, "process-a")
+            .await
+            .unwrap();
+        assert_eq!(store.abandon_running(None).await.unwrap(), 1, "{backend}");
+        assert_eq!(
+            store.get_run(third).await.unwrap().unwrap().status,
+            "failed"
+        );
         let latest = store.latest_runs().await.unwrap();
         assert_eq!(latest.len(), 1);
-        assert_eq!(latest[0].id, second);
+        assert_eq!(latest[0].id, third);
     }
 }
 

@@ -2,16 +2,54 @@
 
 use super::now;
 use super::sql::{Sql, Val, p};
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::store::{RunInfo, TableOutcome};
 
-pub fn start(conn: &dyn Sql, source: &str, trigger: &str, full_refresh: bool) -> ApiResult<i64> {
+/// Starts a run of `source` owned by process `owner` (call in a transaction): claims the
+/// source, so no other run of it starts in any process until this one finishes or is
+/// abandoned.
+pub fn start(
+    conn: &dyn Sql,
+    source: &str,
+    trigger: &str,
+    full_refresh: bool,
+    owner: &str,
+) -> ApiResult<i64> {
     let id: i64 = conn.value("SELECT nextval('source_run_ids')", p![])?;
+    // one statement: PostgreSQL locks the row, a concurrent claim waits, then finds it taken
+    let claimed = conn.execute(
+        "UPDATE sources SET running_run = ? WHERE name = ? AND running_run IS NULL",
+        p![id, source],
+    )?;
+    if claimed == 0 {
+        let holder = conn
+            .row(
+                "SELECT r.id, CAST(r.started_at AS VARCHAR) FROM sources s JOIN source_runs r ON r.id = s.running_run \
+                 WHERE s.name = ?",
+                p![source],
+            )?
+            .ok_or_else(|| ApiError::NotFound(format!("no source `{source}`")))?;
+        let (run, started): (i64, String) = (holder.get(0)?, holder.get(1)?);
+        return Err(ApiError::Conflict(format!(
+            "source `{source}` is syncing (run {run}, started {started}); wait for it"
+        )));
+    }
+    let at = now();
     conn.execute(
-        "INSERT INTO source_runs VALUES (?, ?, ?, ?, CAST(? AS TIMESTAMP), NULL, 'running', NULL)",
-        p![id, source, trigger, full_refresh, now()],
+        "INSERT INTO source_runs (id, source, trigger, full_refresh, started_at, finished_at, status, error, owner, heartbeat_at) \
+         VALUES (?, ?, ?, ?, CAST(? AS TIMESTAMP), NULL, 'running', NULL, ?, CAST(? AS TIMESTAMP))",
+        p![id, source, trigger, full_refresh, &at, owner, &at],
     )?;
     Ok(id)
+}
+
+/// Records that process `owner` is alive: its running runs are not abandoned.
+pub fn heartbeat(conn: &dyn Sql, owner: &str) -> ApiResult<()> {
+    conn.execute(
+        "UPDATE source_runs SET heartbeat_at = CAST(? AS TIMESTAMP) WHERE owner = ? AND status = 'running'",
+        p![now(), owner],
+    )?;
+    Ok(())
 }
 
 pub fn record(conn: &dyn Sql, run: i64, o: &TableOutcome) -> ApiResult<()> {
@@ -35,17 +73,35 @@ pub fn finish(conn: &dyn Sql, run: i64, status: &str, error: Option<&str>) -> Ap
         "UPDATE source_runs SET finished_at = CAST(? AS TIMESTAMP), status = ?, error = ? WHERE id = ?",
         p![now(), status, error, run],
     )?;
+    conn.execute(
+        "UPDATE sources SET running_run = NULL WHERE running_run = ?",
+        p![run],
+    )?;
     Ok(())
 }
 
-/// Marks runs left `running` by a previous process as failed (start-up).
-pub fn abandon_running(conn: &dyn Sql) -> ApiResult<u64> {
-    let n = conn.execute(
-        "UPDATE source_runs SET status = 'failed', finished_at = CAST(? AS TIMESTAMP), \
-         error = 'the server stopped while this run was in progress' WHERE status = 'running'",
-        p![now()],
+/// Marks runs whose process stopped as failed and releases their sources (call in a
+/// transaction): every running run (`stale_before` `None`: the embedded store at start-up,
+/// the only process), or those whose process has not sent a heartbeat since `stale_before`.
+pub fn abandon_running(conn: &dyn Sql, stale_before: Option<&str>) -> ApiResult<u64> {
+    let ids: Vec<i64> = conn.column(
+        "SELECT id FROM source_runs WHERE status = 'running' \
+         AND (?::VARCHAR IS NULL OR heartbeat_at IS NULL OR heartbeat_at < CAST(? AS TIMESTAMP))",
+        p![stale_before, stale_before],
     )?;
-    Ok(n as u64)
+    for id in &ids {
+        conn.execute(
+            "UPDATE source_runs SET status = 'failed', finished_at = CAST(? AS TIMESTAMP), \
+             error = 'the server running it stopped while this run was in progress' \
+             WHERE id = ? AND status = 'running'",
+            p![now(), id],
+        )?;
+        conn.execute(
+            "UPDATE sources SET running_run = NULL WHERE running_run = ?",
+            p![id],
+        )?;
+    }
+    Ok(ids.len() as u64)
 }
 
 /// The newest `limit` runs (of `source`, or the one run `id`), newest first, with their

@@ -20,6 +20,10 @@
 //!   recorded as approved, since sources already use them).
 //! - 6: plugin marketplaces (`marketplaces`, `marketplace_plugins`, `plugin_reviews`,
 //!   `reviewers`; key columns plus the record as JSON).
+//! - 7: runs owned by a process (`source_runs.owner`, `heartbeat_at`) and a source claimed
+//!   by its running run (`sources.running_run`): with several processes sharing the state,
+//!   one run per source across all of them, and a dead process's runs are found by their
+//!   stale heartbeat.
 
 use std::collections::BTreeMap;
 
@@ -40,6 +44,7 @@ pub(crate) const MIGRATIONS: &[(&str, Step)] = &[
     ("settings", Step::Sql(V4)),
     ("web sign-in and connector review", Step::Sql(V5)),
     ("plugin marketplaces", Step::Sql(V6)),
+    ("runs owned by a process", Step::Sql(V7)),
 ];
 
 /// The schema version this binary writes.
@@ -184,6 +189,13 @@ CREATE TABLE plugin_reviews (
 CREATE TABLE reviewers (
     name VARCHAR NOT NULL, version VARCHAR NOT NULL, doc VARCHAR NOT NULL,
     PRIMARY KEY (name, version));
+";
+
+/// Migration 7: runs owned by a process; a source claimed by its running run.
+const V7: &str = "
+ALTER TABLE source_runs ADD COLUMN owner VARCHAR;
+ALTER TABLE source_runs ADD COLUMN heartbeat_at TIMESTAMP;
+ALTER TABLE sources ADD COLUMN running_run BIGINT;
 ";
 
 /// Migration 4: admin-editable settings (the workspace CLAUDE.md template, ...).
@@ -484,13 +496,16 @@ mod tests {
             shape,
             [("", "running", 0), ("demo", "ok", 2), ("crm", "failed", 1)]
         );
-        assert_eq!(db.abandon_running().await.unwrap(), 1);
+        assert_eq!(db.abandon_running(None).await.unwrap(), 1);
         assert_eq!(
             db.list_runs(Some("demo"), 10).await.unwrap()[0].tables[0].rows,
             Some(100)
         );
         // new runs get fresh ids
-        let id = db.start_run("demo", "manual:admin", false).await.unwrap();
+        let id = db
+            .start_run("demo", "manual:admin", false, "test")
+            .await
+            .unwrap();
         assert!(id > runs[0].id, "{id}");
 
         // the old tables are gone; opening again changes nothing

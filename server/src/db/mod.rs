@@ -320,9 +320,15 @@ impl Store for Db {
             .await
     }
 
-    async fn start_run(&self, source: &str, trigger: &str, full_refresh: bool) -> ApiResult<i64> {
-        owned!(source, trigger);
-        self.call(move |c| history::start(c, &source, &trigger, full_refresh))
+    async fn start_run(
+        &self,
+        source: &str,
+        trigger: &str,
+        full_refresh: bool,
+        owner: &str,
+    ) -> ApiResult<i64> {
+        owned!(source, trigger, owner);
+        self.transaction(move |c| history::start(c, &source, &trigger, full_refresh, &owner))
             .await
     }
 
@@ -333,12 +339,19 @@ impl Store for Db {
 
     async fn finish_run(&self, run: i64, status: &str, error: Option<&str>) -> ApiResult<()> {
         let (status, error) = (status.to_owned(), error.map(str::to_owned));
-        self.call(move |c| history::finish(c, run, &status, error.as_deref()))
+        self.transaction(move |c| history::finish(c, run, &status, error.as_deref()))
             .await
     }
 
-    async fn abandon_running(&self) -> ApiResult<u64> {
-        self.call(history::abandon_running).await
+    async fn abandon_running(&self, stale_before: Option<&str>) -> ApiResult<u64> {
+        let stale_before = stale_before.map(str::to_owned);
+        self.transaction(move |c| history::abandon_running(c, stale_before.as_deref()))
+            .await
+    }
+
+    async fn heartbeat(&self, owner: &str) -> ApiResult<()> {
+        owned!(owner);
+        self.call(move |c| history::heartbeat(c, &owner)).await
     }
 
     async fn list_runs(&self, source: Option<&str>, limit: usize) -> ApiResult<Vec<RunInfo>> {

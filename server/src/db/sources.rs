@@ -48,7 +48,8 @@ pub fn insert(conn: &dyn Sql, s: &SourceSpec) -> ApiResult<Source> {
     }
     let stamp = now();
     conn.execute(
-        "INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, CAST(? AS TIMESTAMP), CAST(? AS TIMESTAMP))",
+        "INSERT INTO sources (name, connector, spec, schedule, enabled, description, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, CAST(? AS TIMESTAMP), CAST(? AS TIMESTAMP))",
         p![
             &s.name,
             &s.connector,

@@ -48,7 +48,7 @@ pub(crate) async fn changed(
     body: Value,
 ) -> Json<Value> {
     if access_changed {
-        state.auth_cache.clear();
+        state.access_changed().await;
     }
     super::audit(state, &admin.0, action, Some(resource.into()), detail).await;
     Json(body)

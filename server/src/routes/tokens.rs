@@ -48,7 +48,7 @@ async fn revoke(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     state.store.revoke_token(&id, &user.0).await?;
-    state.auth_cache.clear();
+    state.access_changed().await;
     super::audit(&state, &user.0, "token.revoke", Some(id), None).await;
     Ok(Json(json!({"revoked": true})))
 }
