@@ -209,6 +209,20 @@ impl TestServer {
 
     /// Starts with a config adjusted by `adjust` (data dir and listen address are set).
     pub fn start_with(adjust: impl FnOnce(&mut agnes_server::ServerConfig)) -> TestServer {
+        Self::start_inner(adjust, None)
+    }
+
+    /// Another server (its own data dir and port) sharing `state` with `first`, which
+    /// bootstrapped it: a replica of the scale-out mode. Its `admin` is `first`'s.
+    pub fn replica(first: &TestServer, state: &agnes_server::config::StateConfig) -> TestServer {
+        let state = state.clone();
+        Self::start_inner(move |c| c.state = state, Some(first.admin.clone()))
+    }
+
+    fn start_inner(
+        adjust: impl FnOnce(&mut agnes_server::ServerConfig),
+        admin: Option<String>,
+    ) -> TestServer {
         let data_dir = tempfile::tempdir().unwrap();
         let mut config = agnes_server::ServerConfig {
             data_dir: data_dir.path().to_path_buf(),
@@ -236,10 +250,16 @@ impl TestServer {
         let state = runtime
             .block_on(agnes_server::AppState::open(config))
             .unwrap();
-        let admin = runtime
-            .block_on(agnes_server::bootstrap(&state, "admin"))
-            .unwrap()
-            .unwrap();
+        let admin = match admin {
+            Some(token) => token,
+            None => runtime
+                .block_on(agnes_server::bootstrap(&state, "admin"))
+                .unwrap()
+                .unwrap(),
+        };
+        // what `agnes serve` runs beside the router (no-ops on the embedded store)
+        runtime.spawn(state.clone().follow_changes());
+        runtime.spawn(agnes_server::sync::keep_alive(state.clone()));
         // Bind before serving: the port is known and accepting before the first request.
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

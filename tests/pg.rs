@@ -172,6 +172,17 @@ impl PgCluster {
         }
     }
 
+    /// [`PgCluster::state_target`] as the server's `[state]` section.
+    pub fn state_config(&self) -> agnes_server::config::StateConfig {
+        let target = self.state_target();
+        agnes_server::config::StateConfig {
+            backend: "postgres".into(),
+            url: Some(target.url),
+            password_file: None,
+            max_connections: target.max_connections,
+        }
+    }
+
     /// Runs SQL as the superuser in database `db`; returns the unaligned output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let out = Command::new(self.bin.join("psql"))

@@ -31,6 +31,7 @@ mod metrics;
 mod native;
 mod postgres;
 mod sandbox;
+mod scale_out;
 mod server;
 mod sources;
 mod split;
