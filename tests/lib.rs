@@ -215,8 +215,13 @@ impl TestServer {
     /// Another server (its own data dir and port) sharing `state` with `first`, which
     /// bootstrapped it: a replica of the scale-out mode. Its `admin` is `first`'s.
     pub fn replica(first: &TestServer, state: &agnes_server::config::StateConfig) -> TestServer {
+        Self::start_on(state, first.admin.clone())
+    }
+
+    /// A server on an existing (already bootstrapped) `state`, whose admin token is `admin`.
+    pub fn start_on(state: &agnes_server::config::StateConfig, admin: String) -> TestServer {
         let state = state.clone();
-        Self::start_inner(move |c| c.state = state, Some(first.admin.clone()))
+        Self::start_inner(move |c| c.state = state, Some(admin))
     }
 
     fn start_inner(

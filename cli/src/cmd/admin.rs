@@ -36,6 +36,23 @@ pub enum AdminCmd {
         #[command(flatten)]
         serve: super::serve::ServeArgs,
     },
+    /// Copy this server's embedded state (users, tokens, groups, grants, sources, history,
+    /// audit log, ...) into a fresh PostgreSQL database, for the scale-out mode. Run it with
+    /// the server stopped; then set `[state] backend = "postgres"`.
+    MigrateState {
+        /// The target backend (only `postgres`).
+        #[arg(long, value_parser = ["postgres"])]
+        to: String,
+        /// `postgres://user@host:port/database`; default: `[state] url` of the config, or
+        /// AGNES_STATE_URL.
+        #[arg(long)]
+        url: Option<String>,
+        /// File holding the database password.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        #[command(flatten)]
+        serve: super::serve::ServeArgs,
+    },
     /// Sources: one connector instance each (connector, config, grant, limits, schedule).
     #[command(subcommand)]
     Source(SourceCmd),
@@ -634,6 +651,12 @@ pub fn run(args: AdminArgs, out: &Output) -> Result<()> {
             generate_password,
             serve,
         } => super::serve::bootstrap(name, generate_password, serve, out),
+        AdminCmd::MigrateState {
+            to: _,
+            url,
+            password_file,
+            serve,
+        } => super::serve::migrate_state(url, password_file, serve, out),
         AdminCmd::Source(c) => source(c, server, out),
         AdminCmd::Table(c) => table(c, server, out),
         AdminCmd::User(c) => user(c, server, out),

@@ -91,3 +91,68 @@ pub fn bootstrap(name: String, password: bool, serve: ServeArgs, out: &Output) -
     );
     Ok(())
 }
+
+/// `agnes admin migrate-state --to postgres`: the embedded state (the server stopped: its
+/// file lock says so otherwise) copied into a fresh PostgreSQL database in one transaction.
+pub fn migrate_state(
+    url: Option<String>,
+    password_file: Option<PathBuf>,
+    serve: ServeArgs,
+    out: &Output,
+) -> Result<()> {
+    let config = load(&serve)?;
+    let mut state = config.state.clone();
+    state.backend = "postgres".into();
+    if url.is_some() {
+        state.url = url;
+    }
+    if password_file.is_some() {
+        state.password_file = password_file;
+    }
+    let target = state
+        .postgres()
+        .map_err(|e| anyhow!(e))?
+        .ok_or_else(|| anyhow!("no PostgreSQL target"))?;
+    if target.url.is_empty() {
+        bail!("name the PostgreSQL database: --url postgres://user@host:port/database");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let path = config.system_db();
+    if !path.exists() {
+        bail!(
+            "no embedded state at {}: check --config / AGNES_DATA_DIR",
+            path.display()
+        );
+    }
+    let copied = runtime.block_on(async {
+        let from = agnes_server::db::Db::open(&path).map_err(|e| anyhow!(e))?;
+        let to = agnes_server::db::Db::connect(&target)
+            .await
+            .map_err(|e| anyhow!(e))?;
+        agnes_server::db::copy::embedded_to_postgres(&from, &to)
+            .await
+            .map_err(|e| anyhow!(e))
+    })?;
+    let total: usize = copied.iter().map(|(_, n)| n).sum();
+    out.print(
+        || {
+            let mut text = format!(
+                "copied {total} rows of {} into PostgreSQL:\n",
+                path.display()
+            );
+            for (table, n) in &copied {
+                text.push_str(&format!("  {table:<20} {n}\n"));
+            }
+            text.push_str(
+                "next: set [state] backend = \"postgres\" and url in the server config \
+                 (the extracts stay in the data directory)",
+            );
+            text
+        },
+        || json!({"copied": copied.iter().map(|(t, n)| json!({"table": t, "rows": n})).collect::<Vec<_>>(), "rows": total}),
+    );
+    Ok(())
+}

@@ -692,3 +692,98 @@ fn marketplace_commands_and_the_claude_code_registration() {
             .is_empty()
     );
 }
+
+/// `agnes admin migrate-state --to postgres`: a stopped embedded deployment's state, copied
+/// into PostgreSQL, serves the same users, tokens, sources and history from a server on it.
+/// Refused while the embedded server runs, and into a database that is not fresh.
+#[test]
+fn migrate_state_copies_an_embedded_deployment_into_postgres() {
+    use super::text;
+    use agnes_tests::pg::PgCluster;
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_path_buf();
+    let server = TestServer::start_with(|c| c.data_dir = data_dir.clone());
+    server.with_demo_source(serde_json::json!({"all": true}));
+    let ana = server.admin_call(
+        "POST",
+        "/api/admin/users",
+        Some(serde_json::json!({"name": "ana"})),
+    );
+    let ana_token = ana["token"].as_str().unwrap().to_string();
+    let admin_token = server.admin.clone();
+    let runs = server.admin_call("GET", "/api/sync/history?source=demo", None)["runs"].clone();
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+
+    let pg = PgCluster::start();
+    let state = pg.state_config();
+    let url = state.url.clone().unwrap();
+    let migrate = || {
+        Command::new(env!("CARGO_BIN_EXE_agnes"))
+            .args([
+                "admin",
+                "migrate-state",
+                "--to",
+                "postgres",
+                "--url",
+                &url,
+                "--json",
+            ])
+            .env("AGNES_DATA_DIR", &data_dir)
+            .env_remove("AGNES_SERVER_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let o = migrate();
+    assert!(!o.status.success(), "refused while the server runs");
+    assert!(
+        text(&o.stderr).contains("in use by another process"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    drop(server);
+    // the stopped server's blocking threads let go of the state file shortly
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let o = loop {
+        let o = migrate();
+        if o.status.success() || !text(&o.stderr).contains("in use") {
+            break o;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", text(&o.stderr));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = |table: &str| {
+        report["copied"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["table"] == table)
+            .map(|t| t["rows"].as_u64().unwrap())
+    };
+    assert_eq!(rows("users"), Some(2), "{report}");
+    assert_eq!(rows("source_tables"), Some(3), "{report}");
+    assert_eq!(rows("source_runs"), Some(1), "{report}");
+
+    // again: the target is not fresh any more; nothing changes
+    let o = migrate();
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("not empty"), "{}", text(&o.stderr));
+
+    // a server on PostgreSQL serves what the embedded one had
+    let moved = TestServer::start_on(&state, admin_token);
+    let (st, mine) = moved.call("GET", Some(&ana_token), "/api/tokens", None);
+    assert_eq!(st, 200, "ana's token moved with her: {mine}");
+    let sources = moved.admin_call("GET", "/api/admin/sources", None);
+    assert!(sources.to_string().contains("\"demo\""), "{sources}");
+    let history = moved.admin_call("GET", "/api/sync/history?source=demo", None);
+    assert_eq!(history["runs"], runs, "the history, as it was");
+    // new runs continue after the copied ones
+    let run = moved.sync_source("demo");
+    assert!(
+        run["id"].as_i64().unwrap() > runs[0]["id"].as_i64().unwrap(),
+        "{run}"
+    );
+    assert_eq!(run["status"], "ok", "{run}");
+}

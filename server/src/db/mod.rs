@@ -8,6 +8,7 @@
 pub mod access;
 pub mod audit;
 pub mod connectors;
+pub mod copy;
 pub mod history;
 pub mod marketplace;
 pub mod metrics;

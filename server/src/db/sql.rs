@@ -245,12 +245,14 @@ fn from_duck(v: duckdb::types::Value) -> ApiResult<Val> {
 impl Sql for duckdb::Connection {
     fn execute(&self, sql: &str, params: &[Val]) -> ApiResult<usize> {
         Ok(self
-            .prepare_cached(sql)?
+            .prepare(sql)?
             .execute(duckdb::params_from_iter(params))?)
     }
 
     fn query(&self, sql: &str, params: &[Val]) -> ApiResult<Vec<Row>> {
-        let mut stmt = self.prepare_cached(sql)?;
+        // not `prepare_cached` (here and above): DuckDB 1.5 answered a re-run cached query
+        // from the result of its first run (`a_cached_statement_sees_new_rows`)
+        let mut stmt = self.prepare(sql)?;
         let mut rows = stmt.query(duckdb::params_from_iter(params))?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
@@ -318,6 +320,26 @@ mod tests {
         assert_eq!(bound, [&Val::from("a"), &Val::Int(3)]);
         assert!(numbered("SELECT ?", p![]).is_err());
         assert!(numbered("SELECT 1", p![1i64]).is_err());
+    }
+
+    #[test]
+    fn a_cached_statement_sees_new_rows() {
+        let c = duckdb::Connection::open_in_memory().unwrap();
+        let c: &dyn Sql = &c;
+        c.batch("CREATE TABLE t (a BIGINT)").unwrap();
+        let count = || {
+            let plain = c.query("SELECT a FROM t WHERE a IN (1, 2)", p![]).unwrap();
+            let bound = c
+                .query("SELECT a FROM t WHERE a IN (?, ?)", p![1i64, 2i64])
+                .unwrap();
+            assert_eq!(plain.len(), bound.len());
+            plain.len()
+        };
+        assert_eq!(count(), 0);
+        c.execute("INSERT INTO t VALUES (?)", p![1i64]).unwrap();
+        assert_eq!(count(), 1);
+        c.execute("INSERT INTO t VALUES (?)", p![2i64]).unwrap();
+        assert_eq!(count(), 2);
     }
 
     #[test]
