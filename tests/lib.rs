@@ -3,6 +3,7 @@
 
 include!(concat!(env!("OUT_DIR"), "/components.rs"));
 
+pub mod garage;
 pub mod pg;
 pub mod upstream;
 pub mod web_client;
@@ -212,10 +213,13 @@ impl TestServer {
         Self::start_inner(adjust, None)
     }
 
-    /// Another server (its own data dir and port) sharing `state` with `first`, which
-    /// bootstrapped it: a replica of the scale-out mode. Its `admin` is `first`'s.
-    pub fn replica(first: &TestServer, state: &agnes_server::config::StateConfig) -> TestServer {
-        Self::start_on(state, first.admin.clone())
+    /// Another server (its own data dir and port) on the state `first` bootstrapped (which
+    /// `adjust` points it at): a replica of the scale-out mode. Its `admin` is `first`'s.
+    pub fn replica(
+        first: &TestServer,
+        adjust: impl FnOnce(&mut agnes_server::ServerConfig),
+    ) -> TestServer {
+        Self::start_inner(adjust, Some(first.admin.clone()))
     }
 
     /// A server on an existing (already bootstrapped) `state`, whose admin token is `admin`.

@@ -31,6 +31,10 @@ pub struct TableMeta {
     pub source: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
+    /// A presigned GET of the file on the object store (scale-out servers); tried before
+    /// the server's download, never stored in the workspace.
+    #[serde(default, skip_serializing)]
+    pub signed_url: Option<String>,
 }
 
 fn local() -> String {

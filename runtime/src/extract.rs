@@ -36,6 +36,29 @@ pub struct Staging {
 impl Staging {
     /// Locks `<extracts>/<source>` for this run and creates its staging directory.
     pub fn begin(extracts: &Path, source: &str) -> Result<Staging, Error> {
+        Self::begin_with(extracts, source, new_version())
+    }
+
+    /// [`Staging::begin`] for a version made elsewhere (a copy of another server's
+    /// published version, under its name). The name is checked like a source name.
+    pub fn begin_as(extracts: &Path, source: &str, version: &str) -> Result<Staging, Error> {
+        if version.is_empty()
+            || version.len() > 64
+            || !version
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            || version.starts_with('.')
+            || version.ends_with(".tmp")
+        {
+            return Err(Error::NotAnExtract {
+                path: extracts.join(source),
+                reason: format!("`{version}` is not a version name"),
+            });
+        }
+        Self::begin_with(extracts, source, version.to_string())
+    }
+
+    fn begin_with(extracts: &Path, source: &str, version: String) -> Result<Staging, Error> {
         validate_name("source", source)?;
         let link = extracts.join(source);
         if let Ok(meta) = fs::symlink_metadata(&link)
@@ -49,7 +72,6 @@ impl Staging {
         let versions_dir = extracts.join(VERSIONS).join(source);
         fs::create_dir_all(&versions_dir).map_err(Error::io("creating", &versions_dir))?;
         let lock = lock(&versions_dir, source)?;
-        let version = new_version();
         let staging = Staging {
             extracts: extracts.to_path_buf(),
             source: source.to_string(),
@@ -245,6 +267,22 @@ pub fn remove(extracts: &Path, source: &str) -> Result<bool, Error> {
     fs::remove_dir_all(&versions_dir).map_err(Error::io("removing", &versions_dir))?;
     drop(lock);
     Ok(true)
+}
+
+/// The md5 of a file, hex (read in 1 MiB pieces).
+pub fn md5_file(path: &Path) -> Result<String, Error> {
+    use md5::Digest as _;
+    use std::io::Read as _;
+    let mut file = File::open(path).map_err(Error::io("reading", path))?;
+    let mut md5 = md5::Md5::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(Error::io("reading", path))?;
+        if n == 0 {
+            return Ok(hex::encode(md5.finalize()));
+        }
+        md5.update(&buf[..n]);
+    }
 }
 
 /// The published directory of `<extracts>/<source>`, if any.

@@ -46,6 +46,50 @@ pub struct ServerConfig {
     /// Where the server's state lives: the embedded DuckDB file, or PostgreSQL shared by
     /// several `agnes serve` processes.
     pub state: StateConfig,
+    /// Where published extracts are shared between processes: each process's own disk
+    /// only (`local`), or an S3-compatible bucket.
+    pub storage: StorageConfig,
+}
+
+/// `[storage]`: the object store published extracts are shared through.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `local` (each process's `data_dir/extracts`, the single-machine default) or `s3`.
+    pub backend: String,
+    /// The S3 API as the servers reach it (`http://garage.internal:3900`).
+    pub endpoint: Option<String>,
+    /// The S3 API as analysts reach it: presigned URLs are signed for it (default: endpoint).
+    pub public_endpoint: Option<String>,
+    pub bucket: Option<String>,
+    pub region: String,
+    pub access_key_id: Option<String>,
+    /// File holding the secret access key (read at start-up; never logged).
+    pub secret_access_key_file: Option<PathBuf>,
+    /// How long a presigned download URL in the manifest is valid.
+    pub presign_ttl_secs: u64,
+    /// How long a replaced version stays in the bucket (longer than `presign_ttl_secs`, so
+    /// a URL handed out just before a sync still downloads).
+    pub grace_secs: u64,
+}
+
+/// The storage backends of `[storage] backend`.
+pub const STORAGE_BACKENDS: [&str; 2] = ["local", "s3"];
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: "local".into(),
+            endpoint: None,
+            public_endpoint: None,
+            bucket: None,
+            region: "us-east-1".into(),
+            access_key_id: None,
+            secret_access_key_file: None,
+            presign_ttl_secs: 900,
+            grace_secs: 3600,
+        }
+    }
 }
 
 /// `[state]`: the state store's backend.
@@ -269,6 +313,7 @@ impl Default for ServerConfig {
             sql: SqlEngine::default(),
             marketplace: MarketplaceConfig::default(),
             state: StateConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -357,6 +402,49 @@ impl ServerConfig {
                 return Err("[state] url is for backend = \"postgres\"".into());
             }
             _ => {}
+        }
+        let st = &self.storage;
+        if !STORAGE_BACKENDS.contains(&st.backend.as_str()) {
+            return Err(format!(
+                "[storage] backend `{}`: use one of {STORAGE_BACKENDS:?}",
+                st.backend
+            ));
+        }
+        if st.backend == "s3" {
+            if self.state.backend != "postgres" {
+                return Err("[storage] backend = \"s3\" shares extracts between processes: it needs [state] backend = \"postgres\"".into());
+            }
+            for (key, v) in [
+                ("endpoint", &st.endpoint),
+                ("bucket", &st.bucket),
+                ("access_key_id", &st.access_key_id),
+            ] {
+                if v.as_deref().is_none_or(str::is_empty) {
+                    return Err(format!("[storage] backend = \"s3\" needs {key}"));
+                }
+            }
+            if st.secret_access_key_file.is_none() {
+                return Err("[storage] backend = \"s3\" needs secret_access_key_file".into());
+            }
+            for (key, v) in [
+                ("endpoint", &st.endpoint),
+                ("public_endpoint", &st.public_endpoint),
+            ] {
+                if let Some(url) = v
+                    && !url.starts_with("http://")
+                    && !url.starts_with("https://")
+                {
+                    return Err(format!("[storage] {key} must be an http(s):// URL"));
+                }
+            }
+            if st.presign_ttl_secs == 0 || st.presign_ttl_secs > 7 * 86_400 {
+                return Err(
+                    "[storage] presign_ttl_secs must be 1 to 604800 (7 days, S3's limit)".into(),
+                );
+            }
+            if st.grace_secs <= st.presign_ttl_secs {
+                return Err("[storage] grace_secs must be longer than presign_ttl_secs".into());
+            }
         }
         if self.state.max_connections < 2 {
             return Err("[state] max_connections must be at least 2".into());

@@ -38,6 +38,7 @@ pub mod query;
 pub mod remote;
 pub mod routes;
 pub mod state;
+pub mod storage;
 pub mod store;
 pub mod sync;
 pub mod tls;

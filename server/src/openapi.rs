@@ -49,7 +49,7 @@ const ROUTES: &[(&str, &str, &str, bool)] = &[
     (
         "/api/sync/manifest",
         "get",
-        "{tables: {name: {hash, updated, size_bytes, rows, query_mode}}, server_time}, only readable tables",
+        "{tables: {name: {hash, updated, size_bytes, rows, query_mode[, signed_url, signed_url_expires_at]}}, server_time}, only readable tables; signed_url: a presigned GET on the object store (verify the md5; fall back to /api/data/{name}/download)",
         false,
     ),
     (

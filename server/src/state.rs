@@ -28,6 +28,8 @@ pub struct AppState {
     shared: Option<crate::db::pg::Pg>,
     /// This process, among those sharing the state (random, per start).
     pub(crate) instance: Arc<str>,
+    /// The bucket published extracts are shared through (`[storage] backend = "s3"`).
+    pub(crate) bucket: Option<crate::storage::Bucket>,
 }
 
 /// The channel on which processes sharing a PostgreSQL state announce changes; the payload
@@ -51,6 +53,7 @@ impl AppState {
             }
         };
         let shared = db.postgres().cloned();
+        let bucket = crate::storage::Bucket::from_config(&config.storage)?;
         let store: Arc<dyn Store> = Arc::new(db);
         // the embedded store is this process's alone: whatever is running was left by a
         // previous one; a shared store's runs belong to whichever process still beats
@@ -86,9 +89,38 @@ impl AppState {
             instance: crate::db::access::random_hex(8)
                 .map_err(|e| e.detail())?
                 .into(),
+            bucket,
         };
         state.rebuild_local_catalog().await?;
         Ok(state)
+    }
+
+    /// Installs the newest published version of every source from the bucket where this
+    /// process serves another one. A failure is logged: the version here keeps serving.
+    async fn install_published(&self, bucket: &crate::storage::Bucket) {
+        let versions = match self.store.published_versions().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e.detail(), "listing published versions failed");
+                return;
+            }
+        };
+        // the last of each source is the one served
+        let mut newest: BTreeMap<String, String> = BTreeMap::new();
+        for v in versions {
+            newest.insert(v.source, v.version);
+        }
+        let extracts = self.config.extracts_dir();
+        for (source, version) in newest {
+            if let Err(e) = bucket.install(&extracts, &source, &version).await {
+                tracing::warn!(%source, version, error = %e, "installing a published version failed; the previous one keeps serving");
+            }
+        }
+    }
+
+    /// The bucket published extracts are shared through, when configured.
+    pub fn bucket(&self) -> Option<&crate::storage::Bucket> {
+        self.bucket.as_ref()
     }
 
     /// The PostgreSQL state shared with other processes, when configured.
@@ -196,8 +228,12 @@ impl AppState {
     }
 
     /// Re-reads every extract, serves the registered tables, rewrites
-    /// `analytics/server.duckdb`, swaps the catalog (this process only).
+    /// `analytics/server.duckdb`, swaps the catalog (this process only). With a bucket,
+    /// first installs the versions other processes published.
     async fn rebuild_local_catalog(&self) -> Result<(), String> {
+        if let Some(bucket) = &self.bucket {
+            self.install_published(bucket).await;
+        }
         let registered: crate::catalog::Registered = self
             .store
             .list_tables(None)

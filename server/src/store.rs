@@ -274,6 +274,14 @@ pub struct SourceRemoval {
     pub dangling_grants: Vec<GrantInfo>,
 }
 
+/// A version of a source's extract in the object store.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PublishedVersion {
+    pub source: String,
+    pub version: String,
+    pub published_at: String,
+}
+
 /// The server's state. Every method is one use case, atomic on its own.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -359,6 +367,13 @@ pub trait Store: Send + Sync + 'static {
     async fn latest_runs(&self) -> ApiResult<Vec<RunInfo>>;
     /// When each source last started a run, whatever its outcome (epoch seconds).
     async fn last_attempt(&self) -> ApiResult<Vec<(String, i64)>>;
+
+    // versions in the object store
+    /// Records that `version` of `source` is in the object store: from now on the one served.
+    async fn record_published(&self, source: &str, version: &str) -> ApiResult<()>;
+    /// Every recorded version, by source then publication (the last of a source is served).
+    async fn published_versions(&self) -> ApiResult<Vec<PublishedVersion>>;
+    async fn forget_published(&self, source: &str, version: &str) -> ApiResult<()>;
 
     // audit log
     async fn audit(

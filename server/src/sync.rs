@@ -39,6 +39,11 @@ pub async fn keep_alive(state: AppState) {
         if let Err(e) = state.store.heartbeat(&state.instance).await {
             tracing::warn!(error = %e.detail(), "recording this process's heartbeat failed");
         }
+        if state.bucket().is_some()
+            && let Err(e) = remove_replaced(&state).await
+        {
+            tracing::warn!(error = %e, "removing replaced versions from the bucket failed");
+        }
         if shared {
             let stale = crate::db::stamp(-RUN_STALE_AFTER);
             match state.store.abandon_running(Some(&stale)).await {
@@ -51,6 +56,84 @@ pub async fn keep_alive(state: AppState) {
             }
         }
     }
+}
+
+/// Removes from the bucket the versions replaced more than `grace_secs` ago (a presigned
+/// URL handed out before the replacement has expired by then), and every version of a
+/// source that no longer exists (its data is not anyone's to download any more). Returns
+/// how many versions went.
+pub async fn remove_replaced(state: &AppState) -> Result<usize, String> {
+    let Some(bucket) = state.bucket() else {
+        return Ok(0);
+    };
+    let versions = state
+        .store
+        .published_versions()
+        .await
+        .map_err(|e| e.detail())?;
+    let sources: std::collections::HashSet<String> = state
+        .store
+        .list_sources()
+        .await
+        .map_err(|e| e.detail())?
+        .into_iter()
+        .map(|s| s.spec.name)
+        .collect();
+    let cutoff = crate::db::stamp(
+        -chrono::Duration::from_std(bucket.grace).unwrap_or_else(|_| chrono::Duration::zero()),
+    );
+    let mut removed = 0;
+    for (i, v) in versions.iter().enumerate() {
+        let successor = versions.get(i + 1).filter(|n| n.source == v.source);
+        let due = !sources.contains(&v.source)
+            || successor.is_some_and(|n| n.published_at.as_str() < cutoff.as_str());
+        if due {
+            bucket.remove(&v.source, &v.version).await?;
+            state
+                .store
+                .forget_published(&v.source, &v.version)
+                .await
+                .map_err(|e| e.detail())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// With a bucket: uploads the version of `source` this process just published, unless
+/// it is there already, and records it as the one served.
+async fn share(state: &AppState, source: &str) -> Result<(), String> {
+    let Some(bucket) = state.bucket() else {
+        return Ok(());
+    };
+    let extracts = state.config.extracts_dir();
+    let Some(dir) = agnes_runtime::extract::published(&extracts, source) else {
+        return Ok(());
+    };
+    let version = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let recorded = state
+        .store
+        .published_versions()
+        .await
+        .map_err(|e| e.detail())?
+        .iter()
+        .any(|v| v.source == source && v.version == version);
+    if !recorded {
+        bucket
+            .upload(&extracts, source)
+            .await
+            .map_err(|e| format!("sharing the new version through the bucket: {e}"))?;
+        state
+            .store
+            .record_published(source, &version)
+            .await
+            .map_err(|e| format!("recording the shared version: {}", e.detail()))?;
+    }
+    Ok(())
 }
 
 /// Which sources a trigger names.
@@ -278,6 +361,12 @@ async fn run_source(state: &AppState, run: i64, source: &Source, full_refresh: b
         crate::derived::run(state, source, &materialize).await
     } else {
         run_connector(state, source, &names, &materialize, None, !full_refresh).await
+    };
+    // shared with the other processes before it counts: a version only this process had
+    // would be served here and nowhere else
+    let result = match result {
+        Ok(report) => share(state, &source.spec.name).await.map(|()| report),
+        Err(e) => Err(e.to_string()),
     };
     let finished_at = crate::db::now();
     let outcome = |table: &str, ok: bool, rows, size, error| TableOutcome {

@@ -15,7 +15,7 @@ fn access_and_its_revocation_reach_every_replica() {
     let pg = PgCluster::start();
     let state = pg.state_config();
     let a = TestServer::start_with(|c| c.state = state.clone());
-    let b = TestServer::replica(&a, &state);
+    let b = TestServer::replica(&a, |c| c.state = state.clone());
 
     let created = a.admin_call("POST", "/api/admin/users", Some(json!({"name": "ana"})));
     let token = created["token"].as_str().unwrap().to_string();
@@ -68,7 +68,7 @@ fn simultaneous_triggers_on_two_replicas_run_one_sync() {
     let pg = PgCluster::start();
     let state = pg.state_config();
     let a = TestServer::start_with(|c| c.state = state.clone());
-    let b = TestServer::replica(&a, &state);
+    let b = TestServer::replica(&a, |c| c.state = state.clone());
     a.with_demo_source(json!({"all": true}));
     let runs_before = a.admin_call("GET", "/api/sync/history?source=demo&limit=100", None)["runs"]
         .as_array()

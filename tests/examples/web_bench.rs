@@ -58,7 +58,10 @@ fn main() {
         // a recorded run with one failing table
         let store = &s.state.store;
         s.block_on(async {
-            let run = store.start_run(&name, "schedule", false).await.unwrap();
+            let run = store
+                .start_run(&name, "schedule", false, "bench")
+                .await
+                .unwrap();
             for t in 0..per_source {
                 let failed = t == 0;
                 let outcome = TableOutcome {

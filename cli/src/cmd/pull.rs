@@ -194,34 +194,72 @@ fn fetch(
     bar: Option<&ProgressBar>,
 ) -> Result<u64> {
     let part = ws.parquet_dir().join(format!(".{name}.{}.part", meta.hash));
-    let url = format!("/api/data/{name}/download");
-    let size = u64::try_from(meta.size_bytes).unwrap_or(0);
     let transferred = AtomicU64::new(0);
+    // the object store's presigned URL first, when the manifest has one; the server's
+    // download when it fails (expired, refused, corrupted); md5 verified either way
+    if let Some(signed) = &meta.signed_url {
+        match fetch_from(client, signed, &part, meta, bar, &transferred) {
+            Ok(()) => return place(ws, name, &part, transferred),
+            Err(e) => {
+                tracing::warn!(table = name, error = %e, "the presigned download failed; downloading from the server");
+                remove_part(&part);
+                if let Some(b) = bar {
+                    b.set_position(0);
+                }
+            }
+        }
+    }
+    fetch_from(
+        client,
+        &format!("/api/data/{name}/download"),
+        &part,
+        meta,
+        bar,
+        &transferred,
+    )?;
+    place(ws, name, &part, transferred)
+}
+
+/// Moves a verified `.part` into place; returns the bytes transferred.
+fn place(ws: &Workspace, name: &str, part: &Path, transferred: AtomicU64) -> Result<u64> {
+    let target = ws.table_path(name);
+    std::fs::rename(part, &target)
+        .with_context(|| format!("renaming into {}", target.display()))?;
+    let _ = std::fs::remove_file(progress_path(part));
+    Ok(transferred.into_inner())
+}
+
+/// Downloads `url` into `part` (resuming it) and verifies size and md5, starting over once
+/// when the verification fails.
+fn fetch_from(
+    client: &Client,
+    url: &str,
+    part: &Path,
+    meta: &TableMeta,
+    bar: Option<&ProgressBar>,
+    transferred: &AtomicU64,
+) -> Result<()> {
+    let size = u64::try_from(meta.size_bytes).unwrap_or(0);
     let mut restarted = false;
     loop {
-        let md5 = download(client, &url, &part, size, bar, &transferred)?;
-        match verify(&part, meta, md5) {
-            Ok(()) => break,
+        let md5 = download(client, url, part, size, bar, transferred)?;
+        match verify(part, meta, md5) {
+            Ok(()) => return Ok(()),
             Err(e) if !restarted => {
                 // a corrupted transfer or a stale partial file: start over once
-                tracing::warn!(table = name, error = %e, "verification failed; downloading again");
-                remove_part(&part);
+                tracing::warn!(error = %e, "verification failed; downloading again");
+                remove_part(part);
                 if let Some(b) = bar {
                     b.set_position(0);
                 }
                 restarted = true;
             }
             Err(e) => {
-                remove_part(&part);
+                remove_part(part);
                 return Err(e);
             }
         }
     }
-    let target = ws.table_path(name);
-    std::fs::rename(&part, &target)
-        .with_context(|| format!("renaming into {}", target.display()))?;
-    let _ = std::fs::remove_file(progress_path(&part));
-    Ok(transferred.into_inner())
 }
 
 /// Files larger than this (bytes; `AGNES_PULL_CHUNKED_ABOVE` overrides) come in parallel

@@ -5,6 +5,7 @@ mod admin;
 mod analyst;
 mod chaos;
 mod kit;
+mod scale_out;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -3,7 +3,7 @@
 use super::now;
 use super::sql::{Sql, Val, p};
 use crate::error::{ApiError, ApiResult};
-use crate::store::{RunInfo, TableOutcome};
+use crate::store::{PublishedVersion, RunInfo, TableOutcome};
 
 /// Starts a run of `source` owned by process `owner` (call in a transaction): claims the
 /// source, so no other run of it starts in any process until this one finishes or is
@@ -92,7 +92,7 @@ pub fn abandon_running(conn: &dyn Sql, stale_before: Option<&str>) -> ApiResult<
     for id in &ids {
         conn.execute(
             "UPDATE source_runs SET status = 'failed', finished_at = CAST(? AS TIMESTAMP), \
-             error = 'the server running it stopped while this run was in progress' \
+             error = 'the server stopped while this run was in progress' \
              WHERE id = ? AND status = 'running'",
             p![now(), id],
         )?;
@@ -201,4 +201,37 @@ pub fn last_attempt(conn: &dyn Sql) -> ApiResult<Vec<(String, i64)>> {
     .iter()
     .map(|r| Ok((r.get(0)?, r.get(1)?)))
     .collect()
+}
+
+pub fn record_published(conn: &dyn Sql, source: &str, version: &str) -> ApiResult<()> {
+    conn.execute(
+        "INSERT INTO published_extracts VALUES (?, ?, CAST(? AS TIMESTAMP)) ON CONFLICT DO NOTHING",
+        p![source, version, now()],
+    )?;
+    Ok(())
+}
+
+pub fn published_versions(conn: &dyn Sql) -> ApiResult<Vec<PublishedVersion>> {
+    conn.query(
+        "SELECT source, version, CAST(published_at AS VARCHAR) FROM published_extracts \
+         ORDER BY source, published_at, version",
+        p![],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(PublishedVersion {
+            source: r.get(0)?,
+            version: r.get(1)?,
+            published_at: r.get(2)?,
+        })
+    })
+    .collect()
+}
+
+pub fn forget_published(conn: &dyn Sql, source: &str, version: &str) -> ApiResult<()> {
+    conn.execute(
+        "DELETE FROM published_extracts WHERE source = ? AND version = ?",
+        p![source, version],
+    )?;
+    Ok(())
 }

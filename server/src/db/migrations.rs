@@ -24,6 +24,7 @@
 //!   by its running run (`sources.running_run`): with several processes sharing the state,
 //!   one run per source across all of them, and a dead process's runs are found by their
 //!   stale heartbeat.
+//! - 8: versions of extracts published to the object store (`published_extracts`).
 
 use std::collections::BTreeMap;
 
@@ -45,6 +46,7 @@ pub(crate) const MIGRATIONS: &[(&str, Step)] = &[
     ("web sign-in and connector review", Step::Sql(V5)),
     ("plugin marketplaces", Step::Sql(V6)),
     ("runs owned by a process", Step::Sql(V7)),
+    ("published extract versions", Step::Sql(V8)),
 ];
 
 /// The schema version this binary writes.
@@ -196,6 +198,13 @@ const V7: &str = "
 ALTER TABLE source_runs ADD COLUMN owner VARCHAR;
 ALTER TABLE source_runs ADD COLUMN heartbeat_at TIMESTAMP;
 ALTER TABLE sources ADD COLUMN running_run BIGINT;
+";
+
+/// Migration 8: versions of extracts in the object store, newest per source served.
+const V8: &str = "
+CREATE TABLE published_extracts (
+    source VARCHAR NOT NULL, version VARCHAR NOT NULL, published_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (source, version));
 ";
 
 /// Migration 4: admin-editable settings (the workspace CLAUDE.md template, ...).

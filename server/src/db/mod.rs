@@ -374,6 +374,22 @@ impl Store for Db {
         self.call(history::last_attempt).await
     }
 
+    async fn record_published(&self, source: &str, version: &str) -> ApiResult<()> {
+        owned!(source, version);
+        self.call(move |c| history::record_published(c, &source, &version))
+            .await
+    }
+
+    async fn published_versions(&self) -> ApiResult<Vec<PublishedVersion>> {
+        self.call(history::published_versions).await
+    }
+
+    async fn forget_published(&self, source: &str, version: &str) -> ApiResult<()> {
+        owned!(source, version);
+        self.call(move |c| history::forget_published(c, &source, &version))
+            .await
+    }
+
     async fn audit(
         &self,
         user: Option<&str>,

@@ -125,19 +125,32 @@ async fn run(
     Ok(Json(json!({"run": run})))
 }
 
-/// `{tables: {name: {hash, updated, size_bytes, rows, query_mode, source, description}}, server_time}`,
-/// only the tables the caller may read.
+/// `{tables: {name: {hash, updated, size_bytes, rows, query_mode, source, description
+/// [, signed_url, signed_url_expires_at]}}, server_time}`, only the tables the caller may
+/// read; with a bucket, a presigned GET of each table's parquet file.
 async fn manifest(State(state): State<AppState>, user: AuthUser) -> ApiResult<Response> {
     let catalog = state.catalog();
-    let bits = catalog.readable(|t| user.0.can_read(&t.name, &t.source));
+    let mut bits = catalog.readable(|t| user.0.can_read(&t.name, &t.source));
+    let bucket = state.bucket();
+    if let Some(b) = bucket {
+        // a cached answer's presigned URLs are signed again every third of their lifetime
+        bits.push(b.signing_epoch());
+    }
+    let extracts = state.config.extracts_dir();
     let tables = catalog.rendered("manifest", bits, |bits| {
         let mut tables = Map::new();
         for t in catalog.tables_in(bits) {
-            tables.insert(
-                t.name.clone(),
-                json!({"hash": t.md5, "updated": t.updated, "size_bytes": t.size_bytes, "rows": t.rows,
-                       "query_mode": t.query_mode, "source": t.source, "description": t.description}),
-            );
+            let mut entry = json!({"hash": t.md5, "updated": t.updated, "size_bytes": t.size_bytes, "rows": t.rows,
+                       "query_mode": t.query_mode, "source": t.source, "description": t.description});
+            // only tables the caller may read are here: a URL is never signed for another
+            if let Some((url, expires)) = bucket
+                .zip(crate::storage::key_of(&extracts, &t.path))
+                .and_then(|(b, key)| b.presign_now(&key))
+            {
+                entry["signed_url"] = json!(url);
+                entry["signed_url_expires_at"] = json!(expires);
+            }
+            tables.insert(t.name.clone(), entry);
         }
         Value::Object(tables).to_string()
     });
