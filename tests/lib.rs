@@ -266,9 +266,14 @@ impl TestServer {
                 .unwrap()
                 .unwrap(),
         };
-        // what `agnes serve` runs beside the router (no-ops on the embedded store)
-        runtime.spawn(state.clone().follow_changes());
-        runtime.spawn(agnes_server::sync::keep_alive(state.clone()));
+        // what `agnes serve` runs beside the router
+        {
+            let _rt = runtime.enter();
+            agnes_server::run_background(
+                &state,
+                std::time::Duration::from_secs(state.config.scheduler_tick_secs),
+            );
+        }
         // Bind before serving: the port is known and accepting before the first request.
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

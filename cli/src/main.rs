@@ -39,7 +39,7 @@ enum Command {
     #[command(subcommand)]
     Extract(cmd::extract::ExtractCmd),
     /// Run the server (REST API, sync scheduler).
-    Serve(cmd::serve::ServeArgs),
+    Serve(cmd::serve::ServeCmd),
     /// Server administration: sources, tables, users, groups, grants, tokens, connectors,
     /// syncs, the audit log.
     Admin(cmd::admin::AdminArgs),

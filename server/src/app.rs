@@ -8,7 +8,23 @@ use axum::response::Response;
 use crate::routes;
 use crate::state::AppState;
 
+/// The router for this process's `role`: everything, or (a worker) only the probes.
 pub fn app(state: AppState) -> Router {
+    let router = if state.config.role == "worker" {
+        Router::new().merge(routes::health::router())
+    } else {
+        api()
+    };
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::map_response(json_errors))
+        .layer(middleware::from_fn(routes::compat::version_headers))
+        .layer(middleware::from_fn(trace))
+        .with_state(state)
+}
+
+fn api() -> Router<AppState> {
     Router::new()
         .merge(routes::health::router())
         .merge(routes::tokens::router())
@@ -28,12 +44,6 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::scan::router())
         .merge(routes::webhooks::router())
         .merge(crate::web::router())
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::map_response(json_errors))
-        .layer(middleware::from_fn(routes::compat::version_headers))
-        .layer(middleware::from_fn(trace))
-        .with_state(state)
 }
 
 /// Any error answer that is not JSON yet (an extractor's rejection: a body over its limit,

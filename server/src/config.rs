@@ -49,7 +49,37 @@ pub struct ServerConfig {
     /// Where published extracts are shared between processes: each process's own disk
     /// only (`local`), or an S3-compatible bucket.
     pub storage: StorageConfig,
+    /// What this process does: `all` (serve, schedule and run syncs), `api` (serve and
+    /// schedule; syncs are queued for workers) or `worker` (run queued syncs; serves only
+    /// `/healthz` and `/readyz`). `api` and `worker` need PostgreSQL state and a bucket.
+    /// `agnes serve --role` sets it.
+    pub role: String,
+    /// Queued syncs on PostgreSQL: how a dead worker is noticed and its run retried.
+    pub worker: WorkerConfig,
 }
+
+/// `[worker]`: the queue of syncs shared through PostgreSQL.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// A worker that has not beaten for this long is dead: its run goes back to the queue
+    /// (it beats every quarter of it).
+    pub lease_secs: u64,
+    /// Tries of one run before it fails for good (a worker dying each time).
+    pub max_attempts: u32,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            lease_secs: 45,
+            max_attempts: 3,
+        }
+    }
+}
+
+/// The roles of `agnes serve --role`.
+pub const ROLES: [&str; 3] = ["all", "api", "worker"];
 
 /// `[storage]`: the object store published extracts are shared through.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -314,6 +344,8 @@ impl Default for ServerConfig {
             marketplace: MarketplaceConfig::default(),
             state: StateConfig::default(),
             storage: StorageConfig::default(),
+            role: "all".into(),
+            worker: WorkerConfig::default(),
         }
     }
 }
@@ -352,6 +384,9 @@ impl ServerConfig {
             config.state.backend = "postgres".into();
             config.state.url = Some(url);
         }
+        if let Some(role) = env("AGNES_ROLE") {
+            config.role = role;
+        }
         if let Some(listen) = env("AGNES_LISTEN") {
             config.listen = listen
                 .parse()
@@ -368,7 +403,8 @@ impl ServerConfig {
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Checks every setting (after a caller changed one, e.g. `agnes serve --role`).
+    pub fn validate(&self) -> Result<(), String> {
         let q = &self.query;
         if q.memory_mb == 0 || q.threads == 0 || q.timeout_secs == 0 || q.max_rows == 0 {
             return Err(
@@ -445,6 +481,21 @@ impl ServerConfig {
             if st.grace_secs <= st.presign_ttl_secs {
                 return Err("[storage] grace_secs must be longer than presign_ttl_secs".into());
             }
+        }
+        if !ROLES.contains(&self.role.as_str()) {
+            return Err(format!("role `{}`: use one of {ROLES:?}", self.role));
+        }
+        if self.role != "all" && (self.state.backend != "postgres" || st.backend != "s3") {
+            return Err(format!(
+                "role `{}` splits serving from syncing across processes: it needs [state] backend = \"postgres\" \
+                 and [storage] backend = \"s3\"",
+                self.role
+            ));
+        }
+        if self.worker.lease_secs < 2 || self.worker.max_attempts == 0 {
+            return Err(
+                "[worker] lease_secs must be at least 2 and max_attempts at least 1".into(),
+            );
         }
         if self.state.max_connections < 2 {
             return Err("[state] max_connections must be at least 2".into());

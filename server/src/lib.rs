@@ -51,7 +51,12 @@ pub use state::AppState;
 /// Creates the first admin (user `name`, member of `Admin`) and returns its token, if the
 /// server has no user yet. Returns `None` when users exist (bootstrap happens once).
 pub async fn bootstrap(state: &AppState, name: &str) -> Result<Option<String>, String> {
-    state.store.bootstrap(name).await.map_err(|e| e.detail())
+    match state.store.bootstrap(name).await {
+        Ok(token) => Ok(token),
+        // servers starting together on an empty shared state: another one made the admin
+        Err(error::ApiError::Conflict(_)) => Ok(None),
+        Err(e) => Err(e.detail()),
+    }
 }
 
 /// Gives user `name` a generated password for the web UI; returns it (shown once).
@@ -64,6 +69,22 @@ pub async fn bootstrap_password(state: &AppState, name: &str) -> Result<String, 
         .await
         .map_err(|e| e.detail())?;
     Ok(password)
+}
+
+/// Starts what runs beside the router, for this process's role: following the other
+/// processes' changes and beating (always), the scheduler (not on a worker), the worker loop
+/// (on PostgreSQL state, not on an `api` process; on one machine a trigger runs its syncs
+/// itself).
+pub fn run_background(state: &AppState, tick: std::time::Duration) {
+    let role = state.config.role.as_str();
+    tokio::spawn(state.clone().follow_changes());
+    tokio::spawn(sync::keep_alive(state.clone()));
+    if role != "worker" {
+        tokio::spawn(sync::scheduler(state.clone(), tick));
+    }
+    if role != "api" && state.shared().is_some() {
+        tokio::spawn(sync::work(state.clone()));
+    }
 }
 
 /// Serves until Ctrl-C: binds, starts the scheduler, runs the router.
@@ -89,10 +110,9 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("binding {listen}: {e}"))?;
-    tracing::info!(%listen, tls = tls.is_some(), "agnes server listening");
-    tokio::spawn(sync::scheduler(state.clone(), tick));
-    tokio::spawn(state.clone().follow_changes());
-    tokio::spawn(sync::keep_alive(state.clone()));
+    let role = state.config.role.clone();
+    tracing::info!(%listen, tls = tls.is_some(), role, "agnes server listening");
+    run_background(&state, tick);
     if let Some(acceptor) = tls {
         tls::serve(listener, acceptor, app(state), async {
             let _ = tokio::signal::ctrl_c().await;

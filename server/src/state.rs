@@ -30,6 +30,8 @@ pub struct AppState {
     pub(crate) instance: Arc<str>,
     /// The bucket published extracts are shared through (`[storage] backend = "s3"`).
     pub(crate) bucket: Option<crate::storage::Bucket>,
+    /// Wakes this process's worker loop: a run was queued.
+    pub(crate) jobs: Arc<tokio::sync::Notify>,
 }
 
 /// The channel on which processes sharing a PostgreSQL state announce changes; the payload
@@ -56,14 +58,13 @@ impl AppState {
         let bucket = crate::storage::Bucket::from_config(&config.storage)?;
         let store: Arc<dyn Store> = Arc::new(db);
         // the embedded store is this process's alone: whatever is running was left by a
-        // previous one; a shared store's runs belong to whichever process still beats
-        let stale = shared
-            .as_ref()
-            .map(|_| crate::db::stamp(-crate::sync::RUN_STALE_AFTER));
-        let abandoned = store
-            .abandon_running(stale.as_deref())
-            .await
-            .map_err(|e| e.detail())?;
+        // previous one; a shared store's runs belong to whichever worker still beats (the
+        // others go back to the queue, see `sync::keep_alive`)
+        let abandoned = if shared.is_none() {
+            store.abandon_running(None).await.map_err(|e| e.detail())?
+        } else {
+            0
+        };
         // what a killed process left half-written: staging directories, unpublished versions
         let extracts = config.extracts_dir();
         let cleaned =
@@ -90,6 +91,7 @@ impl AppState {
                 .map_err(|e| e.detail())?
                 .into(),
             bucket,
+            jobs: Arc::default(),
         };
         state.rebuild_local_catalog().await?;
         Ok(state)
@@ -133,6 +135,12 @@ impl AppState {
     pub async fn access_changed(&self) {
         self.auth_cache.clear();
         self.announce("auth").await;
+    }
+
+    /// A run was queued: wakes the workers, here and in every process.
+    pub(crate) async fn announce_jobs(&self) {
+        self.jobs.notify_one();
+        self.announce("jobs").await;
     }
 
     /// Tells the other processes sharing the state that `what` changed. Best effort: a
@@ -202,6 +210,7 @@ impl AppState {
     async fn apply_change(&self, what: &str) {
         match what {
             "auth" => self.auth_cache.clear(),
+            "jobs" => self.jobs.notify_one(),
             "catalog" => {
                 if let Err(e) = self.rebuild_local_catalog().await {
                     tracing::warn!(error = %e, "rebuilding the catalog after a change elsewhere failed");

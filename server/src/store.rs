@@ -360,6 +360,20 @@ pub trait Store: Send + Sync + 'static {
     async fn abandon_running(&self, stale_before: Option<&str>) -> ApiResult<u64>;
     /// Process `owner` is alive: keeps its running runs from being abandoned.
     async fn heartbeat(&self, owner: &str) -> ApiResult<()>;
+    /// Queues a run of `source` for a worker (claiming the source like `start_run`).
+    async fn queue_run(&self, source: &str, trigger: &str, full_refresh: bool) -> ApiResult<i64>;
+    /// Takes the oldest due queued run for process `owner`; `None` when there is none.
+    async fn take_queued(&self, owner: &str) -> ApiResult<Option<crate::db::history::Taken>>;
+    /// Puts runs whose worker stopped beating before `stale_before` back in the queue (due
+    /// at `retry_at`), or fails them after `max_attempts`. Returns `(requeued, failed)`.
+    async fn requeue_stale(
+        &self,
+        stale_before: &str,
+        retry_at: &str,
+        max_attempts: u32,
+    ) -> ApiResult<(u64, u64)>;
+    /// Runs queued or in progress in any process, oldest first.
+    async fn active_runs(&self) -> ApiResult<Vec<RunInfo>>;
     /// The newest `limit` runs (of one source), newest first, with their table outcomes.
     async fn list_runs(&self, source: Option<&str>, limit: usize) -> ApiResult<Vec<RunInfo>>;
     async fn get_run(&self, id: i64) -> ApiResult<Option<RunInfo>>;

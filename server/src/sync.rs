@@ -21,19 +21,47 @@ pub struct Running {
     pub trigger: String,
     pub full_refresh: bool,
     pub started_at: String,
+    /// `queued` or `running` (runs shared through PostgreSQL; absent on one machine).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
-/// How often a process records that it is alive, for its running runs.
-pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
-/// A run whose process has not beaten for this long is abandoned (failed, its source
-/// released) by any process sharing the state.
-pub const RUN_STALE_AFTER: chrono::Duration = chrono::Duration::seconds(45);
+impl Running {
+    /// Every run queued or in progress: this process's, or (shared state) every process's.
+    pub async fn all(state: &AppState) -> ApiResult<Vec<Running>> {
+        if state.shared().is_none() {
+            return Ok(state
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned()
+                .collect());
+        }
+        Ok(state
+            .store
+            .active_runs()
+            .await?
+            .into_iter()
+            .map(|r| Running {
+                run_id: r.id,
+                source: r.source,
+                trigger: r.trigger,
+                full_refresh: r.full_refresh,
+                started_at: r.started_at,
+                status: Some(r.status),
+            })
+            .collect())
+    }
+}
 
-/// Keeps this process's runs alive and, with a shared state, abandons the runs of processes
-/// that stopped beating (killed, lost their network). Runs until the process ends.
+/// Keeps this process's runs alive and, with a shared state, puts the runs of workers that
+/// stopped beating (killed, cut off) back in the queue — retried with backoff up to
+/// `[worker] max_attempts` times. Runs until the process ends.
 pub async fn keep_alive(state: AppState) {
     let shared = state.shared().is_some();
-    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+    let lease = Duration::from_secs(state.config.worker.lease_secs);
+    let mut tick = tokio::time::interval((lease / 4).max(Duration::from_millis(500)));
     loop {
         tick.tick().await;
         if let Err(e) = state.store.heartbeat(&state.instance).await {
@@ -45,15 +73,64 @@ pub async fn keep_alive(state: AppState) {
             tracing::warn!(error = %e, "removing replaced versions from the bucket failed");
         }
         if shared {
-            let stale = crate::db::stamp(-RUN_STALE_AFTER);
-            match state.store.abandon_running(Some(&stale)).await {
-                Ok(0) => {}
-                Ok(n) => tracing::warn!(
-                    runs = n,
-                    "runs of a process that stopped were marked failed"
-                ),
-                Err(e) => tracing::warn!(error = %e.detail(), "abandoning stale runs failed"),
+            let lease =
+                chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::zero());
+            let stale = crate::db::stamp(-lease);
+            // the next try waits a lease (a worker that starts dies again: not at once)
+            let retry = crate::db::stamp(lease);
+            let max = state.config.worker.max_attempts;
+            match state.store.requeue_stale(&stale, &retry, max).await {
+                Ok((0, 0)) => {}
+                Ok((requeued, failed)) => {
+                    tracing::warn!(
+                        requeued,
+                        failed,
+                        "runs of a worker that stopped were put back in the queue"
+                    );
+                    state.announce_jobs().await;
+                }
+                Err(e) => tracing::warn!(error = %e.detail(), "requeueing stale runs failed"),
             }
+        }
+    }
+}
+
+/// A worker: runs queued syncs, one at a time, until the process ends. Woken by an
+/// announced trigger, else polls every second.
+pub async fn work(state: AppState) {
+    loop {
+        match state.store.take_queued(&state.instance).await {
+            Ok(Some(taken)) => {
+                match state.store.get_source(&taken.source).await {
+                    Ok(Some(source)) => {
+                        tracing::info!(source = %taken.source, run = taken.run, "running a queued sync");
+                        run_source(&state, taken.run, &source, taken.full_refresh).await;
+                    }
+                    Ok(None) => {
+                        let _ = state
+                            .store
+                            .finish_run(taken.run, "failed", Some("the source was deleted"))
+                            .await;
+                    }
+                    Err(e) => {
+                        let _ = state
+                            .store
+                            .finish_run(
+                                taken.run,
+                                "failed",
+                                Some(&format!("reading the source: {}", e.detail())),
+                            )
+                            .await;
+                    }
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e.detail(), "taking a queued sync failed"),
+        }
+        tokio::select! {
+            _ = state.jobs.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
 }
@@ -210,14 +287,22 @@ pub async fn trigger(
         ));
     }
     // the store claims each source: with several processes sharing the state, the one
-    // that claims it first runs it
+    // that claims it first runs it — a worker, through the queue
+    let queued = state.shared().is_some();
     let mut runs = Vec::with_capacity(reserved.len());
     let mut started = Vec::with_capacity(reserved.len());
     for (r, s) in reserved {
-        let claim = state
-            .store
-            .start_run(&s.spec.name, &trigger, full_refresh, &state.instance)
-            .await;
+        let claim = if queued {
+            state
+                .store
+                .queue_run(&s.spec.name, &trigger, full_refresh)
+                .await
+        } else {
+            state
+                .store
+                .start_run(&s.spec.name, &trigger, full_refresh, &state.instance)
+                .await
+        };
         match claim {
             Ok(id) => {
                 runs.push(r.started(id));
@@ -247,6 +332,12 @@ pub async fn trigger(
         return Err(ApiError::Conflict(
             "nothing to sync: every enabled source with tables is syncing already".into(),
         ));
+    }
+    if queued {
+        // the reservations go; the queue holds the sources now
+        drop(started);
+        state.announce_jobs().await;
+        return Ok(runs);
     }
     let state = state.clone();
     tokio::spawn(async move {
@@ -283,6 +374,7 @@ pub(crate) fn reserve(
             trigger: trigger.to_string(),
             full_refresh,
             started_at: crate::db::now(),
+            status: None,
         },
     );
     Ok(Reservation {
@@ -550,8 +642,16 @@ pub(crate) fn run_with(
 /// or not — longer ago than their schedule). Runs until the process ends.
 pub async fn scheduler(state: AppState, tick: Duration) {
     let mut interval = tokio::time::interval(tick);
+    // with a shared state one process schedules: whoever holds the advisory lock
+    let mut leader = None;
     loop {
         interval.tick().await;
+        if let Some(pg) = state.shared() {
+            leader = pg.lead(leader, crate::db::pg::SCHEDULER_LOCK).await;
+            if leader.is_none() {
+                continue;
+            }
+        }
         if let Err(e) = schedule_once(&state).await {
             tracing::warn!("error.type" = "scheduler", error = %e, "scheduler check failed");
         }

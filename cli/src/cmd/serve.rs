@@ -17,14 +17,32 @@ pub struct ServeArgs {
     config: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+pub struct ServeCmd {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// `all` (default): serve, schedule and run syncs. With PostgreSQL state and an S3
+    /// bucket, `api` serves and schedules (syncs are queued) and `worker` runs queued syncs
+    /// (serving only /healthz and /readyz). AGNES_ROLE sets it too.
+    #[arg(long, value_parser = ["all", "api", "worker"])]
+    role: Option<String>,
+}
+
 fn load(args: &ServeArgs) -> Result<ServerConfig> {
     ServerConfig::load(args.config.as_deref(), |k| std::env::var(k).ok())
         .map_err(|e| anyhow!(e))
         .context("loading the server config")
 }
 
-pub fn serve(args: ServeArgs) -> Result<()> {
-    let config = load(&args)?;
+pub fn serve(args: ServeCmd) -> Result<()> {
+    let mut config = load(&args.serve)?;
+    if let Some(role) = args.role {
+        config.role = role;
+        config
+            .validate()
+            .map_err(|e| anyhow!(e))
+            .context("loading the server config")?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -211,3 +211,301 @@ fn a_sync_on_one_server_is_served_by_the_other_and_pulled_through_presigned_urls
         "the fallback went through C: {stderr}"
     );
 }
+
+/// One `agnes serve` process of the lane, its log kept for the assertions.
+struct Proc {
+    child: std::process::Child,
+    base: String,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Proc {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `agnes serve --role <role>` on the shared state and bucket, its own data dir and port.
+fn start(role: &str, state_url: &str, garage: &Garage, secret: &Path) -> Proc {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("agnes.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{data}\"\nlisten = \"127.0.0.1:{port}\"\nscheduler_tick_secs = 3600\n\
+             allow_unsigned_connectors = true\n\
+             [state]\nbackend = \"postgres\"\nurl = \"{state_url}\"\n\
+             [storage]\nbackend = \"s3\"\nendpoint = \"{endpoint}\"\nbucket = \"{BUCKET}\"\n\
+             region = \"{REGION}\"\naccess_key_id = \"{KEY_ID}\"\nsecret_access_key_file = \"{secret}\"\n\
+             [worker]\nlease_secs = 3\n",
+            data = dir.path().join("data").display(),
+            endpoint = garage.endpoint,
+            secret = secret.display(),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("serve.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_agnes"))
+        .args(["serve", "--role", role, "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "agnes_server=info")
+        .env("AGNES_SQL_COMPONENT", agnes_tests::SQL_COMPONENT)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    Proc {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        log,
+        _dir: dir,
+    }
+}
+
+fn ready(p: &mut Proc) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = http().get(&format!("{}/readyz", p.base)).call()
+            && r.status() == 200
+        {
+            return;
+        }
+        assert!(p.alive(), "agnes serve exited: {}", p.log());
+        assert!(Instant::now() < deadline, "not ready: {}", p.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn call(base: &str, method: &str, token: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    agnes_tests::call(base, method, Some(token), path, body)
+}
+
+/// The run history of `source` as `api` shows it, newest first.
+fn runs(api: &str, token: &str, source: &str) -> Vec<Value> {
+    let (st, v) = call(
+        api,
+        "GET",
+        token,
+        &format!("/api/sync/history?source={source}&limit=50"),
+        None,
+    );
+    assert_eq!(st, 200, "{v}");
+    v["runs"].as_array().unwrap().clone()
+}
+
+/// Waits (bounded) until the newest run of `source` finished; returns it.
+fn finished(api: &str, token: &str, source: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let runs = runs(api, token, source);
+        if let Some(r) = runs.first()
+            && !matches!(r["status"].as_str(), Some("queued" | "running"))
+        {
+            return r.clone();
+        }
+        assert!(Instant::now() < deadline, "no finished run: {runs:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A CSV big enough that its sync takes a while in a debug build.
+fn write_events(dir: &Path, round: u64) {
+    let mut events = String::from("id,kind,payload\n");
+    for i in 0..400_000u64 {
+        let x = (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15 ^ round);
+        events.push_str(&format!("{i},k{},{x:016x}{round}\n", x % 7));
+    }
+    std::fs::write(dir.join("events.csv"), events).unwrap();
+}
+
+/// The distributed lane: two API processes and two workers (real `agnes serve` processes)
+/// on one PostgreSQL state and one Garage bucket. A cold start of all four on an empty
+/// database migrates once; a trigger on either API runs on one worker; two triggers at once
+/// run one sync; a worker killed (SIGKILL) mid-sync loses the run to the other worker, which
+/// finishes it while the previous version keeps serving; an API process killed leaves the
+/// other serving.
+#[test]
+fn two_apis_and_two_workers_share_the_work() {
+    let pg = PgCluster::start();
+    let garage = Garage::start();
+    let secret = garage.secret_file();
+    let url = pg.state_config().url.unwrap();
+    // all four at once on an empty database
+    let mut procs: Vec<Proc> = ["api", "api", "worker", "worker"]
+        .iter()
+        .map(|role| start(role, &url, &garage, &secret))
+        .collect();
+    for p in &mut procs {
+        ready(p);
+    }
+    let db = url.rsplit('/').next().unwrap();
+    let latest = agnes_server::db::migrations::LATEST;
+    assert_eq!(
+        pg.psql(db, "SELECT count(*), max(version) FROM schema_version")
+            .trim(),
+        format!("{latest}|{latest}"),
+        "migrated once"
+    );
+    // one of them made the admin and printed its token
+    let token = procs
+        .iter()
+        .filter_map(|p| {
+            let log = p.log();
+            let at = log.find("Its token (shown once):\n")?;
+            Some(log[at..].lines().nth(1)?.trim().to_string())
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(token.len(), 1, "one admin, one token");
+    let token = token[0].clone();
+    let (a, b) = (procs[0].base.clone(), procs[1].base.clone());
+    // a worker serves only its probes
+    let (st, _) = call(&procs[2].base, "GET", &token, "/api/sync/status", None);
+    assert_eq!(st, 404, "a worker is no API");
+
+    let data = tempfile::tempdir().unwrap();
+    write_events(data.path(), 1);
+    let host = data.path().canonicalize().unwrap();
+    let (st, v) = call(
+        &a,
+        "POST",
+        &token,
+        "/api/admin/sources",
+        Some(
+            json!({"name": "events", "connector": agnes_tests::CSV_COMPONENT, "config": {"dir": "/data"},
+                    "grant": {"dirs": [{"host": host, "guest": "/data"}]}}),
+        ),
+    );
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = call(
+        &b,
+        "POST",
+        &token,
+        "/api/admin/sources/events/tables",
+        Some(json!({"all": true})),
+    );
+    assert_eq!(st, 201, "{v}");
+
+    // two triggers at once, one per API: one run, on one worker
+    let barrier = std::sync::Barrier::new(2);
+    let trigger = |base: &str| {
+        barrier.wait();
+        call(base, "POST", &token, "/api/admin/sources/events/sync", None)
+    };
+    let (ra, rb) = std::thread::scope(|s| {
+        let ja = s.spawn(|| trigger(&a));
+        let jb = s.spawn(|| trigger(&b));
+        (ja.join().unwrap(), jb.join().unwrap())
+    });
+    let mut statuses = [ra.0, rb.0];
+    statuses.sort();
+    assert_eq!(statuses, [202, 409], "{ra:?} {rb:?}");
+    let first = finished(&b, &token, "events");
+    assert_eq!(first["status"], "ok", "{first}");
+    assert_eq!(runs(&a, &token, "events").len(), 1);
+    let ran: Vec<usize> = (2..4)
+        .filter(|&i| procs[i].log().contains("running a queued sync"))
+        .collect();
+    assert_eq!(ran.len(), 1, "one worker ran it");
+    // both APIs serve it, from the bucket
+    let hash = |base: &str| {
+        let (st, m) = call(base, "GET", &token, "/api/sync/manifest", None);
+        assert_eq!(st, 200, "{m}");
+        m["tables"]["events"]["hash"].as_str().map(str::to_string)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let v1 = loop {
+        if let (Some(x), Some(y)) = (hash(&a), hash(&b))
+            && x == y
+        {
+            break x;
+        }
+        assert!(Instant::now() < deadline, "the APIs never agreed");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    // a new version; the worker that takes it is killed mid-sync
+    write_events(data.path(), 2);
+    let (st, v) = call(&a, "POST", &token, "/api/admin/sources/events/sync", None);
+    assert_eq!(st, 202, "{v}");
+    let run_id = v["run_id"].as_i64().unwrap_or_else(|| panic!("{v}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let victim = loop {
+        let taken = pg.psql(
+            db,
+            &format!("SELECT status FROM source_runs WHERE id = {run_id}"),
+        );
+        if taken.trim() == "running" {
+            let owners: Vec<usize> = (2..4)
+                .filter(|&i| {
+                    procs[i].log().matches("running a queued sync").count()
+                        == if ran.contains(&i) { 2 } else { 1 }
+                })
+                .collect();
+            if let [one] = owners[..] {
+                break one;
+            }
+        }
+        assert!(Instant::now() < deadline, "no worker took the run");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    procs[victim].child.kill().unwrap(); // SIGKILL
+    let _ = procs[victim].child.wait();
+    // meanwhile the previous version serves
+    assert_eq!(hash(&a).as_deref(), Some(v1.as_str()));
+    let done = finished(&a, &token, "events");
+    assert_eq!(
+        done["id"], run_id,
+        "the same run, finished elsewhere: {done}"
+    );
+    assert_eq!(done["status"], "ok", "{done}");
+    assert_eq!(
+        pg.psql(
+            db,
+            &format!("SELECT attempts FROM source_runs WHERE id = {run_id}")
+        )
+        .trim(),
+        "1",
+        "tried twice"
+    );
+    let survivor = if victim == 2 { 3 } else { 2 };
+    assert!(procs[survivor].log().contains("running a queued sync"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while hash(&b).as_deref() == Some(v1.as_str()) {
+        assert!(Instant::now() < deadline, "B never served the new version");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // an API process dies: the other serves on
+    procs[0].child.kill().unwrap();
+    let _ = procs[0].child.wait();
+    let v2 = hash(&b).unwrap();
+    assert_ne!(v2, v1);
+    let r = http()
+        .get(&format!("{b}/api/data/events/download"))
+        .header("Authorization", &agnes_tests::bearer(&token))
+        .call()
+        .unwrap();
+    assert_eq!(md5(&agnes_tests::read_bytes(r)), v2);
+}

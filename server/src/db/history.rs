@@ -5,15 +5,15 @@ use super::sql::{Sql, Val, p};
 use crate::error::{ApiError, ApiResult};
 use crate::store::{PublishedVersion, RunInfo, TableOutcome};
 
-/// Starts a run of `source` owned by process `owner` (call in a transaction): claims the
-/// source, so no other run of it starts in any process until this one finishes or is
-/// abandoned.
+/// Starts a run of `source` owned by process `owner`, or queues it for a worker (`None`)
+/// (call in a transaction): claims the source, so no other run of it starts or queues in any
+/// process until this one finishes or is abandoned.
 pub fn start(
     conn: &dyn Sql,
     source: &str,
     trigger: &str,
     full_refresh: bool,
-    owner: &str,
+    owner: Option<&str>,
 ) -> ApiResult<i64> {
     let id: i64 = conn.value("SELECT nextval('source_run_ids')", p![])?;
     // one statement: PostgreSQL locks the row, a concurrent claim waits, then finds it taken
@@ -35,12 +35,103 @@ pub fn start(
         )));
     }
     let at = now();
+    let status = if owner.is_some() { "running" } else { "queued" };
     conn.execute(
-        "INSERT INTO source_runs (id, source, trigger, full_refresh, started_at, finished_at, status, error, owner, heartbeat_at) \
-         VALUES (?, ?, ?, ?, CAST(? AS TIMESTAMP), NULL, 'running', NULL, ?, CAST(? AS TIMESTAMP))",
-        p![id, source, trigger, full_refresh, &at, owner, &at],
+        "INSERT INTO source_runs (id, source, trigger, full_refresh, started_at, finished_at, status, error, \
+         owner, heartbeat_at, attempts) \
+         VALUES (?, ?, ?, ?, CAST(? AS TIMESTAMP), NULL, ?, NULL, ?, CAST(? AS TIMESTAMP), 0)",
+        p![id, source, trigger, full_refresh, &at, status, owner, owner.map(|_| at.as_str())],
     )?;
     Ok(id)
+}
+
+/// A queued run handed to a worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Taken {
+    pub run: i64,
+    pub source: String,
+    pub full_refresh: bool,
+}
+
+/// Takes the oldest queued run that is due, for process `owner` (call in a transaction).
+/// On PostgreSQL, workers polling at once skip each other's row (`FOR UPDATE SKIP LOCKED`).
+pub fn take_queued(conn: &dyn Sql, owner: &str) -> ApiResult<Option<Taken>> {
+    let at = now();
+    let lock = if conn.postgres() {
+        " FOR UPDATE SKIP LOCKED"
+    } else {
+        ""
+    };
+    let Some(row) = conn.row(
+        &format!(
+            "SELECT id, source, full_refresh FROM source_runs WHERE status = 'queued' \
+             AND (run_after IS NULL OR run_after <= CAST(? AS TIMESTAMP)) ORDER BY id LIMIT 1{lock}"
+        ),
+        p![&at],
+    )?
+    else {
+        return Ok(None);
+    };
+    let taken = Taken {
+        run: row.get(0)?,
+        source: row.get(1)?,
+        full_refresh: row.get(2)?,
+    };
+    conn.execute(
+        "UPDATE source_runs SET status = 'running', owner = ?, heartbeat_at = CAST(? AS TIMESTAMP), \
+         started_at = CAST(? AS TIMESTAMP) WHERE id = ? AND status = 'queued'",
+        p![owner, &at, &at, taken.run],
+    )?;
+    Ok(Some(taken))
+}
+
+/// Runs whose worker stopped beating before `stale_before` go back to the queue, due at
+/// `retry_at`, unless they were tried `max_attempts` times: then they fail and release their
+/// source (call in a transaction). Returns `(requeued, failed)`.
+pub fn requeue_stale(
+    conn: &dyn Sql,
+    stale_before: &str,
+    retry_at: &str,
+    max_attempts: u32,
+) -> ApiResult<(u64, u64)> {
+    let stale = conn.query(
+        "SELECT id, coalesce(attempts, 0) FROM source_runs WHERE status = 'running' \
+         AND (heartbeat_at IS NULL OR heartbeat_at < CAST(? AS TIMESTAMP))",
+        p![stale_before],
+    )?;
+    let (mut requeued, mut failed) = (0, 0);
+    for r in &stale {
+        let (id, attempts): (i64, i64) = (r.get(0)?, r.get(1)?);
+        if attempts + 1 < i64::from(max_attempts) {
+            conn.execute(
+                "UPDATE source_runs SET status = 'queued', owner = NULL, heartbeat_at = NULL, \
+                 attempts = ?, run_after = CAST(? AS TIMESTAMP) WHERE id = ? AND status = 'running'",
+                p![attempts + 1, retry_at, id],
+            )?;
+            requeued += 1;
+        } else {
+            conn.execute(
+                "UPDATE source_runs SET status = 'failed', finished_at = CAST(? AS TIMESTAMP), \
+                 error = ? WHERE id = ? AND status = 'running'",
+                p![
+                    now(),
+                    format!("the worker running it stopped, {max_attempts} times: given up"),
+                    id
+                ],
+            )?;
+            conn.execute(
+                "UPDATE sources SET running_run = NULL WHERE running_run = ?",
+                p![id],
+            )?;
+            failed += 1;
+        }
+    }
+    Ok((requeued, failed))
+}
+
+/// Runs queued or in progress, oldest first.
+pub fn active(conn: &dyn Sql) -> ApiResult<Vec<RunInfo>> {
+    runs_where(conn, "status IN ('queued', 'running') ORDER BY id", p![])
 }
 
 /// Records that process `owner` is alive: its running runs are not abandoned.

@@ -25,6 +25,7 @@
 //!   one run per source across all of them, and a dead process's runs are found by their
 //!   stale heartbeat.
 //! - 8: versions of extracts published to the object store (`published_extracts`).
+//! - 9: runs queued for workers (`source_runs.attempts`, `run_after`; status `queued`).
 
 use std::collections::BTreeMap;
 
@@ -47,6 +48,7 @@ pub(crate) const MIGRATIONS: &[(&str, Step)] = &[
     ("plugin marketplaces", Step::Sql(V6)),
     ("runs owned by a process", Step::Sql(V7)),
     ("published extract versions", Step::Sql(V8)),
+    ("runs queued for workers", Step::Sql(V9)),
 ];
 
 /// The schema version this binary writes.
@@ -205,6 +207,12 @@ const V8: &str = "
 CREATE TABLE published_extracts (
     source VARCHAR NOT NULL, version VARCHAR NOT NULL, published_at TIMESTAMP NOT NULL,
     PRIMARY KEY (source, version));
+";
+
+/// Migration 9: runs queued for workers, retried when their worker stops.
+const V9: &str = "
+ALTER TABLE source_runs ADD COLUMN attempts INTEGER;
+ALTER TABLE source_runs ADD COLUMN run_after TIMESTAMP;
 ";
 
 /// Migration 4: admin-editable settings (the workspace CLAUDE.md template, ...).

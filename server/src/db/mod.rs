@@ -329,7 +329,7 @@ impl Store for Db {
         owner: &str,
     ) -> ApiResult<i64> {
         owned!(source, trigger, owner);
-        self.transaction(move |c| history::start(c, &source, &trigger, full_refresh, &owner))
+        self.transaction(move |c| history::start(c, &source, &trigger, full_refresh, Some(&owner)))
             .await
     }
 
@@ -348,6 +348,33 @@ impl Store for Db {
         let stale_before = stale_before.map(str::to_owned);
         self.transaction(move |c| history::abandon_running(c, stale_before.as_deref()))
             .await
+    }
+
+    async fn queue_run(&self, source: &str, trigger: &str, full_refresh: bool) -> ApiResult<i64> {
+        owned!(source, trigger);
+        self.transaction(move |c| history::start(c, &source, &trigger, full_refresh, None))
+            .await
+    }
+
+    async fn take_queued(&self, owner: &str) -> ApiResult<Option<history::Taken>> {
+        owned!(owner);
+        self.transaction(move |c| history::take_queued(c, &owner))
+            .await
+    }
+
+    async fn requeue_stale(
+        &self,
+        stale_before: &str,
+        retry_at: &str,
+        max_attempts: u32,
+    ) -> ApiResult<(u64, u64)> {
+        owned!(stale_before, retry_at);
+        self.transaction(move |c| history::requeue_stale(c, &stale_before, &retry_at, max_attempts))
+            .await
+    }
+
+    async fn active_runs(&self) -> ApiResult<Vec<RunInfo>> {
+        self.call(history::active).await
     }
 
     async fn heartbeat(&self, owner: &str) -> ApiResult<()> {

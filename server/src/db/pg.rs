@@ -20,6 +20,9 @@ use crate::error::{ApiError, ApiResult};
 /// The advisory lock key under which the schema is migrated ("agnes" in ASCII).
 const MIGRATION_LOCK: i64 = 0x61676e6573;
 
+/// The advisory lock the one scheduling process holds.
+pub const SCHEDULER_LOCK: i64 = 0x61676e6573 + 1;
+
 /// A pool of connections to the state database.
 #[derive(Clone)]
 pub struct Pg {
@@ -67,6 +70,30 @@ impl Pg {
         .await
         .map_err(|e| e.detail())?;
         Ok(pg)
+    }
+
+    /// Keeps or takes the session advisory lock `key` on a connection of its own: `held` is
+    /// the connection that held it (checked alive); returns the connection holding it, or
+    /// `None` when another process does. A process that dies loses it with its session.
+    pub async fn lead(
+        &self,
+        held: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+        key: i64,
+    ) -> Option<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        if let Some(mut conn) = held {
+            if sqlx::query("SELECT 1").execute(&mut *conn).await.is_ok() {
+                return Some(conn);
+            }
+            // the session is gone, and the lock with it: close, try again below
+            let _ = conn.close().await;
+        }
+        let mut conn = self.pool.acquire().await.ok()?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await
+            .ok()?;
+        got.then_some(conn)
     }
 
     /// The pool (LISTEN/NOTIFY, readiness).
@@ -170,6 +197,10 @@ impl Sql for PgSql<'_> {
         let mut conn = self.conn.borrow_mut();
         let rows = self.rt.block_on(q.fetch_all(&mut **conn))?;
         rows.iter().map(decode).collect()
+    }
+
+    fn postgres(&self) -> bool {
+        true
     }
 
     fn batch(&self, sql: &str) -> ApiResult<()> {

@@ -141,6 +141,14 @@ pub fn delete(conn: &dyn Sql, name: &str) -> ApiResult<SourceRemoval> {
     if get(conn, name)?.is_none() {
         return Err(not_found(name));
     }
+    // a run queued or in progress anywhere holds the source
+    let running: Option<i64> =
+        conn.value("SELECT running_run FROM sources WHERE name = ?", p![name])?;
+    if let Some(run) = running {
+        return Err(ApiError::Conflict(format!(
+            "source `{name}` is syncing (run {run}); wait for it, then delete"
+        )));
+    }
     let tables: Vec<String> = list_tables(conn, Some(name))?
         .into_iter()
         .map(|t| t.spec.name)

@@ -164,6 +164,10 @@ pub trait Sql {
     fn query(&self, sql: &str, params: &[Val]) -> ApiResult<Vec<Row>>;
     /// Runs statements separated by `;`, without parameters (DDL, transaction control).
     fn batch(&self, sql: &str) -> ApiResult<()>;
+    /// PostgreSQL (shared by several processes), where row locks matter.
+    fn postgres(&self) -> bool {
+        false
+    }
 }
 
 impl dyn Sql + '_ {

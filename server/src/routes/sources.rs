@@ -94,11 +94,12 @@ async fn create(
 async fn list(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Value>> {
     let sources = state.store.list_sources().await?;
     let tables = state.store.list_tables(None).await?;
-    let running = state
-        .running
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let running: std::collections::BTreeMap<String, crate::sync::Running> =
+        crate::sync::Running::all(&state)
+            .await?
+            .into_iter()
+            .map(|r| (r.source.clone(), r))
+            .collect();
     let latest = state.store.latest_runs().await?;
     let mut out = Vec::with_capacity(sources.len());
     for s in sources {
@@ -126,12 +127,10 @@ async fn show(
     let source = require_source(&state, &name).await?;
     let tables = state.store.list_tables(Some(&name)).await?;
     let runs = state.store.list_runs(Some(&name), 5).await?;
-    let running = state
-        .running
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&name)
-        .cloned();
+    let running = crate::sync::Running::all(&state)
+        .await?
+        .into_iter()
+        .find(|r| r.source == name);
     Ok(Json(
         json!({"source": source, "tables": tables, "running": running, "runs": runs}),
     ))

@@ -73,13 +73,7 @@ async fn trigger(
 }
 
 async fn status(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Value>> {
-    let running: Vec<_> = state
-        .running
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .values()
-        .cloned()
-        .collect();
+    let running = crate::sync::Running::all(&state).await?;
     let last = state.store.list_runs(None, 1).await?;
     let catalog = state.catalog();
     Ok(Json(json!({

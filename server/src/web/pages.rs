@@ -312,11 +312,11 @@ pub async fn overview(
         Ok(all) => all,
         Err(e) => return e.into_response(),
     };
-    let running = state
-        .running
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let running: std::collections::BTreeMap<String, crate::sync::Running> =
+        match crate::sync::Running::all(&state).await {
+            Ok(all) => all.into_iter().map(|r| (r.source.clone(), r)).collect(),
+            Err(e) => return e.into_response(),
+        };
     let catalog = state.catalog();
     let (rows, size) = catalog.tables.values().fold((0i64, 0i64), |(r, s), t| {
         (r + t.rows.max(0), s + t.size_bytes.max(0))
