@@ -611,4 +611,67 @@ mod tests {
             ServerConfig::load(None, |k| (k == "AGNES_LISTEN").then(|| "nope".into())).unwrap_err();
         assert!(err.contains("AGNES_LISTEN=nope"), "{err}");
     }
+
+    #[test]
+    fn the_scale_out_settings_are_checked_together() {
+        let s3 = "[storage]\nbackend = \"s3\"\nendpoint = \"http://s3:3900\"\nbucket = \"b\"\n\
+                  access_key_id = \"GK1\"\nsecret_access_key_file = \"/run/s\"\n";
+        let pg = "[state]\nbackend = \"postgres\"\nurl = \"postgres://agnes@db/agnes\"\n";
+        for (text, wanted) in [
+            ("[state]\nbackend = \"mysql\"\n", "[state] backend `mysql`"),
+            ("[state]\nbackend = \"postgres\"\n", "needs url"),
+            (
+                "[state]\nbackend = \"postgres\"\nurl = \"mysql://x\"\n",
+                "postgres:// URL",
+            ),
+            ("[state]\nurl = \"postgres://x/y\"\n", "url is for backend"),
+            (s3, "it needs [state] backend = \"postgres\""),
+            ("role = \"worker\"\n", "role `worker` splits"),
+            ("role = \"boss\"\n", "role `boss`"),
+            (
+                &format!("{pg}[storage]\nbackend = \"s3\"\nendpoint = \"http://s3\"\n"),
+                "needs bucket",
+            ),
+            (
+                &format!("{pg}{s3}presign_ttl_secs = 7200\ngrace_secs = 3600\n"),
+                "grace_secs must be longer",
+            ),
+            (
+                &format!("{pg}{s3}endpoint_x = 1\n"),
+                "unknown field `endpoint_x`",
+            ),
+        ] {
+            let err = ServerConfig::from_toml(text).unwrap_err();
+            assert!(err.contains(wanted), "{text}: {err}");
+        }
+        let ok = ServerConfig::from_toml(&format!("role = \"api\"\n{pg}{s3}")).unwrap();
+        assert_eq!(
+            (ok.role.as_str(), ok.storage.presign_ttl_secs),
+            ("api", 900)
+        );
+        // AGNES_STATE_URL picks the backend; AGNES_ROLE the role
+        let env = |k: &str| match k {
+            "AGNES_STATE_URL" => Some("postgres://agnes@db/agnes".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            ServerConfig::load(None, env).unwrap().state.backend,
+            "postgres"
+        );
+    }
+
+    #[test]
+    fn a_state_target_never_shows_its_password() {
+        let t = crate::db::pg::PgTarget {
+            url: "postgres://agnes:hunter2@db:5432/agnes".into(),
+            password: Some("s3cret".into()),
+            max_connections: 4,
+        };
+        let shown = format!("{t:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        assert!(shown.contains("db:5432/agnes"), "{shown}");
+    }
 }

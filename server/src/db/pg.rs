@@ -29,14 +29,31 @@ pub struct Pg {
     pool: PgPool,
 }
 
-/// How to reach the state database.
-#[derive(Debug, Clone)]
+/// How to reach the state database (its `Debug` never shows the password).
+#[derive(Clone)]
 pub struct PgTarget {
     /// `postgres://user@host:port/database?sslmode=...` (a password here is accepted, but
     /// `password` keeps it out of the configuration file).
     pub url: String,
     pub password: Option<String>,
     pub max_connections: u32,
+}
+
+impl std::fmt::Debug for PgTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // a password in the URL is cut too: everything between `://` and `@`
+        let url = match (self.url.find("://"), self.url.rfind('@')) {
+            (Some(s), Some(at)) if at > s => {
+                format!("{}://…@{}", &self.url[..s], &self.url[at + 1..])
+            }
+            _ => self.url.clone(),
+        };
+        f.debug_struct("PgTarget")
+            .field("url", &url)
+            .field("password", &self.password.as_ref().map(|_| "…"))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
 }
 
 impl Pg {
