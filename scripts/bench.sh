@@ -9,8 +9,8 @@ MODE="${1:-full}"
 : "${CARGO_TARGET_DIR:=/var/tmp/agnes-target/host}"
 export CARGO_TARGET_DIR
 case "$MODE" in
-  quick) BENCH_ARGS=--quick; BIG_ROWS=1000000;  HTTP_RECORDS=200000;  WRK_SECS=5;  PG_ROWS=1000000;  SQL_FACTS=200000;  SCALE_TABLES=200 ;;
-  full)  BENCH_ARGS=;        BIG_ROWS=52000000; HTTP_RECORDS=1000000; WRK_SECS=10; PG_ROWS=10000000; SQL_FACTS=1000000; SCALE_TABLES=1000 ;;
+  quick) BENCH_ARGS=--quick; BIG_ROWS=1000000;  HTTP_RECORDS=200000;  WRK_SECS=5;  PG_ROWS=1000000;  SQL_FACTS=200000;  SCALE_TABLES=200;  OUT_ROWS=300000;  PULLS=20 ;;
+  full)  BENCH_ARGS=;        BIG_ROWS=52000000; HTTP_RECORDS=1000000; WRK_SECS=10; PG_ROWS=10000000; SQL_FACTS=1000000; SCALE_TABLES=1000; OUT_ROWS=3000000; PULLS=200 ;;
   *) echo "usage: scripts/bench.sh [full|quick]" >&2; exit 2 ;;
 esac
 
@@ -50,6 +50,12 @@ trap 'rm -f "$out"' EXIT
   echo
   echo '```'
   bench/scale.sh "$SCALE_TABLES" 1000 "$WRK_SECS"
+  echo '```'
+  echo
+  echo "### 6c. Scale-out: two API processes and a worker on PostgreSQL + Garage"
+  echo
+  echo '```'
+  bench/scale_out.sh 1000 "$WRK_SECS" "$OUT_ROWS" "$PULLS"
   echo '```'
   echo
   echo "### 7. http-json over loopback"

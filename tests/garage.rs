@@ -3,6 +3,7 @@
 //! Garage is AGPL: it runs only as this separate process, installed by `scripts/setup.sh`
 //! outside the clone, never linked into Agnes.
 
+use crate::free_port;
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -18,14 +19,6 @@ pub struct Garage {
     /// `http://127.0.0.1:<port>`: the S3 API.
     pub endpoint: String,
     pub secret: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn binary() -> PathBuf {

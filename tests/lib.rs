@@ -193,6 +193,15 @@ pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, String> {
     out
 }
 
+/// A free loopback port (bound, then released: for a server a test starts next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A real server on a loopback port, with its own data dir, running on its own runtime
 /// until dropped. `admin` is the bootstrap admin's token.
 pub struct TestServer {

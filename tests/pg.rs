@@ -2,6 +2,7 @@
 //! free loopback port, stopped (by its pid) when dropped. Runs the server binaries as the
 //! `postgres` user when the tests run as root (PostgreSQL refuses to run as root).
 
+use crate::free_port;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -36,14 +37,6 @@ fn bin_dir() -> PathBuf {
     found
         .pop()
         .expect("no PostgreSQL server binaries: run scripts/setup.sh")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl PgCluster {

@@ -4,6 +4,7 @@
 //! And a disk that fills up mid-sync (a file-size limit): a clear error, the previous
 //! extract still serving.
 
+use agnes_tests::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -34,14 +35,6 @@ fn agnes(data: &Path) -> Command {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     c
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts `agnes serve` on `data` and waits (bounded) until it answers.

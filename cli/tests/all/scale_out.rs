@@ -2,6 +2,7 @@
 //! PostgreSQL state and one Garage bucket (a private cluster and a private Garage, separate
 //! processes started by the test), real HTTP over loopback everywhere.
 
+use agnes_tests::free_port;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -235,14 +236,6 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `agnes serve --role <role>` on the shared state and bucket, its own data dir and port.
