@@ -11,7 +11,7 @@ set -euo pipefail
 # Measures speed, not trust: the built component runs unsigned (see docs/security.md).
 export AGNES_ALLOW_UNSIGNED=1
 cd "$(dirname "$0")/.."
-CLIENTS="${1:-1000}"; SECS="${2:-10}"; ROWS="${3:-3000000}"; PULLS="${4:-200}"
+CLIENTS="${1:-1000}"; SECS="${2:-10}"; ROWS="${3:-5200000}"; PULLS="${4:-200}"
 : "${CARGO_TARGET_DIR:=/var/tmp/agnes-target/host}"
 AGNES="$(realpath "${AGNES:-$CARGO_TARGET_DIR/debug/agnes}")"
 CSV="$CARGO_TARGET_DIR/wasm/wasm32-wasip2/release/agnes_connector_csv.wasm"
@@ -20,6 +20,7 @@ PGBIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
 [ -x "$GARAGE" ] || { echo "needs Garage: run scripts/setup.sh" >&2; exit 1; }
 ulimit -n 65536 2>/dev/null || true
+. scripts/lib-server.sh   # make_big_csv (its `api` is replaced below)
 work="$(mktemp -d /var/tmp/agnes-bench.XXXXXX)"
 chmod 755 "$work"
 pids=()
@@ -58,7 +59,7 @@ root_domain = ".s3.localhost"
 EOF
 chmod 600 "$work/garage/garage.toml"
 g() { "$GARAGE" -c "$work/garage/garage.toml" "$@"; }
-RUST_LOG=warn g server >"$work/garage/log" 2>&1 & garage_pid=$!; pids+=("$garage_pid")
+RUST_LOG=warn "$GARAGE" -c "$work/garage/garage.toml" server >"$work/garage/log" 2>&1 & garage_pid=$!; pids+=("$garage_pid")
 for _ in $(seq 100); do node=$(g node id -q 2>/dev/null) && break; sleep 0.1; done
 g layout assign -z dc1 -c 10G "${node%%@*}" >/dev/null
 g layout apply --version 1 >/dev/null
@@ -105,7 +106,6 @@ wait_idle() {
 
 mkdir -p "$work/demo" "$work/big" "$work/tick"
 cp examples/demo/data/*.csv "$work/demo/"
-. scripts/lib-server.sh
 make_big_csv "$ROWS" "$work/big/big.csv"
 echo "n,at" > "$work/tick/tick.csv"
 for s in demo big tick; do
@@ -126,9 +126,9 @@ echo "PostgreSQL $("$PGBIN/postgres" -V | awk '{print $3}'), Garage $("$GARAGE" 
 p99() { awk '/ 99%/ {print $2} /Requests\/sec/ {print $2}' | paste -sd' '; }
 one=$(wrk -t2 -c"$CLIENTS" -d"${SECS}s" --latency -H "Authorization: Bearer $ADMIN" "$A/api/sync/manifest" | p99)
 half=$((CLIENTS / 2))
-wrk -t1 -c"$half" -d"${SECS}s" --latency -H "Authorization: Bearer $ADMIN" "$A/api/sync/manifest" | p99 > "$work/wa" &
+wrk -t1 -c"$half" -d"${SECS}s" --latency -H "Authorization: Bearer $ADMIN" "$A/api/sync/manifest" | p99 > "$work/wa" & other=$!
 wrk -t1 -c"$half" -d"${SECS}s" --latency -H "Authorization: Bearer $ADMIN" "$B/api/sync/manifest" | p99 > "$work/wb"
-wait
+wait "$other"
 echo "manifest, $CLIENTS clients on one API process: p99 ${one% *}, ${one#* } req/s"
 echo "manifest, $CLIENTS clients on two (half each): p99 $(cut -d' ' -f1 "$work/wa") / $(cut -d' ' -f1 "$work/wb"), $(cut -d' ' -f2 "$work/wa") + $(cut -d' ' -f2 "$work/wb") req/s"
 
