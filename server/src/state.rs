@@ -99,7 +99,7 @@ impl AppState {
 
     /// Installs the newest published version of every source from the bucket where this
     /// process serves another one. A failure is logged: the version here keeps serving.
-    async fn install_published(&self, bucket: &crate::storage::Bucket) {
+    pub(crate) async fn install_published(&self, bucket: &crate::storage::Bucket) {
         let versions = match self.store.published_versions().await {
             Ok(v) => v,
             Err(e) => {

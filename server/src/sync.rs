@@ -104,6 +104,11 @@ pub async fn work(state: AppState) {
                 match state.store.get_source(&taken.source).await {
                     Ok(Some(source)) => {
                         tracing::info!(source = %taken.source, run = taken.run, "running a queued sync");
+                        // continue from the newest version (its committed state), even if
+                        // its announcement has not reached this process yet
+                        if let Some(bucket) = state.bucket() {
+                            state.install_published(bucket).await;
+                        }
                         run_source(&state, taken.run, &source, taken.full_refresh).await;
                     }
                     Ok(None) => {
@@ -179,7 +184,7 @@ pub async fn remove_replaced(state: &AppState) -> Result<usize, String> {
 
 /// With a bucket: uploads the version of `source` this process just published, unless
 /// it is there already, and records it as the one served.
-async fn share(state: &AppState, source: &str) -> Result<(), String> {
+pub(crate) async fn share(state: &AppState, source: &str) -> Result<(), String> {
     let Some(bucket) = state.bucket() else {
         return Ok(());
     };

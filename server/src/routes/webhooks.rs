@@ -158,6 +158,10 @@ async fn jira(
         }
         Err(e) => return Err(ApiError::internal(format!("applying a jira webhook: {e}"))),
     };
+    // with a bucket, the other processes get the new version too (and this one keeps it)
+    crate::sync::share(&state, &source)
+        .await
+        .map_err(ApiError::internal)?;
     state.rebuild_catalog().await.map_err(ApiError::internal)?;
     tracing::info!(issue = %key, event = %event, version = %report.version, "jira webhook applied");
     let _ = state
