@@ -374,6 +374,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> ApiResult<(u64, u64)>;
     /// Runs queued or in progress in any process, oldest first.
     async fn active_runs(&self) -> ApiResult<Vec<RunInfo>>;
+    /// Whether run `run` is still running as process `owner`'s (not given to another worker
+    /// after `owner` was silent past its lease).
+    async fn owns_run(&self, run: i64, owner: &str) -> ApiResult<bool>;
     /// The newest `limit` runs (of one source), newest first, with their table outcomes.
     async fn list_runs(&self, source: Option<&str>, limit: usize) -> ApiResult<Vec<RunInfo>>;
     async fn get_run(&self, id: i64) -> ApiResult<Option<RunInfo>>;

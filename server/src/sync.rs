@@ -459,6 +459,17 @@ async fn run_source(state: &AppState, run: i64, source: &Source, full_refresh: b
     } else {
         run_connector(state, source, &names, &materialize, None, !full_refresh).await
     };
+    // a worker silent past its lease lost the run to another: that one records it
+    if state.shared().is_some()
+        && !state
+            .store
+            .owns_run(run, &state.instance)
+            .await
+            .unwrap_or(true)
+    {
+        tracing::warn!(source = %source.spec.name, run, "this run went to another worker while this one was silent past its lease; its result is dropped");
+        return;
+    }
     // shared with the other processes before it counts: a version only this process had
     // would be served here and nowhere else
     let result = match result {

@@ -616,3 +616,84 @@ async fn replicas_starting_together_migrate_once() {
         "the built-in groups exist once"
     );
 }
+
+/// The queue of the scale-out mode: a queued run claims its source, a worker takes it, a
+/// worker silent past its lease loses it to the next (when due), and a run given up fails
+/// and frees its source.
+#[tokio::test]
+async fn queued_runs_are_taken_requeued_and_given_up() {
+    let at = |secs: i64| {
+        (chrono::Utc::now() + chrono::Duration::seconds(secs))
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    };
+    for (backend, store, _dir) in backends().await {
+        store.create_source(&source("shop")).await.unwrap();
+        store.create_source(&source("shop2")).await.unwrap();
+        let run = store
+            .queue_run("shop", "manual:admin", false)
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                store.queue_run("shop", "schedule", false).await,
+                Err(ApiError::Conflict(_))
+            ),
+            "{backend}: one per source"
+        );
+        assert_eq!(store.active_runs().await.unwrap()[0].status, "queued");
+        let taken = store.take_queued("worker-a").await.unwrap().expect("due");
+        assert_eq!((taken.run, taken.source.as_str()), (run, "shop"));
+        assert!(
+            store.take_queued("worker-b").await.unwrap().is_none(),
+            "{backend}: taken once"
+        );
+        assert!(store.owns_run(run, "worker-a").await.unwrap());
+        assert!(!store.owns_run(run, "worker-b").await.unwrap());
+        // a worker that beats keeps its run; silent past the cutoff, it loses it
+        store.heartbeat("worker-a").await.unwrap();
+        assert_eq!(
+            store.requeue_stale(&at(-60), &at(0), 3).await.unwrap(),
+            (0, 0)
+        );
+        assert_eq!(
+            store.requeue_stale(&at(60), &at(3600), 3).await.unwrap(),
+            (1, 0)
+        );
+        assert!(
+            !store.owns_run(run, "worker-a").await.unwrap(),
+            "{backend}: lost it"
+        );
+        assert!(
+            store.take_queued("worker-b").await.unwrap().is_none(),
+            "{backend}: not due for an hour"
+        );
+
+        // shop2: due at once each time; the third silence gives up
+        let run2 = store
+            .queue_run("shop2", "manual:admin", false)
+            .await
+            .unwrap();
+        for (worker, expected) in [
+            ("worker-a", (1, 0)),
+            ("worker-b", (1, 0)),
+            ("worker-c", (0, 1)),
+        ] {
+            let taken = store.take_queued(worker).await.unwrap().expect("due");
+            assert_eq!(taken.run, run2, "{backend}");
+            assert_eq!(
+                store.requeue_stale(&at(60), &at(-1), 3).await.unwrap(),
+                expected,
+                "{backend}: {worker}"
+            );
+        }
+        let given_up = store.get_run(run2).await.unwrap().unwrap();
+        assert_eq!(given_up.status, "failed", "{backend}");
+        assert!(given_up.error.unwrap().contains("3 times"));
+        // its source is free again
+        store
+            .queue_run("shop2", "manual:admin", false)
+            .await
+            .unwrap();
+    }
+}

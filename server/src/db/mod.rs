@@ -377,6 +377,18 @@ impl Store for Db {
         self.call(history::active).await
     }
 
+    async fn owns_run(&self, run: i64, owner: &str) -> ApiResult<bool> {
+        owned!(owner);
+        self.call(move |c| {
+            let n: i64 = c.value(
+                "SELECT count(*) FROM source_runs WHERE id = ? AND owner = ? AND status = 'running'",
+                sql::p![run, &owner],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
     async fn heartbeat(&self, owner: &str) -> ApiResult<()> {
         owned!(owner);
         self.call(move |c| history::heartbeat(c, &owner)).await
