@@ -334,6 +334,31 @@ impl TestServer {
         v
     }
 
+    /// As the admin: a new group `group` granted `table`, and a new user `user` in it;
+    /// returns the user's token.
+    pub fn analyst(&self, user: &str, group: &str, table: &str) -> String {
+        self.admin_call(
+            "POST",
+            "/api/admin/groups",
+            Some(serde_json::json!({"name": group})),
+        );
+        self.admin_call(
+            "POST",
+            "/api/admin/grants",
+            Some(
+                serde_json::json!({"group": group, "resource_type": "table", "resource_id": table}),
+            ),
+        );
+        self.admin_call(
+            "POST",
+            "/api/admin/users",
+            Some(serde_json::json!({"name": user, "groups": [group]})),
+        )["token"]
+            .as_str()
+            .expect("a token")
+            .to_string()
+    }
+
     /// Registers source `demo` (the csv component over `examples/demo/data`) with `tables`
     /// (JSON table specs, or `{"all": true}`), syncs it and waits.
     pub fn with_demo_source(&self, tables: serde_json::Value) -> &Self {

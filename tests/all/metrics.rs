@@ -211,20 +211,7 @@ fn the_workspace_claude_md_is_rendered_per_caller_from_an_editable_template() {
             metric("sales", "by_category", "SELECT p.category, sum(o.amount) FROM orders o JOIN products p USING (product_id) GROUP BY 1"),
         ]})),
     );
-    s.admin_call("POST", "/api/admin/groups", Some(json!({"name": "sales"})));
-    s.admin_call(
-        "POST",
-        "/api/admin/grants",
-        Some(json!({"group": "sales", "resource_type": "table", "resource_id": "orders"})),
-    );
-    let ana = s.admin_call(
-        "POST",
-        "/api/admin/users",
-        Some(json!({"name": "ana", "groups": ["sales"]})),
-    )["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let ana = s.analyst("ana", "sales", "orders");
     let (st, body) = s.call(
         "GET",
         Some(&ana),

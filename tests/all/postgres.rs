@@ -1273,20 +1273,7 @@ fn remote_tables_are_scanned_at_the_source_within_their_guardrails() {
         "{err}"
     );
 
-    s.admin_call("POST", "/api/admin/groups", Some(json!({"name": "sales"})));
-    s.admin_call(
-        "POST",
-        "/api/admin/grants",
-        Some(json!({"group": "sales", "resource_type": "table", "resource_id": "events"})),
-    );
-    let ana = s.admin_call(
-        "POST",
-        "/api/admin/users",
-        Some(json!({"name": "ana", "groups": ["sales"]})),
-    )["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let ana = s.analyst("ana", "sales", "events");
     let bob = s.admin_call(
         "POST",
         "/api/admin/users",

@@ -79,20 +79,7 @@ fn a_sync_on_one_server_is_served_by_the_other_and_pulled_through_presigned_urls
         c.storage = short.clone();
     });
     a.with_demo_source(json!({"all": true}));
-    a.admin_call("POST", "/api/admin/groups", Some(json!({"name": "sales"})));
-    a.admin_call(
-        "POST",
-        "/api/admin/grants",
-        Some(json!({"group": "sales", "resource_type": "table", "resource_id": "orders"})),
-    );
-    let ana = a.admin_call(
-        "POST",
-        "/api/admin/users",
-        Some(json!({"name": "ana", "groups": ["sales"]})),
-    )["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let ana = a.analyst("ana", "sales", "orders");
 
     // A's manifest: only what ana may read, each with a presigned URL
     let ma = manifest(&a, &ana);
