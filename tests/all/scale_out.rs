@@ -111,3 +111,60 @@ fn simultaneous_triggers_on_two_replicas_run_one_sync() {
     assert_eq!(st, 202, "{body}");
     b.wait_for_sync();
 }
+
+/// A version replaced more than `grace_secs` ago leaves the bucket (and the record); the
+/// current one and a version replaced within the grace stay.
+#[test]
+fn replaced_versions_leave_the_bucket_after_the_grace() {
+    use agnes_tests::garage::{BUCKET, Garage, KEY_ID, REGION};
+    let pg = PgCluster::start();
+    let garage = Garage::start();
+    let secret = garage.secret_file();
+    let state = pg.state_config();
+    let storage = agnes_server::config::StorageConfig {
+        backend: "s3".into(),
+        endpoint: Some(garage.endpoint.clone()),
+        public_endpoint: None,
+        bucket: Some(BUCKET.into()),
+        region: REGION.into(),
+        access_key_id: Some(KEY_ID.into()),
+        secret_access_key_file: Some(secret),
+        presign_ttl_secs: 1,
+        grace_secs: 3,
+    };
+    let a = TestServer::start_with(|c| {
+        c.state = state.clone();
+        c.storage = storage.clone();
+    });
+    a.with_demo_source(json!({"all": true}));
+    a.sync_source("demo");
+    let versions = || a.block_on(a.state.store.published_versions()).unwrap();
+    let [old, current] = &versions()[..] else {
+        panic!("two versions: {:?}", versions())
+    };
+    let (old, current) = (old.clone(), current.clone());
+    let fetch = |version: &str| {
+        let key = format!("demo/{version}/data/orders.parquet");
+        let bucket = a.state.bucket().unwrap().clone();
+        let (url, _) = a.block_on(bucket.presign(&key)).unwrap();
+        agnes_tests::http()
+            .get(&url)
+            .call()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!((fetch(&old.version), fetch(&current.version)), (200, 200));
+    let remove = || {
+        a.block_on(agnes_server::sync::remove_replaced(&a.state))
+            .unwrap()
+    };
+    assert_eq!(remove(), 0, "replaced less than the grace ago");
+    std::thread::sleep(Duration::from_millis(3200));
+    // this call, or the server's own pass (every quarter lease) if it came first
+    assert!(remove() <= 1);
+    assert_eq!(versions(), [current.clone()]);
+    assert_eq!(fetch(&old.version), 404, "gone from the bucket");
+    assert_eq!(fetch(&current.version), 200, "the current one stays");
+    assert_eq!(remove(), 0);
+}
