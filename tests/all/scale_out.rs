@@ -163,7 +163,7 @@ fn replaced_versions_leave_the_bucket_after_the_grace() {
     std::thread::sleep(Duration::from_millis(3200));
     // this call, or the server's own pass (every quarter lease) if it came first
     assert!(remove() <= 1);
-    assert_eq!(versions(), [current.clone()]);
+    assert_eq!(versions(), std::slice::from_ref(&current));
     assert_eq!(fetch(&old.version), 404, "gone from the bucket");
     assert_eq!(fetch(&current.version), 200, "the current one stays");
     assert_eq!(remove(), 0);
