@@ -25,8 +25,7 @@ pub fn open_extract(extract_dir: &Path) -> duckdb::Connection {
 
 /// md5 of a file, hex.
 pub fn md5_file(path: &Path) -> String {
-    use md5::{Digest, Md5};
-    hex::encode(Md5::digest(std::fs::read(path).unwrap()))
+    agnes_runtime::extract::md5_file(path).unwrap()
 }
 
 use std::sync::OnceLock;

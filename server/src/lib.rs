@@ -72,13 +72,15 @@ pub async fn bootstrap_password(state: &AppState, name: &str) -> Result<String, 
 }
 
 /// Starts what runs beside the router, for this process's role: following the other
-/// processes' changes and beating (always), the scheduler (not on a worker), the worker loop
+/// processes' changes and beating (shared state), the scheduler (not on a worker), the worker loop
 /// (on PostgreSQL state, not on an `api` process; on one machine a trigger runs its syncs
 /// itself).
 pub fn run_background(state: &AppState, tick: std::time::Duration) {
     let role = state.config.role.as_str();
-    tokio::spawn(state.clone().follow_changes());
-    tokio::spawn(sync::keep_alive(state.clone()));
+    if state.shared().is_some() {
+        tokio::spawn(state.clone().follow_changes());
+        tokio::spawn(sync::keep_alive(state.clone()));
+    }
     if role != "worker" {
         tokio::spawn(sync::scheduler(state.clone(), tick));
     }

@@ -99,7 +99,11 @@ impl AppState {
 
     /// Installs the newest published version of every source from the bucket where this
     /// process serves another one. A failure is logged: the version here keeps serving.
-    pub(crate) async fn install_published(&self, bucket: &crate::storage::Bucket) {
+    pub(crate) async fn install_published(
+        &self,
+        bucket: &crate::storage::Bucket,
+        only: Option<&str>,
+    ) {
         let versions = match self.store.published_versions().await {
             Ok(v) => v,
             Err(e) => {
@@ -110,7 +114,9 @@ impl AppState {
         // the last of each source is the one served
         let mut newest: BTreeMap<String, String> = BTreeMap::new();
         for v in versions {
-            newest.insert(v.source, v.version);
+            if only.is_none_or(|s| s == v.source) {
+                newest.insert(v.source, v.version);
+            }
         }
         let extracts = self.config.extracts_dir();
         for (source, version) in newest {
@@ -241,7 +247,7 @@ impl AppState {
     /// first installs the versions other processes published.
     async fn rebuild_local_catalog(&self) -> Result<(), String> {
         if let Some(bucket) = &self.bucket {
-            self.install_published(bucket).await;
+            self.install_published(bucket, None).await;
         }
         let registered: crate::catalog::Registered = self
             .store

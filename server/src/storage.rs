@@ -238,9 +238,13 @@ impl Bucket {
     }
 }
 
-/// The object key of a published file (`<extracts>/.versions/<source>/<version>/<rel>`).
-pub fn key_of(extracts: &Path, file: &Path) -> Option<String> {
-    let versions = extracts.canonicalize().ok()?.join(".versions");
+/// Where published versions live, resolved (what catalog paths start with).
+pub fn versions_root(extracts: &Path) -> Option<PathBuf> {
+    Some(extracts.canonicalize().ok()?.join(".versions"))
+}
+
+/// The object key of a published file (`<versions root>/<source>/<version>/<rel>`).
+pub fn key_of(versions: &Path, file: &Path) -> Option<String> {
     let rel = file.strip_prefix(versions).ok()?;
     let parts: Vec<&str> = rel.iter().map(|p| p.to_str()).collect::<Option<_>>()?;
     (parts.len() >= 3).then(|| parts.join("/"))

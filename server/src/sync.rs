@@ -55,42 +55,33 @@ impl Running {
     }
 }
 
-/// Keeps this process's runs alive and, with a shared state, puts the runs of workers that
+/// On a shared state: keeps this process's runs alive and puts the runs of workers that
 /// stopped beating (killed, cut off) back in the queue — retried with backoff up to
 /// `[worker] max_attempts` times. Runs until the process ends.
 pub async fn keep_alive(state: AppState) {
-    let shared = state.shared().is_some();
     let lease = Duration::from_secs(state.config.worker.lease_secs);
     let mut tick = tokio::time::interval((lease / 4).max(Duration::from_millis(500)));
+    let lease = chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::zero());
     loop {
         tick.tick().await;
         if let Err(e) = state.store.heartbeat(&state.instance).await {
             tracing::warn!(error = %e.detail(), "recording this process's heartbeat failed");
         }
-        if state.bucket().is_some()
-            && let Err(e) = remove_replaced(&state).await
-        {
-            tracing::warn!(error = %e, "removing replaced versions from the bucket failed");
-        }
-        if shared {
-            let lease =
-                chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::zero());
-            let stale = crate::db::stamp(-lease);
-            // the next try waits a lease (a worker that starts dies again: not at once)
-            let retry = crate::db::stamp(lease);
-            let max = state.config.worker.max_attempts;
-            match state.store.requeue_stale(&stale, &retry, max).await {
-                Ok((0, 0)) => {}
-                Ok((requeued, failed)) => {
-                    tracing::warn!(
-                        requeued,
-                        failed,
-                        "runs of a worker that stopped were put back in the queue"
-                    );
-                    state.announce_jobs().await;
-                }
-                Err(e) => tracing::warn!(error = %e.detail(), "requeueing stale runs failed"),
+        let stale = crate::db::stamp(-lease);
+        // the next try waits a lease (a worker that starts dies again: not at once)
+        let retry = crate::db::stamp(lease);
+        let max = state.config.worker.max_attempts;
+        match state.store.requeue_stale(&stale, &retry, max).await {
+            Ok((0, 0)) => {}
+            Ok((requeued, failed)) => {
+                tracing::warn!(
+                    requeued,
+                    failed,
+                    "runs of a worker that stopped were put back in the queue"
+                );
+                state.announce_jobs().await;
             }
+            Err(e) => tracing::warn!(error = %e.detail(), "requeueing stale runs failed"),
         }
     }
 }
@@ -107,7 +98,7 @@ pub async fn work(state: AppState) {
                         // continue from the newest version (its committed state), even if
                         // its announcement has not reached this process yet
                         if let Some(bucket) = state.bucket() {
-                            state.install_published(bucket).await;
+                            state.install_published(bucket, Some(&taken.source)).await;
                         }
                         run_source(&state, taken.run, &source, taken.full_refresh).await;
                     }
@@ -667,6 +658,10 @@ pub async fn scheduler(state: AppState, tick: Duration) {
             if leader.is_none() {
                 continue;
             }
+        }
+        // the bucket is cleaned by the one scheduling process
+        if let Err(e) = remove_replaced(&state).await {
+            tracing::warn!(error = %e, "removing replaced versions from the bucket failed");
         }
         if let Err(e) = schedule_once(&state).await {
             tracing::warn!("error.type" = "scheduler", error = %e, "scheduler check failed");

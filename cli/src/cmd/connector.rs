@@ -880,8 +880,7 @@ fn test_connector(args: TestArgs, out: &Output) -> Result<()> {
         Err(e) => checks.push((false, format!("_meta: {e}"))),
     }
     for t in &report.tables {
-        let md5 =
-            std::fs::read(&t.path).map(|b| format!("{:x}", <md5::Md5 as md5::Digest>::digest(&b)));
+        let md5 = agnes_runtime::extract::md5_file(&t.path);
         checks.push(match md5 {
             Ok(m) if m == t.md5 => (true, format!("{}: {} rows, md5 {m}", t.name, t.rows)),
             Ok(m) => (

@@ -20,12 +20,10 @@
 //!   recorded as approved, since sources already use them).
 //! - 6: plugin marketplaces (`marketplaces`, `marketplace_plugins`, `plugin_reviews`,
 //!   `reviewers`; key columns plus the record as JSON).
-//! - 7: runs owned by a process (`source_runs.owner`, `heartbeat_at`) and a source claimed
-//!   by its running run (`sources.running_run`): with several processes sharing the state,
-//!   one run per source across all of them, and a dead process's runs are found by their
-//!   stale heartbeat.
-//! - 8: versions of extracts published to the object store (`published_extracts`).
-//! - 9: runs queued for workers (`source_runs.attempts`, `run_after`; status `queued`).
+//! - 7: several processes on one state: runs owned by a process and queued for workers
+//!   (`source_runs.owner`, `heartbeat_at`, `attempts`, `run_after`; status `queued`), a
+//!   source claimed by its run (`sources.running_run`: one run per source across all
+//!   processes), and the versions of extracts in the object store (`published_extracts`).
 
 use std::collections::BTreeMap;
 
@@ -46,9 +44,7 @@ pub(crate) const MIGRATIONS: &[(&str, Step)] = &[
     ("settings", Step::Sql(V4)),
     ("web sign-in and connector review", Step::Sql(V5)),
     ("plugin marketplaces", Step::Sql(V6)),
-    ("runs owned by a process", Step::Sql(V7)),
-    ("published extract versions", Step::Sql(V8)),
-    ("runs queued for workers", Step::Sql(V9)),
+    ("several processes on one state", Step::Sql(V7)),
 ];
 
 /// The schema version this binary writes.
@@ -195,24 +191,17 @@ CREATE TABLE reviewers (
     PRIMARY KEY (name, version));
 ";
 
-/// Migration 7: runs owned by a process; a source claimed by its running run.
+/// Migration 7: runs owned by processes and queued for workers, a source claimed by its
+/// run, versions in the object store.
 const V7: &str = "
 ALTER TABLE source_runs ADD COLUMN owner VARCHAR;
 ALTER TABLE source_runs ADD COLUMN heartbeat_at TIMESTAMP;
+ALTER TABLE source_runs ADD COLUMN attempts INTEGER;
+ALTER TABLE source_runs ADD COLUMN run_after TIMESTAMP;
 ALTER TABLE sources ADD COLUMN running_run BIGINT;
-";
-
-/// Migration 8: versions of extracts in the object store, newest per source served.
-const V8: &str = "
 CREATE TABLE published_extracts (
     source VARCHAR NOT NULL, version VARCHAR NOT NULL, published_at TIMESTAMP NOT NULL,
     PRIMARY KEY (source, version));
-";
-
-/// Migration 9: runs queued for workers, retried when their worker stops.
-const V9: &str = "
-ALTER TABLE source_runs ADD COLUMN attempts INTEGER;
-ALTER TABLE source_runs ADD COLUMN run_after TIMESTAMP;
 ";
 
 /// Migration 4: admin-editable settings (the workspace CLAUDE.md template, ...).

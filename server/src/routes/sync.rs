@@ -132,13 +132,15 @@ async fn manifest(State(state): State<AppState>, user: AuthUser) -> ApiResult<Re
     }
     let extracts = state.config.extracts_dir();
     let tables = catalog.rendered("manifest", bits, |bits| {
+        let versions = bucket.and_then(|_| crate::storage::versions_root(&extracts));
         let mut tables = Map::new();
         for t in catalog.tables_in(bits) {
             let mut entry = json!({"hash": t.md5, "updated": t.updated, "size_bytes": t.size_bytes, "rows": t.rows,
                        "query_mode": t.query_mode, "source": t.source, "description": t.description});
             // only tables the caller may read are here: a URL is never signed for another
             if let Some((url, expires)) = bucket
-                .zip(crate::storage::key_of(&extracts, &t.path))
+                .zip(versions.as_deref())
+                .and_then(|(b, root)| Some((b, crate::storage::key_of(root, &t.path)?)))
                 .and_then(|(b, key)| b.presign_now(&key))
             {
                 entry["signed_url"] = json!(url);
